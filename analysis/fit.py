@@ -1,0 +1,719 @@
+"""Fitting scaling laws: `fit_law(df, law, x, y) -> FitResult`, `compute_optimal(fit, C)`.
+
+How a fit is made (the same for every law in `analysis.laws`):
+1. Grid: every point of a grid over the law's non-linear parameters (exponents, locations) is scored at once, with
+   the linear parameters (offsets, amplitudes) solved exactly by weighted least squares for each grid point
+   (variable projection; Golub & Pereyra 1973). One batched SVD per grid point, no starting values needed.
+2. Refinement: the best few distinct grid points (with their exact linear parameters) start a bounded
+   Levenberg-Marquardt search over all parameters (Levenberg 1944; Marquardt 1963), all starts in one batch.
+3. Robust losses: `loss="huber"` minimises sum_i Huber_delta(log f(x_i) - log y_i) (Huber 1964), the loss
+   Hoffmann et al. 2022 used for their approach 3 and Besiroglu et al. 2024 (Epoch AI) in their replication; it is
+   minimised by L-BFGS-B from the best starts of step 1.
+4. Bootstrap: resamples seeds where the table has several (a cluster bootstrap: a seed's whole curve is one unit,
+   because points of one seed share its training noise) and points otherwise (Efron & Tibshirani 1993, ch. 9), and
+   refits every resample in one vectorised Levenberg-Marquardt loop (Levenberg 1944; Marquardt 1963) started from
+   the full-data fit. `ci` are percentile intervals; `stderr` the bootstrap standard deviations.
+
+The Chinchilla law with the Huber loss is fitted exactly as Besiroglu et al. 2024 ("Chinchilla Scaling: A
+replication attempt", section 2) did: log L = LSE(a - alpha log N, b - beta log D, e), A = e^a, B = e^b, E = e^e, Huber
+delta = 1e-3 on log L, L-BFGS-B from their grid of starts (alpha, beta in 0..2 step 0.5; e in -1..1 step 0.5;
+a, b in 0..25 step 5). All 4,500 starts are scored and the best `starts` (default 64) are run to convergence;
+bootstrap refits start from the full-data optimum.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+from scipy.special import logsumexp
+
+from analysis.laws import LAWS, Law, get_law
+
+LOSSES = ("l2", "huber")
+
+
+# ------------------------------------------------------------------------------------------- variable projection
+def _nl_columns(theta: np.ndarray) -> list[np.ndarray]:
+    """Split (G, q) non-linear parameter sets into q columns of shape (G, 1) that broadcast against x."""
+    return [theta[:, j:j + 1] for j in range(theta.shape[1])]
+
+
+def design(law: Law, x: np.ndarray, theta_nl: np.ndarray) -> np.ndarray:
+    """The linear-parameter columns for each non-linear parameter set: (G, n, L)."""
+    theta_nl = np.atleast_2d(np.asarray(theta_nl, dtype=float))
+    if theta_nl.shape[1] == 0:
+        d = law.basis(x)
+        return np.broadcast_to(d, (theta_nl.shape[0],) + d.shape)
+    return law.basis(x, *_nl_columns(theta_nl))
+
+
+@dataclass
+class Projector:
+    """Weighted least-squares projections onto span(design) for a batch of designs (variable projection).
+
+    For data y with weights w, the residual sum of squares after solving the linear parameters exactly is
+    ||z||^2 - ||Q^T z||^2, z = sqrt(w) y, where Q is an orthonormal basis of the columns of sqrt(w) X. Q comes from
+    Gram-Schmidt with re-orthogonalisation (Giraud et al. 2005, "Rounding error analysis of the classical Gram-Schmidt
+    orthogonalization process"), batched over designs: the designs have 1 to 3 columns, where this is much cheaper
+    than a batched SVD. A column whose remainder is below 1e-9 of its norm is dropped (its coefficient is 0), so a
+    degenerate design cannot fit noise.
+    """
+
+    Q: np.ndarray  # (G, n, L)
+    R: np.ndarray  # (G, L, L) upper triangular, scaled columns; zero rows/cols for dropped columns
+    norms: np.ndarray  # (G, L)
+    sw: np.ndarray  # (n,)
+    QT: np.ndarray  # (G * L, n): Q stacked for one matrix product per batch
+
+    @classmethod
+    def build(cls, D: np.ndarray, w: np.ndarray) -> "Projector":
+        sw = np.sqrt(np.asarray(w, dtype=float))
+        Dw = np.asarray(D, dtype=float) * sw[None, :, None]
+        Dw = np.where(np.isfinite(Dw), Dw, 0.0)
+        norms = np.sqrt(np.einsum("gnl,gnl->gl", Dw, Dw))  # (G, L)
+        safe = np.where(norms > 0, norms, 1.0)
+        A = Dw / safe[:, None, :]
+        G, n, L = A.shape
+        Q = np.zeros_like(A)
+        R = np.zeros((G, L, L))
+        for j in range(L):
+            v = A[:, :, j].copy()
+            for _ in range(2):  # twice is enough (Giraud et al. 2005)
+                for i in range(j):
+                    c = np.einsum("gn,gn->g", Q[:, :, i], v)
+                    R[:, i, j] += c
+                    v -= c[:, None] * Q[:, :, i]
+            r = np.sqrt(np.einsum("gn,gn->g", v, v))
+            keep = (r > 1e-9) & (norms[:, j] > 0)
+            R[:, j, j] = np.where(keep, r, 0.0)
+            Q[:, :, j] = np.where(keep[:, None], v / np.where(keep, r, 1.0)[:, None], 0.0)
+        QT = np.ascontiguousarray(Q.transpose(0, 2, 1).reshape(G * L, n))
+        return cls(Q, R, np.where(norms > 0, norms, np.inf), sw, QT)
+
+    def rss(self, Y: np.ndarray) -> np.ndarray:
+        """Weighted RSS for every data row of Y (B, n) and every design: (B, G)."""
+        Z = np.atleast_2d(Y) * self.sw
+        G, _, L = self.Q.shape
+        proj = (self.QT @ Z.T).reshape(G, L, Z.shape[0])  # this order is the fast one for small n
+        fitted = proj[:, 0] ** 2
+        for l in range(1, L):
+            fitted += proj[:, l] ** 2
+        return np.maximum(np.einsum("bn,bn->b", Z, Z)[:, None] - fitted.T, 0.0)
+
+    def coefs(self, y: np.ndarray, g: np.ndarray | int) -> np.ndarray:
+        """Linear parameters for data rows y (B, n) at design indices g (B,): (B, L), by back substitution."""
+        Z = np.atleast_2d(y) * self.sw
+        g = np.broadcast_to(np.asarray(g), (Z.shape[0],))
+        proj = np.einsum("bnl,bn->bl", self.Q[g], Z)
+        R = self.R[g]
+        L = R.shape[-1]
+        c = np.zeros_like(proj)
+        for j in range(L - 1, -1, -1):
+            acc = proj[:, j] - np.einsum("bk,bk->b", R[:, j, j + 1:], c[:, j + 1:])
+            d = R[:, j, j]
+            c[:, j] = np.where(d > 0, acc / np.where(d > 0, d, 1.0), 0.0)
+        return c / self.norms[g]
+
+    def best(self, y: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """The k lowest-RSS design indices for one data row y, and their RSS."""
+        r = self.rss(y[None])[0]
+        idx = np.argsort(r)[:k]
+        return idx, r[idx]
+
+
+def assemble(law: Law, theta_nl: np.ndarray, lin: np.ndarray) -> np.ndarray:
+    """Full parameter vectors (B, p) in `law.params` order from non-linear (B, q) and linear (B, L) parts."""
+    theta_nl = np.atleast_2d(theta_nl)
+    lin = np.atleast_2d(lin)
+    out = np.empty((max(theta_nl.shape[0], lin.shape[0]), len(law.params)))
+    nl, li = law.nonlinear, law.linear
+    for j, name in enumerate(law.params):
+        out[:, j] = lin[:, li.index(name)] if name in li else theta_nl[:, nl.index(name)]
+    return out
+
+
+def grid_fit(law: Law, x, y, w=None, grid=None, bounds=None):
+    """Best grid point with exact linear parameters: (full parameter vector, weighted RSS)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    w = np.ones(y.shape[-1]) if w is None else np.asarray(w, dtype=float)
+    grid = law.grid(x, bounds) if grid is None else np.atleast_2d(grid)
+    P = Projector.build(design(law, x, grid), w)
+    rss = P.rss(y)[0]
+    g = int(np.argmin(rss))
+    lin = P.coefs(y, g)[0]
+    return assemble(law, grid[g:g + 1], lin[None])[0], float(rss[g])
+
+
+def zoom_fit(law: Law, x, y, w, grid: np.ndarray, *, levels: int = 3, m: int = 5, bounds: dict | None = None):
+    """Refine the best point of a grid by zooming: around it, a finer grid spanning the neighbouring grid values of
+    each non-linear parameter (log-spaced for positive ones), `levels` times, each step m points per parameter.
+    Returns (full parameter vector, weighted RSS). Deterministic and cheap: one batched projection per level.
+    """
+    grid = np.atleast_2d(grid)
+    P = Projector.build(design(law, x, grid), w)
+    idx, r = P.best(y)
+    g = int(idx[0])
+    q = grid.shape[1]
+    if q == 0:
+        lin = P.coefs(y[None], g)[0]
+        return assemble(law, grid[g:g + 1], lin[None])[0], float(r[0])
+    names = law.nonlinear
+    zg = _to_z(law, names, grid)
+    centre = zg[g].copy()
+    lo_b = np.full(q, -np.inf) if bounds is None else _z_bounds(law, names, bounds)[0]
+    hi_b = np.full(q, np.inf) if bounds is None else _z_bounds(law, names, bounds)[1]
+    half = np.empty(q)
+    for j in range(q):
+        vals = np.unique(zg[:, j])
+        step = np.min(np.diff(vals)) if vals.size > 1 else 0.0
+        half[j] = step
+    best_theta, best_rss = grid[g], float(r[0])
+    lin_best = P.coefs(y[None], g)[0]
+    for _ in range(levels):
+        axes = [np.clip(np.linspace(centre[j] - half[j], centre[j] + half[j], m), lo_b[j], hi_b[j]) if half[j] > 0
+                else np.array([centre[j]]) for j in range(q)]
+        mesh = np.meshgrid(*axes, indexing="ij")
+        Zg = np.stack([a.ravel() for a in mesh], axis=1)
+        Gf = _from_z(law, names, Zg)
+        Pf = Projector.build(design(law, x, Gf), w)
+        i, rr = Pf.best(y)
+        i = int(i[0])
+        if rr[0] <= best_rss:
+            best_theta, best_rss = Gf[i], float(rr[0])
+            lin_best = Pf.coefs(y[None], i)[0]
+            centre = Zg[i]
+        half = half * 2.0 / (m - 1)
+    return assemble(law, best_theta[None], lin_best[None])[0], best_rss
+
+
+# ------------------------------------------------------------------------------------------ transformed coordinates
+def _to_z(law: Law, names: Sequence[str], values: np.ndarray) -> np.ndarray:
+    """Optimiser coordinates: log10 for the law's positive parameters, unchanged otherwise."""
+    z = np.array(values, dtype=float, copy=True)
+    for j, n in enumerate(names):
+        if n in law.positive:
+            z[..., j] = np.log10(np.maximum(z[..., j], 1e-300))
+    return z
+
+
+def _from_z(law: Law, names: Sequence[str], z: np.ndarray) -> np.ndarray:
+    v = np.array(z, dtype=float, copy=True)
+    for j, n in enumerate(names):
+        if n in law.positive:
+            v[..., j] = 10.0 ** v[..., j]
+    return v
+
+
+def _z_bounds(law: Law, names: Sequence[str], bounds: dict) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.array([bounds.get(n, (-np.inf, np.inf))[0] for n in names], dtype=float)
+    hi = np.array([bounds.get(n, (-np.inf, np.inf))[1] for n in names], dtype=float)
+    return _to_z(law, names, lo), _to_z(law, names, hi)
+
+
+# ---------------------------------------------------------------------------------------------------- point fits
+def _refine_l2(law: Law, x, y, w, starts_nl: np.ndarray, bounds: dict) -> tuple[np.ndarray, float]:
+    """Least squares from several non-linear starts: linear parameters solved exactly at each start, then all
+    parameters refined together by Levenberg-Marquardt (`batched_lm`, all starts in one batch); the best wins."""
+    starts_nl = np.atleast_2d(starts_nl)
+    P = Projector.build(design(law, x, starts_nl), w)
+    Yk = np.tile(y, (starts_nl.shape[0], 1))
+    lin = P.coefs(Yk, np.arange(starts_nl.shape[0]))
+    P0 = assemble(law, starts_nl, lin)
+    if not law.nonlinear:
+        return P0[0], float(P.rss(y[None])[0, 0])
+    theta, cost = batched_lm(law, x, Yk, np.tile(w, (starts_nl.shape[0], 1)), P0, bounds)
+    i = int(np.argmin(cost))
+    return theta[i], float(2 * cost[i])
+
+
+def _huber(r, delta):
+    a = np.abs(r)
+    return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
+
+
+def _huber_grad(r, delta):
+    return np.clip(r, -delta, delta)
+
+
+def _refine_huber(law: Law, x, y, w, starts: np.ndarray, bounds: dict, delta: float, log_resid: bool):
+    """L-BFGS-B on sum_i w_i Huber(g(f(x_i)) - g(y_i)), g = log or identity, over all parameters."""
+    names = law.params
+    zlo, zhi = _z_bounds(law, names, bounds)
+    target = np.log(y) if log_resid else y
+
+    def obj(z):
+        f = law.func(x, *_from_z(law, names, z))
+        if log_resid:
+            if np.any(~np.isfinite(f)) or np.any(f <= 0):
+                return 1e10
+            f = np.log(f)
+        return float(np.sum(w * _huber(f - target, delta)))
+
+    best, best_cost = None, np.inf
+    for s in starts:
+        z0 = np.clip(_to_z(law, names, s), zlo, zhi)
+        r = minimize(obj, z0, method="L-BFGS-B", bounds=list(zip(zlo, zhi)),
+                     options={"maxiter": 5000, "ftol": 1e-14, "gtol": 1e-12})
+        if r.fun < best_cost:
+            best, best_cost = r.x, float(r.fun)
+    return _from_z(law, names, best), best_cost
+
+
+# ------------------------------------------------------------------------------------------------ Chinchilla (Epoch)
+def _lse_objective(z, lN, lD, logL, w, delta):
+    """Besiroglu et al. 2024 objective and its gradient: sum w Huber(LSE(a - al lN, b - be lD, e) - log L)."""
+    a, b, e, al, be = z
+    U = np.stack([a - al * lN, b - be * lD, np.full_like(lN, e)])
+    pred = logsumexp(U, axis=0)
+    r = pred - logL
+    h = w * _huber_grad(r, delta)
+    S = np.exp(U - pred)
+    g = np.array([h @ S[0], h @ S[1], h @ S[2], -(h * S[0]) @ lN, -(h * S[1]) @ lD])
+    return float(np.sum(w * _huber(r, delta))), g
+
+
+def _lse_objective_batch(Z, lN, lD, logL, delta):
+    a, b, e, al, be = (Z[:, j:j + 1] for j in range(5))
+    U = np.stack(np.broadcast_arrays(a - al * lN, b - be * lD, e + 0 * lN))
+    return np.sum(_huber(logsumexp(U, axis=0) - logL, delta), axis=1)
+
+
+EPOCH_GRID = {"alpha": np.arange(0, 2.01, 0.5), "beta": np.arange(0, 2.01, 0.5), "e": np.arange(-1, 1.01, 0.5),
+              "a": np.arange(0, 25.1, 5), "b": np.arange(0, 25.1, 5)}
+
+
+def _chinchilla_starts(grid: dict | None) -> np.ndarray:
+    g = {**EPOCH_GRID, **(grid or {})}
+    mesh = np.meshgrid(g["a"], g["b"], g["e"], g["alpha"], g["beta"], indexing="ij")
+    return np.stack([m.ravel() for m in mesh], axis=1)
+
+
+def _fit_chinchilla_huber(X, y, w, delta, starts, n_starts, z0=None):
+    lN, lD, logL = np.log(X[0]), np.log(X[1]), np.log(y)
+    if z0 is None:
+        cost = _lse_objective_batch(starts, lN, lD, logL, delta)
+        order = np.argsort(cost)[:n_starts]
+        cand = starts[order]
+    else:
+        cand = np.atleast_2d(z0)
+    best, best_cost = None, np.inf
+    for z in cand:
+        r = minimize(_lse_objective, z, args=(lN, lD, logL, w, delta), jac=True, method="L-BFGS-B",
+                     options={"maxiter": 10000, "ftol": 1e-15, "gtol": 1e-12, "maxcor": 20})
+        if r.fun < best_cost:
+            best, best_cost = r.x, float(r.fun)
+    return best, best_cost
+
+
+def _lse_to_params(z):
+    a, b, e, al, be = z
+    return np.array([np.exp(e), np.exp(a), np.exp(b), al, be])  # E, A, B, alpha, beta
+
+
+# ----------------------------------------------------------------------------------------- vectorised refits (LM)
+def batched_lm(law: Law, x, Y, W, P0, bounds: dict, *, loss="l2", delta=1e-3, log_resid=False, n_iter=60):
+    """Levenberg-Marquardt on many data sets at once: rows of Y (B, n) with weights W (B, n), from P0 (B, p).
+
+    Huber losses use iteratively reweighted least squares inside the same loop (Holland & Welsch 1977); a step is
+    kept only where it lowers that replicate's objective. Positive parameters move on a log10 scale; every parameter
+    stays in its bounds. Returns the refitted parameters (B, p) and objective values (B,).
+    """
+    names = law.params
+    zlo, zhi = _z_bounds(law, names, bounds)
+    Z = np.clip(_to_z(law, names, P0), zlo, zhi)
+    Y = np.atleast_2d(Y)
+    target = np.log(np.maximum(Y, 1e-300)) if log_resid else Y
+
+    def model(Zb):
+        f = law.func(x, *[c[:, None] for c in _from_z(law, names, Zb).T])
+        f = np.broadcast_to(f, Y.shape if Y.shape[0] == Zb.shape[0] else (Zb.shape[0], Y.shape[1]))
+        if log_resid:
+            f = np.log(np.where(f > 0, f, 1e-300))
+        return np.where(np.isfinite(f), f, 1e30)
+
+    def objective(f):
+        r = f - target
+        return np.sum(W * (0.5 * r * r if loss == "l2" else _huber(r, delta)), axis=1)
+
+    f = model(Z)
+    cost = objective(f)
+    lam = np.full(Z.shape[0], 1e-3)
+    h = 1e-6 * np.maximum(1.0, np.abs(Z))
+    for _ in range(n_iter):
+        r = target - f
+        Wi = W if loss == "l2" else W * np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))
+        J = np.empty((Z.shape[0], Y.shape[1], Z.shape[1]))
+        for j in range(Z.shape[1]):
+            Zj = Z.copy()
+            Zj[:, j] += h[:, j]
+            J[:, :, j] = (model(Zj) - f) / h[:, j:j + 1]
+        JW = J * Wi[:, :, None]
+        A = np.einsum("bnp,bnq->bpq", JW, J)
+        g = np.einsum("bnp,bn->bp", JW, r)
+        dA = np.einsum("bpp->bp", A)
+        M = A + (lam[:, None] * np.maximum(dA, 1e-12))[:, :, None] * np.eye(Z.shape[1])
+        try:
+            step = np.linalg.solve(M, g[:, :, None])[:, :, 0]
+        except np.linalg.LinAlgError:
+            step = np.zeros_like(Z)
+        step = np.where(np.isfinite(step), step, 0.0)
+        Zn = np.clip(Z + step, zlo, zhi)
+        fn = model(Zn)
+        cn = objective(fn)
+        ok = cn < cost
+        Z[ok], f[ok], cost[ok] = Zn[ok], fn[ok], cn[ok]
+        lam = np.where(ok, lam / 3.0, lam * 4.0)
+        lam = np.clip(lam, 1e-12, 1e12)
+        if np.all(np.abs(step) < 1e-10 * (1 + np.abs(Z))):
+            break
+    return _from_z(law, names, Z), cost
+
+
+# --------------------------------------------------------------------------------------------------- the result
+@dataclass
+class FitResult:
+    """A fitted law: parameters with uncertainties, information criteria and predictions.
+
+    aic, aicc, bic use the Gaussian likelihood of the residuals on the scale that was fitted (log y for Huber fits)
+    with the noise variance estimated, so k = number of parameters + 1 (Burnham & Anderson 2002, eq. 2.1, 2.14;
+    Schwarz 1978). For a Huber fit they are approximate (the loss is not a Gaussian likelihood). aicc is inf when
+    n <= k + 1. rmse is in y's units.
+    """
+
+    law: str
+    params: dict[str, float]
+    stderr: dict[str, float]
+    ci: dict[str, tuple[float, float]]
+    aic: float
+    aicc: float
+    bic: float
+    rmse: float
+    n: int
+    x: Any
+    y: str
+    loss: str
+    n_boot: int = 0
+    level: float = 0.95
+    boot: np.ndarray | None = field(default=None, repr=False)  # (n_boot, p) bootstrap parameter sets
+    residuals: np.ndarray | None = field(default=None, repr=False)  # on the fitted scale
+    log_resid: bool = False
+    options: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def _law(self) -> Law:
+        return get_law(self.law if not self.law.startswith("bnsl") else "bnsl",
+                       breaks=1 if self.law == "bnsl" else int(self.law[4:] or 1))
+
+    def _x(self, x):
+        law = self._law
+        if law.n_inputs == 2:
+            if isinstance(x, pd.DataFrame):
+                x = np.stack([x[self.x[0]].to_numpy(float), x[self.x[1]].to_numpy(float)])
+            x = np.asarray(x, dtype=float)
+            if x.ndim == 1 and x.shape[0] == 2:
+                x = x[:, None]
+            if x.ndim != 2 or x.shape[0] != 2:
+                raise ValueError("chinchilla predictions need (N, D): a DataFrame with the fitted x columns or an "
+                                 "array of shape (2, n)")
+            return x
+        if isinstance(x, pd.DataFrame):
+            x = x[self.x]
+        return np.asarray(x, dtype=float)
+
+    def predict(self, x) -> np.ndarray:
+        """The fitted curve at x (array-like; for chinchilla a DataFrame with the N, D columns or an array (2, n))."""
+        return self._law.func(self._x(x), *[self.params[p] for p in self._law.params])
+
+    def predict_interval(self, x, level: float = 0.95, kind: str = "prediction") -> tuple[np.ndarray, np.ndarray]:
+        """Bootstrap interval at x: `kind="confidence"` for the curve itself, `"prediction"` for a new measurement
+        (each bootstrap curve plus a resampled residual, on the fitted scale). Needs n_boot > 0."""
+        if self.boot is None or len(self.boot) == 0:
+            raise ValueError("this fit has no bootstrap: refit with n_boot > 0 to get intervals")
+        if kind not in ("confidence", "prediction"):
+            raise ValueError(f"kind must be 'confidence' or 'prediction', got {kind!r}")
+        X = self._x(x)
+        law = self._law
+        B = self.boot[np.all(np.isfinite(self.boot), axis=1)]
+        F = law.func(X, *[B[:, j:j + 1] for j in range(B.shape[1])])
+        F = np.atleast_2d(F)
+        if kind == "prediction" and self.residuals is not None and len(self.residuals):
+            rng = np.random.default_rng(self.options.get("seed", 0) + 1)
+            eps = rng.choice(self.residuals, size=F.shape)
+            F = np.exp(np.log(np.maximum(F, 1e-300)) + eps) if self.log_resid else F + eps
+        q = (1 - level) / 2
+        return np.nanquantile(F, q, axis=0), np.nanquantile(F, 1 - q, axis=0)
+
+    def to_row(self) -> dict:
+        """A flat dict for fits.csv: law, n, criteria, and value/stderr/ci_low/ci_high for each parameter."""
+        row = {"law": self.law, "x": self.x if isinstance(self.x, str) else "+".join(self.x), "y": self.y,
+               "loss": self.loss, "n": self.n, "aic": self.aic, "aicc": self.aicc, "bic": self.bic,
+               "rmse": self.rmse, "n_boot": self.n_boot}
+        for p, v in self.params.items():
+            row[p] = v
+            row[f"{p}_stderr"] = self.stderr.get(p, np.nan)
+            lo, hi = self.ci.get(p, (np.nan, np.nan))
+            row[f"{p}_ci_low"], row[f"{p}_ci_high"] = lo, hi
+        return row
+
+
+def information_criteria(rss: float, n: int, p: int) -> tuple[float, float, float]:
+    """AIC, AICc, BIC of a least-squares fit with unknown noise variance (k = p + 1).
+
+    -2 log L = n log(2 pi RSS / n) + n; AIC = -2 log L + 2k; AICc = AIC + 2k(k+1)/(n-k-1) (Hurvich & Tsai 1989);
+    BIC = -2 log L + k log n (Schwarz 1978).
+    """
+    k = p + 1
+    m2ll = n * np.log(2 * np.pi * max(rss, 1e-300) / n) + n
+    aic = m2ll + 2 * k
+    aicc = aic + 2 * k * (k + 1) / (n - k - 1) if n - k - 1 > 0 else np.inf
+    return float(aic), float(aicc), float(m2ll + k * np.log(n))
+
+
+# ------------------------------------------------------------------------------------------------------ fit_law
+def _columns(df: pd.DataFrame, x, y, law: Law) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"fit_law needs a pandas DataFrame, got {type(df).__name__}")
+    xs = [x] if law.n_inputs == 1 else list(x) if isinstance(x, (list, tuple)) else None
+    if xs is None or len(xs) != law.n_inputs:
+        raise ValueError(f"law {law.name!r} needs x as a pair of column names (N, D), got {x!r}")
+    for c in xs + [y]:
+        if not isinstance(c, str) or c not in df.columns:
+            raise ValueError(f"column {c!r} is not in the table; columns are: {', '.join(map(str, df.columns))}")
+    sub = df.copy()
+    for c in xs + [y]:
+        try:
+            sub[c] = pd.to_numeric(sub[c], errors="raise").astype(float)
+        except (ValueError, TypeError):
+            raise ValueError(f"column {c!r} must be numeric to fit {law.name!r}") from None
+    ok = np.all(np.isfinite(sub[xs + [y]].to_numpy(float)), axis=1)
+    sub = sub[ok]
+    if law.log_x and len(sub) and (sub[xs].to_numpy(float) <= 0).any():
+        bad = [c for c in xs if (sub[c] <= 0).any()][0]
+        raise ValueError(f"column {bad!r} has values <= 0; law {law.name!r} needs positive x (drop those rows)")
+    X = sub[xs[0]].to_numpy(float) if law.n_inputs == 1 else np.stack([sub[c].to_numpy(float) for c in xs])
+    return X, sub[y].to_numpy(float), sub
+
+
+def fit_law(df: pd.DataFrame, law: str, x, y: str, *, loss: str | None = None, huber_delta: float = 1e-3,
+            log_residuals: bool | None = None, n_boot: int = 200, seed: int = 0, level: float = 0.95,
+            grid: dict | np.ndarray | None = None, bounds: dict | None = None, exclude_top_k: int = 0,
+            breaks: int = 1, starts: int = 64, weights: str | None = None) -> FitResult:
+    """Fit a scaling law to columns of a table.
+
+    df: one row per measurement; rows with a missing or non-finite x or y are left out. x: a column name (for
+    chinchilla a pair (N, D) of column names). y: the column to fit. law: one of analysis.laws.LAWS.
+    loss: "l2" (least squares, the default) or "huber" (Huber on log residuals when every y > 0; the default for
+    chinchilla). huber_delta: the Huber threshold (1e-3 as in Hoffmann et al. 2022). n_boot: bootstrap resamples
+    (0 for none), seeds resampled when the table has a `seed` column with several seeds, points otherwise.
+    grid: non-linear starting values (a dict name -> values, or an array of full rows; for chinchilla with Huber the
+    Epoch grid names a, b, e, alpha, beta). bounds: name -> (low, high). exclude_top_k: drop the k points with the
+    highest y first (Besiroglu et al. 2024 drop 5). breaks: number of breaks for bnsl. starts: how many of the best
+    grid starts run L-BFGS-B in Huber fits. weights: optional column of per-row weights (e.g. 1/stderr^2).
+    """
+    L = get_law(law, breaks=breaks)
+    if loss is None:
+        loss = "huber" if L.name == "chinchilla" else "l2"
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
+        raise ValueError(f"n_boot must be a whole number >= 0, got {n_boot!r}")
+    if not (0 < level < 1):
+        raise ValueError(f"level must be between 0 and 1, got {level!r}")
+    X, yv, sub = _columns(df, x, y, L)
+    if exclude_top_k:
+        if exclude_top_k < 0 or exclude_top_k >= len(yv):
+            raise ValueError(f"exclude_top_k={exclude_top_k} must be between 0 and the number of points ({len(yv)})")
+        keep = np.argsort(-yv, kind="stable")[exclude_top_k:]
+        keep.sort()
+        X, yv, sub = (X[keep] if X.ndim == 1 else X[:, keep]), yv[keep], sub.iloc[keep]
+    n, p = len(yv), len(L.params)
+    if n < p + 1:
+        raise ValueError(f"law {L.name!r} has {p} parameters and needs at least {p + 1} points with finite "
+                         f"{x!r} and {y!r}; got {n}")
+    if weights is not None:
+        if weights not in sub.columns:
+            raise ValueError(f"weights column {weights!r} is not in the table")
+        w = pd.to_numeric(sub[weights], errors="coerce").to_numpy(float)
+        if not np.all(np.isfinite(w) & (w > 0)):
+            raise ValueError(f"weights column {weights!r} must hold positive finite numbers")
+    else:
+        w = np.ones(n)
+    if log_residuals is None:
+        log_residuals = loss == "huber"
+    if log_residuals and np.any(yv <= 0):
+        raise ValueError(f"column {y!r} has values <= 0: Huber on log residuals needs positive y (use loss='l2')")
+    bnds = {**L.bounds(X), **(bounds or {})}
+    unknown = set(bounds or {}) - set(L.params)
+    if unknown:
+        raise ValueError(f"bounds for unknown parameter(s) {sorted(unknown)} of law {L.name!r}: {L.params}")
+
+    # ---- point estimate
+    chin_huber = L.name == "chinchilla" and loss == "huber"
+    if chin_huber:
+        if not log_residuals:
+            raise ValueError("chinchilla with Huber is fitted on log loss (Hoffmann et al. 2022); use loss='l2' "
+                             "for a fit on the raw scale")
+        starts_arr = _chinchilla_starts(grid if isinstance(grid, dict) else None)
+        z_hat, _ = _fit_chinchilla_huber(X, yv, w, huber_delta, starts_arr, starts)
+        theta = _lse_to_params(z_hat)
+    else:
+        if isinstance(grid, dict):
+            g = L.grid(X, {k: (min(v), max(v)) for k, v in grid.items()})
+            axes = [np.asarray(grid.get(nm, np.unique(g[:, j]))) for j, nm in enumerate(L.nonlinear)]
+            mesh = np.meshgrid(*axes, indexing="ij") if axes else []
+            G = np.stack([m.ravel() for m in mesh], axis=1) if axes else np.zeros((1, 0))
+        elif grid is not None:
+            G = np.atleast_2d(np.asarray(grid, dtype=float))
+        else:
+            G = L.grid(X, bnds)
+        Pj = Projector.build(design(L, X, G), w)
+        rss = Pj.rss(yv)[0]
+        top = _distinct_top(G, rss, 3)
+        theta, _ = _refine_l2(L, X, yv, w, G[top], bnds)
+        if loss == "huber":
+            theta, _ = _refine_huber(L, X, yv, w, theta[None], bnds, huber_delta, log_residuals)
+
+    pred = L.func(X, *theta)
+    resid = (np.log(yv) - np.log(np.maximum(pred, 1e-300))) if log_residuals else (yv - pred)
+    rss_fit = float(np.sum(w * resid ** 2) / np.mean(w))
+    aic, aicc, bic = information_criteria(rss_fit, n, p)
+    rmse = float(np.sqrt(np.mean((yv - pred) ** 2)))
+
+    # ---- bootstrap
+    boot = None
+    if n_boot > 0:
+        rng = np.random.default_rng(seed)
+        Wb = _bootstrap_weights(sub, n_boot, rng) * w
+        if chin_huber:
+            Zb = np.array([_fit_chinchilla_huber(X, yv, Wb[b], huber_delta, None, 1, z0=z_hat)[0]
+                           for b in range(n_boot)])
+            boot = np.array([_lse_to_params(z) for z in Zb])
+        else:
+            P0 = _bootstrap_starts(L, X, yv, Wb, theta, bnds)
+            boot, _ = batched_lm(L, X, yv, Wb, P0, bnds, loss=loss, delta=huber_delta, log_resid=log_residuals)
+        # a resample that keeps fewer distinct x than the law has parameters cannot identify it
+        xkey = X if X.ndim == 1 else X[0] + 1e-9 * X[1]
+        distinct = np.array([len(np.unique(xkey[Wb[b] > 0])) for b in range(n_boot)])
+        boot[distinct < min(p, len(np.unique(xkey)))] = np.nan
+    params = dict(zip(L.params, map(float, theta)))
+    if boot is not None and np.isfinite(boot).all(axis=1).sum() >= 2:
+        ok = np.isfinite(boot).all(axis=1)
+        q = (1 - level) / 2
+        stderr = dict(zip(L.params, map(float, np.std(boot[ok], axis=0, ddof=1))))
+        lo, hi = np.quantile(boot[ok], q, axis=0), np.quantile(boot[ok], 1 - q, axis=0)
+        ci = {nm: (float(a), float(b)) for nm, a, b in zip(L.params, lo, hi)}
+    else:
+        stderr = dict(zip(L.params, _asymptotic_stderr(L, X, yv, w, theta, log_residuals)))
+        ci = {nm: (np.nan, np.nan) for nm in L.params}
+    return FitResult(law=L.name, params=params, stderr=stderr, ci=ci, aic=aic, aicc=aicc, bic=bic, rmse=rmse, n=n,
+                     x=x if L.n_inputs == 1 else tuple(x), y=y, loss=loss, n_boot=int(n_boot), level=level,
+                     boot=boot, residuals=resid, log_resid=bool(log_residuals),
+                     options={"seed": seed, "huber_delta": huber_delta, "exclude_top_k": exclude_top_k})
+
+
+def _distinct_top(G: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best grid points, skipping points adjacent in the grid to one already chosen."""
+    order = np.argsort(score)
+    chosen: list[int] = []
+    span = np.ptp(G, axis=0) if len(G) > 1 else np.ones(G.shape[1])
+    span = np.where(span > 0, span, 1.0)
+    for i in order:
+        if all(np.max(np.abs(G[i] - G[j]) / span) > 0.15 for j in chosen):
+            chosen.append(int(i))
+        if len(chosen) == k:
+            break
+    return np.array(chosen if chosen else [int(order[0])])
+
+
+def _bootstrap_weights(sub: pd.DataFrame, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Resample counts per row (n_boot, n): whole seeds when the table has several seeds, rows otherwise."""
+    n = len(sub)
+    if "seed" in sub.columns and sub["seed"].notna().all() and sub["seed"].nunique() >= 2:
+        codes, uniq = pd.factorize(sub["seed"])
+        draws = rng.integers(0, len(uniq), size=(n_boot, len(uniq)))
+        counts = np.stack([np.bincount(d, minlength=len(uniq)) for d in draws])
+        return counts[:, codes].astype(float)
+    draws = rng.integers(0, n, size=(n_boot, n))
+    return np.stack([np.bincount(d, minlength=n) for d in draws]).astype(float)
+
+
+def _bootstrap_starts(law: Law, X, y, Wb, theta, bounds) -> np.ndarray:
+    """Start every resample at the full-data fit, and also at its own best grid point when that is cheap."""
+    P0 = np.tile(theta, (Wb.shape[0], 1))
+    G = law.grid(X, bounds)
+    n = y.shape[0]
+    if len(law.nonlinear) and Wb.shape[0] * len(G) * n * len(law.linear) ** 2 < 3e8:
+        D = design(law, X, G)
+        norms = np.sqrt(np.sum(D * D, axis=1))
+        norms = np.where(norms > 0, norms, 1.0)
+        Dn = np.where(np.isfinite(D), D, 0.0) / norms[:, None, :]
+        M = np.einsum("gnl,bn,gnm->bglm", Dn, Wb, Dn, optimize=True)
+        r = np.einsum("gnl,bn->bgl", Dn, Wb * y, optimize=True)
+        Lc = M.shape[-1]
+        ridge = 1e-10 * np.trace(M, axis1=2, axis2=3)[..., None, None] * np.eye(Lc) + 1e-300 * np.eye(Lc)
+        c = np.linalg.solve(M + ridge, r[..., None])[..., 0]
+        rss = np.sum(Wb * y * y, axis=1)[:, None] - np.sum(c * r, axis=2)
+        g = np.argmin(rss, axis=1)
+        lin = c[np.arange(len(g)), g] / norms[g]
+        Pg = assemble(law, G[g], lin)
+        # keep whichever start is better for that resample (by the weighted RSS it gives)
+        f0 = law.func(X, *[P0[:, j:j + 1] for j in range(P0.shape[1])])
+        fg = law.func(X, *[Pg[:, j:j + 1] for j in range(Pg.shape[1])])
+        better = np.sum(Wb * (y - fg) ** 2, axis=1) < np.sum(Wb * (y - f0) ** 2, axis=1)
+        P0[better] = Pg[better]
+    return P0
+
+
+def _asymptotic_stderr(law: Law, X, y, w, theta, log_resid) -> list[float]:
+    """Standard errors from the Jacobian: sqrt(diag(s^2 (J^T W J)^-1)), s^2 = RSS / (n - p) (no bootstrap)."""
+    n, p = len(y), len(theta)
+    if n <= p:
+        return [np.nan] * p
+
+    def f(t):
+        v = law.func(X, *t)
+        return np.log(np.maximum(v, 1e-300)) if log_resid else v
+
+    f0 = f(theta)
+    J = np.empty((n, p))
+    for j in range(p):
+        h = 1e-6 * max(1.0, abs(theta[j]))
+        t = theta.copy()
+        t[j] += h
+        J[:, j] = (f(t) - f0) / h
+    r = (np.log(y) if log_resid else y) - f0
+    s2 = np.sum(w * r * r) / (n - p)
+    try:
+        cov = s2 * np.linalg.pinv(J.T @ (J * w[:, None]))
+    except np.linalg.LinAlgError:
+        return [np.nan] * p
+    return [float(np.sqrt(c)) if c >= 0 else np.nan for c in np.diag(cov)]
+
+
+# ------------------------------------------------------------------------------------------------ compute optimal
+def compute_optimal(fit: FitResult, C) -> tuple[np.ndarray, np.ndarray]:
+    """Compute-optimal model size and data for budgets C (FLOPs), with C = 6 N D.
+
+    Hoffmann et al. 2022, eq. 4: N*(C) = G (C/6)^a, D*(C) = G^-1 (C/6)^b, with G = (alpha A / (beta B))^(1/(alpha+beta)),
+    a = beta / (alpha + beta), b = alpha / (alpha + beta). Vectorised over C; returns (N*, D*).
+    """
+    if not isinstance(fit, FitResult) or fit.law != "chinchilla":
+        raise ValueError("compute_optimal needs a chinchilla FitResult (fit_law(df, 'chinchilla', (N, D), loss))")
+    Cv = np.asarray(C, dtype=float)
+    if np.any(~np.isfinite(Cv)) or np.any(Cv <= 0):
+        raise ValueError("compute budgets C must be positive finite FLOP counts")
+    A, B, al, be = (fit.params[k] for k in ("A", "B", "alpha", "beta"))
+    if min(A, B, al, be) <= 0:
+        raise ValueError(f"compute_optimal needs A, B, alpha, beta > 0; this fit has A={A:g}, B={B:g}, "
+                         f"alpha={al:g}, beta={be:g}")
+    G = (al * A / (be * B)) ** (1.0 / (al + be))
+    N = G * (Cv / 6.0) ** (be / (al + be))
+    D = (Cv / 6.0) ** (al / (al + be)) / G
+    return N, D
+
+
+__all__ = ["FitResult", "fit_law", "compute_optimal", "LAWS", "batched_lm", "Projector", "design", "grid_fit"]

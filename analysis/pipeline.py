@@ -1,0 +1,121 @@
+"""The analysis of one results table, end to end: scaling-law fits, emergence flags and the views, written as CSVs.
+
+`emergence analyze` and the end of `emergence sweep` call `run_analysis`; notebooks can too. Pure pandas: the input
+is the tidy results table (from this framework or an importer), the output a dict of written files.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.schema import validate
+
+VIEWS = ("transitions", "loss", "resolution", "backtest")
+FIT_COLUMNS = ["task", "metric", "x", "law", "param", "value", "stderr", "lo", "hi", "aicc", "bic", "rmse", "n"]
+
+
+def measured(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows that are measurements (status ok or imported) of runs that neither diverged nor failed."""
+    bad_runs = set(df.loc[df["status"].isin(["diverged", "failed"]), "run_id"].dropna())
+    keep = df["status"].isin(["ok", "imported"]) & ~df["run_id"].isin(bad_runs) & df["value"].notna()
+    return df[keep]
+
+
+def final_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Each run's last checkpoint."""
+    last = df.groupby("run_id")["step"].transform("max")
+    return df[df["step"] == last]
+
+
+def fit_rows(fit, task: str, metric: str, x: str) -> list[dict]:
+    return [{"task": task, "metric": metric, "x": x, "law": fit.law, "param": name, "value": value,
+             "stderr": fit.stderr.get(name, np.nan), "lo": fit.ci.get(name, (np.nan, np.nan))[0],
+             "hi": fit.ci.get(name, (np.nan, np.nan))[1], "aicc": fit.aicc, "bic": fit.bic, "rmse": fit.rmse,
+             "n": fit.n} for name, value in fit.params.items()]
+
+
+def scaling_fits(df: pd.DataFrame, *, n_boot: int = 200) -> pd.DataFrame:
+    """Fits of the held-out LM loss: L(N) and L(C) power laws (final checkpoints, Kaplan et al. 2020), and
+    L(N, D) (Hoffmann et al. 2022) when the table has several token budgets per size (an IsoFLOP grid)."""
+    from analysis.fit import fit_law
+
+    lm = final_rows(df[(df["task"] == "lm") & (df["metric"] == "loss")])
+    rows: list[dict] = []
+    if lm["n_params"].nunique() >= 3:
+        for x in ("n_params", "flops"):
+            try:
+                fit = fit_law(lm.astype({x: float}), "power", x, "value", n_boot=n_boot)
+                rows += fit_rows(fit, "lm", "loss", x)
+            except ValueError as e:
+                warnings.warn(f"power-law fit of loss against {x} failed: {e}")
+        per_size = lm.groupby("n_params")["tokens"].nunique()
+        if (per_size >= 2).sum() >= 3:
+            try:
+                fit = fit_law(lm.astype({"n_params": float, "tokens": float}), "chinchilla", ("n_params", "tokens"),
+                              "value", n_boot=n_boot)
+                rows += fit_rows(fit, "lm", "loss", "n_params,tokens")
+            except ValueError as e:
+                warnings.warn(f"Chinchilla fit failed: {e}")
+    return pd.DataFrame(rows, columns=FIT_COLUMNS)
+
+
+def run_analysis(df: pd.DataFrame, out_dir: Path, *, x: str = "n_params", views=None, runs: pd.DataFrame | None = None,
+                 instances: pd.DataFrame | None = None, n_boot: int = 200) -> dict[str, Path]:
+    """Write fits.csv, flags.csv and, for each requested view ("all" for every one), its CSV into `out_dir`."""
+    from analysis.flags import flag_emergence
+
+    df = validate(df)
+    if not len(measured(df)):
+        raise ValueError("the results table has no measured values (every row is NaN or from a failed run)")
+    out_dir = Path(out_dir)
+    written: dict[str, Path] = {}
+    ok = measured(df)
+
+    fits = scaling_fits(ok, n_boot=n_boot)
+    written["fits"] = _write_csv(fits, out_dir / "fits.csv")
+    flags = flag_emergence(df, x=x)
+    written["flags"] = _write_csv(flags, out_dir / "flags.csv")
+
+    chosen = VIEWS if views == "all" else tuple(views or ())
+    if "transitions" in chosen:
+        from analysis.views import flag_transitions
+
+        written["transitions"] = _write_csv(flag_transitions(df), out_dir / "transitions.csv")
+    if "loss" in chosen and {"lm"} <= set(df["task"]):
+        written["loss"] = _write_csv(flag_emergence(df, x="loss"), out_dir / "loss.csv")
+    if "resolution" in chosen and instances is not None and len(instances):
+        from analysis.resolution import resolution_curves
+
+        written["resolution"] = _write_csv(resolution_curves(instances, x="n_params", runs=runs),
+                                           out_dir / "resolution.csv")
+    if "backtest" in chosen:
+        written["backtest"] = _write_csv(backtests(ok), out_dir / "backtest.csv")
+    return written
+
+
+def backtests(ok: pd.DataFrame, holdout: int = 1) -> pd.DataFrame:
+    """Predict the largest size from the smaller ones: the LM loss with a power law, each task's exact match with a
+    logistic in log N (where there are enough sizes: a law needs more points than parameters)."""
+    from analysis.backtest import backtest
+
+    parts = []
+    sizes = ok["n_params"].nunique()
+    for (task, metric), law, need in ((("lm", "loss"), "power", 4), ((None, "exact_match"), "logistic", 6)):
+        sub = ok[(ok["metric"] == metric) & ((ok["task"] == task) if task else ok["task"].ne("lm"))]
+        if sizes - holdout < need or not len(sub):
+            continue
+        try:
+            parts.append(backtest(sub, law, "n_params", holdout=holdout))
+        except ValueError as e:
+            warnings.warn(f"backtest of {metric} with {law} failed: {e}")
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,166 @@
+"""The results table: one tidy row per run x checkpoint x task x metric, defined once, here.
+
+Everything that writes results (the probe engine, the importers) and everything that reads them (fits, flags, plots,
+report) goes through these definitions. A value that could not be measured is NaN with a status that says why, never
+0.0: a 0.0 reads as "not yet emerged".
+
+This module imports pandas and numpy only, so that `analysis/` runs without torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+# column -> pandas dtype. Integers that may be missing (imported tables) use the nullable Int64.
+COLUMNS: dict[str, str] = {
+    "sweep": "string",
+    "run_id": "string",
+    "model": "string",
+    "n_params": "Int64",
+    "n_params_nonembed": "Int64",
+    "n_layer": "Int64",
+    "d_model": "Int64",
+    "seed": "Int64",
+    "step": "Int64",
+    "tokens": "float64",
+    "flops": "float64",
+    "task": "string",
+    "metric": "string",
+    "value": "float64",
+    "stderr": "float64",
+    "n": "Int64",
+    "status": "string",
+}
+REQUIRED = list(COLUMNS)
+
+# Why a row's value is what it is. "ok" is the only status whose value is a measurement; every other one has NaN.
+STATUSES = {
+    "ok": "measured",
+    "not_measured": "the metric could not be computed for this checkpoint (for example no examples)",
+    "diverged": "the run diverged (NaN or inf loss) before this point",
+    "failed": "the run raised an error",
+    "corrupt_checkpoint": "the checkpoint failed its checksum and was skipped",
+    "imported": "taken from another tool's results; measured there",
+}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a metric is: its direction, how per-example values aggregate, and whether it is continuous.
+
+    `discontinuous` metrics (exact match) are all-or-nothing per example; Schaeffer et al. 2023 ("Are Emergent
+    Abilities of Large Language Models a Mirage?") show such metrics can make a smooth underlying improvement look like
+    a jump, so every discontinuous metric is recorded beside continuous ones of the same task.
+    """
+
+    name: str
+    higher_is_better: bool
+    aggregation: str  # "mean" over examples (a proportion or a mean of per-example values)
+    discontinuous: bool
+    description: str
+    lower_bound: float | None = None
+    upper_bound: float | None = None
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(name: str, *, higher_is_better: bool, aggregation: str = "mean", discontinuous: bool = False,
+                    description: str = "", lower_bound: float | None = None,
+                    upper_bound: float | None = None) -> Metric:
+    """Register a metric's direction and aggregation (lm-evaluation-harness's `register_metric`, as data)."""
+    m = Metric(name, higher_is_better, aggregation, discontinuous, description, lower_bound, upper_bound)
+    METRICS[name] = m
+    return m
+
+
+register_metric("exact_match", higher_is_better=True, discontinuous=True, lower_bound=0.0, upper_bound=1.0,
+                description="greedy decoding reproduces the whole answer and its end token (proportion)")
+register_metric("token_accuracy", higher_is_better=True, lower_bound=0.0, upper_bound=1.0,
+                description="teacher-forced argmax equals the target, per answer token (proportion)")
+register_metric("answer_nll", higher_is_better=False, lower_bound=0.0,
+                description="mean negative log-likelihood per answer token, nats")
+register_metric("brier", higher_is_better=False, lower_bound=0.0, upper_bound=2.0,
+                description="Brier score per answer token over the vocabulary: sum_v (p_v - 1[v = target])^2")
+register_metric("edit_distance", higher_is_better=False, lower_bound=0.0, upper_bound=1.0,
+                description="normalised Levenshtein distance between the greedy generation and the answer")
+register_metric("loss", higher_is_better=False, lower_bound=0.0,
+                description="held-out language-model loss, nats per token")
+register_metric("icl_score", higher_is_better=False,
+                description="in-context-learning score (Olsson et al. 2022): loss on a late token of a repeated "
+                            "random sequence minus loss on an early one, nats; more negative = more in-context learning")
+register_metric("prefix_matching", higher_is_better=True, lower_bound=0.0, upper_bound=1.0,
+                description="strongest head's mean attention to the token after the previous occurrence of the "
+                            "current token (Olsson et al. 2022)")
+# Generic accuracy-like metrics used by imported tables (lm-evaluation-harness: acc, acc_norm, ...).
+register_metric("acc", higher_is_better=True, lower_bound=0.0, upper_bound=1.0, description="accuracy (imported)")
+register_metric("acc_norm", higher_is_better=True, lower_bound=0.0, upper_bound=1.0,
+                description="length-normalised accuracy (imported)")
+register_metric("perplexity", higher_is_better=False, lower_bound=1.0, description="perplexity (imported)")
+
+
+def higher_is_better(metric: str) -> bool:
+    """Direction of a metric; unknown metrics are refused rather than guessed."""
+    try:
+        return METRICS[metric].higher_is_better
+    except KeyError:
+        raise ValueError(f"unknown metric {metric!r}: register it with analysis.schema.register_metric("
+                         f"{metric!r}, higher_is_better=...) so its direction is known") from None
+
+
+def empty_results() -> pd.DataFrame:
+    """An empty results table with the right columns and dtypes."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()})
+
+
+def coerce(df: pd.DataFrame) -> pd.DataFrame:
+    """Cast a table that has every required column to the schema's dtypes (extra columns are kept)."""
+    out = df.copy()
+    for col, dtype in COLUMNS.items():
+        if dtype in ("Int64",):
+            vals = pd.to_numeric(out[col], errors="raise")
+            if np.any(np.isfinite(vals) & (np.asarray(vals, dtype=float) % 1 != 0)):
+                raise ValueError(f"column {col!r} must hold whole numbers")
+            out[col] = vals.astype("Int64")
+        elif dtype == "float64":
+            out[col] = pd.to_numeric(out[col], errors="raise").astype("float64")
+        else:
+            out[col] = out[col].astype("string")
+    return out
+
+
+def validate(df: pd.DataFrame, *, where: str = "results table") -> pd.DataFrame:
+    """Check a results table against the schema; return it with schema dtypes, or raise ValueError naming the column.
+
+    Checks: every required column present; numeric columns numeric; statuses known; a value that is not "ok" is NaN
+    (a failed measurement must not read as a number).
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{where}: expected a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"{where} is missing column(s) {', '.join(repr(c) for c in missing)}; "
+                         f"a results table needs: {', '.join(REQUIRED)}")
+    for col, dtype in COLUMNS.items():
+        if dtype in ("Int64", "float64"):
+            try:
+                pd.to_numeric(df[col], errors="raise")
+            except (ValueError, TypeError):
+                bad = df[col][pd.to_numeric(df[col], errors="coerce").isna() & df[col].notna()]
+                raise ValueError(f"{where}: column {col!r} must be numeric, found {bad.iloc[0]!r}") from None
+    try:
+        out = coerce(df)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{where}: {e}") from None
+    unknown = sorted(set(out["status"].dropna()) - set(STATUSES))
+    if unknown:
+        raise ValueError(f"{where}: column 'status' has unknown value(s) {unknown}; allowed: {sorted(STATUSES)}")
+    if out["status"].isna().any():
+        raise ValueError(f"{where}: column 'status' has missing values; every row needs one of {sorted(STATUSES)}")
+    bad = out["status"].ne("ok") & out["status"].ne("imported") & out["value"].notna()
+    if bad.any():
+        raise ValueError(f"{where}: column 'value' holds a number on {int(bad.sum())} row(s) whose status is not "
+                         "'ok'; a value that was not measured must be NaN")
+    return out

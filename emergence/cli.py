@@ -1,0 +1,194 @@
+"""The `emergence` command: one console script, one verb per job. Each verb parses its arguments and calls a plain
+function (train, probe_run, run_sweep, analyze, write_report, ...) that tests call directly.
+
+A bad argument or config gives one line on stderr and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+VERBS = {
+    "train": "train one run from the config and overrides (resumes if it was stopped)",
+    "probe": "probe the checkpoints of a run that are not yet probed",
+    "sweep": "train, probe, aggregate, analyse and report a family of runs (default experiment: cpu_demo)",
+    "status": "show each run of a sweep: done, running, failed (with its error), not started",
+    "analyze": "fit scaling laws and flag emergent abilities in a sweep folder or results table",
+    "report": "write plots, report.html and report.md for a sweep folder",
+    "generate": "continue a prompt from a checkpoint (greedy or sampled)",
+    "bench": "measure training and probing speed against this machine's matmul peak",
+}
+
+
+class UsageError(Exception):
+    pass
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one readable line (Hydra and OmegaConf messages span several)."""
+    text = str(e).strip() or type(e).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    keep = [ln for ln in lines if not ln.startswith(("object_type", "Set the environment variable"))]
+    return "; ".join(keep) if keep else lines[0]
+
+
+def _expected_errors():
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from emergence.checkpoint import CheckpointError
+
+    return (UsageError, ValueError, HydraException, OmegaConfBaseException, CheckpointError, FileNotFoundError,
+            NotADirectoryError, KeyError)
+
+
+def _fail(verb: str, msg: str, code: int = 2):
+    print(f"emergence {verb}: error: {msg}", file=sys.stderr)
+    return code
+
+
+def _overrides_parser(verb: str, extra=None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"emergence {verb}", description=VERBS[verb])
+    if extra:
+        extra(p)
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=l1d32 train.max_steps=50 seed=1")
+    return p
+
+
+def cmd_train(args) -> int:
+    from emergence.config import compose, run_dir, validate
+    from emergence.train import train
+
+    cfg = compose(args.overrides)
+    derived = validate(cfg)
+    if args.dry_run:
+        print(f"run {run_dir(cfg)}: {derived['n_params']:,} parameters, {derived['steps']} steps, "
+              f"{derived['tokens']:,} tokens, {derived['flops']:.3g} FLOPs")
+        return 0
+    summary = train(cfg)
+    state = summary.get("state")
+    if summary.get("skipped"):
+        print(f"{summary['run_id']}: already finished ({summary['run_dir']})")
+        return 0
+    print(f"{summary['run_id']}: {state} in {summary.get('wall_s', float('nan')):.1f} s, final loss "
+          f"{summary.get('final_loss', float('nan')):.4f} ({summary['run_dir']})")
+    return 0 if state == "done" else 1
+
+
+def cmd_probe(args) -> int:
+    from emergence.probe import probe_cli
+
+    return probe_cli(Path(args.run_dir), args.overrides)
+
+
+def cmd_sweep(args) -> int:
+    from emergence.sweep import run_sweep
+
+    return run_sweep(args.overrides, dry_run=args.dry_run)
+
+
+def cmd_status(args) -> int:
+    from emergence.sweep import print_status
+
+    return print_status(Path(args.sweep_dir))
+
+
+def cmd_analyze(args) -> int:
+    from emergence.sweep import analyze_cli
+
+    return analyze_cli(Path(args.path), x=args.x, source=args.source, views=args.view)
+
+
+def cmd_report(args) -> int:
+    from analysis.report import write_report
+
+    folder = Path(args.sweep_dir)
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder; give a sweep folder such as results/cpu_demo")
+    paths = write_report(folder)
+    print(f"wrote {paths.get('html', folder / 'report.html')}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from emergence.probe import generate_text
+
+    print(generate_text(Path(args.checkpoint), args.prompt, max_new_tokens=args.max_new_tokens,
+                        temperature=args.temperature, seed=args.seed))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from emergence.bench import main as bench_main
+
+    return bench_main(out=args.out, quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="emergence",
+        description="Train a family of GPT sizes, probe every checkpoint on held-out tasks, fit scaling laws and "
+                    "flag emergent abilities with their evidence.",
+        epilog="verbs:\n" + "\n".join(f"  {k:<9} {v}" for k, v in VERBS.items()) +
+               "\n\nRun 'emergence VERB --help' for a verb's arguments.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+
+    def dry(q):
+        q.add_argument("--dry-run", action="store_true", help="list what would run, with estimates, and exit")
+
+    for verb, fn in (("train", cmd_train), ("sweep", cmd_sweep)):
+        q = sub.add_parser(verb, help=VERBS[verb], description=VERBS[verb])
+        dry(q)
+        q.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=l1d32 train.max_steps=50")
+        q.set_defaults(fn=fn)
+    q = sub.add_parser("probe", help=VERBS["probe"], description=VERBS["probe"])
+    q.add_argument("run_dir", help="a run folder, results/<sweep>/runs/<run_id>")
+    q.add_argument("overrides", nargs="*", help="probe settings, e.g. probe.tasks=[add2] probe.n=256")
+    q.set_defaults(fn=cmd_probe)
+    q = sub.add_parser("status", help=VERBS["status"], description=VERBS["status"])
+    q.add_argument("sweep_dir")
+    q.set_defaults(fn=cmd_status)
+    q = sub.add_parser("analyze", help=VERBS["analyze"], description=VERBS["analyze"])
+    q.add_argument("path", help="a sweep folder, results.parquet/.csv, an lm-evaluation-harness JSON (or folder), "
+                                "or a CSV with --from csv")
+    q.add_argument("--x", default="n_params", choices=["n_params", "flops", "tokens", "loss"])
+    q.add_argument("--from", dest="source", default="results", choices=["results", "lm-eval", "csv"])
+    q.add_argument("--view", action="append", choices=["transitions", "loss", "resolution", "backtest"],
+                   help="also write this view's CSV (repeatable)")
+    q.set_defaults(fn=cmd_analyze)
+    q = sub.add_parser("report", help=VERBS["report"], description=VERBS["report"])
+    q.add_argument("sweep_dir")
+    q.set_defaults(fn=cmd_report)
+    q = sub.add_parser("generate", help=VERBS["generate"], description=VERBS["generate"])
+    q.add_argument("checkpoint", help="a checkpoint file, .../checkpoints/step_<N>.pt")
+    q.add_argument("prompt")
+    q.add_argument("--max-new-tokens", type=int, default=32)
+    q.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(fn=cmd_generate)
+    q = sub.add_parser("bench", help=VERBS["bench"], description=VERBS["bench"])
+    q.add_argument("--out", default=None, help="write the measurements as JSON here")
+    q.add_argument("--quick", action="store_true", help="matmul peak and three CPU sizes only (under 2 minutes)")
+    q.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "verb", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print(f"emergence {args.verb}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except _expected_errors() as e:
+        return _fail(args.verb, one_line(e))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

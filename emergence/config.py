@@ -1,0 +1,305 @@
+"""Typed configuration: dataclass schemas registered in Hydra's ConfigStore, plus the values derived from them.
+
+The YAML files under `sweeps/` extend these schemas, so an unknown key or a value of the wrong type is an error at
+composition time. Derived values (parameter counts, FLOPs per token, the number of steps a budget buys, the run id)
+are computed here and never typed into YAML.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from emergence.model import GPTConfig, flops_per_token, n_params, n_params_nonembed
+from emergence.tracking import TrackerConfig
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; its message is one line that says what to change."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    n_layer: int = MISSING
+    d_model: int = MISSING
+    n_head: int = MISSING
+    d_mlp: int = 0  # 0: 4 * d_model
+    pos: str = "learned"  # learned | rotary
+    tie_embeddings: bool = True
+    source: str = ""  # where the shape comes from
+
+
+@dataclass
+class TrainConfig:
+    # budget: exactly one rule decides the number of steps (see `resolve_budget`)
+    budget: str = "steps"  # steps | tokens | tokens_per_param | flops
+    max_steps: int = 1000
+    tokens: float = 0.0  # budget=tokens
+    tokens_per_param: float = 20.0  # budget=tokens_per_param (Hoffmann et al. 2022: about 20)
+    flops: float = 0.0  # budget=flops: D = C / (6 N) (Hoffmann et al. 2022, approach 2)
+    batch_size: int = 64
+    grad_accum: int = 1
+    lr: float = 3e-3
+    lr_rule: str = "constant"  # constant | inverse_width: lr * lr_base_width / d_model
+    lr_base_width: int = 64
+    min_lr_ratio: float = 0.1  # cosine decay to 10% of peak (Pythia)
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.98
+    grad_clip: float = 1.0
+    eval_interval: int = 0  # 0: evaluate at every checkpoint only
+    eval_batches: int = 4
+    log_interval: int = 50
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | float32 | bfloat16
+    compile: bool = False
+    threads: int = 0  # torch threads; 0: leave torch's default
+    progress: bool = True
+    ckpt_log_until: int = 512  # checkpoints at 0, 1, 2, 4, ..., up to this step (Pythia)
+    ckpt_every: int = 1000  # then every K steps, and the final step
+    ckpt_keep_optimizer: bool = True
+    fail_at_step: int = -1  # fault injection for tests: raise at this step (-1: never)
+    nan_at_step: int = -1  # fault injection for tests: make the loss NaN at this step (-1: never)
+
+
+@dataclass
+class DataConfig:
+    source: str = "tasks"  # tasks | text
+    seq_len: int = 32
+    pack: bool = False  # tasks: several examples per row (True) or one example per row at position 0 (False)
+    text_path: Optional[str] = None  # a .txt file or a folder of them (source=text)
+    text_heldout_fraction: float = 0.1
+
+
+@dataclass
+class TaskSuiteConfig:
+    name: str = "arith"
+    train: Dict[str, float] = field(default_factory=dict)  # task -> mixture weight
+    probe: List[str] = field(default_factory=list)  # probed tasks; empty: the training tasks
+
+
+@dataclass
+class ProbeConfig:
+    inline: bool = True  # probe every checkpoint as it is written
+    tasks: List[str] = field(default_factory=list)  # empty: the suite's probe list
+    n: int = 512  # held-out examples per task (the same for every checkpoint and size)
+    seed: int = 1234
+    batch_size: int = 256
+    generate_n: int = 128  # examples generated for edit_distance (real greedy decoding with a KV cache)
+    samples: int = 4  # held-out prompts per task whose answers are kept for the report
+    mechanistic: bool = True
+    steps: List[int] = field(default_factory=list)  # probe only these steps (empty: every checkpoint)
+
+
+@dataclass
+class PathsConfig:
+    results: str = "results"
+
+
+@dataclass
+class SweepConfig:
+    name: str = "${experiment}"
+    analyze: bool = True  # run analysis and report at the end of `emergence sweep`
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskSuiteConfig = field(default_factory=TaskSuiteConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    experiment: str = "default"
+    seed: int = 0
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, node in (("model", ModelConfig), ("train", TrainConfig), ("data", DataConfig),
+                        ("task", TaskSuiteConfig), ("probe", ProbeConfig), ("tracker", TrackerConfig)):
+        cs.store(group=group, name=f"{group}_schema", node=node)
+
+
+register_configs()
+
+CONFIG_MODULE = "sweeps"  # the Hydra config root, a package so that it is found in editable and wheel installs
+
+
+def compose(overrides: list[str] | None = None, *, config_name: str = "config") -> DictConfig:
+    """Compose the real config with overrides (the compose API; used by the CLI's pre-flight check and by tests)."""
+    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Derived values.
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=,+-]*$")
+
+
+def vocab_size_for(cfg) -> int:
+    if cfg.data.source == "text":
+        from emergence.data import TEXT_VOCAB_SIZE
+        return TEXT_VOCAB_SIZE
+    from emergence.tasks import VOCAB
+    return VOCAB.size
+
+
+def gpt_config(cfg) -> GPTConfig:
+    """The model's shape as a plain dataclass (what a checkpoint stores), checked on construction."""
+    m = cfg.model
+    try:
+        return GPTConfig(n_layer=m.n_layer, d_model=m.d_model, n_head=m.n_head, d_mlp=m.d_mlp,
+                         vocab_size=vocab_size_for(cfg), block_size=cfg.data.seq_len, pos=m.pos,
+                         tie_embeddings=m.tie_embeddings)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def resolve_budget(cfg, gc: GPTConfig | None = None) -> dict[str, Any]:
+    """Turn the budget rule into a number of optimizer steps.
+
+    tokens per step = batch_size x grad_accum x seq_len. `tokens_per_param` uses the total parameter count
+    (Hoffmann et al. 2022 count all parameters); `flops` gives each size D = C / (6 N) tokens (approach 2, IsoFLOP).
+    """
+    t = cfg.train
+    gc = gc or gpt_config(cfg)
+    tokens_per_step = t.batch_size * t.grad_accum * cfg.data.seq_len
+    N = n_params(gc)
+    if t.budget == "steps":
+        steps = t.max_steps
+    elif t.budget == "tokens":
+        steps = math.ceil(t.tokens / tokens_per_step)
+    elif t.budget == "tokens_per_param":
+        steps = math.ceil(t.tokens_per_param * N / tokens_per_step)
+    elif t.budget == "flops":
+        steps = math.ceil(t.flops / (6 * N) / tokens_per_step)
+    else:
+        raise ConfigError(f"train.budget must be one of steps, tokens, tokens_per_param, flops; got {t.budget!r}")
+    return {"steps": int(steps), "tokens_per_step": tokens_per_step, "tokens": int(steps) * tokens_per_step}
+
+
+def peak_lr(cfg) -> float:
+    """The learning rate after the declared size rule (so a study does not confuse scale with tuning)."""
+    t = cfg.train
+    if t.lr_rule == "constant":
+        return t.lr
+    if t.lr_rule == "inverse_width":  # Adam's update size scales as 1/width under muP-style reasoning (Yang et al. 2022)
+        return t.lr * t.lr_base_width / cfg.model.d_model
+    raise ConfigError(f"train.lr_rule must be 'constant' or 'inverse_width', got {t.lr_rule!r}")
+
+
+def validate(cfg) -> dict[str, Any]:
+    """Check what the schema cannot (ranges, names, divisibility, memory) and return the derived values."""
+    t = cfg.train
+    for key in ("max_steps", "batch_size", "grad_accum", "log_interval", "eval_batches", "ckpt_every"):
+        if getattr(t, key) < (0 if key == "max_steps" else 1):
+            raise ConfigError(f"train.{key} must be {'non-negative' if key == 'max_steps' else 'positive'}, "
+                              f"got {getattr(t, key)}")
+    for key in ("tokens", "flops", "tokens_per_param", "lr", "warmup_steps", "eval_interval", "grad_clip"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"train.{key} must be non-negative, got {getattr(t, key)}")
+    if not 0 <= t.min_lr_ratio <= 1:
+        raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
+    if cfg.data.seq_len < 2:
+        raise ConfigError(f"data.seq_len must be at least 2, got {cfg.data.seq_len}")
+    for key, value in (("sweep.name", str(cfg.sweep.name)), ("model.name", str(cfg.model.name))):
+        if not SAFE_NAME.match(value) or ".." in value:
+            raise ConfigError(f"{key}={value!r} is not a safe folder name: use letters, digits, '_', '-', '.' "
+                              "(no '/', no '..')")
+    if cfg.data.source not in ("tasks", "text"):
+        raise ConfigError(f"data.source must be 'tasks' or 'text', got {cfg.data.source!r}")
+    if cfg.data.source == "tasks" and not cfg.task.train:
+        raise ConfigError(f"the task suite {cfg.task.name!r} has an empty training list: set task.train "
+                          "(task name -> weight) or pick a suite with task=<name>")
+    if cfg.data.source == "text" and not cfg.data.text_path:
+        raise ConfigError("data.source=text needs data.text_path=<a .txt file or a folder of them>")
+    gc = gpt_config(cfg)
+    budget = resolve_budget(cfg, gc)
+    derived = {
+        "n_params": n_params(gc),
+        "n_params_nonembed": n_params_nonembed(gc),
+        "flops_per_token": flops_per_token(gc),
+        "vocab_size": gc.vocab_size,
+        "lr": peak_lr(cfg),
+        **budget,
+    }
+    derived["flops"] = float(derived["flops_per_token"]) * derived["tokens"]
+    derived["memory_bytes"] = estimate_memory(gc, t.batch_size)
+    limit = available_memory()
+    if limit and derived["memory_bytes"] > 0.8 * limit:
+        raise ConfigError(f"model {cfg.model.name} at batch {t.batch_size} needs about "
+                          f"{derived['memory_bytes'] / 2**30:.1f} GiB but this machine has "
+                          f"{limit / 2**30:.1f} GiB: lower train.batch_size (raise train.grad_accum) or pick a "
+                          "smaller model")
+    return derived
+
+
+def estimate_memory(gc: GPTConfig, batch_size: int) -> int:
+    """Pre-flight estimate of training memory in bytes (fp32): weights, gradients and two AdamW moments (16 bytes per
+    parameter), plus activations kept for the backward pass (about 34 d + 5 H T values per token per layer,
+    Korthikanti et al. 2022, eq. 1 without sequence parallelism, here in 4-byte floats) and the logits."""
+    N = n_params(gc)
+    T, d, L, H = gc.block_size, gc.d_model, gc.n_layer, gc.n_head
+    acts = batch_size * T * L * (34 * d + 5 * H * T) * 4 // 2
+    logits = 3 * batch_size * T * gc.vocab_size * 4
+    return 16 * N + acts + logits
+
+
+def available_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+# Keys that do not change what is trained: they are left out of the run id, so changing them reuses the run.
+NON_IDENTITY = ("paths", "sweep", "tracker", "probe", "experiment", "train.log_interval", "train.progress",
+                "train.threads", "train.eval_interval", "train.eval_batches", "train.device", "model.source",
+                "train.fail_at_step", "train.nan_at_step")
+
+
+def identity(cfg) -> dict:
+    """The part of the resolved config that determines the trained weights."""
+    d = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
+    d.pop("hydra", None)
+    for key in NON_IDENTITY:
+        parts = key.split(".")
+        node = d
+        for p in parts[:-1]:
+            node = node.get(p, {})
+        node.pop(parts[-1], None)
+    return d
+
+
+def run_id(cfg) -> str:
+    """`<model>_s<seed>_<hash>`: readable, and a hash of the resolved config so a changed config is a new run."""
+    h = hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    return f"{cfg.model.name}_s{cfg.seed}_{h}"
+
+
+def sweep_dir(cfg) -> Path:
+    return Path(cfg.paths.results) / str(cfg.sweep.name)
+
+
+def run_dir(cfg) -> Path:
+    return sweep_dir(cfg) / "runs" / run_id(cfg)

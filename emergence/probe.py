@@ -1,0 +1,342 @@
+"""The probe engine: score checkpoints on held-out task examples.
+
+For each checkpoint and task, on the same `probe.n` held-out examples (seeded, identical for every checkpoint, size
+and seed), one teacher-forced forward pass gives exact match, token accuracy, answer NLL and the Brier score, and a
+real greedy generation with a KV cache gives the edit distance. Exact match from the teacher-forced pass is exact:
+greedy decoding reproduces the answer (and its end token) if and only if the argmax at every answer position is the
+target, because each greedy step then conditions on exactly the teacher-forced prefix.
+
+Writes, per run: `probes.parquet` (tidy rows of `analysis.schema`), `instances.parquet` (per-example answer
+log-probabilities, for infinite-resolution analysis, Hu et al. 2023) and `samples.parquet` (a few prompts with the
+model's answers, for the report). Probing is incremental (only (checkpoint, task) pairs not yet probed) and
+idempotent; a lock file serialises concurrent probes of one run.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from filelock import FileLock
+from omegaconf import OmegaConf
+
+from analysis.schema import COLUMNS, coerce
+from emergence import checkpoint as ckpt
+from emergence.model import GPT, GPTConfig
+
+MECHANISTIC = "mechanistic"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Sequences and metrics.
+
+def per_example_scores(model: GPT, tokens: np.ndarray, is_answer: np.ndarray, device, batch_size: int) -> dict:
+    """Teacher-forced per-example scores: exact, token accuracy, mean NLL, Brier, summed answer log-probability."""
+    out = {k: [] for k in ("exact", "token_acc", "nll", "brier", "logprob")}
+    for s in range(0, len(tokens), batch_size):
+        x = torch.from_numpy(tokens[s:s + batch_size]).to(device)
+        m = torch.from_numpy(is_answer[s:s + batch_size]).to(device)
+        with torch.no_grad():
+            logits, _ = model(x[:, :-1])
+        logp = logits.float().log_softmax(-1)
+        target = x[:, 1:]
+        mask = m[:, 1:]
+        tok_logp = logp.gather(-1, target[..., None]).squeeze(-1)
+        correct = (logp.argmax(-1) == target) & mask
+        count = mask.sum(1).clamp(min=1)
+        p = logp.exp()
+        brier = (p.square().sum(-1) - 2 * tok_logp.exp() + 1)  # sum_v (p_v - 1[v = t])^2
+        out["exact"].append((correct | ~mask).all(1))
+        out["token_acc"].append(correct.sum(1) / count)
+        out["nll"].append(-(tok_logp * mask).sum(1) / count)
+        out["brier"].append((brier * mask).sum(1) / count)
+        out["logprob"].append((tok_logp * mask).sum(1))
+    return {k: torch.cat(v).cpu().numpy().astype(np.float64) for k, v in out.items()}
+
+
+def levenshtein(a: np.ndarray, la: np.ndarray, b: np.ndarray, lb: np.ndarray) -> np.ndarray:
+    """Edit distances between rows a[i, :la[i]] and b[i, :lb[i]], by the Wagner-Fischer recurrence run over all rows
+    at once (vectorised over examples; the loops are over positions only)."""
+    n, A = a.shape
+    B = b.shape[1]
+    prev = np.tile(np.arange(B + 1), (n, 1))
+    result = np.where(la == 0, lb, 0).astype(np.int64)
+    for i in range(1, A + 1):
+        cur = np.empty_like(prev)
+        cur[:, 0] = i
+        for j in range(1, B + 1):
+            sub = prev[:, j - 1] + (a[:, i - 1] != b[:, j - 1])
+            cur[:, j] = np.minimum(np.minimum(prev[:, j] + 1, cur[:, j - 1] + 1), sub)
+        prev = cur
+        rows = la == i
+        result[rows] = prev[rows, lb[rows]]
+    return result
+
+
+def greedy_answers(model: GPT, prompts: np.ndarray, max_new: int, pad: int, bos: int, eos: int, device,
+                   batch_size: int) -> list[np.ndarray]:
+    """Real greedy decoding with a KV cache; prompts of equal length are decoded together."""
+    lengths = (prompts != pad).sum(1)
+    outputs: list[np.ndarray] = [np.empty(0, np.int64)] * len(prompts)
+    for L in np.unique(lengths):
+        rows = np.flatnonzero(lengths == L)
+        for s in range(0, len(rows), batch_size):
+            r = rows[s:s + batch_size]
+            body = np.take_along_axis(prompts[r], np.argsort(prompts[r] == pad, axis=1, kind="stable"), axis=1)[:, :L]
+            x = torch.from_numpy(np.concatenate([np.full((len(r), 1), bos), body], axis=1)).to(device)
+            gen = model.generate(x, max_new, stop_token=eos).cpu().numpy()[:, x.shape[1]:]
+            for k, row in zip(r, gen):
+                stop = np.flatnonzero(row == eos)
+                outputs[k] = row[:stop[0]] if len(stop) else row
+    return outputs
+
+
+def proportion_stderr(p: float, n: int) -> float:
+    return math.sqrt(max(p * (1 - p), 0.0) / n) if n > 0 else float("nan")
+
+
+def sem(x: np.ndarray) -> float:
+    return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Mechanistic probe: induction heads (Olsson et al. 2022).
+
+@torch.no_grad()
+def mechanistic_scores(model: GPT, vocab_ids: np.ndarray, device, n: int = 64, seed: int = 0) -> dict[str, float]:
+    """In-context-learning score and prefix-matching score on repeated random sequences.
+
+    A random sequence of length P is shown twice (total 2P + 1 with <bos> dropped to fit the context). The ICL score
+    is the mean loss on the second copy minus the mean loss on the first copy's tokens (Olsson et al. 2022 use
+    "loss at token 500 minus loss at token 50"; repeated sequences make a small context sufficient): more negative
+    means the model uses the earlier occurrence. The prefix-matching score of a head is its mean attention, from a
+    token in the second copy, to the token right after that token's occurrence in the first copy; we report the
+    strongest head's score.
+    """
+    T = model.config.block_size
+    P = (T - 1) // 2
+    if P < 2:
+        return {"icl_score": float("nan"), "prefix_matching": float("nan")}
+    rng = np.random.default_rng(seed)
+    seq = vocab_ids[rng.integers(0, len(vocab_ids), size=(n, P))]
+    x = torch.from_numpy(np.concatenate([seq, seq], axis=1)).to(device)
+    logits, _, weights = model(x, need_weights=True)
+    logp = logits.float().log_softmax(-1)[:, :-1]
+    nll = -logp.gather(-1, x[:, 1:, None]).squeeze(-1)  # nll[:, t] is the loss of token t + 1
+    first = nll[:, : P - 1].mean()
+    second = nll[:, P:].mean()  # tokens P+1 .. 2P-1: all predictable from the first copy
+    # query at position q = P + i (second copy, token i) should attend to key i + 1 (after the first occurrence)
+    q = torch.arange(P, 2 * P - 1, device=device)
+    k = q - P + 1
+    best = 0.0
+    for w in weights:  # (B, H, T, T)
+        score = w[:, :, q, k].mean(dim=(0, 2))
+        best = max(best, float(score.max()))
+    return {"icl_score": float(second - first), "prefix_matching": best}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Probing a run.
+
+def load_model(state: dict, device="cpu") -> GPT:
+    model = GPT(GPTConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+def _rows_frame(rows: list[dict]) -> pd.DataFrame:
+    if not rows:
+        return coerce(pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS}))
+    return coerce(pd.DataFrame(rows))[list(COLUMNS)]
+
+
+def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _append(path: Path, new: pd.DataFrame, keys: list[str]) -> None:
+    if not len(new):
+        return
+    if path.exists():
+        new = pd.concat([pd.read_parquet(path), new], ignore_index=True).drop_duplicates(keys, keep="last")
+    _atomic_parquet(new, path)
+
+
+def probe_tasks_for(run_cfg: dict, probe_cfg) -> list[str]:
+    tasks = list(probe_cfg.tasks) if probe_cfg.tasks else list(run_cfg["task"].get("probe") or [])
+    if not tasks:
+        tasks = list(run_cfg["task"].get("train") or {})
+    return tasks
+
+
+def probe_run(run_dir: Path, probe_cfg, *, only: list[Path] | None = None, task_suite=None,
+              device: str = "cpu") -> pd.DataFrame:
+    """Probe the checkpoints of a run that are not yet probed (or just `only`); return the new rows."""
+    from emergence.tasks import VOCAB, get_task
+
+    run_dir = Path(run_dir)
+    with FileLock(str(run_dir / ".probe.lock")):
+        probes_path = run_dir / "probes.parquet"
+        done: set[tuple[int, str]] = set()
+        if probes_path.exists():
+            old = pd.read_parquet(probes_path, columns=["step", "task"])
+            done = set(zip(old["step"].astype(int), old["task"].astype(str)))
+        files = [(int(ckpt.STEP_FILE.match(p.name).group(1)), Path(p)) for p in only] if only else \
+            ckpt.list_checkpoints(run_dir / "checkpoints")
+        if probe_cfg.steps:
+            files = [(s, p) for s, p in files if s in set(probe_cfg.steps)]
+        rows, instances, samples = [], [], []
+        for step, path in files:
+            try:
+                state = ckpt.load(path)
+            except ckpt.CheckpointError as e:
+                print(f"warning: {e}; skipping it and probing the rest", file=sys.stderr)
+                continue
+            run_cfg = state["config"]
+            text_run = run_cfg["data"]["source"] == "text"
+            tasks = [] if text_run else probe_tasks_for(run_cfg, probe_cfg)
+            wanted = [t for t in ["lm", *tasks, *([MECHANISTIC] if probe_cfg.mechanistic else [])]
+                      if (step, t) not in done]
+            if not wanted:
+                continue
+            model = load_model(state, device)
+            base = {"sweep": run_cfg["sweep"]["name"], "run_id": state["run_id"], "model": run_cfg["model"]["name"],
+                    "n_params": state["n_params"], "n_params_nonembed": state["n_params_nonembed"],
+                    "n_layer": state["model_config"]["n_layer"], "d_model": state["model_config"]["d_model"],
+                    "seed": state["seed"], "step": step, "tokens": float(state["tokens"]),
+                    "flops": float(state["flops"])}
+            if "lm" in wanted:
+                v = state.get("val_loss", float("nan"))
+                ok = v is not None and math.isfinite(v)
+                rows.append({**base, "task": "lm", "metric": "loss", "value": v if ok else float("nan"),
+                             "stderr": float("nan"), "n": run_cfg["train"]["eval_batches"] *
+                             run_cfg["train"]["batch_size"], "status": "ok" if ok else "not_measured"})
+            for name in wanted:
+                if name in ("lm", MECHANISTIC):
+                    continue
+                task = get_task(name)
+                prompts, answers, ids = task.heldout_set(probe_cfg.n, probe_cfg.seed)
+                new_rows, inst, samp = score_task(model, name, prompts, answers, ids, probe_cfg, VOCAB, device)
+                rows += [{**base, **r} for r in new_rows]
+                instances.append(inst.assign(run_id=state["run_id"], step=step))
+                samples.append(samp.assign(run_id=state["run_id"], step=step, model=base["model"],
+                                           n_params=base["n_params"], seed=base["seed"]))
+            if MECHANISTIC in wanted:
+                vocab_ids = np.array([VOCAB.encode(c)[0] for c in VOCAB.chars], dtype=np.int64) if not text_run \
+                    else np.arange(32, 127, dtype=np.int64)
+                for metric, v in mechanistic_scores(model, vocab_ids, device, seed=probe_cfg.seed).items():
+                    ok = math.isfinite(v)
+                    rows.append({**base, "task": MECHANISTIC, "metric": metric, "value": v if ok else float("nan"),
+                                 "stderr": float("nan"), "n": 64, "status": "ok" if ok else "not_measured"})
+        new = _rows_frame(rows)
+        _append(probes_path, new, ["run_id", "step", "task", "metric"])
+        if instances:
+            _append(run_dir / "instances.parquet", pd.concat(instances, ignore_index=True),
+                    ["run_id", "step", "task", "example_id"])
+        if samples:
+            _append(run_dir / "samples.parquet", pd.concat(samples, ignore_index=True),
+                    ["run_id", "step", "task", "example_id"])
+        return new
+
+
+def score_task(model, name, prompts, answers, ids, probe_cfg, vocab, device):
+    """All metrics of one task at one checkpoint: tidy rows, per-example instances and a few sample answers."""
+    n = len(prompts)
+    if n == 0:
+        rows = [{"task": name, "metric": m, "value": float("nan"), "stderr": float("nan"), "n": 0,
+                 "status": "not_measured"} for m in ("exact_match", "token_accuracy", "answer_nll", "brier",
+                                                     "edit_distance")]
+        return rows, pd.DataFrame(), pd.DataFrame()
+    from emergence.tasks.base import join_examples
+
+    tokens, is_answer, _ = join_examples(prompts, answers)  # exactly the rows the training stream packs
+    s = per_example_scores(model, tokens, is_answer, device, probe_cfg.batch_size)
+    em = float(s["exact"].mean())
+    rows = [
+        {"metric": "exact_match", "value": em, "stderr": proportion_stderr(em, n), "n": n},
+        {"metric": "token_accuracy", "value": float(s["token_acc"].mean()), "stderr": sem(s["token_acc"]), "n": n},
+        {"metric": "answer_nll", "value": float(s["nll"].mean()), "stderr": sem(s["nll"]), "n": n},
+        {"metric": "brier", "value": float(s["brier"].mean()), "stderr": sem(s["brier"]), "n": n},
+    ]
+    g = min(n, max(probe_cfg.generate_n, probe_cfg.samples))
+    ans_len = (answers != vocab.pad).sum(1)
+    max_new = int(ans_len.max())
+    outs = greedy_answers(model, prompts[:g], max_new, vocab.pad, vocab.bos, vocab.eos, device, probe_cfg.batch_size)
+    target = [a[(a != vocab.pad) & (a != vocab.eos)] for a in answers[:g]]
+    width = max(1, max(len(o) for o in outs), max(len(t) for t in target))
+    pa = np.full((g, width), -1, np.int64)
+    pb = np.full((g, width), -2, np.int64)
+    for i, (o, t) in enumerate(zip(outs, target)):
+        pa[i, :len(o)] = o
+        pb[i, :len(t)] = t
+    la = np.array([len(o) for o in outs])
+    lb = np.array([len(t) for t in target])
+    dist = levenshtein(pa, la, pb, lb) / np.maximum(np.maximum(la, lb), 1)
+    rows.append({"metric": "edit_distance", "value": float(dist.mean()), "stderr": sem(dist), "n": g})
+    rows = [{"task": name, "status": "ok", **r} for r in rows]
+    inst = pd.DataFrame({"task": name, "example_id": np.asarray(ids, dtype=np.int64),
+                         "answer_logprob": s["logprob"], "exact": s["exact"].astype(bool)})
+    k = min(probe_cfg.samples, g)
+    samp = pd.DataFrame({
+        "task": name, "example_id": np.asarray(ids[:k], dtype=np.int64),
+        "prompt": [vocab.decode(p[p != vocab.pad]) for p in prompts[:k]],
+        "target": [vocab.decode(t) for t in target[:k]],
+        "output": [vocab.decode(o) for o in outs[:k]],
+        "correct": [bool(np.array_equal(o, t)) for o, t in zip(outs[:k], target[:k])],
+    })
+    return rows, inst, samp
+
+
+def probe_cli(run_dir: Path, overrides: list[str]) -> int:
+    """`emergence probe RUN_DIR [probe.tasks=...] [probe.n=...]`."""
+    from emergence.config import ProbeConfig
+
+    if not (run_dir / "checkpoints").is_dir():
+        raise ValueError(f"{run_dir} has no checkpoints/ folder; give a run folder, results/<sweep>/runs/<run_id>")
+    base = OmegaConf.structured(ProbeConfig)
+    run_cfg_path = run_dir / "config.yaml"
+    if run_cfg_path.exists():
+        base = OmegaConf.merge(base, OmegaConf.load(run_cfg_path).get("probe", {}))
+    for o in overrides:
+        if not o.startswith("probe."):
+            raise ValueError(f"{o!r}: emergence probe takes probe.* overrides only (probe.tasks=[add2], probe.n=256)")
+    cfg = OmegaConf.merge(base, OmegaConf.from_dotlist([o[len("probe."):] for o in overrides]))
+    new = probe_run(run_dir, cfg)
+    steps = sorted(set(new["step"].astype(int))) if len(new) else []
+    print(f"{run_dir}: {len(new)} new rows for {len(steps)} checkpoint(s)" + (f" (steps {steps})" if steps else ""))
+    return 0
+
+
+def generate_text(path: Path, prompt: str, *, max_new_tokens: int = 32, temperature: float = 0.0,
+                  seed: int = 0) -> str:
+    """Continue `prompt` from a checkpoint; stops at the end-of-answer token for task-trained models."""
+    state = ckpt.load(path)
+    model = load_model(state)
+    if state["config"]["data"]["source"] == "text":
+        from emergence.data import TEXT_SPECIALS
+
+        ids = [TEXT_SPECIALS["bos"], *prompt.encode("utf-8")]
+        eos, decode = TEXT_SPECIALS["eos"], lambda t: bytes(int(i) for i in t if i < 256).decode("utf-8", "replace")
+    else:
+        from emergence.tasks import VOCAB
+
+        ids = [VOCAB.bos, *VOCAB.encode(prompt)]
+        eos, decode = VOCAB.eos, VOCAB.decode
+    if len(ids) >= model.config.block_size:
+        raise ValueError(f"the prompt has {len(ids)} tokens; this model's context is {model.config.block_size}")
+    g = torch.Generator().manual_seed(seed)
+    out = model.generate(torch.tensor([ids]), max_new_tokens, temperature=temperature, stop_token=eos, generator=g)
+    new = out[0, len(ids):].tolist()
+    if eos in new:
+        new = new[:new.index(eos)]
+    return decode(new)

@@ -1,0 +1,483 @@
+"""`emergence sweep`: a Hydra multirun over the grid an experiment declares, then aggregation, analysis and report.
+
+Hydra does the launching (basic, joblib, submitit local or SLURM: `hydra/launcher=...`); each job calls `train(cfg)`,
+which skips a finished run and resumes an unfinished one because a run's folder is named by the hash of its resolved
+config. A multirun callback (`SweepCallback`) aggregates every run's files into `results.parquet` and `runs.parquet`
+once the launcher returns, then runs the analysis and the report.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from filelock import FileLock
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from emergence.config import ConfigError, compose, run_id, sweep_dir, validate
+from emergence.train import read_status
+
+DEFAULT_EXPERIMENT = "cpu_demo"
+RUN_COLUMNS = ["run_id", "sweep", "experiment", "model", "n_params", "n_params_nonembed", "n_layer", "d_model",
+               "n_head", "seed", "budget", "max_steps", "tokens", "flops", "flops_per_token", "lr", "task_suite",
+               "status", "error", "wall_s", "final_loss", "final_val_loss"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The grid.
+
+def expand_grid(overrides: list[str]) -> tuple[DictConfig, list[list[str]]]:
+    """Every point of the sweep: the experiment's `hydra.sweeper.params` and the command line's comma lists, expanded
+    with Hydra's own override parser (the same expansion the basic sweeper does). Returns the first point's config and
+    the override list of each point."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    fixed, sweeps = [], []
+    for o in parser.parse_overrides(overrides):
+        (sweeps if o.is_sweep_override() else fixed).append(o)
+    first = [o.input_line for o in fixed] + [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}"
+                                             for o in sweeps]
+    cfg = compose(first, config_name="config")
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") if "hydra" in cfg else None
+    if params is None:
+        hcfg = compose_with_hydra(first)
+        params = hcfg.hydra.sweeper.get("params") or {}
+    axes: dict[str, list[str]] = {}
+    for key, value in dict(params).items():
+        for o in parser.parse_overrides([f"{key}={value}"]):
+            axes[o.get_key_element()] = list(o.sweep_string_iterator()) if o.is_sweep_override() \
+                else [o.get_value_element_as_str()]
+    for o in sweeps:  # the command line wins over the experiment's grid
+        axes[o.get_key_element()] = list(o.sweep_string_iterator())
+    base = [o.input_line for o in fixed]
+    base = [b for b in base if b.split("=", 1)[0].lstrip("+~") not in axes]
+    points = [base + [f"{k}={v}" for k, v in zip(axes, combo)] for combo in itertools.product(*axes.values())]
+    return cfg, points
+
+
+def compose_with_hydra(overrides: list[str]) -> DictConfig:
+    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="sweeps", version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def plan(overrides: list[str]) -> tuple[Path, list[dict[str, Any]]]:
+    """Compose and validate every point of the grid; return the sweep folder and one record per run."""
+    _, points = expand_grid(overrides)
+    runs, folder = [], None
+    for point in points:
+        cfg = compose(point)
+        d = validate(cfg)
+        folder = sweep_dir(cfg)
+        rid = run_id(cfg)
+        st = read_status(folder / "runs" / rid)
+        runs.append({"run_id": rid, "sweep": str(cfg.sweep.name), "experiment": str(cfg.experiment),
+                     "model": str(cfg.model.name), "n_params": d["n_params"],
+                     "n_params_nonembed": d["n_params_nonembed"], "n_layer": cfg.model.n_layer,
+                     "d_model": cfg.model.d_model, "n_head": cfg.model.n_head, "seed": cfg.seed,
+                     "budget": str(cfg.train.budget), "max_steps": d["steps"], "tokens": d["tokens"],
+                     "flops": d["flops"], "flops_per_token": d["flops_per_token"], "lr": d["lr"],
+                     "task_suite": str(cfg.task.name), "batch_size": cfg.train.batch_size,
+                     "seq_len": cfg.data.seq_len, "ckpt_log_until": cfg.train.ckpt_log_until,
+                     "ckpt_every": cfg.train.ckpt_every, "memory_bytes": d["memory_bytes"],
+                     "state": st.get("state", "not_started"), "overrides": point})
+    if not runs:
+        raise ConfigError("the sweep's grid is empty")
+    sweeps = {r["sweep"] for r in runs}
+    if len(sweeps) > 1:
+        raise ConfigError(f"one sweep cannot write to several folders ({sorted(sweeps)}); fix sweep.name")
+    return folder, runs
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Estimates for --dry-run.
+
+def estimate_seconds(run: dict, calib: dict[str, float]) -> float:
+    """Wall-time estimate: FLOPs / (measured model FLOP/s at this width), from a short calibration on this machine."""
+    rate = calib.get(run["model"]) or calib.get("_default", 5e9)
+    return run["flops"] / rate
+
+
+def calibrate(runs: list[dict], seconds: float = 1.0) -> dict[str, float]:
+    """Measure each distinct size's training FLOP/s for about `seconds` (a few steps of the real model and batch)."""
+    import torch
+
+    from emergence.config import compose as _compose, gpt_config
+    from emergence.model import GPT, flops_per_token
+    from emergence.train import make_optimizer
+
+    out = {}
+    for run in {r["model"]: r for r in runs}.values():
+        cfg = _compose(run["overrides"])
+        gc = gpt_config(cfg)
+        torch.manual_seed(0)
+        model = GPT(gc)
+        opt = make_optimizer(model, 1e-3, 0.1, (0.9, 0.98), "cpu")
+        x = torch.randint(0, gc.vocab_size, (cfg.train.batch_size, gc.block_size))
+        steps, t0 = 0, time.perf_counter()
+        while steps < 3 or (time.perf_counter() - t0 < seconds and steps < 50):
+            if steps == 1:
+                t0 = time.perf_counter()
+            _, loss = model(x, x)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            steps += 1
+        elapsed = time.perf_counter() - t0
+        out[run["model"]] = flops_per_token(gc) * x.numel() * (steps - 1) / max(elapsed, 1e-9)
+    return out
+
+
+def dry_run(overrides: list[str]) -> int:
+    folder, runs = plan(overrides)
+    calib = calibrate(runs)
+    from emergence.checkpoint import schedule
+
+    total_s, total_disk = 0.0, 0
+    print(f"sweep {folder}: {len(runs)} runs")
+    header = f"{'run_id':<28} {'model':<12} {'params':>10} {'seed':>4} {'steps':>7} {'tokens':>11} {'FLOPs':>9} " \
+             f"{'est. wall':>9} {'ckpt disk':>9}  state"
+    print(header)
+    for r in runs:
+        s = estimate_seconds(r, calib)
+        n_ck = len(schedule(r["max_steps"], r["ckpt_log_until"], r["ckpt_every"]))
+        disk = n_ck * r["n_params"] * 12  # weights + two AdamW moments, fp32
+        total_s += s if r["state"] != "done" else 0
+        total_disk += disk
+        print(f"{r['run_id']:<28} {r['model']:<12} {r['n_params']:>10,} {r['seed']:>4} {r['max_steps']:>7} "
+              f"{r['tokens']:>11,} {r['flops']:>9.2e} {s:>8.0f}s {disk / 2**20:>7.1f}MB  {r['state']}")
+    done = sum(r["state"] == "done" for r in runs)
+    print(f"{done} done, {len(runs) - done} to run; estimated training time {total_s / 60:.1f} min sequential "
+          f"(probing adds a little), checkpoints {total_disk / 2**20:.0f} MB")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Launching.
+
+def run_sweep(overrides: list[str], *, dry_run: bool = False) -> int:
+    """`emergence sweep [experiment=NAME] [overrides]`: the whole loop; exit status 1 if any run failed."""
+    overrides = list(overrides)
+    if not any(o.split("=", 1)[0].lstrip("+") == "experiment" for o in overrides):
+        overrides.insert(0, f"experiment={DEFAULT_EXPERIMENT}")
+    if dry_run:
+        return globals()["dry_run"](overrides)
+    folder, runs = plan(overrides)  # pre-flight: every point composes and validates before anything is trained
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "grid.json", {"runs": runs, "overrides": overrides})
+    meta_path = folder / "meta.json"
+    meta = {"command": "emergence sweep " + " ".join(shlex.quote(o) for o in overrides),
+            "experiment": runs[0]["experiment"], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **environment()}
+    write_json(meta_path, meta)
+    todo = [r for r in runs if r["state"] != "done"]
+    print(f"sweep {folder}: {len(runs)} runs, {len(runs) - len(todo)} already done", file=sys.stderr)
+    t0 = time.time()
+    _launch(overrides)
+    summary = load_runs(folder)
+    meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    meta["wall_s"] = time.time() - t0
+    write_json(meta_path, meta)
+    print_summary(summary, time.time() - t0, skipped=len(runs) - len(todo))
+    return 0 if (summary["status"] == "done").all() else 1
+
+
+def _launch(overrides: list[str]) -> None:
+    """Hand the grid to Hydra's multirun (the launcher config decides where jobs run)."""
+    import hydra
+
+    @hydra.main(config_path="pkg://sweeps", config_name="config", version_base="1.3")
+    def _main(cfg: DictConfig):
+        return sweep_job(cfg)
+
+    argv = sys.argv
+    sys.argv = ["emergence-sweep", "--multirun", *overrides]
+    try:
+        _main()
+    except SystemExit as e:  # Hydra exits on a composition error; the pre-flight should have caught it
+        if e.code not in (0, None):
+            raise ConfigError("Hydra could not launch the sweep (see the message above)") from None
+    finally:
+        sys.argv = argv
+
+
+def sweep_job(cfg: DictConfig) -> dict:
+    """One job of the multirun: train and probe one run. Never raises for a failed run: the failure is recorded in
+    the run's status.json (and then runs.parquet), and the other jobs go on."""
+    from emergence.train import train, write_status
+
+    if cfg.train.threads == 0:
+        cfg.train.threads = threads_for_launcher()
+    print(f"[run {job_position(cfg)}] {run_id(cfg)}: model {cfg.model.name}, seed {cfg.seed}", file=sys.stderr,
+          flush=True)
+    try:
+        summary = train(cfg)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # a config that failed after the pre-flight, or an error outside the training loop
+        from emergence.config import run_dir
+
+        folder = run_dir(cfg)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_status(folder, state="failed", error=f"{type(e).__name__}: {e}", run_id=run_id(cfg))
+        return {"state": "failed", "error": str(e)}
+    name = summary["run_id"]
+    msg = "already done, skipped" if summary.get("skipped") else \
+        f"{summary.get('state')} in {summary.get('wall_s', 0):.0f}s, loss {summary.get('final_loss', float('nan')):.3f}"
+    print(f"[{name}] {msg}", file=sys.stderr, flush=True)
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))}
+
+
+def job_position(cfg: DictConfig) -> str:
+    """"k/N": this job's place in the sweep (Hydra's job number over the grid size in grid.json)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        num = int(HydraConfig.get().job.num) + 1
+    except (ValueError, AttributeError):
+        num = 0
+    total = len(grid_run_ids(sweep_dir(cfg))) or "?"
+    return f"{num}/{total}"
+
+
+def threads_for_launcher() -> int:
+    """Split the cores between parallel jobs (joblib launcher): n_jobs processes of cores // n_jobs threads each, so
+    two small runs use two cores instead of fighting over both."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        launcher = HydraConfig.get().launcher
+        n_jobs = int(launcher.get("n_jobs", 1) or 1) if "joblib" in str(launcher.get("_target_", "")) else 1
+    except (ValueError, AttributeError, TypeError):
+        n_jobs = 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, n_jobs)) if n_jobs > 1 else 0
+
+
+class SweepCallback(Callback):
+    """Aggregate, analyse and report once the launcher has run every job (also after failures)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = sweep_dir(config)
+        aggregate(folder)
+        if config.sweep.analyze:
+            finish_sweep(folder, config)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Aggregation.
+
+def grid_run_ids(folder: Path) -> list[str]:
+    grid = folder / "grid.json"
+    if grid.exists():
+        return [r["run_id"] for r in json.loads(grid.read_text())["runs"]]
+    runs = folder / "runs"
+    return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+
+
+def load_runs(folder: Path) -> pd.DataFrame:
+    """One row per run of the grid, from the files alone (grid.json, each run's status.json)."""
+    grid = {r["run_id"]: r for r in json.loads((folder / "grid.json").read_text())["runs"]} \
+        if (folder / "grid.json").exists() else {}
+    rows = []
+    for rid in grid_run_ids(folder):
+        st = read_status(folder / "runs" / rid)
+        g = grid.get(rid, {})
+        state = st.get("state", "not_started")
+        if state == "running" and not _alive(st.get("pid")):
+            state = "stopped"
+        row = {c: g.get(c) for c in RUN_COLUMNS}
+        row.update({"run_id": rid, "status": state, "error": st.get("error", "") or "",
+                    "wall_s": st.get("wall_s"), "final_loss": st.get("final_loss"),
+                    "final_val_loss": st.get("final_val_loss")})
+        for c in ("n_params", "flops", "tokens"):
+            if row.get(c) is None and c in st:
+                row[c] = st[c]
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    for c in ("wall_s", "final_loss", "final_val_loss", "flops", "lr", "tokens"):
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    return df
+
+
+def _alive(pid) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def aggregate(folder: Path) -> dict[str, int]:
+    """Merge the runs' files into the sweep's tables, atomically and under a lock (two aggregations at once lose no
+    rows and write no duplicates). Rows of runs that diverged or failed keep their status."""
+    from emergence.probe import _atomic_parquet
+
+    folder = Path(folder)
+    with FileLock(str(folder / ".aggregate.lock")):
+        runs = load_runs(folder)
+        _atomic_parquet(runs, folder / "runs.parquet")
+        counts = {}
+        for name in ("probes", "instances", "samples", "train_log"):
+            parts = []
+            for rid, status in zip(runs["run_id"], runs["status"]):
+                p = folder / "runs" / rid / f"{name}.parquet"
+                if p.exists():
+                    part = pd.read_parquet(p)
+                    if name == "train_log":
+                        part = part.assign(run_id=rid)
+                    if name == "probes" and status in ("diverged", "failed"):
+                        part = part.assign(status=status, value=float("nan"))
+                    parts.append(part)
+            out = "results" if name == "probes" else name
+            if parts:
+                df = pd.concat(parts, ignore_index=True)
+                _atomic_parquet(df, folder / f"{out}.parquet")
+                counts[out] = len(df)
+            else:
+                counts[out] = 0
+        return counts
+
+
+def environment() -> dict[str, Any]:
+    """What a reader needs to reproduce the sweep: code revision, package versions, machine."""
+    import importlib.metadata as md
+
+    from emergence.checkpoint import code_version
+
+    versions = {}
+    for pkg in ("emergence", "torch", "hydra-core", "omegaconf", "numpy", "pandas", "scipy", "matplotlib", "wandb"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"git_rev": code_version(), "versions": versions, "python": platform.python_version(),
+            "machine": f"{platform.system()} {platform.machine()}, {cores} cores, {platform.processor() or ''}".strip()}
+
+
+def write_json(path: Path, obj) -> None:
+    from emergence.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), json.dumps(obj, indent=1, default=str).encode())
+
+
+def print_summary(runs: pd.DataFrame, wall: float, skipped: int = 0) -> None:
+    from collections import Counter
+
+    counts = Counter(runs["status"])
+    print(f"\nsweep finished in {wall:.0f} s: {counts.get('done', 0)} done ({skipped} skipped as already done), "
+          f"{counts.get('failed', 0)} failed, {counts.get('diverged', 0)} diverged, "
+          f"{len(runs) - sum(counts[k] for k in ('done', 'failed', 'diverged'))} other", file=sys.stderr)
+    bad = runs[runs["status"] != "done"]
+    for _, r in bad.iterrows():
+        print(f"  {r['run_id']}: {r['status']} {r['error'] or ''}", file=sys.stderr)
+
+
+def print_status(folder: Path) -> int:
+    """`emergence status SWEEP_DIR`: each run's state from the files alone (works from a cluster's login node)."""
+    from emergence.checkpoint import list_checkpoints
+
+    if not folder.is_dir() or not (folder / "runs").is_dir() and not (folder / "grid.json").exists():
+        raise ConfigError(f"{folder} is not a sweep folder (no runs/ or grid.json); give results/<sweep>")
+    runs = load_runs(folder)
+    print(f"{'run_id':<28} {'model':<12} {'seed':>4} {'status':<12} {'step':>12} {'wall':>8}  error")
+    for _, r in runs.iterrows():
+        cks = list_checkpoints(folder / "runs" / r["run_id"] / "checkpoints")
+        step = cks[-1][0] if cks else 0
+        steps = r.get("max_steps")
+        prog = f"{step}/{int(steps)}" if steps == steps and steps is not None else str(step)
+        wall = f"{r['wall_s']:.0f}s" if r["wall_s"] == r["wall_s"] else "-"
+        seed = "" if r["seed"] is None or r["seed"] != r["seed"] else int(r["seed"])
+        print(f"{r['run_id']:<28} {str(r['model']):<12} {seed:>4} {r['status']:<12} {prog:>12} {wall:>8}  "
+              f"{r['error'] or ''}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Analysis and report at the end of a sweep.
+
+def finish_sweep(folder: Path, config: DictConfig | None = None) -> None:
+    """Analysis (every view), then the report, then the analysis run of the tracker; a failure here is reported but
+    leaves the sweep's tables in place (`emergence analyze` / `emergence report` can redo it)."""
+    try:
+        written = analyze(folder, views="all")
+    except Exception as e:  # the tables are written; analysis can be rerun with `emergence analyze`
+        print(f"warning: analysis failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return
+    paths: dict = {}
+    try:
+        from analysis.report import write_report
+
+        paths = write_report(folder) or {}
+    except Exception as e:
+        print(f"warning: report failed: {type(e).__name__}: {e}", file=sys.stderr)
+    if config is not None and config.tracker.kind != "none":
+        from emergence.tracking import make_tracker
+
+        name = str(config.sweep.name)
+        t = make_tracker(config.tracker, run_id=f"{name}-analysis", group=name, job_type="analysis",
+                         config={"sweep": name, "experiment": str(config.experiment)},
+                         tags=[str(config.experiment), "analysis"], resume_id=None, dir=str(folder))
+        images = {p.stem: p for p in sorted((folder / "plots").glob("*.png"))}
+        t.log_analysis(_maybe_csv(written.get("flags")), _maybe_csv(written.get("fits")), images,
+                       paths.get("html"))
+        t.finish("done")
+
+
+def _maybe_csv(path):
+    return pd.read_csv(path) if path is not None and Path(path).exists() and Path(path).stat().st_size else None
+
+
+def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=None) -> dict[str, Path]:
+    """Fit scaling laws and flag emergence; write fits.csv, flags.csv (and each view's CSV) beside the input."""
+    import analysis as an
+
+    path = Path(path)
+    if source == "lm-eval":
+        df = an.import_lm_eval(path)
+    elif source == "csv":
+        raise ConfigError("--from csv needs a column mapping: use analysis.import_csv(path, mapping) from Python")
+    else:
+        df = an.load_results(path)
+    out_dir = path if path.is_dir() else path.parent
+    written = an.run_analysis(df, out_dir, x=x, views=views, runs=_maybe_runs(out_dir),
+                              instances=_maybe(out_dir / "instances.parquet"))
+    return written
+
+
+def _maybe(p: Path):
+    return pd.read_parquet(p) if p.exists() else None
+
+
+def _maybe_runs(folder: Path):
+    return _maybe(folder / "runs.parquet")
+
+
+def analyze_cli(path: Path, *, x: str = "n_params", source: str = "results", views=None) -> int:
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist; give a sweep folder or a results table")
+    written = analyze(path, x=x, source=source, views=views)
+    flags_path = written.get("flags")
+    if flags_path is not None and Path(flags_path).exists():
+        flags = pd.read_csv(flags_path)
+        cols = [c for c in ("task", "metric", "verdict", "jump_at", "lrt_p", "breakthroughness", "mirage")
+                if c in flags]
+        with pd.option_context("display.width", 160, "display.max_rows", 200, "display.max_colwidth", 40):
+            print(flags[cols].to_string(index=False))
+    for name, p in written.items():
+        print(f"wrote {p}")
+    return 0

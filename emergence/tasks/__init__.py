@@ -1,0 +1,80 @@
+"""Generated tasks: a registry, the built-in tasks, and the mixture that feeds the trainer.
+
+    from emergence.tasks import get_task, TaskMixture
+    task = get_task("add3")
+    prompts, answers = task.sample(np.random.default_rng(0), 4, "train")    # token ids of VOCAB
+    prompts, answers, ids = task.heldout_set(512, seed=1234)               # the fixed probe set
+    x, y = TaskMixture({"add2": 1.0, "recall": 1.0}, seq_len=32).batch(seed=0, step=0, batch_size=64)
+
+Adding a task: write a file in this package with a `Task` subclass (set name, description, answer_format, example,
+prompt_len, answer_len; implement `sample_prompts` and `solve`), then add one `register(...)` line below. Any
+registered task X also has k-shot variants, `get_task("X_<k>shot")`, built on demand.
+"""
+from __future__ import annotations
+
+import re
+
+from .arithmetic import Addition, Modular, Multiplication
+from .base import ENUMERATE_LIMIT, HELDOUT_FRACTION, SPLITS, IndexedTask, Task, join_examples
+from .dyck import Dyck
+from .kshot import KShot
+from .parity import Parity
+from .recall import Recall, TwoHop
+from .strings import Copy, Reverse, Sort
+from .vocab import VOCAB, Vocab
+
+TASKS: dict[str, Task] = {}
+_KSHOT = re.compile(r"^(?P<base>[a-z0-9_]+?)_(?P<k>[0-9]+)shot$")
+_derived: dict[str, Task] = {}  # k-shot variants built by get_task, kept so each is built once
+
+
+def register(task: Task) -> Task:
+    """Add a task to the registry under its name (checked: sizes, and its documented example against its solver)."""
+    if not isinstance(task, Task):
+        raise ValueError(f"register() takes a Task instance, got {type(task).__name__}")
+    task.check()
+    if task.name in TASKS and TASKS[task.name] is not task:
+        raise ValueError(f"a task named {task.name!r} is already registered")
+    TASKS[task.name] = task
+    return task
+
+
+def list_tasks() -> list[str]:
+    """Names of the registered tasks, in registration order (k-shot variants of them exist too; see get_task)."""
+    return list(TASKS)
+
+
+def get_task(name: str) -> Task:
+    """The task called `name`: a registered one, or "<registered>_<k>shot" (its k-shot variant)."""
+    if name in TASKS:
+        return TASKS[name]
+    if name in _derived:
+        return _derived[name]
+    m = _KSHOT.match(str(name))
+    if m and m.group("base") in TASKS and not isinstance(TASKS[m.group("base")], KShot):
+        task = KShot(TASKS[m.group("base")], int(m.group("k")))
+        task.check()
+        _derived[name] = task
+        return task
+    raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)} (and '<task>_<k>shot' for a k-shot "
+                     f"variant of any of them, e.g. 'add3_3shot')")
+
+
+# --- the built-in tasks: one line each ---------------------------------------------------------------------------
+for _k in range(1, 6):
+    register(Addition(_k))
+register(Multiplication(2))
+register(Modular(97))
+register(Copy())
+register(Reverse())
+register(Sort())
+register(Parity())
+register(Recall())
+register(TwoHop())
+register(Dyck())
+register(KShot(TASKS["add2"], 2))
+
+from .mixture import TaskMixture  # noqa: E402  (imports torch; after the registry it draws from)
+
+__all__ = ["VOCAB", "Vocab", "Task", "IndexedTask", "TASKS", "register", "get_task", "list_tasks", "TaskMixture",
+           "KShot", "HELDOUT_FRACTION", "ENUMERATE_LIMIT", "SPLITS", "join_examples"]

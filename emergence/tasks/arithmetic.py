@@ -1,0 +1,144 @@
+"""Arithmetic: k-digit addition, k-digit multiplication, and modular arithmetic mod a prime.
+
+Formats follow what small models learn fastest (measured in this project, and Lee et al. 2023, "Teaching Arithmetic
+to Small Transformers"): operands are zero-padded to a fixed width, and sums and products are written least
+significant digit first, so each output digit depends only on digits already seen plus a carry.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import IndexedTask, const, digits_to_tokens, tokens_to_int, with_eos
+from .vocab import VOCAB
+
+
+def _binary_prompts(a: np.ndarray, b: np.ndarray, width: int, op: str, tag: str = "") -> np.ndarray:
+    """Rows "<tag><a><op><b>=" with a and b zero-padded to `width` digits."""
+    n = len(a)
+    return np.concatenate([const(tag, n), digits_to_tokens(a, width), const(op, n), digits_to_tokens(b, width),
+                           const("=", n)], axis=1).astype(np.int64)
+
+
+class Addition(IndexedTask):
+    """a + b for k-digit a, b (0 .. 10^k - 1); the k+1-digit sum is written least significant digit first."""
+
+    def __init__(self, k: int):
+        if not 1 <= k <= 9:
+            raise ValueError(f"addition digits k must be in 1..9, got {k}")
+        self.k = k
+        self.name = f"add{k}"
+        self.description = (f"{k}-digit addition: operands zero-padded to {k} digit{'s' * (k > 1)}; the sum is "
+                            f"written with {k + 1} digits, least significant digit first")
+        self.answer_format = f"{k + 1} digits, least significant first, then <eos>"
+        a, b = 10 ** k // 3 + 7 * (k > 1), 10 ** k - 3  # a readable example with a carry
+        s = str(a + b).zfill(k + 1)[::-1]
+        self.example = (f"{str(a).zfill(k)}+{str(b).zfill(k)}=", s)
+        self.prompt_len = 2 * k + 2
+        self.answer_len = k + 2
+        self.space_size = 10 ** (2 * k)
+
+    def prompts_from_index(self, idx):
+        base = 10 ** self.k
+        return _binary_prompts(idx // base, idx % base, self.k, "+")
+
+    def operands(self, prompts):
+        k = self.k
+        return tokens_to_int(prompts[:, :k]), tokens_to_int(prompts[:, k + 1:2 * k + 1])
+
+    def solve(self, prompts):
+        a, b = self.operands(prompts)
+        return with_eos(digits_to_tokens(a + b, self.k + 1)[:, ::-1])
+
+    def split_key(self, prompts):
+        # a+b and b+a are one example for the split (addition commutes)
+        a, b = self.operands(prompts)
+        return _binary_prompts(np.minimum(a, b), np.maximum(a, b), self.k, "+")
+
+
+class Multiplication(IndexedTask):
+    """a * b for k-digit a, b; the 2k-digit product is written least significant digit first."""
+
+    def __init__(self, k: int = 2):
+        if not 1 <= k <= 4:
+            raise ValueError(f"multiplication digits k must be in 1..4, got {k}")
+        self.k = k
+        self.name = f"mult{k}"
+        self.description = (f"{k}-digit multiplication: operands zero-padded to {k} digit{'s' * (k > 1)}; the "
+                            f"product is written with {2 * k} digits, least significant digit first")
+        self.answer_format = f"{2 * k} digits, least significant first, then <eos>"
+        a, b = int("4" * k) + 3, int("9" * k) - 2
+        self.example = (f"{str(a).zfill(k)}*{str(b).zfill(k)}=", str(a * b).zfill(2 * k)[::-1])
+        self.prompt_len = 2 * k + 2
+        self.answer_len = 2 * k + 1
+        self.space_size = 10 ** (2 * k)
+
+    def prompts_from_index(self, idx):
+        base = 10 ** self.k
+        return _binary_prompts(idx // base, idx % base, self.k, "*")
+
+    def operands(self, prompts):
+        k = self.k
+        return tokens_to_int(prompts[:, :k]), tokens_to_int(prompts[:, k + 1:2 * k + 1])
+
+    def solve(self, prompts):
+        a, b = self.operands(prompts)
+        return with_eos(digits_to_tokens(a * b, 2 * self.k)[:, ::-1])
+
+    def split_key(self, prompts):
+        a, b = self.operands(prompts)
+        return _binary_prompts(np.minimum(a, b), np.maximum(a, b), self.k, "*")
+
+
+class Modular(IndexedTask):
+    """(a op b) mod p for a, b in 0 .. p-1 and op in `ops`, the algorithmic tasks of Power et al. 2022 ("Grokking:
+    Generalization Beyond Overfitting on Small Algorithmic Datasets"). Every (op, a, b) is one example."""
+
+    OPS = {"+": np.add, "-": np.subtract, "*": np.multiply}
+
+    def __init__(self, p: int = 97, ops: str = "+-*", name: str | None = None):
+        if p < 2 or p > 99:
+            raise ValueError(f"the modulus must be in 2..99 (two-digit operands), got {p}")
+        if not ops or any(o not in self.OPS for o in ops) or len(set(ops)) != len(ops):
+            raise ValueError(f"ops must be distinct characters from {''.join(self.OPS)}, got {ops!r}")
+        self.p, self.ops = p, ops
+        self.name = name or f"mod{p}"
+        self.description = (f"modular arithmetic: (a op b) mod {p} for a, b in 0..{p - 1}, op in {' '.join(ops)} "
+                            f"(Power et al. 2022); operands and result are 2 digits, most significant first")
+        self.answer_format = "2 digits, most significant first (no carries to propagate), then <eos>"
+        op = "*" if "*" in ops else ops[0]
+        a, b = 17, 45
+        self.example = (f"M:{a:02d}{op}{b:02d}=", f"{int(self.OPS[op](a, b)) % p:02d}")
+        self.prompt_len = 8  # "M:" a op b "="
+        self.answer_len = 3
+        self.space_size = len(ops) * p * p
+        self._op_ids = VOCAB.ids(ops)
+
+    def prompts_from_index(self, idx):
+        p = self.p
+        op = idx // (p * p)
+        a, b = (idx // p) % p, idx % p
+        n = len(idx)
+        return np.concatenate([const("M:", n), digits_to_tokens(a, 2), self._op_ids[op][:, None],
+                               digits_to_tokens(b, 2), const("=", n)], axis=1).astype(np.int64)
+
+    def _parse(self, prompts):
+        a, b = tokens_to_int(prompts[:, 2:4]), tokens_to_int(prompts[:, 5:7])
+        op = np.argmax(prompts[:, 4:5] == self._op_ids[None, :], axis=1)
+        return a, op, b
+
+    def solve(self, prompts):
+        a, op, b = self._parse(prompts)
+        out = np.zeros(len(a), dtype=np.int64)
+        for i, o in enumerate(self.ops):
+            sel = op == i
+            out[sel] = self.OPS[o](a[sel], b[sel]) % self.p
+        return with_eos(digits_to_tokens(out, 2))
+
+    def split_key(self, prompts):
+        # commutative operations: (a, b) and (b, a) are one example
+        a, op, b = self._parse(prompts)
+        commutes = np.isin(self._op_ids[op], VOCAB.ids("+*"))
+        swap = commutes & (a > b)
+        key = np.array(prompts[:, :self.prompt_len], dtype=np.int64, copy=True)
+        key[swap, 2:4], key[swap, 5:7] = prompts[swap, 5:7], prompts[swap, 2:4]
+        return key

@@ -1,0 +1,35 @@
+"""Shared fixtures: the real config, composed and shrunk (lightning-hydra-template's habit)."""
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+TINY = ["model=l1d32", "task=smoke", "train.max_steps=12", "train.batch_size=16", "train.warmup_steps=2",
+        "train.ckpt_log_until=4", "train.ckpt_every=6", "train.log_interval=2", "train.eval_batches=1",
+        "train.progress=false", "probe.n=16", "probe.generate_n=4", "probe.samples=1", "train.threads=1"]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """Compose the real config with a tiny model and budget, writing under tmp_path."""
+    from emergence.config import compose
+
+    def make(*extra):
+        return compose([*TINY, f"paths.results={tmp_path / 'results'}", *extra])
+
+    return make
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    """A small public-domain text, written by the test itself (no download)."""
+    lines = [f"Line {i}: the quick brown fox jumps over the lazy dog, and counts {i * 7 % 13} sheep." for i in range(400)]
+    p = tmp_path / "corpus.txt"
+    p.write_text("\n".join(lines))
+    return p

@@ -1,0 +1,305 @@
+"""analysis.report: the report shows the sweep's numbers, embeds every figure, escapes everything from data, and
+says what is missing instead of failing."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import re
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from report_sweep import SIZES, make_sweep  # noqa: E402
+
+from analysis import report  # noqa: E402
+
+EVIL_TASK = "<script>alert(1)</script>"
+ODD_TASK = "cost $5 | *bold* [link](http://x) `tick` & co"
+EVIL_ERROR = 'RuntimeError: <img src=x onerror="alert(2)"> ** | not a table'
+EVIL_COMMAND = "emergence sweep sweep.name='<b>x</b>' ```"
+ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "nav", "a", "p", "code", "pre",
+                "ul", "li", "div", "table", "caption", "thead", "tbody", "tr", "th", "td", "figure", "img",
+                "figcaption", "b", "strong", "footer"}
+
+
+class FakeFit:
+    """A fitted power law with a band and intervals: the parts of analysis.fit.FitResult the report reads."""
+
+    law, x, n, rmse = "power", "n_params", 13, 0.0123
+
+    def __init__(self):
+        self.params = {"E": 0.45, "A": 40.0, "alpha": 0.45}
+        self.ci = {"E": (0.41, 0.49), "A": (30.0, 52.0), "alpha": (0.411, 0.492)}
+        self.stderr = {"E": 0.02, "A": 5.0, "alpha": 0.02}
+
+    def predict(self, x):
+        return self.params["E"] + self.params["A"] * np.asarray(x, float) ** -self.params["alpha"]
+
+    def predict_interval(self, x, kind="prediction"):
+        y = self.predict(x)
+        return 0.97 * y, 1.03 * y
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One report of a sweep whose task names, error message and command are hostile."""
+    root = make_sweep(tmp_path_factory.mktemp("report") / "hostile", jump_task=EVIL_TASK, smooth_task=ODD_TASK,
+                      error_text=EVIL_ERROR, command=EVIL_COMMAND)
+    paths = report.write_report(root, analyses={"scaling_fit": FakeFit()})
+    return root, paths, paths["html"].read_text(encoding="utf-8"), paths["md"].read_text(encoding="utf-8")
+
+
+class TagCollector(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tags, self.attrs, self.text = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(html_text: str) -> TagCollector:
+    p = TagCollector()
+    p.feed(html_text)
+    return p
+
+
+# --------------------------------------------------------------------------------------------------- the files
+def test_writes_html_md_and_every_figure_as_png_and_svg(built):
+    root, paths, html_text, _ = built
+    assert paths["html"] == root / "report.html" and paths["md"] == root / "report.md"
+    stems = {Path(k).stem for k in paths if k.startswith("plots/")}
+    for stem in ("scaling", "capability", "heatmap", "training", "loss_threshold", "backtest", "resolution",
+                 "family"):
+        assert stem in stems, stem
+        assert (root / "plots" / f"{stem}.png").stat().st_size > 1000
+        assert (root / "plots" / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
+    per_task = [s for s in stems if s.startswith("capability_")]
+    assert len(per_task) == 1 and re.fullmatch(r"capability_[A-Za-z0-9_.-]+", per_task[0])
+
+
+def test_html_is_self_contained_and_images_are_real_pngs(built):
+    from PIL import Image
+
+    _, _, html_text, _ = built
+    p = parse(html_text)
+    imgs = [a for t, a in p.attrs if t == "img"]
+    assert len(imgs) == html_text.count("data:image/png;base64,") >= 8
+    for a in imgs:
+        assert a["src"].startswith("data:image/png;base64,")
+        with Image.open(io.BytesIO(base64.b64decode(a["src"].split(",", 1)[1]))) as im:
+            assert im.format == "PNG" and im.size == (int(a["width"]), int(a["height"]))
+        assert a["alt"]
+    # nothing that could reach the network: links are in-page anchors only, no src/href to another place
+    for t, a in p.attrs:
+        for k, v in a.items():
+            if k in ("src", "href"):
+                assert v.startswith("data:image/png;base64,") or v.startswith("#"), (t, k, v[:40])
+    metas = [a for t, a in p.attrs if t == "meta"]
+    assert any(a.get("name") == "viewport" and "width=device-width" in a["content"] for a in metas)
+    csp = next(a["content"] for a in metas if a.get("http-equiv") == "Content-Security-Policy")
+    assert "default-src 'none'" in csp and "script-src" not in csp and "img-src data:" in csp
+    assert "max-width: 100%" in html_text  # responsive images
+
+
+def test_html_has_no_live_markup_from_data(built):
+    _, _, html_text, _ = built
+    p = parse(html_text)
+    assert set(p.tags) <= ALLOWED_TAGS, set(p.tags) - ALLOWED_TAGS
+    assert p.tags.count("img") == html_text.count("data:image/png;base64,")
+    assert not [(t, k) for t, a in p.attrs for k in a if k.startswith("on")]
+    assert "<script" not in html_text.lower() and "<b>x</b>" not in html_text
+    text = "".join(p.text)
+    assert EVIL_TASK in text and EVIL_ERROR in text and ODD_TASK in text  # shown, as text
+    assert html_text.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 3
+
+
+def test_markdown_renders_to_no_raw_html(built):
+    markdown_it = pytest.importorskip("markdown_it")
+    _, _, _, md = built
+    rendered = markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table").render(md)
+    p = parse(rendered)
+    allowed = {"h1", "h2", "h3", "p", "ul", "li", "code", "pre", "table", "thead", "tbody", "tr", "th", "td",
+               "strong", "em", "img", "a", "blockquote"}
+    assert set(p.tags) <= allowed, set(p.tags) - allowed
+    assert not [(t, k) for t, a in p.attrs for k in a if k.startswith("on")]
+    for t, a in p.attrs:
+        if t == "img":
+            assert re.fullmatch(r"plots/[A-Za-z0-9_.-]+\.png", a["src"])
+        if t == "a":
+            assert re.fullmatch(r"plots/[A-Za-z0-9_.-]+\.svg", a["href"]), a  # no link made from data
+    text = "".join(p.text)
+    assert EVIL_TASK in text and ODD_TASK in text and "onerror" in text
+
+
+# ------------------------------------------------------------------------------------------------ the content
+def section(html_text: str, anchor: str) -> str:
+    start = html_text.index(f'id="{anchor}"')
+    nxt = html_text.find("<h2", start)
+    return html_text[start:nxt if nxt > 0 else None]
+
+
+def test_sections_in_order(built):
+    _, _, html_text, md = built
+    order = ["what-was-run", "scaling", "emergent", "smooth", "mirage", "views", "failures", "reproducibility"]
+    positions = [html_text.index(f'<h2 id="{a}"') for a in order]
+    assert positions == sorted(positions)
+    headings = [ln for ln in md.splitlines() if ln.startswith("## ")]
+    assert headings[0] == "## What was run" and headings[-1] == "## Reproducibility"
+
+
+def test_what_was_run(built):
+    _, _, html_text, _ = built
+    s = section(html_text, "what-was-run")
+    assert "emergence sweep sweep.name=&#x27;&lt;b&gt;x&lt;/b&gt;&#x27; ```" in s
+    for col in ("layers", "width", "parameters", "FLOPs/token", "tokens trained"):
+        assert f">{col}</th>" in s
+    assert ">1.8M</td>" in s and ">2/3</td>" in s  # xl's parameters; small lost one seed
+    assert "Seeds: 0, 1, 2." in s
+
+
+def test_scaling_parameters_with_intervals(built):
+    _, _, html_text, _ = built
+    s = section(html_text, "scaling")
+    assert ">alpha</td><td class=\"num\">0.45</td><td class=\"num\">[0.411, 0.492]</td>" in s
+    assert 'id="fig-scaling"' in s
+
+
+def test_emergent_ability_with_evidence_numbers_figure_and_samples(built):
+    _, _, html_text, _ = built
+    s = section(html_text, "emergent")
+    assert "exact match rises by 0.71 between 228k and 600k parameters" in s
+    assert ">370k [230k, 600k] (n_params)</td>" in s
+    assert ">14.2</td>" in s and ">100%</td>" in s
+    assert "likely an artefact of the metric" in s
+    assert 'id="fig-capability_' in s
+    # sample answers: the two largest sizes answer right in every seed, the others never
+    assert ">10+20=</td><td>30</td><td>31 \u2717 (0/3 seeds)</td>" in s
+    assert ">30 \u2713 (2/2 seeds)</td>" in s
+
+
+def test_smooth_flat_and_mirage_tables(built):
+    _, _, html_text, _ = built
+    s = section(html_text, "smooth")
+    assert "improves smoothly" in s and "range 0.01 is within noise" in s and ">flat</td>" in s
+    m = section(html_text, "mirage")
+    assert "yes: the continuous metrics are smooth" in m and ">token accuracy</th>" in m
+
+
+def test_views_tables_and_figures(built):
+    _, _, html_text, _ = built
+    s = section(html_text, "views")
+    assert "1 of 2 run x task x metric curves change abruptly" in s
+    assert 'id="fig-training"' in s and 'id="fig-loss_threshold"' in s and 'id="fig-backtest"' in s
+    assert 'id="fig-resolution"' in s
+    assert ">1.8M</td>" in s and ">0.4</td>" in s  # backtest: held-out size and prediction
+
+
+def test_failed_and_diverged_runs_with_their_reasons(built):
+    _, _, html_text, md = built
+    s = section(html_text, "failures")
+    assert "2 of 15 runs did not finish" in s
+    assert "small-s2" in s and "xl-s1" in s and "loss became NaN at step 300" in s
+    assert html_text.count("RuntimeError: &lt;img src=x onerror=&quot;alert(2)&quot;&gt;") == 1
+    row = next(ln for ln in md.splitlines() if ln.startswith("| small-s2"))
+    assert row.count(" | ") == 5  # the `|` in the message did not split the cell
+    assert "&lt;img src=x onerror=" in row
+
+
+def test_reproducibility(built):
+    root, _, html_text, _ = built
+    s = section(html_text, "reproducibility")
+    assert ">0123abc</td>" in s and ">pandas</td>" in s and "2-core CPU" in s
+    digest = hashlib.sha256((root / "results.parquet").read_bytes()).hexdigest()[:16]
+    assert f">{digest}</td>" in s
+
+
+# ----------------------------------------------------------------------------------------- missing and bad input
+def test_missing_files_are_reported_not_fatal(tmp_path):
+    root = make_sweep(tmp_path / "bare", with_views=False, with_analysis=False, sizes=SIZES[:3], seeds=[0])
+    for name in ("samples.parquet", "meta.json"):
+        (root / name).unlink()
+    paths = report.write_report(root)
+    html_text = paths["html"].read_text()
+    assert "flags.csv not found." in html_text
+    assert "meta.json not found." in html_text
+    assert "transitions.csv not found: no phase changes are marked" in html_text
+    for view in ("loss_threshold", "backtest", "resolution"):
+        assert f"plots/{view}.png" not in paths
+    assert "plots/training.png" in paths and "plots/capability.png" in paths
+
+
+def test_unreadable_view_and_failed_figure_are_stated(tmp_path):
+    root = make_sweep(tmp_path / "odd", with_views=False)
+    (root / "backtest.csv").write_text("")  # a view with nothing to say
+    (root / "loss.csv").write_bytes(b"\x00\x01 not a csv \xff")
+    (root / "results.parquet").write_text("not parquet")
+    paths = report.write_report(root)
+    html_text = paths["html"].read_text()
+    assert "results.parquet could not be read" in html_text
+    assert "not drawn: results.parquet could not be read" in html_text
+    assert "plots/family.png" in paths  # runs.parquet alone still gives the family
+
+
+def test_analyses_take_precedence_over_files(tmp_path):
+    root = make_sweep(tmp_path / "given", sizes=SIZES[:3], seeds=[0])
+    flags = pd.read_csv(root / "flags.csv").assign(verdict="smooth")
+    sw = report.load_sweep(root, {"flags": flags, "scaling_fit": FakeFit()})
+    assert sw.scaling_fits["n_params"].params["alpha"] == 0.45
+    html_text = report.render_html(report.build_document(sw), {}, "t")
+    assert "No ability was flagged emergent" in html_text
+    assert "No ability was flagged emergent" not in report.render_html(
+        report.build_document(report.load_sweep(root)), {}, "t")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "nope", "is not a folder"),
+    (lambda p: p, "not a sweep folder"),
+])
+def test_bad_folder_is_one_value_error(tmp_path, make, message):
+    with pytest.raises(ValueError, match=message):
+        report.write_report(make(tmp_path))
+
+
+def test_bad_analyses_value_is_a_value_error(tmp_path):
+    root = make_sweep(tmp_path / "s", with_views=False)
+    with pytest.raises(ValueError, match=r"analyses\['flags'\] must be a pandas DataFrame"):
+        report.write_report(root, analyses={"flags": [1, 2]})
+
+
+# ----------------------------------------------------------------------------------------------- escaping units
+@pytest.mark.parametrize("raw, expected", [
+    ("<script>x</script>", "&lt;script&gt;x&lt;/script&gt;"),
+    ("*a* _b_ [c](d) | e", r"\*a\* \_b\_ \[c\]\(d\) \| e"),
+    ("# head", r"\# head"),
+    ("- item", r"\- item"),
+    ("1. item", r"1\. item"),
+    ("a\nb", "a b"),
+    ("&amp;", "&amp;amp;"),
+])
+def test_md_escape(raw, expected):
+    assert report.md_escape(raw) == expected
+
+
+def test_md_code_holds_backticks_literally():
+    assert report.md_code("a`b") == "``a`b``"
+    assert report.md_code("`x`") == "`` `x` ``"
+
+
+def test_fits_long_unfolds_the_wide_layout():
+    wide = pd.DataFrame([{"law": "power", "x": "n_params", "y": "loss", "aicc": 1.0, "E": 0.5, "E_stderr": 0.1,
+                          "E_ci_low": 0.3, "E_ci_high": 0.7, "alpha": 0.3, "alpha_stderr": 0.01,
+                          "alpha_ci_low": 0.28, "alpha_ci_high": 0.32}])
+    long = report.fits_long(wide)
+    assert long.set_index("param").loc["alpha", ["value", "lo", "hi"]].tolist() == [0.3, 0.28, 0.32]
+    assert set(long["param"]) == {"E", "alpha"}
