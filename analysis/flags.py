@@ -4,8 +4,9 @@
 results table, one row each, with the numbers that made the verdict.
 
 The verdict for a curve (seeds are first averaged per x; the curve is oriented so that up means better):
-- `inconclusive` with fewer than `min_sizes` (4) distinct x, or when a significant jump is a drop, or rests on a
-  single size at either end (fewer than `min_side` (2) sizes on one side of it);
+- `inconclusive` with fewer than `min_sizes` (4) distinct x; when the model comparison (1 and 2 below) finds an
+  abrupt change that is a drop, or one whose breakthroughness is not unusual for the smooth model (3 fails); or
+  when a jump rests on a single size at either end (fewer than `min_side` (2) sizes on one side of it);
 - `flat` when no model beats a constant by a BIC difference of `flat_margin` (2);
 - `emergent` when all of these hold:
   1. the best jump model (logistic in log x, a one-break broken power law, a hinge) beats the best smooth model
@@ -13,7 +14,7 @@ The verdict for a curve (seeds are first averaged per x; the curve is oriented s
      Kass & Raftery's 1995 scale);
   2. that difference is unlikely under the smooth model: lrt_p <= `alpha` (0.05), from a parametric bootstrap;
   3. the curve's BIG-bench breakthroughness is unlikely under the smooth model: breakthroughness_p <= `alpha`;
-- `smooth` otherwise.
+- `smooth` otherwise (the model comparison does not favour a jump: 1 or 2 fails).
 
 Noise. Each point's variance is measured, not assumed: the pooled variance across seeds at the same x and the
 squared standard error the table records (binomial for proportions), whichever is larger, divided by the number of
@@ -34,7 +35,8 @@ the observed statistic is computed the same way, so the test compares like with 
 Jump location. jump_at is the location parameter of the best jump model (logistic midpoint, hinge knee, break
 d1), refined by least squares; [jump_lo, jump_hi] is the 95% percentile interval of that location over `n_boot`
 curves simulated from the jump fit, widened to the two measured sizes around jump_at: sizes are discrete, and a
-jump between two of them cannot be placed more precisely than between them.
+jump between two of them cannot be placed more precisely than between them (and by one grid step, the resolution
+of the simulated refits).
 
 This module imports numpy, scipy and pandas only.
 """
@@ -149,10 +151,13 @@ class _Curve:
     y: np.ndarray  # seed mean per x, oriented (higher is better)
     v: np.ndarray  # variance of each mean (before the dispersion factor)
     measured: bool  # whether v comes from measurements
+    v_seed: np.ndarray  # variance of one seed's measurement at each x (its stderr^2, else the seeds' spread)
     n_seeds: np.ndarray  # seeds per x
     seed_curves: np.ndarray | None  # (S, n) oriented per-seed values when every seed has every x
     seed_lists: list  # [(x, y)] per seed, for seeds with gaps
     dropped: int  # rows dropped (non-finite or x <= 0)
+    offset: float = 0.0  # y (and the seed curves) are stored as (y - offset) / scale; v as v / scale^2
+    scale: float = 1.0
 
 
 def _prepare(x, y, higher_is_better, seeds, stderr) -> _Curve:
@@ -186,12 +191,16 @@ def _prepare(x, y, higher_is_better, seeds, stderr) -> _Curve:
             np.bincount(inv[fin], minlength=n), 1)
     v = np.maximum(s2, se2) / np.maximum(counts, 1)
     measured = bool(np.any(v > 0))
-    if measured:
+
+    def floored(var):
         # exact zeros (a proportion of 0 has binomial stderr 0) would give infinite weight: floor them
-        pos = v[v > 0]
-        v = np.maximum(v, 0.1 * np.median(pos))
-    else:
-        v = np.ones(n)
+        pos = var[var > 0]
+        return np.maximum(var, 0.1 * np.median(pos)) if pos.size else np.ones(n)
+
+    v = floored(v) if measured else np.ones(n)
+    # judged on its own, a seed's noise is its measurement error, not the spread between seeds (which includes
+    # the very differences in behaviour that seed_agreement counts)
+    v_seed = floored(se2) if np.any(se2 > 0) else (np.full(n, s2) if s2 > 0 else np.ones(n))
     # per-seed curves
     useeds = pd.unique(sd)
     seed_curves, seed_lists = None, []
@@ -210,7 +219,21 @@ def _prepare(x, y, higher_is_better, seeds, stderr) -> _Curve:
                 rows.append(ys)
         if full:
             seed_curves = np.array(rows)
-    return _Curve(ux, ybar, v, measured, counts, seed_curves, seed_lists, int(n0 - ok.sum()))
+    # every model is affine in y (offset and amplitude are linear parameters) and breakthroughness is scale-free,
+    # so y is standardised: fits and thresholds then behave the same for a loss in nats or a proportion
+    offset = float(np.median(ybar)) if n else 0.0
+    scale = float(np.ptp(ybar)) if n and np.ptp(ybar) > 0 else 1.0
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError("y spans a range too large to represent; rescale the metric")
+    ybar = (ybar - offset) / scale
+    if seed_curves is not None:
+        seed_curves = (seed_curves - offset) / scale
+    seed_lists = [(xs, (ys - offset) / scale) for xs, ys in seed_lists]
+    if measured:
+        v = v / scale ** 2
+    if measured or s2 > 0 or np.any(se2 > 0):
+        v_seed = v_seed / scale ** 2
+    return _Curve(ux, ybar, v, measured, v_seed, counts, seed_curves, seed_lists, int(n0 - ok.sum()), offset, scale)
 
 
 # ---------------------------------------------------------------------------------------------------- scoring
@@ -260,8 +283,9 @@ def _score(models, chi2_min: list[np.ndarray], n: int, measured: bool):
     f_idx = [i for i, m in enumerate(models) if m.kind == "flat"][0]
     out = {"bic": bic, "aicc": aicc, "disp": disp, "smooth": s_idx, "jump": j_idx, "flat": f_idx}
     if s_idx is not None and j_idx is not None:
-        out["delta_bic"] = bic[s_idx, cols] - bic[j_idx, cols]
-        out["delta_aicc"] = aicc[s_idx, cols] - aicc[j_idx, cols]
+        with np.errstate(invalid="ignore"):  # inf - inf: AICc undefined for both (too few points)
+            out["delta_bic"] = bic[s_idx, cols] - bic[j_idx, cols]
+            out["delta_aicc"] = aicc[s_idx, cols] - aicc[j_idx, cols]
     return out
 
 
@@ -322,7 +346,7 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, x_name:
                              f"only {n} distinct {x_name} value(s); at least {min_sizes} are needed to tell a jump "
                              f"from a smooth trend{note}", n, n_seed)
     if np.ptp(cv.y) == 0:
-        r = _empty_result(x_name, "flat", f"all {n} values are identical ({_fmt(cv.y[0])}){note}", n, n_seed)
+        r = _empty_result(x_name, "flat", f"all {n} values are identical ({_fmt(cv.offset)}){note}", n, n_seed)
         r["breakthroughness"] = 0.0
         return r
     rng = np.random.default_rng(seed)
@@ -354,7 +378,7 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, x_name:
     theta_j = refined(ji)
     f_j = jm.law.func(cv.x, *theta_j)
     jump_at = _location(jm, theta_j)
-    jump_size = float(f_j[-1] - f_j[0])
+    jump_size = float(f_j[-1] - f_j[0]) * cv.scale
     sd_noise = np.sqrt(disp * cv.v)
 
     # ---- null simulations from the best smooth fit: lrt_p and breakthroughness_p
@@ -371,7 +395,10 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, x_name:
     gj = np.argmin(Rj, axis=1)
     loc_col = jm.law.nonlinear.index(jm.law.location)
     locs = np.log10(jm.grid[gj, loc_col])
-    lo_q, hi_q = 10 ** np.quantile(locs, [0.025, 0.975])
+    # the refits place the location on the grid: widen by one grid step so that quantisation cannot exclude the truth
+    gstep = float(np.min(np.diff(np.unique(np.log10(jm.grid[:, loc_col]))))) if jm.grid.shape[0] > 1 else 0.0
+    with np.errstate(over="ignore"):
+        lo_q, hi_q = 10 ** (np.quantile(locs, 0.025) - gstep), 10 ** (np.quantile(locs, 0.975) + gstep)
     below = cv.x[cv.x <= jump_at]
     above = cv.x[cv.x >= jump_at]
     jump_lo = float(min(lo_q, below.max() if below.size else cv.x[0], jump_at))
@@ -384,25 +411,23 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, x_name:
         shows = []
         if cv.seed_curves is not None:
             S = cv.seed_curves
-            mins_k, args_k = _fit_curve(models, projs, S)
-            scale = cv.n_seeds[0] if np.all(cv.n_seeds == cv.n_seeds[0]) else None
-            if scale is not None:
-                mins_k = [mk / scale for mk in mins_k]  # one seed's variance is n_seeds times the mean's
-                sc_k = _score(models, mins_k, n, cv.measured)
-                for b in range(S.shape[0]):
-                    jb = int(sc_k["jump"][b])
-                    Pk = projs[jb]
-                    lin = Pk.coefs(S[b][None], args_k[jb][b])[0]
-                    th = assemble(models[jb].law, models[jb].grid[args_k[jb][b]][None], lin[None])[0]
-                    fk = models[jb].law.func(cv.x, *th)
-                    shows.append(bool(sc_k["delta_bic"][b] >= bic_margin and fk[-1] - fk[0] > 0))
+            projs_k = [Projector.build(design(m.law, cv.x, m.grid), 1.0 / cv.v_seed) for m in models]
+            mins_k, args_k = _fit_curve(models, projs_k, S)
+            sc_k = _score(models, mins_k, n, cv.measured)
+            for b in range(S.shape[0]):
+                jb = int(sc_k["jump"][b])
+                lin = projs_k[jb].coefs(S[b][None], args_k[jb][b])[0]
+                th = assemble(models[jb].law, models[jb].grid[args_k[jb][b]][None], lin[None])[0]
+                fk = models[jb].law.func(cv.x, *th)
+                shows.append(bool(sc_k["delta_bic"][b] >= bic_margin and fk[-1] - fk[0] > 0))
         if not shows:
             for xs, ys in cv.seed_lists:
                 ux = np.unique(xs)
                 if ux.size < min_sizes:
                     shows.append(False)
                     continue
-                r = flag_curve(xs, ys, higher_is_better=True, n_boot=1, bic_margin=bic_margin,
+                se_s = np.sqrt(np.interp(np.log10(xs), np.log10(cv.x), cv.v_seed)) if cv.measured else None
+                r = flag_curve(xs, ys, higher_is_better=True, stderr=se_s, n_boot=1, bic_margin=bic_margin,
                                min_sizes=min_sizes, min_side=0, grid_scale=grid_scale)
                 shows.append(bool(np.isfinite(r["delta_bic"]) and r["delta_bic"] >= bic_margin
                                   and r["jump_size"] > 0))
@@ -411,20 +436,26 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, x_name:
 
     # ---- verdict
     flat = bool(bic[fi] - min(bic[si], bic[ji]) < flat_margin)
-    significant = delta_bic >= bic_margin and lrt_p <= alpha and bt_p <= alpha
+    abrupt = delta_bic >= bic_margin and lrt_p <= alpha
+    significant = abrupt and bt_p <= alpha
     n_below = int(np.sum(cv.x < jump_at))
     n_above = int(np.sum(cv.x > jump_at))
     stats = (f"best jump model {jm.name} vs best smooth model {sm.name}: delta_bic={_fmt(delta_bic)} "
              f"(lrt_p={_fmt(lrt_p)}), breakthroughness={_fmt(bt)} (p={_fmt(bt_p)}), {n} sizes")
     if disp > 1.5:
-        stats += f", noise scaled x{_fmt(disp)} to match the scatter"
+        stats += f", measured noise scaled by a dispersion factor {_fmt(disp)}"
     if flat:
         verdict = "flat"
         evidence = (f"no model beats a constant by delta_bic >= {_fmt(flat_margin)} "
-                    f"(range {_fmt(np.ptp(cv.y))}, noise sd {_fmt(float(np.median(sd_noise)))}); {stats}")
-    elif significant and jump_size <= 0:
+                    f"(range {_fmt(np.ptp(cv.y) * cv.scale)}, noise sd {_fmt(float(np.median(sd_noise)) * cv.scale)}); "
+                    f"{stats}")
+    elif abrupt and jump_size <= 0:
         verdict = "inconclusive"
         evidence = f"abrupt change is a drop, not an improvement (size {_fmt(jump_size)}); {stats}"
+    elif abrupt and not significant:
+        verdict = "inconclusive"
+        evidence = (f"the jump model fits better, but breakthroughness is not unusual for the smooth model "
+                    f"(p={_fmt(bt_p)} > {_fmt(alpha)}); {stats}")
     elif significant and (n_below < min_side or n_above < min_side):
         verdict = "inconclusive"
         evidence = (f"jump at {x_name}={_fmt(jump_at)} has {n_below} size(s) below and {n_above} above; at least "
@@ -440,8 +471,6 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, x_name:
             why.append(f"delta_bic {_fmt(delta_bic)} < {_fmt(bic_margin)}")
         if lrt_p > alpha:
             why.append(f"lrt_p {_fmt(lrt_p)} > {_fmt(alpha)}")
-        if bt_p > alpha:
-            why.append(f"breakthroughness_p {_fmt(bt_p)} > {_fmt(alpha)}")
         evidence = f"a smooth law explains the curve ({'; '.join(why)}); {stats}"
     if np.isfinite(seed_agreement):
         evidence += f"; {n_agree} of {len(cv.seed_lists)} seeds show a jump on their own"
@@ -525,9 +554,9 @@ def flag_emergence(df: pd.DataFrame, x: str = "n_params", *, answer_lengths: dic
     if df[x].notna().sum() and xv.notna().sum() < df[x].notna().sum():
         raise ValueError(f"column {x!r} must be numeric to serve as x")
     df = df.assign(**{x: xv.astype(float)})
-    rows = _measured_rows(df)
-    if x in SIZE_AXES:
-        rows = _last_checkpoints(rows)
+    # a run's final checkpoint is chosen before unmeasured rows go: if its metric could not be measured there, the
+    # run has no point for that metric (an earlier checkpoint is a less-trained model, not a stand-in)
+    rows = _measured_rows(_last_checkpoints(df) if x in SIZE_AXES else df)
     rows = rows[np.isfinite(rows[x].to_numpy(float))]
     out = []
     keys = df[["task", "metric"]].dropna().drop_duplicates().sort_values(["task", "metric"])

@@ -57,7 +57,8 @@ METRIC_LABELS = {
     "acc_norm": "accuracy (length-normalised)", "perplexity": "perplexity",
 }
 X_LABELS = {"n_params": "parameters N", "n_params_nonembed": "non-embedding parameters",
-            "flops": "training compute C (FLOP)", "tokens": "training tokens D", "loss": "held-out LM loss (nats/token)"}
+            "flops": "training compute C (FLOP)", "tokens": "training tokens D",
+            "loss": "held-out LM loss (nats/token)"}
 # Order of metrics within a task: the discontinuous one first, then its continuous companions (the mirage view).
 METRIC_ORDER = ["exact_match", "token_accuracy", "answer_nll", "edit_distance", "brier", "acc", "acc_norm",
                 "prefix_matching", "icl_score"]
@@ -220,10 +221,6 @@ def _need(df: pd.DataFrame | None, cols, what: str) -> pd.DataFrame:
     return df
 
 
-def _log_axis(ax, which: str = "x") -> None:
-    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
-
-
 def _plain_log_y(ax) -> None:
     """A log y-axis over a narrow range (losses): label the minor ticks in plain numbers so the axis reads."""
     ax.set_yscale("log")
@@ -232,6 +229,28 @@ def _plain_log_y(ax) -> None:
         ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 1.5, 2, 3, 4, 5, 6, 7, 8)))
         ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def tidy_log_axes(fig: Figure) -> None:
+    """Readable ticks on every log x-axis: over less than two decades, label 1, 2 and 5 times each power of ten as
+    counts (600, 1k, 2k); over more, label the powers of ten only. Minor ticks stay, unlabelled (matplotlib would
+    otherwise label them over a short range, and the labels overrun each other)."""
+    for ax in fig.axes:
+        if not ax.axison or ax.get_xscale() != "log":
+            continue
+        lo, hi = sorted(ax.get_xlim())
+        if lo <= 0 or hi <= 0:
+            continue
+        if np.log10(hi / lo) < 2:
+            subs = (1.0, 2.0, 5.0)
+            decades = 10.0 ** np.arange(np.floor(np.log10(lo)), np.ceil(np.log10(hi)) + 1)
+            if sum(lo <= d * k <= hi for d in decades for k in subs) < 3:
+                # a narrow range: a few round values, evenly spaced in x (as a linear axis would place them)
+                ax.xaxis.set_major_locator(ticker.MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
+            else:
+                ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: fmt_count(v)))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _note(ax, text: str) -> None:
@@ -395,11 +414,11 @@ def _is_true(v) -> bool:
         return False
 
 
-def _text_box(ax, text: str, *, edge=None, fontsize: float = 6.5) -> None:
+def _text_box(ax, text: str, *, edge=None, fontsize: float = 6.5, loc: str = "best") -> None:
     """Text in the emptiest corner of a panel: a legend without handles, so matplotlib's "best" placement keeps
     it off the data."""
     handle = Line2D([], [], color="none")
-    leg = ax.legend([handle], [text], loc="best", handlelength=0, handletextpad=0, fontsize=fontsize,
+    leg = ax.legend([handle], [text], loc=loc, handlelength=0, handletextpad=0, fontsize=fontsize,
                     frameon=edge is not None, borderpad=0.4, labelcolor="#222222" if edge else "#555555")
     if edge is not None:
         leg.get_frame().set_edgecolor(edge)
@@ -496,8 +515,9 @@ def plot_scaling(results: pd.DataFrame, runs: pd.DataFrame | None = None, *, fit
         for ax in (ax_n, ax_c):
             _plain_log_y(ax)
         if handles_c:
-            ax_c.legend(handles=handles_c, loc="upper right")
+            ax_c.legend(handles=handles_c, loc="lower left")  # the curves fall from upper left to lower right
         figure_legend(fig, size_legend_handles(size_df, colors), title="model size (parameters)")
+        tidy_log_axes(fig)
     return fig
 
 
@@ -570,10 +590,14 @@ def plot_capability(results: pd.DataFrame, *, runs: pd.DataFrame | None = None, 
                           fontsize=7.5, fontweight="bold")
             axes[-1].text(0.04, 0.9, verdict_text(flags, task, ms, x), transform=axes[-1].transAxes, va="top",
                           ha="left", fontsize=6.8, linespacing=1.35)
-        figure_legend(fig, size_legend_handles(size_df, colors) + [
-            Line2D([], [], color="black", marker="o", ls="-", label="mean over seeds, 95% CI"),
-            Line2D([], [], color=FIT_COLOR, ls="--", label="fitted law"),
-            Patch(color=JUMP_COLOR, alpha=0.3, label="flagged jump interval")])
+        handles = size_legend_handles(size_df, colors) + [
+            Line2D([], [], color="black", marker="o", ls="-", label="mean over seeds, 95% CI")]
+        if any(ln.get_color() == FIT_COLOR for ax in fig.axes for ln in ax.lines):
+            handles.append(Line2D([], [], color=FIT_COLOR, ls="--", label="fitted law"))
+        if any(p.get_facecolor()[:3] == matplotlib.colors.to_rgb(JUMP_COLOR) for ax in fig.axes for p in ax.patches):
+            handles.append(Patch(color=JUMP_COLOR, alpha=0.3, label="flagged jump interval"))
+        figure_legend(fig, handles)
+        tidy_log_axes(fig)
     return fig
 
 
@@ -723,11 +747,13 @@ def plot_training(results: pd.DataFrame, *, runs: pd.DataFrame | None = None,
                 _note(ax, "no measured checkpoint")
         for ax in axes[len(panels):]:
             ax.set_axis_off()
-        extra = [Line2D([], [], color="grey", ls=":", marker="x", label="failed or diverged run")] if bad else []
+        drawn_bad = any(ln.get_linestyle() == ":" for ax in axes for ln in ax.lines)
+        extra = [Line2D([], [], color="grey", ls=":", marker="x", label="failed or diverged run")] if drawn_bad else []
         if marks is not None and not marks.empty:
             extra.append(Line2D([], [], color="white", marker="v", mec="black", ms=7,
                                 label="phase change (interval)"))
         figure_legend(fig, size_legend_handles(size_df, colors) + extra)
+        tidy_log_axes(fig)
     return fig
 
 
@@ -780,21 +806,22 @@ def plot_loss_threshold(results: pd.DataFrame, loss_flags: pd.DataFrame, *, runs
                        alpha=0.75, lw=0)
             eta, lo, hi = _threshold_cols(row)
             verdict = str(row.get("verdict", ""))
-            if np.isfinite(eta):
+            if verdict == "emergent" and np.isfinite(eta):
+                # the threshold is drawn only where the view found the ability to appear below it
                 if np.isfinite(lo) and np.isfinite(hi):
                     ax.axvspan(lo, hi, color=JUMP_COLOR, alpha=0.3, lw=0)
                 ax.axvline(eta, color=JUMP_COLOR, lw=1.2)
                 txt = f"\u03b7 = {fmt_num(eta)}"
                 if np.isfinite(lo) and np.isfinite(hi):
                     txt += f" [{fmt_num(lo)}, {fmt_num(hi)}]"
-                _text_box(ax, f"{safe_text(verdict)}\n{txt}", edge=JUMP_COLOR, fontsize=7)
+                _text_box(ax, f"emergent\n{txt}", edge=JUMP_COLOR, fontsize=7)
             elif verdict:
                 _text_box(ax, safe_text(verdict), fontsize=7)
             if j.empty:
                 _note(ax, "no checkpoint with both values")
             else:
                 ax.set_xlim(np.nanmax(j["lm_loss"]) * 1.03, np.nanmin(j["lm_loss"]) * 0.97)  # high loss -> low
-            ax.set_xlabel(X_LABELS["loss"] + "  (lower \u2192)")
+            ax.set_xlabel(X_LABELS["loss"])
             ax.set_ylabel(metric_label(metric))
             ax.set_title(short(task, 34), loc="left")
             if metric in UNIT_METRICS:
@@ -866,6 +893,7 @@ def plot_backtest(backtest: pd.DataFrame, results: pd.DataFrame | None = None, *
                    Line2D([], [], color=FIT_COLOR, marker="D", ls="", label="predicted from smaller sizes"),
                    Patch(color=OKABE_ITO["grey"], alpha=0.25, label="held out")]
         figure_legend(fig, handles)
+        tidy_log_axes(fig)
     return fig
 
 
@@ -874,10 +902,10 @@ def plot_resolution(points: pd.DataFrame, summary: pd.DataFrame | None = None, *
 
     Hu et al. 2023 ("Predicting Emergent Abilities with Infinite Resolution Evaluation"): the task scaling law
     P = exp(-c N^-alpha) is the straight line log(-log P) = log c - alpha ln N. `points` are
-    `analysis.resolution.resolution_points` (task, n_params, loglogp = log(-log P)); `summary` is `resolution_curves` (per task:
-    slope, curvature with its interval, shape). The least-squares line through the points passes through their
-    centroid with the reported slope, which is how it is drawn. A concave bend (downwards) is accelerated
-    emergence, a convex one sub-scaling. Lower y is better: P -> 1 sends y to -inf.
+    `analysis.resolution.resolution_points` (task, n_params, loglogp = log(-log P)); `summary` is
+    `resolution_curves` (per task: slope, curvature with its interval, shape). The least-squares line through the
+    points passes through their centroid with the reported slope, which is how it is drawn. A concave bend
+    (downwards) is accelerated emergence, a convex one sub-scaling. Lower y is better: P -> 1 sends y to -inf.
     """
     pts = _need(points, ["task"], "resolution points")
     xcol, ycol = _col(pts, "n_params", "x", "flops", "tokens"), _col(pts, "loglogp", "y")
@@ -917,7 +945,9 @@ def plot_resolution(points: pd.DataFrame, summary: pd.DataFrame | None = None, *
                 if np.isfinite(slope):
                     text += f"\nslope {fmt_num(slope, 2)}"
             if text:
-                _text_box(ax, text, edge=OKABE_ITO["grey"], fontsize=7)
+                # a falling line leaves the lower left empty, a rising one the upper left
+                falling = len(g) < 2 or g["y"].iloc[-1] <= g["y"].iloc[0]
+                _text_box(ax, text, edge=OKABE_ITO["grey"], fontsize=7, loc="lower left" if falling else "upper left")
             ax.set_xscale("log")
             ax.set_xlabel(X_LABELS.get(xcol, "size x"))
             ax.set_ylabel("log(\u2212log P)  \u2190")
@@ -926,6 +956,7 @@ def plot_resolution(points: pd.DataFrame, summary: pd.DataFrame | None = None, *
             ax.set_axis_off()
         figure_legend(fig, [Line2D([], [], color="black", marker="o", label="mean answer probability P"),
                             Line2D([], [], color=FIT_COLOR, ls="--", label="task scaling law (least squares)")])
+        tidy_log_axes(fig)
     return fig
 
 

@@ -165,7 +165,11 @@ def load_sweep(folder, analyses: dict | None = None) -> Sweep:
                 else _read(sw, "flags.csv", _read_csv))
     for key, name in VIEW_FILES.items():
         given = analyses.get(key)
-        sw.views[key] = _frame(given, key) if given is not None else _read(sw, name, _read_csv)
+        view = _frame(given, key) if given is not None else _read(sw, name, _read_csv)
+        if view is not None and view.empty:  # a view that found nothing to compute (too few sizes, no instances)
+            sw.notes[name] = "has no rows (the view had nothing it could compute on this sweep)"
+            view = None
+        sw.views[key] = view
     sw.samples = _read(sw, "samples.parquet", pd.read_parquet)
     meta = _read(sw, "meta.json", lambda p: json.loads(p.read_text()))
     sw.meta = meta if isinstance(meta, dict) else {}
@@ -286,17 +290,20 @@ def _predicts(fit) -> bool:
 
 
 def _final_loss_table(sw: Sweep) -> pd.DataFrame:
-    """One row per completed run: n_params, flops, seed and its final held-out loss."""
+    """One row per completed run: n_params, flops, seed and its final held-out loss.
+
+    The probe's held-out LM loss at the run's last checkpoint (the points the scaling figure draws, and what
+    `emergence analyze` fits), else runs.parquet's final_val_loss."""
+    if sw.results is not None:
+        fin = plots.final_values(sw.results, "lm", "loss", runs=sw.runs)
+        if len(fin):
+            return fin[["run_id", "seed", "n_params", "flops"]].assign(final_val_loss=fin["value"].astype(float))
     if sw.runs is not None and {"run_id", "status", "final_val_loss", "n_params"} <= set(sw.runs.columns):
         r = sw.runs[sw.runs["status"].astype(str).eq(STATUS_DONE)]
         r = r[pd.to_numeric(r["final_val_loss"], errors="coerce").notna()]
         if len(r):
             cols = [c for c in ("run_id", "seed", "n_params", "flops") if c in r.columns]
             return r[cols].assign(final_val_loss=pd.to_numeric(r["final_val_loss"]).astype(float))
-    if sw.results is not None:
-        fin = plots.final_values(sw.results, "lm", "loss", runs=sw.runs)
-        if len(fin):
-            return fin[["run_id", "seed", "n_params", "flops"]].assign(final_val_loss=fin["value"].astype(float))
     return pd.DataFrame(columns=["run_id", "seed", "n_params", "flops", "final_val_loss"])
 
 
@@ -401,7 +408,8 @@ def make_figures(sw: Sweep, plots_dir: Path) -> dict[str, FigureFile]:
     for x, fit in sw.scaling_fits.items():
         if hasattr(fit, "params") and "alpha" in getattr(fit, "params", {}):
             lo, hi = getattr(fit, "ci", {}).get("alpha", (np.nan, np.nan))
-            fit_labels[x] = (f"E + A{'N' if x == 'n_params' else 'C'}^-\u03b1, \u03b1={plots.fmt_num(fit.params['alpha'], 3)}"
+            var = "N" if x == "n_params" else "C"
+            fit_labels[x] = (f"$E + A {var}^{{-\\alpha}}$, $\\alpha$ = {plots.fmt_num(fit.params['alpha'], 3)}"
                              + (f" [{plots.fmt_num(lo, 2)}, {plots.fmt_num(hi, 2)}]" if np.isfinite(lo) else ""))
     optimal = compute_optimal_curve(sw.chinchilla, res["flops"]) if res is not None and sw.chinchilla else None
     curves = capability_curves(sw)
@@ -882,14 +890,21 @@ def section_mirage(sw: Sweep) -> list:
     return blocks
 
 
+def _view_note(sw: Sweep, key: str, consequence: str = "") -> Note:
+    """Why a view is not shown, and how to get it when its file was never written."""
+    name = VIEW_FILES[key]
+    why = sw.notes.get(name, "is not available")
+    hint = f" (run `emergence analyze {sw.folder} --view {key}`)" if why == "not found" else ""
+    return Note(f"{name} {why}{consequence}{hint}.")
+
+
 def section_views(sw: Sweep) -> list:
     blocks: list = [Heading(2, "Along training, against loss, at full resolution, and predicted ahead", "views")]
     # training and transitions
     blocks.append(Heading(3, "Training curves and phase changes", "training"))
     tr = sw.views.get("transitions")
     if tr is None:
-        blocks.append(Note(f"transitions.csv {sw.notes.get('transitions.csv', 'is not available')}: no phase "
-                           "changes are marked (run `emergence analyze --view transitions`)."))
+        blocks.append(_view_note(sw, "transitions", ": no phase changes are marked"))
     elif "verdict" in tr.columns:
         jumps = tr[tr["verdict"].astype(str) == "emergent"]
         blocks.append(Para([f"{len(jumps)} of {len(tr)} run x task x metric curves change abruptly during training."]))
@@ -908,8 +923,7 @@ def section_views(sw: Sweep) -> list:
     blocks.append(Heading(3, "Against held-out loss", "loss-view"))
     lv = sw.views.get("loss")
     if lv is None:
-        blocks.append(Note(f"loss.csv {sw.notes.get('loss.csv', 'is not available')} (run `emergence analyze "
-                           "--view loss`)."))
+        blocks.append(_view_note(sw, "loss"))
     else:
         cols = [c for c in ("task", "metric", "verdict", "eta", "eta_lo", "eta_hi", "size_still_matters",
                             "size_explains_p") if c in lv.columns]
@@ -925,8 +939,7 @@ def section_views(sw: Sweep) -> list:
     blocks.append(Heading(3, "Backtest", "backtest"))
     bt = sw.views.get("backtest")
     if bt is None:
-        blocks.append(Note(f"backtest.csv {sw.notes.get('backtest.csv', 'is not available')} (run `emergence "
-                           "analyze --view backtest`)."))
+        blocks.append(_view_note(sw, "backtest"))
     else:
         cols = [c for c in ("task", "metric", "law", "x_value", "n_fit", "prediction", "lo", "hi", "actual",
                             "error", "inside") if c in bt.columns]
@@ -942,8 +955,7 @@ def section_views(sw: Sweep) -> list:
     blocks.append(Heading(3, "Infinite resolution", "resolution"))
     rv = sw.views.get("resolution")
     if rv is None:
-        blocks.append(Note(f"resolution.csv {sw.notes.get('resolution.csv', 'is not available')} (run `emergence "
-                           "analyze --view resolution`)."))
+        blocks.append(_view_note(sw, "resolution"))
     else:
         cols = [c for c in ("task", "shape", "slope", "curvature", "curvature_lo", "curvature_hi", "n_sizes",
                             "evidence") if c in rv.columns]
@@ -1135,20 +1147,22 @@ def render_html(doc: list, figs: dict[str, FigureFile], title: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- Markdown
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 
 
 def md_escape(s) -> str:
-    """Plain text for Markdown: no emphasis, link, table or HTML can come out of it.
+    """Plain text for Markdown: no emphasis, link, image, table cell break, heading, list or HTML can come out of it.
 
-    Backslash-escapes CommonMark's punctuation that could start markup (and `|`, which would split a table cell),
-    writes `&`, `<` and `>` as entities (so no raw HTML and no entity survives), flattens line breaks, and escapes
-    a leading `-`, `+`, `=` or `1.` that would start a list or a heading underline."""
-    s = " ".join(str(s).split())
+    `&`, `<` and `>` become entities (so no raw HTML and no entity from data survives); CommonMark's inline
+    punctuation that could open markup (backslash, backtick, `*`, `_`, `[`, `]`, `~`) and the table separator `|`
+    are backslash-escaped; a leading `#`, a leading list marker (`-`, `+`, `=`, `1.`) is escaped too. Line breaks
+    become spaces (a cell or a paragraph stays one line); leading and trailing spaces are kept, so that segments
+    join as written."""
+    s = re.sub(r"\s+", " ", str(s))
     s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     s = _MD_SPECIAL.sub(r"\\\1", s)
-    s = re.sub(r"^([-=])", r"\\\1", s)
-    s = re.sub(r"^(\d+)([.)])", r"\1\\\2", s)
+    s = re.sub(r"^(\s*)([#+=-])", r"\1\\\2", s)
+    s = re.sub(r"^(\s*\d{1,9})([.)])(?=\s|$)", r"\1\\\2", s)
     return s
 
 
@@ -1169,7 +1183,7 @@ def _parts_md(parts) -> str:
         elif isinstance(p, Strong):
             out.append(f"**{md_escape(p.text)}**")
         else:
-            out.append(md_escape(p) if str(p).strip() else str(p))
+            out.append(md_escape(p))
     return "".join(out)
 
 
@@ -1177,11 +1191,11 @@ def _table_md(t: Table) -> str:
     lines = []
     if t.caption:
         lines.append(f"*{md_escape(t.caption)}*\n")
-    header = [md_escape(c) or " " for c in t.header]
+    header = [md_escape(c).strip() or " " for c in t.header]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---:" if i in t.numeric else "---" for i in range(len(header))) + "|")
     for row in t.rows:
-        lines.append("| " + " | ".join(md_escape(c) for c in row) + " |")
+        lines.append("| " + " | ".join(md_escape(c).strip() for c in row) + " |")
     return "\n".join(lines)
 
 

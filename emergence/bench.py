@@ -2,14 +2,14 @@
 
 One process measures, and prints as a table and (with --out) writes as JSON:
 
-- the dense matmul peak (GFLOP/s): the best rate of large square fp32 products, n in 512..2048 (bf16 too on CUDA).
+- the dense matmul peak (GFLOP/s): the fastest large square fp32 products, n in 512..2048 (bf16 too on CUDA).
   Every MFU figure is divided by this measured peak, not by a datasheet number, so the figures say how close the
   training step comes to what this machine can do;
 - for each size of the CPU ladder (`sweeps/model/l*.yaml`, composed with the real config so the shapes, sequence
   length, batch size and task vocabulary are those a sweep trains), the training throughput (tokens/s) and MFU of
   our trainer's step (`GPT` + `make_optimizer` + gradient clipping, the loop of `train()`), and the same for a plain
   reference GPT written below in the most direct PyTorch style (nanoGPT's layout, same shapes, same AdamW settings).
-  The two are timed in alternating rounds on the same batches, so machine load hits both alike;
+  The two are timed in alternation, one step each in turn, on the same batches, so machine load hits both alike;
 - probe throughput (examples/s) and the share of a run's wall time spent probing;
 - the time to analyse 1,000 curves, and the wall time of the `smoke` sweep (the whole loop, in a subprocess);
 - the seeds of one size trained together as one stacked model (`emergence.stacked`) against the same seeds
@@ -59,11 +59,13 @@ def _sync(device: torch.device) -> None:
 
 
 def matmul_peak(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                sizes: tuple[int, ...] = (512, 1024, 1536, 2048), repeats: int = 3,
-                min_seconds: float = 0.2) -> dict:
-    """Dense matmul rate, GFLOP/s: for each n, the best of `repeats` timings of n x n @ n x n products (2 n^3 FLOPs
-    each, repeated until `min_seconds` have passed); the peak is the best over n. Returns {"gflops", "by_n"}."""
+                sizes: tuple[int, ...] = (512, 1024, 1536, 2048), min_seconds: float = 0.3, min_repeats: int = 3) -> dict:
+    """Dense matmul rate, GFLOP/s: n x n @ n x n products (2 n^3 FLOPs each) timed one by one for about
+    `min_seconds` per n (at least `min_repeats` times); each n's rate is that of its fastest product (other processes
+    only slow a product down) and the peak is the best over n. On a GPU, products are timed in groups of 20 between
+    synchronisations, so the launch latency is not timed. Returns {"gflops", "by_n", "dtype", "device"}."""
     device = torch.device(device)
+    group = 20 if device.type == "cuda" else 1
     by_n = {}
     for n in sizes:
         a = torch.randn(n, n, device=device, dtype=dtype)
@@ -71,20 +73,15 @@ def matmul_peak(device: str | torch.device = "cpu", dtype: torch.dtype = torch.f
         c = torch.empty(n, n, device=device, dtype=dtype)
         torch.mm(a, b, out=c)  # warm-up: first-call allocation and kernel selection
         _sync(device)
-        best = 0.0
-        for _ in range(repeats):
-            count, t0 = 0, time.perf_counter()
-            while True:
+        fastest, count, t_end = float("inf"), 0, time.perf_counter() + min_seconds
+        while count < min_repeats or time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            for _ in range(group):
                 torch.mm(a, b, out=c)
-                count += 1
-                if device.type == "cuda" and count % 10:
-                    continue  # on a GPU, sync only every 10 products: a sync per product would time the launch
-                _sync(device)
-                dt = time.perf_counter() - t0
-                if dt >= min_seconds:
-                    break
-            best = max(best, 2 * n**3 * count / dt / 1e9)
-        by_n[n] = best
+            _sync(device)
+            fastest = min(fastest, (time.perf_counter() - t0) / group)
+            count += 1
+        by_n[n] = 2 * n**3 / fastest / 1e9
     return {"gflops": max(by_n.values()), "by_n": by_n, "dtype": str(dtype).replace("torch.", ""),
             "device": device.type}
 
@@ -337,52 +334,47 @@ def ref_trainer(shape: Shape, device="cpu", amp=None, compile: bool = False, see
     return Trainer(model, opt, shape, 10**6, amp, torch.compile(model) if compile else None)
 
 
-def time_interleaved(runners: dict, seconds: float, rounds: int = 3, warmup: int = 2,
+def time_interleaved(runners: dict, seconds: float, warmup: int = 2, min_samples: int = 3,
                      device: torch.device | str = "cpu") -> dict[str, dict]:
-    """Time several step functions in alternating rounds (A B A B ...), so that changes in machine load fall on all
-    of them alike. `runners` maps a name to a function doing one training step and returning the tokens it trained.
-    Each round runs whole steps for about seconds / (rounds x len(runners)); returns per name the best round's
-    tokens/s (load only ever slows a round down, so the best round is the closest to the unloaded rate), the median
-    round's, the number of steps timed, and the best tokens per second of this process's CPU time (`per_cpu_s`: with
-    one thread, what the step costs regardless of other processes; with more, it also counts threads waiting)."""
+    """Time several step functions one step each in turn (A B A B ...) for about `seconds` in all, so that machine
+    load falls on all of them alike. `runners` maps a name to a function doing one step and returning the tokens it
+    trained. Returns per name: `rate`, the tokens/s of the fastest step (the `timeit` convention: other processes
+    only ever slow a step down, so the fastest one measures this code; on an idle machine steps differ by a few
+    percent), `median` (the median step's rate), `per_cpu_s` (tokens per second of this process's CPU time over all
+    timed steps: with one thread, the rate with the time other processes held the core taken out) and `steps`."""
     device = torch.device(device)
-    per_round = seconds / max(1, rounds * len(runners))
-    est = {}
-    for name, fn in runners.items():
+    for fn in runners.values():
         for _ in range(warmup):
             fn()
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        est[name] = max(time.perf_counter() - t0, 1e-6)
-    rates = {name: [] for name in runners}
-    cpu_rates = {name: [] for name in runners}
-    steps = {name: 0 for name in runners}
-    for _ in range(rounds):
+    _sync(device)
+    times = {name: [] for name in runners}
+    tokens = {name: 0 for name in runners}
+    cpu = {name: 0.0 for name in runners}
+    t_end = time.perf_counter() + seconds
+    while True:
         for name, fn in runners.items():
-            n = max(1, int(per_round / est[name]))
-            tokens = 0
-            _sync(device)
             t0, c0 = time.perf_counter(), time.process_time()
-            for _ in range(n):
-                tokens += fn()
+            n = fn()
             _sync(device)
-            dt, dc = time.perf_counter() - t0, time.process_time() - c0
-            rates[name].append(tokens / dt)
-            cpu_rates[name].append(tokens / max(dc, 1e-9))
-            est[name] = dt / n
-            steps[name] += n
-    return {name: {"best": max(r), "median": statistics.median(r), "rounds": r, "steps": steps[name],
-                   "per_cpu_s": max(cpu_rates[name])} for name, r in rates.items()}
+            times[name].append(time.perf_counter() - t0)
+            cpu[name] += time.process_time() - c0
+            tokens[name] = n
+        if time.perf_counter() >= t_end and all(len(t) >= min_samples for t in times.values()):
+            break
+    return {name: {"rate": tokens[name] / min(ts), "median": tokens[name] / statistics.median(ts),
+                   "per_cpu_s": tokens[name] * len(ts) / max(cpu[name], 1e-9), "steps": len(ts)}
+            for name, ts in times.items()}
 
 
-def measure_training(shape: Shape, peak_gflops: float, seconds: float = 6.0, rounds: int = 3,
-                     reference: bool = True, device="cpu", amp=None, compile: bool = False) -> dict:
+def measure_training(shape: Shape, peak_gflops: float, seconds: float = 6.0, reference: bool = True, device="cpu",
+                     amp=None, compile: bool = False) -> dict:
     """Tokens/s and MFU of our trainer's step (and the reference's, alternating), on the same pre-made batches."""
     device = torch.device(device)
     row = shape.describe()
-    batches = [(x.to(device), y.to(device)) for x, y in make_batches(shape, 4 * shape.grad_accum)]
+    # on a GPU, batches wait in pinned host memory and are copied without blocking each step, as the trainer does
+    on_host = device.type == "cuda"
+    batches = [(x.pin_memory(), y.pin_memory()) if on_host else (x.to(device), y.to(device))
+               for x, y in make_batches(shape, 4 * shape.grad_accum)]
     tokens_per_step = shape.batch_size * shape.seq_len * shape.grad_accum
     trainers = {"ours": our_trainer(shape, device, amp, compile)}
     ref_status = "ok"
@@ -401,22 +393,25 @@ def measure_training(shape: Shape, peak_gflops: float, seconds: float = 6.0, rou
         def fn():
             i = state["i"]
             state["i"] = (i + 1) % (len(batches) // k)
-            tr.step(batches[i * k:(i + 1) * k])
+            micro = batches[i * k:(i + 1) * k]
+            if on_host:
+                micro = [(x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in micro]
+            tr.step(micro)
             return tokens_per_step
         return fn
 
     t0 = time.perf_counter()
-    timed = time_interleaved({k: runner(v) for k, v in trainers.items()}, seconds, rounds, device=device)
+    timed = time_interleaved({k: runner(v) for k, v in trainers.items()}, seconds, device=device)
     for tr in trainers.values():  # a finite loss: the steps timed were real training steps
         if not math.isfinite(float(tr.loss_sum)):
             raise RuntimeError(f"{shape.name}: the loss became {float(tr.loss_sum)} while benchmarking")
     peak = peak_gflops * 1e9
-    ours = timed["ours"]["best"]
+    ours = timed["ours"]["rate"]
     row.update({"tokens_per_s": ours, "tokens_per_s_median": timed["ours"]["median"],
                 "tokens_per_cpu_s": timed["ours"]["per_cpu_s"],
                 "mfu": ours * row["flops_per_token"] / peak, "steps_timed": timed["ours"]["steps"]})
     if "ref" in timed:
-        ref = timed["ref"]["best"]
+        ref = timed["ref"]["rate"]
         row.update({"ref_tokens_per_s": ref, "ref_tokens_per_s_median": timed["ref"]["median"],
                     "ref_mfu": ref * row["flops_per_token"] / peak, "ratio": ours / ref,
                     "ratio_median": timed["ours"]["median"] / timed["ref"]["median"],
@@ -426,3 +421,465 @@ def measure_training(shape: Shape, peak_gflops: float, seconds: float = 6.0, rou
         row.update({"ref_tokens_per_s": None, "ref_mfu": None, "ratio": None, "ref_status": ref_status})
     row["wall_s"] = time.perf_counter() - t0
     return row
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Seeds stacked into one model against the same seeds trained one after another.
+
+def measure_stacked(shape: Shape, seeds: int = 4, seconds: float = 6.0, device="cpu") -> dict:
+    """Sweep throughput (tokens trained per second across all seeds) of `seeds` seeds of one size: separate trainers
+    stepping in turn (what a sequential sweep does) against one `StackedTrainer`, timed in alternation on each
+    seed's own batches."""
+    from emergence.stacked import StackedTrainer
+
+    device = torch.device(device)
+    gc = shape.gpt_config()
+    ids = list(range(seeds))
+    k = shape.grad_accum
+    per_seed = [[(x.to(device), y.to(device)) for x, y in make_batches(shape, 2 * k, seed=s)] for s in ids]
+    stacked_batches = [(torch.stack([per_seed[s][i][0] for s in ids]), torch.stack([per_seed[s][i][1] for s in ids]))
+                       for i in range(2 * k)]
+    separate = [our_trainer(shape, device, seed=s) for s in ids]
+    stack = StackedTrainer(gc, ids, lr=shape.lr, weight_decay=shape.weight_decay, betas=shape.betas,
+                           grad_clip=shape.grad_clip, total_steps=10**6, warmup_steps=shape.warmup_steps,
+                           min_lr_ratio=shape.min_lr_ratio, device=device)
+    tokens_per_step = shape.batch_size * shape.seq_len * k
+    state = {"a": 0, "b": 0}
+
+    def run_separate():
+        i = state["a"] = (state["a"] + 1) % 2
+        for s, tr in enumerate(separate):
+            tr.step(per_seed[s][i * k:(i + 1) * k])
+        return tokens_per_step * seeds
+
+    def run_stacked():
+        i = state["b"] = (state["b"] + 1) % 2
+        stack.step(stacked_batches[i * k:(i + 1) * k])
+        return tokens_per_step * seeds
+
+    t0 = time.perf_counter()
+    timed = time_interleaved({"separate": run_separate, "stacked": run_stacked}, seconds, device=device)
+    return {"name": shape.name, "n_params": n_params(gc), "seeds": seeds,
+            "separate_tokens_per_s": timed["separate"]["rate"], "stacked_tokens_per_s": timed["stacked"]["rate"],
+            "ratio": timed["stacked"]["rate"] / timed["separate"]["rate"],
+            "ratio_median": timed["stacked"]["median"] / timed["separate"]["median"],
+            "ratio_cpu": timed["stacked"]["per_cpu_s"] / timed["separate"]["per_cpu_s"],
+            "wall_s": time.perf_counter() - t0}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Probing.
+
+def probe_tasks(cfg) -> list[str]:
+    """The tasks a run of `cfg` is probed on (the probe engine's rule: probe.tasks, else the suite's probe list, else
+    its training tasks)."""
+    from emergence.probe import probe_tasks_for
+    from omegaconf import OmegaConf
+
+    return probe_tasks_for(OmegaConf.to_container(cfg, resolve=True), cfg.probe)
+
+
+def measure_probe(cfg, device="cpu") -> dict:
+    """Probe throughput of the model `cfg` describes (untrained weights: greedy generation then runs to the full
+    answer length, the slowest case) on the run's probe tasks and settings: teacher-forced examples/s
+    (`per_example_scores`), all-metrics examples/s (`score_task`, which adds greedy decoding of `probe.generate_n`
+    examples), and the seconds one checkpoint's probe takes (every task plus the mechanistic probe)."""
+    import numpy as np
+
+    from emergence.config import gpt_config
+    from emergence.probe import mechanistic_scores, per_example_scores, score_task
+    from emergence.tasks import VOCAB, get_task
+    from emergence.tasks.base import join_examples
+
+    device = torch.device(device)
+    torch.manual_seed(0)
+    model = GPT(gpt_config(cfg)).to(device).eval()
+    names = probe_tasks(cfg)
+    n_examples, t_forced, t_full = 0, 0.0, 0.0
+    for name in names:
+        prompts, answers, ids = get_task(name).heldout_set(cfg.probe.n, cfg.probe.seed)
+        tokens, is_answer, _ = join_examples(prompts, answers)
+        t0 = time.perf_counter()
+        per_example_scores(model, tokens, is_answer, device, cfg.probe.batch_size)
+        t1 = time.perf_counter()
+        score_task(model, name, prompts, answers, ids, cfg.probe, VOCAB, device)
+        t2 = time.perf_counter()
+        n_examples += len(prompts)
+        t_forced += t1 - t0
+        t_full += t2 - t1
+    t_mech = 0.0
+    if cfg.probe.mechanistic:
+        vocab_ids = np.array([VOCAB.encode(c)[0] for c in VOCAB.chars], dtype=np.int64)
+        t0 = time.perf_counter()
+        mechanistic_scores(model, vocab_ids, device, seed=cfg.probe.seed)
+        t_mech = time.perf_counter() - t0
+    return {"name": str(cfg.model.name), "tasks": names, "examples": n_examples,
+            "forced_examples_per_s": n_examples / max(t_forced, 1e-9),
+            "examples_per_s": n_examples / max(t_full, 1e-9),
+            "seconds_per_checkpoint": t_full + t_mech}
+
+
+def measure_probe_share(cfg, folder: Path) -> dict:
+    """Share of a real run's wall time spent probing: train the run `cfg` describes without inline probing, then probe
+    every checkpoint it wrote (the work inline probing does), and compare the two times."""
+    from omegaconf import OmegaConf
+
+    from emergence.config import run_dir
+    from emergence.probe import probe_run
+    from emergence.train import train
+
+    cfg = OmegaConf.merge(cfg, {"paths": {"results": str(folder)}, "probe": {"inline": False},
+                                "train": {"progress": False}, "tracker": {"kind": "none"}})
+    t0 = time.perf_counter()
+    summary = train(cfg)
+    t_train = time.perf_counter() - t0
+    if summary.get("state") != "done":
+        raise RuntimeError(f"the run for the probe-share measurement ended {summary.get('state')}: "
+                           f"{summary.get('error')}")
+    from emergence import checkpoint as ckpt
+
+    n_ckpt = len(ckpt.list_checkpoints(run_dir(cfg) / "checkpoints"))
+    t0 = time.perf_counter()
+    probe_run(run_dir(cfg), cfg.probe, task_suite=cfg.task)
+    t_probe = time.perf_counter() - t0
+    return {"name": str(cfg.model.name), "experiment": str(cfg.experiment), "steps": int(summary.get("steps", 0)),
+            "checkpoints": n_ckpt, "train_s": t_train, "probe_s": t_probe, "share": t_probe / (t_train + t_probe)}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Analysis and the smoke sweep.
+
+def measure_analysis(n_curves: int = 1000, n_boot: int = 200) -> dict:
+    """Time to fit and flag `n_curves` synthetic curves (`analysis.bench_analysis`)."""
+    try:
+        from analysis.bench_analysis import bench_analysis
+    except ImportError as e:
+        return {"wall_s": None, "status": f"not measured: analysis.bench_analysis is not available ({e})"}
+    r = bench_analysis(n_curves, n_boot)
+    return {**r, "status": "ok"}
+
+
+def measure_smoke_sweep(folder: Path, timeout_s: float = 600) -> dict:
+    """Wall time of `emergence sweep experiment=smoke` (train, probe, aggregate, analyse, report) in a subprocess."""
+    cmd = [sys.executable, "-m", "emergence", "sweep", "experiment=smoke", f"paths.results={folder}"]
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                           cwd=str(Path(__file__).resolve().parents[1]))
+    except subprocess.TimeoutExpired:
+        return {"wall_s": None, "status": f"not measured: the smoke sweep did not finish in {timeout_s:.0f} s"}
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        last = (p.stderr.strip().splitlines() or ["(no message)"])[-1]
+        return {"wall_s": None, "status": f"not measured: the smoke sweep failed (exit {p.returncode}): {last}"}
+    return {"wall_s": wall, "status": "ok", "command": " ".join(cmd[1:])}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The GPU path.
+
+PYTHIA_VOCAB = 50304  # Pythia's embedding rows (its 50,277-token BPE padded to a multiple of 128; model cards)
+GPU_SEQ_LEN = 2048  # Pythia's context (Biderman et al. 2023)
+GPU_BATCH = 16  # sequences per step on one GPU: 32k tokens
+
+
+def gpu_shapes(names=("pythia-70m", "pythia-160m")) -> list[Shape]:
+    """The Pythia shapes from `sweeps/model/` with Pythia's own vocabulary and context (so MFU is comparable with
+    published figures), random tokens, `GPU_BATCH` sequences per step."""
+    from emergence.config import compose
+
+    out = []
+    for n in names:
+        m = compose([f"model={n}"]).model
+        out.append(Shape(name=n, n_layer=m.n_layer, d_model=m.d_model, n_head=m.n_head, seq_len=GPU_SEQ_LEN,
+                         batch_size=GPU_BATCH, vocab_size=PYTHIA_VOCAB, d_mlp=m.d_mlp, pos=m.pos,
+                         tie_embeddings=m.tie_embeddings, lr=6e-4, warmup_steps=10))
+    return out
+
+
+def gpu_settings(device: torch.device) -> dict:
+    """What the GPU path turns on: bf16 autocast, TF32 for the fp32 remainder, fused AdamW (make_optimizer does it on
+    CUDA), torch.compile, and SDPA's flash kernel (the model calls SDPA with is_causal=True)."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    return {"amp": torch.autocast(device_type=device.type, dtype=torch.bfloat16), "compile": True}
+
+
+def run_gpu(seconds: float = 20.0, shapes: list[Shape] | None = None, device="cuda", compile: bool = True,
+            stacked_shape: Shape | None = None) -> dict:
+    """MFU of the Pythia 70M and 160M shapes on one GPU (bf16, fused AdamW, torch.compile, flash attention), against
+    the measured bf16 matmul peak and the H100/H200 datasheet's dense bf16 peak; plus several small runs packed on
+    the GPU as one stacked model. `device` and `compile` exist so the logic can be exercised on a CPU in tests."""
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("emergence bench --gpu needs a CUDA GPU, and torch sees none (torch.cuda.is_available() is "
+                         "False); run it on a GPU machine, or drop --gpu")
+    settings = gpu_settings(device)
+    amp = settings["amp"] if device.type == "cuda" else None
+    sizes = (4096, 8192) if device.type == "cuda" else (256,)
+    peak = matmul_peak(device, torch.bfloat16 if device.type == "cuda" else torch.float32, sizes=sizes)
+    out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "matmul_peak_bf16_gflops": peak["gflops"] if device.type == "cuda" else None,
+           "matmul_peak": peak, "datasheet_peak_gflops": H100_BF16_DENSE_PEAK / 1e9, "sizes": []}
+    for shape in shapes or gpu_shapes():
+        t0 = time.perf_counter()
+        row = measure_training(shape, peak["gflops"], seconds, reference=False, device=device, amp=amp,
+                               compile=compile)
+        row["mfu_datasheet"] = row["tokens_per_s"] * row["flops_per_token"] / H100_BF16_DENSE_PEAK
+        row["wall_s"] = time.perf_counter() - t0
+        out["sizes"].append(row)
+    if stacked_shape is not None:
+        out["stacked"] = measure_stacked(stacked_shape, seeds=8, seconds=seconds / 2, device=device)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Targets, the table and the command.
+
+STACK_UNDER = 100_000  # stacked seeds are meant for sizes under this many parameters
+
+
+def targets(result: dict) -> list[dict]:
+    """Each performance target with the measured figure and whether it is met (None: not measured)."""
+    sizes = result.get("sizes", [])
+    out = []
+    wide = [r for r in sizes if r["d_model"] >= 256]
+    if wide:
+        worst = min(r["mfu"] for r in wide)
+        out.append({"target": "MFU >= 0.75 x measured peak, d_model >= 256", "value": worst, "met": worst >= 0.75})
+    with_ref = [r for r in sizes if r.get("ratio") is not None]
+    if with_ref:
+        worst = min(r["ratio"] for r in with_ref)
+        out.append({"target": "tokens/s >= 1.0 x reference, every size", "value": worst, "met": worst >= 1.0})
+        small = sorted(with_ref, key=lambda r: r["n_params"])[:3]
+        worst = min(r["ratio"] for r in small)
+        out.append({"target": "tokens/s >= 1.2 x reference, three smallest (" +
+                    ", ".join(r["name"] for r in small) + ")", "value": worst, "met": worst >= 1.2})
+    stacked = [r for r in result.get("stacked", []) if r["n_params"] < STACK_UNDER]
+    if stacked:
+        worst = min(r["ratio"] for r in stacked)
+        out.append({"target": f"stacked seeds >= 1.5 x separate runs, sizes < {STACK_UNDER:,} parameters",
+                    "value": worst, "met": worst >= 1.5})
+    share = result.get("probe_share") or []
+    if share:
+        worst = max(r["share"] for r in share)
+        out.append({"target": "probing <= 10% of a run's wall time", "value": worst, "met": worst <= 0.10})
+    return out
+
+
+def _fmt(v, spec: str = ",.0f", none: str = "-") -> str:
+    return none if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def print_report(result: dict, file=None) -> None:
+    """The measurements as readable tables."""
+    file = file or sys.stdout
+    p = print
+    m = result["machine"]
+    p(f"emergence bench: {m['cpu']}, {m['threads']} torch threads, torch {m['torch']}, "
+      f"load average {m['load_before'][0]:.1f} before / {m['load_after'][0]:.1f} after", file=file)
+    by_n = ", ".join(f"n={n}: {g:.0f}" for n, g in result["matmul_peak"]["by_n"].items())
+    p(f"matmul peak (fp32): {result['matmul_peak_gflops']:.1f} GFLOP/s  ({by_n})", file=file)
+    if result.get("sizes"):
+        p("\ntraining (ours = GPT + make_optimizer + clipping; ref = plain nanoGPT-style GPT, same shapes/AdamW)",
+          file=file)
+        p(f"{'size':<8} {'params':>10} {'L':>2} {'d':>4} {'T':>4} {'B':>4} {'ours tok/s':>11} {'MFU':>6} "
+          f"{'ref tok/s':>11} {'ref MFU':>7} {'ours/ref':>8} {'median':>7}", file=file)
+        for r in result["sizes"]:
+            p(f"{r['name']:<8} {r['n_params']:>10,} {r['n_layer']:>2} {r['d_model']:>4} {r['seq_len']:>4} "
+              f"{r['batch_size']:>4} {_fmt(r['tokens_per_s']):>11} {_fmt(r['mfu'], '.3f'):>6} "
+              f"{_fmt(r.get('ref_tokens_per_s')):>11} {_fmt(r.get('ref_mfu'), '.3f'):>7} "
+              f"{_fmt(r.get('ratio'), '.2f'):>8} {_fmt(r.get('ratio_median'), '.2f'):>7}", file=file)
+    if result.get("stacked"):
+        p("\nseeds stacked in one model vs the same seeds as separate runs (tokens/s across all seeds)", file=file)
+        p(f"{'size':<8} {'params':>10} {'seeds':>5} {'separate':>11} {'stacked':>11} {'ratio':>6} {'median':>7}",
+          file=file)
+        for r in result["stacked"]:
+            p(f"{r['name']:<8} {r['n_params']:>10,} {r['seeds']:>5} {_fmt(r['separate_tokens_per_s']):>11} "
+              f"{_fmt(r['stacked_tokens_per_s']):>11} {r['ratio']:>6.2f} {r['ratio_median']:>7.2f}", file=file)
+    if result.get("stacked_runs"):
+        r = result["stacked_runs"]
+        p(f"\nwhole runs ({r['experiment']}, {r['name']}, seeds {r['seeds']}): separate {r['separate_s']:.1f} s, "
+          f"stacked {r['stacked_s']:.1f} s, ratio {r['ratio']:.2f}", file=file)
+    if result.get("probe"):
+        p("\nprobing (untrained weights; all-metrics rate includes greedy decoding)", file=file)
+        p(f"{'size':<8} {'forced ex/s':>12} {'all ex/s':>10} {'s/checkpoint':>13}", file=file)
+        for r in result["probe"]:
+            p(f"{r['name']:<8} {r['forced_examples_per_s']:>12,.0f} {r['examples_per_s']:>10,.0f} "
+              f"{r['seconds_per_checkpoint']:>13.2f}", file=file)
+    for r in result.get("probe_share") or []:
+        p(f"probe share of a run ({r['experiment']}, {r['name']}, {r['steps']} steps, {r['checkpoints']} checkpoints): "
+          f"train {r['train_s']:.1f} s, probe {r['probe_s']:.1f} s = {100 * r['share']:.1f}%", file=file)
+    for key, label in (("probe_share_status", "probe share"), ("stacked_runs_status", "stacked whole runs")):
+        if result.get(key):
+            p(f"{label}: {result[key]}", file=file)
+    a = result.get("analysis")
+    if a:
+        p(f"\nanalysis of {a.get('n_curves', 1000)} curves: " +
+          (f"{a['wall_s']:.1f} s ({a.get('n_boot')} bootstrap resamples, {a.get('workers')} workers)"
+           if a.get("wall_s") is not None else a["status"]), file=file)
+    s = result.get("smoke_sweep")
+    if s:
+        p("smoke sweep: " + (f"{s['wall_s']:.1f} s wall" if s.get("wall_s") is not None else s["status"]), file=file)
+    g = result.get("gpu")
+    if g:
+        p(f"\nGPU {g['device']}: bf16 matmul peak {g['matmul_peak']['gflops'] / 1e3:.0f} TFLOP/s measured, "
+          f"{g['datasheet_peak_gflops'] / 1e3:.0f} datasheet", file=file)
+        for r in g["sizes"]:
+            p(f"  {r['name']:<12} {r['n_params']:>12,} params  {r['tokens_per_s']:>12,.0f} tok/s  MFU "
+              f"{r['mfu']:.3f} of measured, {r['mfu_datasheet']:.3f} of datasheet", file=file)
+        if g.get("stacked"):
+            r = g["stacked"]
+            p(f"  {r['name']} x{r['seeds']} seeds stacked: {r['ratio']:.2f}x the separate runs' tokens/s", file=file)
+    if result.get("targets"):
+        p("\ntargets", file=file)
+        for t in result["targets"]:
+            verdict = "not measured" if t["met"] is None else ("met" if t["met"] else "NOT met")
+            p(f"  {t['target']}: {t['value']:.2f} ({verdict})", file=file)
+
+
+def machine() -> dict:
+    return {"cpu": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "load_before": list(os.getloadavg())}
+
+
+def run(quick: bool = False, gpu: bool = False, seconds: float | None = None, base: list[str] | None = None,
+        names: list[str] | None = None, log=print) -> dict:
+    """Every measurement; returns the result dictionary that `main` prints and writes."""
+    from emergence.config import compose
+
+    t_start = time.perf_counter()
+    base = default_base() if base is None else base
+    result: dict = {"format": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick,
+                    "machine": machine(), "config_overrides": base}
+    if gpu:
+        log("GPU: Pythia 70M and 160M shapes ...")
+        small = ladder(names, base)[0]
+        result["gpu"] = run_gpu(stacked_shape=small)
+        result["matmul_peak"] = result["gpu"]["matmul_peak"]
+        result["matmul_peak_gflops"] = result["gpu"]["matmul_peak"]["gflops"]
+        result["machine"]["load_after"] = list(os.getloadavg())
+        result["wall_s"] = time.perf_counter() - t_start
+        return result
+    log("matmul peak ...")
+    peak = matmul_peak()
+    result["matmul_peak"] = peak
+    result["matmul_peak_gflops"] = peak["gflops"]
+    shapes = ladder(names, base)
+    if quick:
+        shapes = quick_pick(shapes)
+    per_size = seconds if seconds is not None else (6.0 if quick else 5.0)
+    result["sizes"] = []
+    for s in shapes:
+        log(f"training {s.name} ...")
+        result["sizes"].append(measure_training(s, peak["gflops"], per_size))
+    if not quick:
+        result["stacked"] = []
+        for s in shapes:
+            if n_params(s.gpt_config()) >= STACK_UNDER:
+                continue
+            log(f"stacked seeds {s.name} ...")
+            result["stacked"].append(measure_stacked(s, seeds=4, seconds=per_size))
+        result["probe"] = []
+        for s in (shapes[0], shapes[-1]):
+            log(f"probing {s.name} ...")
+            result["probe"].append(measure_probe(compose([*base, f"model={s.name}"])))
+        with tempfile.TemporaryDirectory(prefix="emergence-bench-") as tmp:
+            result["probe_share"] = []
+            in_sweep = sweep_sizes(base, shapes)
+            try:  # the sweep's smallest and largest size: one whole run each
+                for name in dict.fromkeys([in_sweep[0], in_sweep[-1]]):
+                    log(f"probe share: one {name} run, trained then probed ...")
+                    result["probe_share"].append(
+                        measure_probe_share(compose([*base, f"model={name}"]), Path(tmp) / "share"))
+            except Exception as e:  # a failed run is reported, and the other measurements go on
+                result["probe_share_status"] = f"not measured: {type(e).__name__}: {e}"
+            log("stacked whole runs ...")
+            try:
+                result["stacked_runs"] = measure_stacked_runs(compose([*base, f"model={in_sweep[0]}"]),
+                                                              Path(tmp) / "stacked")
+            except Exception as e:
+                result["stacked_runs_status"] = f"not measured: {type(e).__name__}: {e}"
+            log("analysis of 1,000 curves ...")
+            result["analysis"] = measure_analysis(1000, 200)
+            log("smoke sweep ...")
+            result["smoke_sweep"] = measure_smoke_sweep(Path(tmp) / "smoke")
+    result["targets"] = targets(result)
+    result["machine"]["load_after"] = list(os.getloadavg())
+    result["wall_s"] = time.perf_counter() - t_start
+    return result
+
+
+def sweep_sizes(base: list[str], shapes: list[Shape]) -> list[str]:
+    """The model sizes of the experiment in `base` (its grid's `model` axis), smallest first; the ladder's smallest
+    and largest when the experiment has no model axis."""
+    from emergence.sweep import expand_grid
+
+    try:
+        _, points = expand_grid(list(base))
+        names = []
+        for point in points:
+            for o in point:
+                if o.startswith("model=") and o[6:] not in names:
+                    names.append(o[6:])
+    except Exception:  # no experiment grid: fall back on the ladder
+        names = []
+    order = {s.name: n_params(s.gpt_config()) for s in shapes}
+    names = [n for n in names if n in order] or [shapes[0].name, shapes[-1].name]
+    return sorted(names, key=lambda n: order[n])
+
+
+def measure_stacked_runs(cfg, folder: Path, seeds: tuple[int, ...] = (0, 1)) -> dict:
+    """Whole runs, as a sweep does them: `train()` for each seed in turn against `train_seeds()` for all of them
+    (checkpoints, logs and status files included; inline probing off so that training alone is compared)."""
+    from omegaconf import OmegaConf
+
+    from emergence.stacked import train_seeds
+    from emergence.train import train
+
+    over = {"probe": {"inline": False}, "train": {"progress": False}, "tracker": {"kind": "none"}}
+    t0 = time.perf_counter()
+    for s in seeds:
+        c = OmegaConf.merge(cfg, over, {"seed": s, "paths": {"results": str(folder / "separate")}})
+        if train(c).get("state") != "done":
+            raise RuntimeError(f"seed {s} did not finish")
+    t_sep = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = train_seeds(OmegaConf.merge(cfg, over, {"paths": {"results": str(folder / "stacked")}}), list(seeds))
+    t_st = time.perf_counter() - t0
+    if any(o.get("state") != "done" for o in out):
+        raise RuntimeError("a stacked seed did not finish")
+    return {"experiment": str(cfg.experiment), "name": str(cfg.model.name), "seeds": list(seeds),
+            "separate_s": t_sep, "stacked_s": t_st, "ratio": t_sep / t_st}
+
+
+def _clean(obj):
+    """JSON-safe: a float that is NaN or infinite becomes null (JSON has no NaN; a missing figure is never 0)."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def main(out: str | None = None, quick: bool = False, gpu: bool = False, threads: int | None = None) -> int:
+    """`emergence bench [--out FILE.json] [--quick] [--gpu] [--threads N]`: measure, print the tables, write JSON."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    if out is not None:
+        out_path = Path(out)
+        if out_path.suffix.lower() != ".json":
+            raise ValueError(f"--out {out}: give a .json file name")
+        if not out_path.parent.exists():
+            raise ValueError(f"--out {out}: the folder {out_path.parent} does not exist")
+    result = run(quick=quick, gpu=gpu, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print_report(result)
+    if out is not None:
+        Path(out).write_text(json.dumps(_clean(result), indent=1, default=str, allow_nan=False) + "\n")
+        print(f"wrote {out}")
+    return 0

@@ -94,8 +94,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         fault_point(f"write-before-rename:{path.name}")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno is not None and not e.filename:  # fsync's error names no file
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     fault_point(f"write-after-rename:{path.name}")
     try:
@@ -150,6 +152,32 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := STEP_FILE.match(p.name))]
     return sorted(found)
+
+
+TEMPORARY = re.compile(r"^\..+\.tmp-(\d+)$")
+
+
+def remove_stale_temporaries(*folders: Path) -> list[Path]:
+    """Delete the temporary files (`.<name>.tmp-<pid>`) that a killed writer left behind: a half-written checkpoint
+    of a large model is gigabytes. A file whose writer is still alive is kept. Returns the deleted paths."""
+    removed = []
+    for folder in folders:
+        for p in Path(folder).glob(".*.tmp-*"):
+            m = TEMPORARY.match(p.name)
+            if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True
 
 
 def latest_valid(folder: Path, map_location="cpu") -> tuple[int, dict] | None:

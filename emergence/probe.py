@@ -160,6 +160,8 @@ def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
     try:
         df.to_parquet(tmp, index=False)
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, say: name the file and say that the previous one is intact
+        raise OSError(f"could not write {path}: {e}; the previous file is intact") from e
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -170,6 +172,14 @@ def _append(path: Path, new: pd.DataFrame, keys: list[str]) -> None:
     if path.exists():
         new = pd.concat([pd.read_parquet(path), new], ignore_index=True).drop_duplicates(keys, keep="last")
     _atomic_parquet(new, path)
+
+
+def unprobed_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints of a run with no probe row yet (the process was killed between writing one and probing it)."""
+    run_dir = Path(run_dir)
+    probes_path = run_dir / "probes.parquet"
+    done = set(pd.read_parquet(probes_path, columns=["step"])["step"].astype(int)) if probes_path.exists() else set()
+    return [p for s, p in ckpt.list_checkpoints(run_dir / "checkpoints") if s not in done]
 
 
 def probe_tasks_for(run_cfg: dict, probe_cfg) -> list[str]:

@@ -168,3 +168,294 @@ def clip_per_seed(stack: StackedGPT, max_norm: float) -> torch.Tensor:
     for g in grads:
         g.mul_(coef.view(S, *([1] * (g.dim() - 1))))
     return total
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Building and stepping a stack the way train() builds and steps one run.
+
+def build_models(gc: GPTConfig, seeds: list[int], device="cpu") -> tuple[list[GPT], list[torch.Tensor]]:
+    """Each seed's GPT built exactly as `train()` builds it (`torch.manual_seed(seed)`, then `GPT(gc)`), with the
+    global RNG state right after (what `train()` stores in a checkpoint)."""
+    models, rng = [], []
+    for s in seeds:
+        torch.manual_seed(int(s))
+        models.append(GPT(gc).to(device))
+        rng.append(torch.get_rng_state())
+    return models, rng
+
+
+class StackedTrainer:
+    """A stack of seeds, its optimizer and `train()`'s step: scheduled lr, forward and backward over the micro-batches
+    (each seed's loss divided by grad_accum), per-seed clipping, AdamW step, gradients set to None."""
+
+    def __init__(self, gc: GPTConfig, seeds: list[int], *, lr: float, weight_decay: float, betas, grad_clip: float,
+                 total_steps: int, warmup_steps: int, min_lr_ratio: float, device="cpu", amp=None,
+                 compile: bool = False):
+        from emergence.train import make_optimizer
+
+        device = torch.device(device)
+        self.seeds = [int(s) for s in seeds]
+        models, self.rng_after_init = build_models(gc, self.seeds, device)
+        self.stack = StackedGPT(models).to(device)
+        template = make_optimizer(models[0], lr, weight_decay, betas, device.type)
+        self.opt = stacked_optimizer(self.stack, lr, weight_decay, betas, device.type, like=template)
+        self.template_model, self.template_opt = models[0], template
+        self.peak_lr, self.grad_clip = lr, grad_clip
+        self.total, self.warmup, self.min_ratio = total_steps, warmup_steps, min_lr_ratio
+        self.amp = amp
+        self.forward = torch.compile(self.stack) if compile else self.stack
+        self.step_count = 0
+
+    def step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """One optimizer step on `micro_batches` of (x, y), each (S, B, T). Returns (S mean losses, S gradient norms
+        before clipping, lr); no host sync."""
+        from emergence.train import lr_at
+
+        lr = lr_at(self.step_count, self.total, self.peak_lr, self.warmup, self.min_ratio)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        k = len(micro_batches)
+        loss_sum = None
+        for x, y in micro_batches:
+            with self.amp if self.amp is not None else _null():
+                losses = self.forward(x, y)
+            (losses.sum() / k).backward()
+            loss_sum = losses.detach() if loss_sum is None else loss_sum + losses.detach()
+        norms = clip_per_seed(self.stack, self.grad_clip if self.grad_clip > 0 else float("inf"))
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step_count += 1
+        return loss_sum / k, norms, lr
+
+    @torch.no_grad()
+    def losses(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[float]:
+        """Mean loss per seed over `batches` (as `train.heldout_loss` averages per-batch losses)."""
+        total = None
+        for x, y in batches:
+            with self.amp if self.amp is not None else _null():
+                losses = self.stack(x, y).float()
+            total = losses if total is None else total + losses
+        return (total / len(batches)).tolist()
+
+    def model_state(self, i: int) -> dict:
+        """Seed i's `GPT.state_dict()`, in the exact form `train()` saves."""
+        self.template_model.load_state_dict(self.stack.seed_state(i))
+        return {k: v.detach().clone() for k, v in self.template_model.state_dict().items()}
+
+    def optimizer_state(self, i: int) -> dict:
+        """Seed i's AdamW state as the optimizer `make_optimizer` builds for one run would hold it, so `train()` can
+        resume the run from this checkpoint. Parameter order is the same: both list GPT's parameters in order."""
+        sd = self.opt.state_dict()
+        state = {}
+        for idx, st in sd["state"].items():
+            state[idx] = {k: (v[i].clone() if torch.is_tensor(v) and v.dim() > 0 else
+                              (v.clone() if torch.is_tensor(v) else v)) for k, v in st.items()}
+        return {"state": state, "param_groups": [dict(g) for g in sd["param_groups"]]}
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def stack_batches(source, seeds: list[int], step: int, grad_accum: int, batch_size: int, device,
+                  split: str = "train") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The micro-batches of one step for every seed, (S, B, T) each: seed s reads exactly what `train()` reads."""
+    out = []
+    for micro in range(grad_accum):
+        xs, ys = zip(*(source.batch(s, step * grad_accum + micro, batch_size, split) for s in seeds))
+        out.append((torch.stack(xs).to(device, non_blocking=True), torch.stack(ys).to(device, non_blocking=True)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Whole runs: one folder per seed, as train() writes it.
+
+def stackable(cfg) -> str:
+    """Why `cfg` cannot be trained in a stack, or "" if it can."""
+    from emergence.train import distributed
+
+    if distributed()[1] > 1:
+        return "stacked training runs in one process; under torchrun use train()"
+    if cfg.train.fail_at_step >= 0 or cfg.train.nan_at_step >= 0:
+        return "fault injection (train.fail_at_step / train.nan_at_step) is a train() feature"
+    return ""
+
+
+def train_seeds(cfg, seeds: list[int]) -> list[dict]:
+    """Train the runs `cfg` with seed=s for every s in `seeds`, stacked; return one summary per seed (as `train()`).
+
+    Runs already done are recognised and skipped, and a run with checkpoints already written is resumed by `train()`
+    on its own (a stack starts all its seeds at step 0). What is written is what `train()` writes for each run."""
+    from omegaconf import OmegaConf
+
+    from emergence import checkpoint as ckpt
+    from emergence.config import gpt_config, run_dir, run_id, validate
+    from emergence.data import build_source
+    from emergence.train import (Progress, _make_tracker, _probe_hook, autocast_for, pick_device, read_status, train,
+                                 write_status)
+
+    if not seeds:
+        raise ValueError("train_seeds needs at least one seed")
+    if len(set(int(s) for s in seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {list(seeds)}")
+    why = stackable(cfg)
+    cfgs = []
+    for s in seeds:
+        c = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+        c.seed = int(s)
+        cfgs.append(c)
+    if why:
+        return [train(c) for c in cfgs]
+    summaries: dict[int, dict] = {}
+    fresh = []
+    for c in cfgs:
+        folder = run_dir(c)
+        if read_status(folder).get("state") == "done" or ckpt.list_checkpoints(folder / "checkpoints"):
+            summaries[c.seed] = train(c)  # done: recognised and skipped; started: resumed on its own
+        else:
+            fresh.append(c)
+    if not fresh:
+        return [summaries[int(s)] for s in seeds]
+
+    derived = validate(cfg)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    device = pick_device(cfg)
+    amp = autocast_for(cfg, device)
+    gc = gpt_config(cfg)
+    total, tokens_per_step, fpt = derived["steps"], derived["tokens_per_step"], derived["flops_per_token"]
+    S = len(fresh)
+    rids = [run_id(c) for c in fresh]
+    folders = [run_dir(c) for c in fresh]
+    for c, folder in zip(fresh, folders):
+        (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+        resolved = OmegaConf.to_container(c, resolve=True)
+        resolved.pop("hydra", None)
+        ckpt.atomic_write_bytes(folder / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)).encode())
+
+    tr = StackedTrainer(gc, [c.seed for c in fresh], lr=derived["lr"], weight_decay=cfg.train.weight_decay,
+                        betas=(cfg.train.beta1, cfg.train.beta2), grad_clip=cfg.train.grad_clip, total_steps=total,
+                        warmup_steps=cfg.train.warmup_steps, min_lr_ratio=cfg.train.min_lr_ratio, device=device,
+                        amp=amp, compile=cfg.train.compile)
+    source = build_source(cfg)
+    seeds_fresh = [c.seed for c in fresh]
+    trackers = [_make_tracker(c, rid, derived, None) for c, rid in zip(fresh, rids)]
+    hooks = [_probe_hook(c, folder, t) for c, folder, t in zip(fresh, folders, trackers)]
+    ck_steps = set(ckpt.schedule(total, cfg.train.ckpt_log_until, cfg.train.ckpt_every))
+    progress = Progress(cfg.train.progress, f"{cfg.model.name} x{S} seeds", total)
+    started = time.time()
+    for c, folder, rid in zip(fresh, folders, rids):
+        write_status(folder, state="running", run_id=rid, started=started, error="", pid=os.getpid(), steps=total)
+    log_rows: list[list[dict]] = [[] for _ in fresh]
+    state = ["done"] * S
+    error = [""] * S
+    last_loss = [float("nan")] * S
+    val = [float("nan")] * S
+    live = [True] * S
+
+    def heldout() -> list[float]:
+        batches = [stack_batches(source, [s + 10_000 for s in seeds_fresh], i, 1, cfg.train.batch_size, device,
+                                 "heldout")[0] for i in range(cfg.train.eval_batches)]
+        tr.stack.eval()
+        out = tr.losses(batches)
+        tr.stack.train()
+        return out
+
+    def save(step: int, wall: float) -> None:
+        for i, c in enumerate(fresh):
+            if not live[i]:
+                continue
+            payload = {
+                "model": tr.model_state(i), "model_config": gc.to_dict(),
+                "config": OmegaConf.to_container(c, resolve=True), "run_id": rids[i], "step": step,
+                "tokens": step * tokens_per_step, "flops": float(step * tokens_per_step * fpt),
+                "flops_per_token": fpt, "n_params": derived["n_params"],
+                "n_params_nonembed": derived["n_params_nonembed"], "seed": c.seed, "val_loss": val[i],
+                "wall_s": wall, "rng": {"torch": tr.rng_after_init[i]}, "code_version": ckpt.code_version(),
+                "format_version": ckpt.FORMAT_VERSION,
+                "tracker_id": trackers[i].id if trackers[i] is not None else None,
+            }
+            payload["config"].pop("hydra", None)
+            if cfg.train.ckpt_keep_optimizer:
+                payload["optimizer"] = tr.optimizer_state(i)
+            path = ckpt.save(folders[i] / "checkpoints" / f"step_{step}.pt", payload)
+            pd.DataFrame(log_rows[i]).to_parquet(folders[i] / ".train_log.tmp.parquet", index=False)
+            os.replace(folders[i] / ".train_log.tmp.parquet", folders[i] / "train_log.parquet")
+            if hooks[i] is not None:
+                hooks[i](path)
+            if trackers[i] is not None:
+                trackers[i].log({"val/loss": val[i], "tokens": step * tokens_per_step,
+                                 "flops": float(step * tokens_per_step * fpt)}, step=step)
+                trackers[i].log_checkpoint(str(path), step)
+
+    t0 = time.perf_counter()
+    try:
+        if 0 in ck_steps:
+            val = heldout()
+            save(0, 0.0)
+        window_t, window_tokens = time.perf_counter(), 0
+        for step in range(total):
+            micro = stack_batches(source, seeds_fresh, step, cfg.train.grad_accum, cfg.train.batch_size, device)
+            losses, norms, lr = tr.step(micro)
+            done_step = step + 1
+            window_tokens += tokens_per_step
+            log_now = done_step % cfg.train.log_interval == 0 or done_step in ck_steps or done_step == total
+            if log_now:  # the only host syncs, at log points, as in train()
+                now = time.perf_counter()
+                tps = window_tokens / max(now - window_t, 1e-9)  # each run's own rate: the stack trains S at once
+                window_t, window_tokens = now, 0
+                wall = now - t0
+                ls, gs = losses.tolist(), norms.tolist()
+                for i in range(S):
+                    if not live[i]:
+                        continue
+                    last_loss[i] = ls[i]
+                    if not math.isfinite(ls[i]) or not math.isfinite(gs[i]):
+                        live[i], state[i] = False, "diverged"
+                        error[i] = f"loss became {ls[i]} at step {done_step}"
+                        continue
+                    row = {"step": done_step, "tokens": done_step * tokens_per_step,
+                           "flops": float(done_step * tokens_per_step * fpt), "loss": ls[i], "lr": lr,
+                           "grad_norm": gs[i], "tokens_per_s": tps, "wall_s": wall}
+                    log_rows[i].append(row)
+                    if trackers[i] is not None:
+                        trackers[i].log({"train/loss": ls[i], "train/lr": lr, "train/grad_norm": gs[i],
+                                         "train/tokens_per_s": tps, "tokens": row["tokens"],
+                                         "flops": row["flops"]}, step=done_step)
+                progress.update(done_step, sum(ls) / S, tps * S, (total - done_step) * tokens_per_step /
+                                max(tps, 1e-9))
+                if not any(live):
+                    break
+            if done_step in ck_steps or (cfg.train.eval_interval and done_step % cfg.train.eval_interval == 0):
+                val = heldout()
+                if done_step in ck_steps:
+                    save(done_step, time.perf_counter() - t0)
+                window_t = time.perf_counter()
+    except KeyboardInterrupt:
+        for i in range(S):
+            if live[i]:
+                state[i], error[i] = "interrupted", "stopped by the user (Ctrl-C); run the same command to resume"
+        raise
+    except Exception as e:
+        traceback.print_exc(file=sys.stderr)
+        for i in range(S):
+            if live[i]:
+                state[i], error[i] = "failed", f"{type(e).__name__}: {e}"
+    finally:
+        progress.close()
+        wall = time.perf_counter() - t0
+        for i in range(S):
+            write_status(folders[i], state=state[i], error=error[i], finished=time.time(), wall_s=wall,
+                         final_loss=last_loss[i], final_val_loss=val[i], steps=total,
+                         tokens=total * tokens_per_step, n_params=derived["n_params"], flops=derived["flops"],
+                         stacked_with=S)
+            if trackers[i] is not None:
+                trackers[i].finish(state[i])
+    for i, c in enumerate(fresh):
+        summaries[c.seed] = {"run_id": rids[i], "run_dir": str(folders[i]), **derived, **read_status(folders[i]),
+                             "skipped": False}
+    return [summaries[int(s)] for s in seeds]

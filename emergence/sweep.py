@@ -58,6 +58,9 @@ def expand_grid(overrides: list[str]) -> tuple[DictConfig, list[list[str]]]:
                 else [o.get_value_element_as_str()]
     for o in sweeps:  # the command line wins over the experiment's grid
         axes[o.get_key_element()] = list(o.sweep_string_iterator())
+    for o in fixed:  # a single value on the command line replaces a grid axis too, as in Hydra's basic sweeper
+        if o.get_key_element() in axes:
+            axes[o.get_key_element()] = [o.get_value_element_as_str()]
     base = [o.input_line for o in fixed]
     base = [b for b in base if b.split("=", 1)[0].lstrip("+~") not in axes]
     points = [base + [f"{k}={v}" for k, v in zip(axes, combo)] for combo in itertools.product(*axes.values())]
@@ -175,13 +178,17 @@ def run_sweep(overrides: list[str], *, dry_run: bool = False) -> int:
     if dry_run:
         return globals()["dry_run"](overrides)
     folder, runs = plan(overrides)  # pre-flight: every point composes and validates before anything is trained
+    sizes = sorted({r["model"] for r in runs})
+    if len(sizes) == 1 and compose(runs[0]["overrides"]).sweep.analyze:
+        raise ConfigError(f"the grid has one model size ({sizes[0]}) and the analysis compares sizes: give several "
+                          "(model=a,b,c) or set sweep.analyze=false to train this size alone")
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "grid.json", {"runs": runs, "overrides": overrides})
     meta_path = folder / "meta.json"
     meta = {"command": "emergence sweep " + " ".join(shlex.quote(o) for o in overrides),
             "experiment": runs[0]["experiment"], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **environment()}
     write_json(meta_path, meta)
-    todo = [r for r in runs if r["state"] != "done"]
+    todo = [r for r in runs if r["state"] not in ("done", "diverged")]  # what train() skips
     print(f"sweep {folder}: {len(runs)} runs, {len(runs) - len(todo)} already done", file=sys.stderr)
     t0 = time.time()
     _launch(overrides)
@@ -233,7 +240,7 @@ def sweep_job(cfg: DictConfig) -> dict:
         write_status(folder, state="failed", error=f"{type(e).__name__}: {e}", run_id=run_id(cfg))
         return {"state": "failed", "error": str(e)}
     name = summary["run_id"]
-    msg = "already done, skipped" if summary.get("skipped") else \
+    msg = f"already {summary.get('state')}, skipped" if summary.get("skipped") else \
         f"{summary.get('state')} in {summary.get('wall_s', 0):.0f}s, loss {summary.get('final_loss', float('nan')):.3f}"
     print(f"[{name}] {msg}", file=sys.stderr, flush=True)
     return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))}
@@ -379,7 +386,7 @@ def print_summary(runs: pd.DataFrame, wall: float, skipped: int = 0) -> None:
     from collections import Counter
 
     counts = Counter(runs["status"])
-    print(f"\nsweep finished in {wall:.0f} s: {counts.get('done', 0)} done ({skipped} skipped as already done), "
+    print(f"\nsweep finished in {wall:.0f} s: {counts.get('done', 0)} done ({skipped} skipped as finished earlier), "
           f"{counts.get('failed', 0)} failed, {counts.get('diverged', 0)} diverged, "
           f"{len(runs) - sum(counts[k] for k in ('done', 'failed', 'diverged'))} other", file=sys.stderr)
     bad = runs[runs["status"] != "done"]
@@ -453,6 +460,11 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
         raise ConfigError("--from csv needs a column mapping: use analysis.import_csv(path, mapping) from Python")
     else:
         df = an.load_results(path)
+    if x in df.columns:  # one value of x (one model size, say) leaves nothing to compare
+        values = df.loc[df["status"].isin(["ok", "imported"]) & df["value"].notna(), x].dropna().unique()
+        if len(values) == 1:
+            raise ConfigError(f"{path}: every measured row has {x}={values[0]}, so there is nothing to compare: "
+                              "add sizes to the sweep (model=a,b,c) or analyse another axis (--x tokens)")
     out_dir = path if path.is_dir() else path.parent
     written = an.run_analysis(df, out_dir, x=x, views=views, runs=_maybe_runs(out_dir),
                               instances=_maybe(out_dir / "instances.parquet"))

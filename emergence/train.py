@@ -159,7 +159,7 @@ def train(cfg) -> dict:
     rank, world = distributed()
     summary = {"run_id": rid, "run_dir": str(folder), **derived}
     status = read_status(folder)
-    if status.get("state") == "done":
+    if status.get("state") in ("done", "diverged"):  # from its last good checkpoint a diverged run diverges again
         return {**summary, **status, "skipped": True}
 
     if cfg.train.threads > 0:
@@ -182,6 +182,7 @@ def train(cfg) -> dict:
     is_main = rank == 0
     if is_main:
         ckdir.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_stale_temporaries(folder, ckdir)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         resolved.pop("hydra", None)
         cfg_text = OmegaConf.to_yaml(OmegaConf.create(resolved))
@@ -205,6 +206,7 @@ def train(cfg) -> dict:
         if (folder / "train_log.parquet").exists():
             old = pd.read_parquet(folder / "train_log.parquet")
             log_rows = old[old["step"] <= start_step].to_dict("records")
+        resumed_losses = (log_rows[-1]["loss"] if log_rows else float("nan"), state.get("val_loss", float("nan")))
         if is_main and start_step > 0:
             print(f"{rid}: resuming from step {start_step}", file=sys.stderr)
 
@@ -250,9 +252,10 @@ def train(cfg) -> dict:
         payload["config"].pop("hydra", None)
         if cfg.train.ckpt_keep_optimizer:
             payload["optimizer"] = opt.state_dict()
+        if log_rows:  # the log first: a kill between the two leaves rows past the checkpoint, dropped on resume
+            pd.DataFrame(log_rows).to_parquet(folder / ".train_log.tmp.parquet", index=False)
+            os.replace(folder / ".train_log.tmp.parquet", folder / "train_log.parquet")
         path = ckpt.save(ckdir / f"step_{step}.pt", payload)
-        pd.DataFrame(log_rows).to_parquet(folder / ".train_log.tmp.parquet", index=False)
-        os.replace(folder / ".train_log.tmp.parquet", folder / "train_log.parquet")
         if probe_hook is not None:
             probe_hook(path)
         if tracker is not None:
@@ -261,11 +264,17 @@ def train(cfg) -> dict:
             tracker.log_checkpoint(str(path), step)
 
     t0 = time.perf_counter()
-    state_name, error, last_loss, val = "done", "", float("nan"), float("nan")
+    state_name, error = "done", ""
+    last_loss, val = resumed_losses if found is not None else (float("nan"), float("nan"))
     try:
         if start_step == 0 and found is None and 0 in ck_steps:
             val = heldout_loss(model, source, cfg, device, amp)
             save_checkpoint(0, 0.0, val)
+        if found is not None and probe_hook is not None:  # a kill can fall between writing a checkpoint and probing it
+            from emergence.probe import unprobed_checkpoints
+
+            for path in unprobed_checkpoints(folder):
+                probe_hook(path)
         model.train()
         window_t, window_tokens = time.perf_counter(), 0
         for step in range(start_step, total):
@@ -372,7 +381,8 @@ def _probe_hook(cfg, folder: Path, tracker):
     from emergence.probe import probe_run
 
     def hook(path: Path):
-        rows = probe_run(folder, cfg.probe, only=[path], task_suite=cfg.task)
+        with torch.random.fork_rng(devices=[]):  # loading a model for probing draws an initialisation: keep it out
+            rows = probe_run(folder, cfg.probe, only=[path], task_suite=cfg.task)  # of the run's own RNG stream
         if tracker is not None and rows is not None and len(rows):
             step = int(rows["step"].iloc[0])
             tracker.log_probes(rows, step=step)

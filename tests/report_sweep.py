@@ -2,7 +2,8 @@
 
 Five sizes x three seeds, log-spaced checkpoints, a held-out LM loss that follows L = E + A N^-a + B D^-b, one task
 whose exact match jumps between the third and fourth size (its token accuracy rises smoothly), one task that improves
-smoothly, one that stays flat, the mechanistic probe, one failed and one diverged run. The fits, flags and views CSVs
+smoothly, one that stays flat, the mechanistic probe, one failed and one diverged run (whose rows carry their status
+and no value, as the sweep's aggregation writes them). The fits, flags and views CSVs
 are written in the shapes the analysis package writes, with hand-chosen numbers: the tests check that the report
 shows them, not that they are right.
 """
@@ -53,6 +54,7 @@ def make_sweep(root: Path, *, jump_task: str = JUMP_TASK, smooth_task: str = "ad
             if model == "xl" and seed_ == 1:
                 status, error, last_step = "diverged", "loss became NaN at step 300", 256
             final_loss = np.nan
+            first_row = len(rows)
             for step in STEPS:
                 if step > last_step:
                     break
@@ -87,9 +89,11 @@ def make_sweep(root: Path, *, jump_task: str = JUMP_TASK, smooth_task: str = "ad
                                  value=float(-0.8 * induction + rng.normal(0, 0.02))))
                 rows.append(dict(common, task="mechanistic", metric="prefix_matching",
                                  value=float(0.05 + 0.6 * induction + abs(rng.normal(0, 0.01)))))
-            if status == "diverged":
-                common = dict(common, step=last_step + 44, status="diverged")
-                rows.append(dict(common, task="lm", metric="loss", value=np.nan))
+            if status != "done":
+                # as the sweep's aggregation writes them: every row of a failed or diverged run keeps the run's
+                # status and no value (a value that was not measured to the end must not read as a number)
+                for r in rows[first_row:]:
+                    r.update(status=status, value=np.nan, stderr=np.nan)
             runs.append(dict(run_id=run_id, sweep="synthetic", model=model, n_params=n, n_params_nonembed=int(n * .9),
                              n_layer=n_layer, d_model=d_model, n_head=n_head, seed=seed_, budget="tokens",
                              max_steps=STEPS[-1], tokens=float(STEPS[-1] * TOKENS_PER_STEP),

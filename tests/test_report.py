@@ -75,6 +75,7 @@ def parse(html_text: str) -> TagCollector:
 
 
 # --------------------------------------------------------------------------------------------------- the files
+@pytest.mark.slow
 def test_writes_html_md_and_every_figure_as_png_and_svg(built):
     root, paths, html_text, _ = built
     assert paths["html"] == root / "report.html" and paths["md"] == root / "report.md"
@@ -88,6 +89,7 @@ def test_writes_html_md_and_every_figure_as_png_and_svg(built):
     assert len(per_task) == 1 and re.fullmatch(r"capability_[A-Za-z0-9_.-]+", per_task[0])
 
 
+@pytest.mark.slow
 def test_html_is_self_contained_and_images_are_real_pngs(built):
     from PIL import Image
 
@@ -112,6 +114,7 @@ def test_html_is_self_contained_and_images_are_real_pngs(built):
     assert "max-width: 100%" in html_text  # responsive images
 
 
+@pytest.mark.slow
 def test_html_has_no_live_markup_from_data(built):
     _, _, html_text, _ = built
     p = parse(html_text)
@@ -124,6 +127,7 @@ def test_html_has_no_live_markup_from_data(built):
     assert html_text.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 3
 
 
+@pytest.mark.slow
 def test_markdown_renders_to_no_raw_html(built):
     markdown_it = pytest.importorskip("markdown_it")
     _, _, _, md = built
@@ -149,6 +153,7 @@ def section(html_text: str, anchor: str) -> str:
     return html_text[start:nxt if nxt > 0 else None]
 
 
+@pytest.mark.slow
 def test_sections_in_order(built):
     _, _, html_text, md = built
     order = ["what-was-run", "scaling", "emergent", "smooth", "mirage", "views", "failures", "reproducibility"]
@@ -158,6 +163,7 @@ def test_sections_in_order(built):
     assert headings[0] == "## What was run" and headings[-1] == "## Reproducibility"
 
 
+@pytest.mark.slow
 def test_what_was_run(built):
     _, _, html_text, _ = built
     s = section(html_text, "what-was-run")
@@ -168,6 +174,7 @@ def test_what_was_run(built):
     assert "Seeds: 0, 1, 2." in s
 
 
+@pytest.mark.slow
 def test_scaling_parameters_with_intervals(built):
     _, _, html_text, _ = built
     s = section(html_text, "scaling")
@@ -175,6 +182,7 @@ def test_scaling_parameters_with_intervals(built):
     assert 'id="fig-scaling"' in s
 
 
+@pytest.mark.slow
 def test_emergent_ability_with_evidence_numbers_figure_and_samples(built):
     _, _, html_text, _ = built
     s = section(html_text, "emergent")
@@ -188,6 +196,7 @@ def test_emergent_ability_with_evidence_numbers_figure_and_samples(built):
     assert ">30 \u2713 (2/2 seeds)</td>" in s
 
 
+@pytest.mark.slow
 def test_smooth_flat_and_mirage_tables(built):
     _, _, html_text, _ = built
     s = section(html_text, "smooth")
@@ -196,6 +205,7 @@ def test_smooth_flat_and_mirage_tables(built):
     assert "yes: the continuous metrics are smooth" in m and ">token accuracy</th>" in m
 
 
+@pytest.mark.slow
 def test_views_tables_and_figures(built):
     _, _, html_text, _ = built
     s = section(html_text, "views")
@@ -205,6 +215,7 @@ def test_views_tables_and_figures(built):
     assert ">1.8M</td>" in s and ">0.4</td>" in s  # backtest: held-out size and prediction
 
 
+@pytest.mark.slow
 def test_failed_and_diverged_runs_with_their_reasons(built):
     _, _, html_text, md = built
     s = section(html_text, "failures")
@@ -216,6 +227,7 @@ def test_failed_and_diverged_runs_with_their_reasons(built):
     assert "&lt;img src=x onerror=" in row
 
 
+@pytest.mark.slow
 def test_reproducibility(built):
     root, _, html_text, _ = built
     s = section(html_text, "reproducibility")
@@ -225,6 +237,7 @@ def test_reproducibility(built):
 
 
 # ----------------------------------------------------------------------------------------- missing and bad input
+@pytest.mark.slow
 def test_missing_files_are_reported_not_fatal(tmp_path):
     root = make_sweep(tmp_path / "bare", with_views=False, with_analysis=False, sizes=SIZES[:3], seeds=[0])
     for name in ("samples.parquet", "meta.json"):
@@ -277,10 +290,30 @@ def test_bad_analyses_value_is_a_value_error(tmp_path):
         report.write_report(root, analyses={"flags": [1, 2]})
 
 
+def test_capability_curve_is_the_flags_own_law(tmp_path):
+    """Where fits.csv has no fit of a task, its panel's curve is the law its flag chose, fitted to the data."""
+    pytest.importorskip("analysis.fit")
+    root = make_sweep(tmp_path / "c", with_views=False, sizes=SIZES, seeds=[0])
+    fits = pd.read_csv(root / "fits.csv")
+    fits[fits["task"] == "lm"].to_csv(root / "fits.csv", index=False)
+    flags = pd.read_csv(root / "flags.csv").assign(jump_model="logistic", smooth_model="linear_log")
+    sw = report.load_sweep(root, {"flags": flags})
+    curves = report.capability_curves(sw)
+    assert set(curves) == {("add2", "exact_match"), ("add2", "token_accuracy"), ("add3", "exact_match")}
+    fit = curves[("add2", "exact_match")]
+    assert fit.law == "logistic"
+    fin = report.plots.final_values(sw.results, "add2", "exact_match", runs=sw.runs)
+    residual = fin["value"].to_numpy() - fit.predict(fin["n_params"].to_numpy(float))
+    assert np.sqrt(np.mean(residual ** 2)) < 0.1  # it follows the points
+
+
 # ----------------------------------------------------------------------------------------------- escaping units
 @pytest.mark.parametrize("raw, expected", [
     ("<script>x</script>", "&lt;script&gt;x&lt;/script&gt;"),
-    ("*a* _b_ [c](d) | e", r"\*a\* \_b\_ \[c\]\(d\) \| e"),
+    ("*a* _b_ [c](d) | e", r"\*a\* \_b\_ \[c\](d) \| e"),
+    ("![img](x) ~~s~~ `c`", r"!\[img\](x) \~\~s\~\~ \`c\`"),
+    (" spaced ", " spaced "),
+    ("12.5 and 0.4", "12.5 and 0.4"),
     ("# head", r"\# head"),
     ("- item", r"\- item"),
     ("1. item", r"1\. item"),

@@ -27,8 +27,9 @@ from report_sweep import make_sweep  # noqa: E402
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
                  if p and os.path.exists(p)), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install "
-                                                          "chromium); .ci/run installs it")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install "
+                                                          "chromium); .ci/run installs it")]
 EVIL_TASK = "<script>alert(1)</script>"
 EVIL_ERROR = '<img src=x onerror="alert(2)"> <b>boom</b>'
 
@@ -207,7 +208,9 @@ def chromium(tmp_path_factory):
            "--disable-component-update", "--disable-sync", "--no-first-run", "--no-default-browser-check",
            "--disable-dev-shm-usage", "--disable-extensions", f"--user-data-dir={profile}",
            "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1", "about:blank"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # TMPDIR inside the profile: Chromium's lock and shared-memory files stay in pytest's temporary folder
+    env = {**os.environ, "TMPDIR": str(profile)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         port_file = profile / "DevToolsActivePort"
         deadline = time.time() + 60

@@ -101,6 +101,22 @@ def test_transitions_one_row_per_run_task_metric(transitions):
         assert col in transitions.columns
 
 
+def test_mirage_along_training():
+    # exact match jumps within the run; token accuracy of the same task rises smoothly (a mirage), or jumps too
+    rng = np.random.default_rng(11)
+    rows = training_run("m", rng, jumps={"t": 3000}, mechanistic_at=None)
+    base = [r for r in rows if r["metric"] == "exact_match"]
+    smooth = [{**r, "metric": "token_accuracy", "value": 0.2 + 0.12 * np.log10(1 + r["step"]) + rng.normal(0, 0.01)}
+              for r in base]
+    tr = flag_transitions(table(rows + smooth))
+    em = row_of(tr, task="t", metric="exact_match")
+    assert em["verdict"] == "emergent" and row_of(tr, task="t", metric="token_accuracy")["verdict"] != "emergent"
+    assert em["mirage"] == True  # noqa: E712
+    jumping = [{**r, "metric": "token_accuracy", "value": r["value"] * 0.5 + 0.4} for r in base]
+    tr2 = flag_transitions(table(rows + jumping))
+    assert row_of(tr2, task="t", metric="exact_match")["mirage"] == False  # noqa: E712
+
+
 def test_transitions_reject_a_size_axis():
     with pytest.raises(ValueError, match="along training"):
         flag_transitions(table(training_run("a", np.random.default_rng(0), jumps={"t": 3000}, mechanistic_at=None)),
@@ -140,8 +156,18 @@ def test_known_loss_threshold_is_recovered_within_its_interval(loss_flags):
     assert r["eta_hi"] - r["eta_lo"] < 0.5  # an interval that says something
     assert r["verdict"] == "emergent", r["evidence"]
     assert r["x"] == "loss" and r["n_points"] == len(LOSS_SIZES) * len(LOSS_STEPS)
-    # the flag's own jump location, turned back into loss units, is near eta too
+    # the flag's own jump location, turned back into loss units, is near eta too, and the evidence says so in loss
     assert abs(r["jump_at"] - ETA) < 0.3 and r["jump_lo"] <= r["jump_at"] <= r["jump_hi"]
+    assert f"at loss={r['jump_at']:.4g}" in r["evidence"] and f"eta = {r['eta']:.4g}" in r["evidence"]
+
+
+def test_flag_emergence_with_loss_as_x_is_the_loss_view():
+    from analysis.flags import flag_emergence
+
+    df = loss_table(np.random.default_rng(3))
+    flags = flag_emergence(df, x="loss", n_boot=50)
+    assert {"eta", "eta_lo", "eta_hi", "size_explains_p", "size_still_matters", "verdict"} <= set(flags.columns)
+    assert list(flags["task"]) == ["qa"]  # the loss is the x, not a task
 
 
 def test_size_does_not_matter_when_loss_explains_everything(loss_flags):

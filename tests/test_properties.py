@@ -1,0 +1,245 @@
+"""Property tests over the analysis entry points not covered in test_analysis_properties.py (which has flag_emergence,
+flag_curve, fit_law on arbitrary points and load_results on garbage files): `validate`, `flag_transitions`,
+`backtest`, `resolution_curves`, `import_csv` and `import_lm_eval`, fed random and malformed input. Each gives a
+result of the documented shape or a ValueError with a message, never another exception.
+
+Malformations are the ones real tables have: a dropped column, text or None in a numeric column, a categorical
+column (how pyarrow returns dictionary-encoded strings), a repeated index, infinities, negative sizes, an unknown
+status or metric, and an empty table.
+"""
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from analysis.backtest import backtest
+from analysis.importers import import_csv, import_lm_eval
+from analysis.resolution import resolution_curves
+from analysis.schema import COLUMNS, METRICS, STATUSES, validate
+from analysis.views import flag_transitions
+
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+VERDICTS = {"emergent", "smooth", "flat", "inconclusive"}
+SIZES = [1_000, 4_000, 16_000, 64_000, 256_000, 1_000_000]
+FAST = {"n_boot": 10, "grid_scale": 0.3}  # these tests are about robustness, not statistical power
+odd_floats = st.one_of(st.floats(-5, 5), st.sampled_from([np.nan, np.inf, -np.inf, 0.0, 1e300, -1e-300]))
+
+
+def value_error_or(fn, *args, **kwargs):
+    """Call fn; a ValueError must carry a message. Returns the result, or None after a ValueError."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # warnings are allowed (a skipped fit, say); exceptions other than ValueError
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as e:
+            assert str(e).strip(), f"{fn.__name__} raised a ValueError without a message"
+            return None
+
+
+@st.composite
+def results_tables(draw, max_rows=40):
+    """Schema-shaped tables: random sizes, seeds, checkpoints, tasks, metrics, statuses and values."""
+    n = draw(st.integers(0, max_rows))
+    metrics = draw(st.lists(st.sampled_from(sorted(METRICS)), min_size=1, max_size=2, unique=True))
+    rows = []
+    for _ in range(n):
+        size, seed, step = draw(st.sampled_from(SIZES)), draw(st.integers(0, 1)), draw(st.sampled_from([0, 1, 8, 64]))
+        status = draw(st.sampled_from(["ok"] * 5 + sorted(STATUSES)))
+        value = draw(odd_floats) if status in ("ok", "imported") else np.nan
+        rows.append(dict(sweep="s", run_id=f"r{size}_{seed}", model=f"m{size}", n_params=size,
+                         n_params_nonembed=size // 2, n_layer=1, d_model=16, seed=seed, step=step,
+                         tokens=1000.0 * step, flops=6000.0 * step * size, task=draw(st.sampled_from(["a", "b"])),
+                         metric=draw(st.sampled_from(metrics)), value=value,
+                         stderr=draw(st.one_of(st.just(np.nan), st.floats(0, 1))), n=64, status=status))
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+@st.composite
+def malformed(draw, tables):
+    """A table from `tables`, damaged in one of the ways real tables are."""
+    df = draw(tables)
+    action = draw(st.sampled_from(["none", "drop", "text", "none_cell", "category", "dup_index", "inf", "negative",
+                                   "status", "metric", "empty", "bool"]))
+    if action == "none" or (len(df) == 0 and action != "drop"):
+        return df
+    col = draw(st.sampled_from(list(df.columns)))
+    first = df.index[0] if len(df) else None
+    if action == "drop":
+        return df.drop(columns=[col])
+    if action == "text":
+        df[col] = df[col].astype(object)
+        df.loc[first, col] = draw(st.text(max_size=4))
+    elif action == "none_cell":
+        df[col] = df[col].astype(object)
+        df.loc[first, col] = None
+    elif action == "category":
+        df[col] = df[col].astype("category")
+    elif action == "dup_index":
+        df.index = [0] * len(df)
+    elif action == "inf":
+        df[draw(st.sampled_from([c for c in ("value", "tokens", "flops", "stderr", "step") if c in df]))] = np.inf
+    elif action == "negative":
+        df["n_params"] = -df["n_params"]
+    elif action == "status":
+        df.loc[first, "status"] = draw(st.text(max_size=6))
+    elif action == "metric":
+        df.loc[first, "metric"] = draw(st.text(max_size=6))
+    elif action == "empty":
+        df = df.iloc[:0]
+    elif action == "bool":
+        df[col] = True
+    return df
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The results table itself.
+
+@SETTINGS
+@given(malformed(results_tables()))
+def test_validate_returns_the_schema_or_refuses_clearly(df):
+    out = value_error_or(validate, df)
+    if out is None:
+        return
+    assert len(out) == len(df)
+    assert {c: str(out[c].dtype) for c in COLUMNS} == {c: ("string" if t == "string" else t) for c, t in
+                                                       COLUMNS.items()}
+    assert set(out["status"]) <= set(STATUSES)
+    measured = out["status"].isin(["ok", "imported"])
+    assert out.loc[~measured, "value"].isna().all()  # a value that was not measured is NaN
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Views and backtests.
+
+@SETTINGS
+@given(malformed(results_tables(max_rows=30)), st.sampled_from(["tokens", "step", "flops"]))
+def test_flag_transitions_on_random_and_malformed_tables(df, x):
+    out = value_error_or(flag_transitions, df, x=x, **FAST)
+    if out is None:
+        return
+    assert {"run_id", "task", "metric", "verdict", "evidence"} <= set(out.columns)
+    assert set(out["verdict"]) <= VERDICTS
+    assert not out.duplicated(["run_id", "task", "metric"]).any()
+
+
+@SETTINGS
+@given(malformed(results_tables()), st.sampled_from(["power", "logistic", "linear_log", "saturating", "chinchilla",
+                                                     "nonsense"]),
+       st.sampled_from(["n_params", "flops", "tokens", "missing"]), st.integers(0, 3))
+def test_backtest_on_random_and_malformed_tables(df, law, x, holdout):
+    out = value_error_or(backtest, df, law, x, holdout=holdout, n_boot=5)
+    if out is None:
+        return
+    assert {"task", "metric", "law", "x_value", "prediction", "lo", "hi", "actual", "inside"} <= set(out.columns)
+    ok = out["prediction"].notna()
+    assert (out.loc[ok, "lo"].isna() | (out.loc[ok, "lo"] <= out.loc[ok, "hi"])).all()
+
+
+@st.composite
+def instance_tables(draw):
+    """Per-example answer log-probabilities of a few runs, with the sizes either in the table or in a runs table."""
+    n = draw(st.integers(0, 40))
+    rows = []
+    for _ in range(n):
+        size = draw(st.sampled_from(SIZES[:4]))
+        rows.append(dict(run_id=f"r{size}_{draw(st.integers(0, 1))}", step=draw(st.sampled_from([1, 8])),
+                         task=draw(st.sampled_from(["a", "b"])), example_id=draw(st.integers(0, 5)),
+                         answer_logprob=draw(st.one_of(st.floats(-50, 0), st.sampled_from([0.0, -np.inf, np.nan,
+                                                                                            0.5]))),
+                         n_params=size))
+    df = pd.DataFrame(rows, columns=["run_id", "step", "task", "example_id", "answer_logprob", "n_params"])
+    runs = None
+    if draw(st.booleans()):
+        runs = df[["run_id", "n_params"]].drop_duplicates()
+        df = df.drop(columns=["n_params"])
+    return df, runs
+
+
+@st.composite
+def malformed_instances(draw):
+    df, runs = draw(instance_tables())
+    action = draw(st.sampled_from(["none", "drop", "text", "dup_index", "runs_missing", "category"]))
+    col = draw(st.sampled_from(list(df.columns)))
+    if action == "drop":
+        df = df.drop(columns=[col])
+    elif action == "text" and len(df):
+        df[col] = df[col].astype(object)
+        df.loc[df.index[0], col] = draw(st.text(max_size=4))
+    elif action == "dup_index":
+        df.index = [0] * len(df)
+    elif action == "runs_missing" and runs is not None:
+        runs = runs.iloc[:len(runs) // 2]
+    elif action == "category":
+        df[col] = df[col].astype("category")
+    return df, runs
+
+
+@SETTINGS
+@given(malformed_instances())
+def test_resolution_curves_on_random_and_malformed_instances(pair):
+    instances, runs = pair
+    out = value_error_or(resolution_curves, instances, "n_params", runs=runs, n_boot=20)
+    if out is None:
+        return
+    assert {"task", "shape", "slope", "curvature"} <= set(out.columns)
+    assert not out.duplicated(["task"]).any()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Importers: any file and any mapping.
+
+cells = st.one_of(st.text(max_size=6), st.integers(-10**6, 10**9), odd_floats, st.none())
+
+
+@SETTINGS
+@given(st.lists(st.lists(cells, min_size=4, max_size=4), max_size=12),
+       st.dictionaries(st.sampled_from(["task", "metric", "value", "n_params", "model", "seed", "step", "bogus"]),
+                       st.sampled_from(["A", "B", "C", "D", "E"]), max_size=5),
+       st.dictionaries(st.sampled_from(["metric", "task", "status", "seed"]),
+                       st.one_of(st.sampled_from(["acc", "exact_match", "t", "ok"]), st.integers(0, 3)), max_size=2),
+       st.sampled_from([".csv", ".tsv", ".parquet"]))
+def test_import_csv_on_random_files_and_mappings(tmp_path_factory, table, mapping, constants, suffix):
+    path = tmp_path_factory.mktemp("csv") / f"scores{suffix}"
+    df = pd.DataFrame(table, columns=["A", "B", "C", "D"])
+    if suffix == ".parquet":
+        df.astype(str).to_parquet(path)
+    else:
+        df.to_csv(path, sep="\t" if suffix == ".tsv" else ",", index=False)
+    out = value_error_or(import_csv, path, mapping, constants=constants)
+    if out is None:
+        return
+    assert len(out) == len(df) and list(out.columns[:len(COLUMNS)]) == list(COLUMNS)
+    validate(out)  # what an importer returns is a valid results table
+
+
+json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                                     st.text(max_size=5)),
+                           lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                   st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+                           max_leaves=12)
+metric_entries = st.dictionaries(st.sampled_from(["acc", "acc,none", "acc_stderr", "acc_stderr,none", "acc_norm",
+                                                  "ppl", "word_perplexity", "alias", "weird"]),
+                                 st.one_of(st.floats(allow_nan=False), st.sampled_from(["N/A", "", "0.5"]),
+                                           st.none(), json_values), max_size=5)
+harness_like = st.fixed_dictionaries(
+    {"results": st.dictionaries(st.text(min_size=1, max_size=8), metric_entries, max_size=3)},
+    optional={"config": st.dictionaries(st.sampled_from(["model", "model_args", "model_name"]), json_values),
+              "versions": json_values, "n-samples": json_values, "higher_is_better": json_values,
+              "model_name": json_values})
+
+
+@SETTINGS
+@given(st.one_of(json_values, harness_like), st.sampled_from(["results.json", "70m_step1000.json"]))
+def test_import_lm_eval_on_random_json(tmp_path_factory, doc, name):
+    path = tmp_path_factory.mktemp("lm_eval") / name
+    path.write_text(json.dumps(doc))
+    out = value_error_or(import_lm_eval, path)
+    if out is None:
+        return
+    validate(out)
+    assert (out["status"].isin(["imported", "not_measured"])).all()

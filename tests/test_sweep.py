@@ -1,0 +1,129 @@
+"""`emergence sweep` end to end: the smoke experiment, skip/resume, launchers, status, dry run, DDP."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from analysis.schema import validate
+from emergence import checkpoint as ckpt
+from emergence.sweep import expand_grid, plan
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def emergence(*args, cwd=None, timeout=900):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "emergence", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=timeout)
+
+
+def test_grid_expands_experiment_and_command_line():
+    _, points = expand_grid(["experiment=smoke"])
+    assert len(points) == 4 and all("seed=0" in p for p in points)
+    _, points = expand_grid(["experiment=smoke", "seed=0,1,2"])
+    assert len(points) == 12
+    _, points = expand_grid(["experiment=smoke", "hydra.sweeper.params.model=l1d8"])
+    assert len(points) == 1
+
+
+@pytest.mark.slow
+def test_smoke_sweep_end_to_end_then_skip(tmp_path):
+    p = emergence("sweep", "experiment=smoke", f"paths.results={tmp_path}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    folder = tmp_path / "smoke"
+    runs = pd.read_parquet(folder / "runs.parquet")
+    assert len(runs) == 4 and (runs["status"] == "done").all()
+    assert runs["n_params"].is_monotonic_increasing or runs["n_params"].nunique() == 4
+    res = validate(pd.read_parquet(folder / "results.parquet"))
+    steps = ckpt.schedule(60, 8, 30)
+    # every checkpoint of every run probed on every metric, no duplicates
+    em = res[(res["task"] == "copy") & (res["metric"] == "exact_match")]
+    assert len(em) == 4 * len(steps) and not em.duplicated(["run_id", "step"]).any()
+    assert set(res["task"]) == {"lm", "copy", "mechanistic"}
+    assert {"exact_match", "token_accuracy", "answer_nll", "brier", "edit_distance"} <= set(res["metric"])
+    lm = res[res["task"] == "lm"].sort_values("step")
+    first, last = lm.groupby("run_id")["value"].first(), lm.groupby("run_id")["value"].last()
+    assert (last < first).all()  # every size's held-out loss fell
+    for name in ("fits.csv", "flags.csv", "report.html", "report.md", "meta.json", "grid.json"):
+        assert (folder / name).exists(), name
+    flags = pd.read_csv(folder / "flags.csv")
+    assert {"task", "metric", "verdict", "evidence"} <= set(flags.columns) and len(flags)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["command"].startswith("emergence sweep") and "torch" in meta["versions"]
+    # a second run of the same command trains nothing
+    before = {p: p.stat().st_mtime_ns for p in folder.glob("runs/*/checkpoints/*.pt")}
+    p = emergence("sweep", "experiment=smoke", f"paths.results={tmp_path}")
+    assert p.returncode == 0
+    assert "4 already done" in p.stderr
+    assert {p: p.stat().st_mtime_ns for p in folder.glob("runs/*/checkpoints/*.pt")} == before
+    # status from files alone
+    s = emergence("status", str(folder))
+    assert s.returncode == 0 and s.stdout.count(" done ") == 4
+
+
+TINY_GRID = ["experiment=smoke", "train.max_steps=8", "train.ckpt_log_until=2", "train.ckpt_every=4",
+             "probe.n=8", "probe.generate_n=2", "probe.mechanistic=false", "sweep.analyze=false",
+             "hydra.sweeper.params.model=l1d8,l1d12"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["parallel", "local_submitit"])
+def test_launchers_run_the_grid(tmp_path, launcher):
+    p = emergence("sweep", *TINY_GRID, f"hydra/launcher={launcher}", f"paths.results={tmp_path}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    runs = pd.read_parquet(tmp_path / "smoke" / "runs.parquet")
+    assert list(runs["status"]) == ["done", "done"]
+    res = pd.read_parquet(tmp_path / "smoke" / "results.parquet")
+    assert set(res["run_id"]) == set(runs["run_id"])
+
+
+@pytest.mark.slow
+def test_changed_config_is_a_new_run_and_interrupted_run_resumes(tmp_path):
+    base = [*TINY_GRID, "hydra.sweeper.params.model=l1d8", f"paths.results={tmp_path}"]
+    p = emergence("sweep", *base, "train.fail_at_step=5")
+    assert p.returncode == 1 and "failed" in p.stderr
+    runs = pd.read_parquet(tmp_path / "smoke" / "runs.parquet")
+    assert runs["status"].tolist() == ["failed"] and "injected failure" in runs["error"].iloc[0]
+    p = emergence("sweep", *base)  # same run id (fault key is not identity): resumes from step 4
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "resuming from step 4" in p.stderr
+    p = emergence("sweep", *base, "train.lr=0.001")  # a changed config is a new run
+    assert p.returncode == 0
+    assert len(list((tmp_path / "smoke" / "runs").iterdir())) == 2
+
+
+def test_dry_run_lists_runs_without_training(tmp_path):
+    p = emergence("sweep", "experiment=smoke", f"paths.results={tmp_path}", "--dry-run")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("not_started") == 4 and "est. wall" in p.stdout
+    assert not (tmp_path / "smoke").exists()
+
+
+def test_plan_refuses_bad_points(tmp_path):
+    with pytest.raises(Exception, match="not divisible"):
+        plan(["experiment=smoke", f"paths.results={tmp_path}", "model.n_head=5"])
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_match_one(tmp_path, text_file):
+    common = ["model=l1d16", "data=text", f"data.text_path={text_file}", "data.seq_len=32", "train.max_steps=6",
+              "train.batch_size=8", "train.ckpt_log_until=0", "train.ckpt_every=100", "probe.inline=false",
+              "train.progress=false", "train.threads=1", "train.warmup_steps=1"]
+    one = emergence("train", *common, f"paths.results={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29517", "-m", "emergence", "train", *common, f"paths.results={tmp_path / 'two'}"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = ckpt.load(next((tmp_path / "one").glob("*/runs/*/checkpoints/step_6.pt")))["model"]
+    b = ckpt.load(next((tmp_path / "two").glob("*/runs/*/checkpoints/step_6.pt")))["model"]
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+    assert any(not torch.equal(a[k], ckpt.load(next((tmp_path / "one").glob("*/runs/*/checkpoints/step_0.pt")))
+                               ["model"][k]) for k in a)
