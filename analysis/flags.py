@@ -310,7 +310,7 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def _empty_result(x_name, verdict, evidence, n_sizes, seeds_n) -> dict:
+def _empty_result(x_name, verdict, evidence, n_sizes) -> dict:
     return {"x": x_name, "verdict": verdict, "jump_at": np.nan, "jump_lo": np.nan, "jump_hi": np.nan,
             "jump_size": np.nan, "breakthroughness": np.nan, "breakthroughness_p": np.nan, "delta_bic": np.nan,
             "lrt_p": np.nan, "seed_agreement": np.nan, "mirage": pd.NA, "n_sizes": int(n_sizes),
@@ -337,16 +337,17 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, x_name:
         raise ValueError(f"alpha must be between 0 and 1, got {alpha!r}")
     if min_sizes < 3:
         raise ValueError(f"min_sizes must be at least 3, got {min_sizes!r}")
+    if not grid_scale > 0:
+        raise ValueError(f"grid_scale must be positive, got {grid_scale!r}")
     cv = _prepare(x, y, bool(higher_is_better), seeds, stderr)
     n = cv.x.size
-    n_seed = len(cv.seed_lists) if cv.seed_lists else 1
     note = f" ({cv.dropped} point(s) with missing values or x <= 0 left out)" if cv.dropped else ""
     if n < min_sizes:
         return _empty_result(x_name, "inconclusive",
                              f"only {n} distinct {x_name} value(s); at least {min_sizes} are needed to tell a jump "
-                             f"from a smooth trend{note}", n, n_seed)
+                             f"from a smooth trend{note}", n)
     if np.ptp(cv.y) == 0:
-        r = _empty_result(x_name, "flat", f"all {n} values are identical ({_fmt(cv.offset)}){note}", n, n_seed)
+        r = _empty_result(x_name, "flat", f"all {n} values are identical ({_fmt(cv.offset)}){note}", n)
         r["breakthroughness"] = 0.0
         return r
     rng = np.random.default_rng(seed)
@@ -358,7 +359,7 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, x_name:
     mins, args = _fit_curve(models, projs, cv.y[None])
     sc = _score(models, mins, n, cv.measured)
     if sc["smooth"] is None or sc["jump"] is None:
-        return _empty_result(x_name, "inconclusive", f"{n} sizes are too few to fit the models{note}", n, n_seed)
+        return _empty_result(x_name, "inconclusive", f"{n} sizes are too few to fit the models{note}", n)
     si, ji, fi = int(sc["smooth"][0]), int(sc["jump"][0]), sc["flat"]
     disp = float(sc["disp"][0])
     bic = sc["bic"][:, 0]

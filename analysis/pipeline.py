@@ -63,7 +63,8 @@ def scaling_fits(df: pd.DataFrame, *, n_boot: int = 200) -> pd.DataFrame:
 
 
 def run_analysis(df: pd.DataFrame, out_dir: Path, *, x: str = "n_params", views=None, runs: pd.DataFrame | None = None,
-                 instances: pd.DataFrame | None = None, n_boot: int = 200) -> dict[str, Path]:
+                 instances: pd.DataFrame | None = None, n_boot: int = 200,
+                 flag_options: dict | None = None) -> dict[str, Path]:
     """Write fits.csv, flags.csv and, for each requested view ("all" for every one), its CSV into `out_dir`."""
     from analysis.flags import flag_emergence
 
@@ -76,7 +77,7 @@ def run_analysis(df: pd.DataFrame, out_dir: Path, *, x: str = "n_params", views=
 
     fits = scaling_fits(ok, n_boot=n_boot)
     written["fits"] = _write_csv(fits, out_dir / "fits.csv")
-    flags = flag_emergence(df, x=x)
+    flags = flag_emergence(df, x=x, **(flag_options or {}))
     written["flags"] = _write_csv(flags, out_dir / "flags.csv")
 
     chosen = VIEWS if views == "all" else tuple(views or ())

@@ -101,7 +101,20 @@ def cmd_status(args) -> int:
 def cmd_analyze(args) -> int:
     from emergence.sweep import analyze_cli
 
-    return analyze_cli(Path(args.path), x=args.x, source=args.source, views=args.view)
+    def pairs(items, flag):
+        out = {}
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise UsageError(f"{flag} {item!r}: write COLUMN=VALUE")
+            out[key] = value
+        return out
+
+    mapping, constants = pairs(args.map, "--map"), pairs(args.set, "--set")
+    if (mapping or constants) and args.source != "csv":
+        raise UsageError("--map and --set describe a CSV: use them with --from csv")
+    return analyze_cli(Path(args.path), x=args.x, source=args.source, views=args.view,
+                       mapping=mapping, constants=constants)
 
 
 def cmd_report(args) -> int:
@@ -161,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--from", dest="source", default="results", choices=["results", "lm-eval", "csv"])
     q.add_argument("--view", action="append", choices=["transitions", "loss", "resolution", "backtest"],
                    help="also write this view's CSV (repeatable)")
+    q.add_argument("--map", action="append", default=[], metavar="COLUMN=SOURCE",
+                   help="--from csv: a results column and the file's column that holds it, e.g. n_params=Params")
+    q.add_argument("--set", action="append", default=[], metavar="COLUMN=VALUE",
+                   help="--from csv: a fixed value for a results column the file lacks, e.g. metric=acc")
     q.set_defaults(fn=cmd_analyze)
     q = sub.add_parser("report", help=VERBS["report"], description=VERBS["report"])
     q.add_argument("sweep_dir")

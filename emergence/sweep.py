@@ -449,7 +449,8 @@ def _maybe_csv(path):
     return pd.read_csv(path) if path is not None and Path(path).exists() and Path(path).stat().st_size else None
 
 
-def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=None) -> dict[str, Path]:
+def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=None, mapping=None,
+            constants=None) -> dict[str, Path]:
     """Fit scaling laws and flag emergence; write fits.csv, flags.csv (and each view's CSV) beside the input."""
     import analysis as an
 
@@ -457,7 +458,10 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
     if source == "lm-eval":
         df = an.import_lm_eval(path)
     elif source == "csv":
-        raise ConfigError("--from csv needs a column mapping: use analysis.import_csv(path, mapping) from Python")
+        if not mapping and not constants:
+            raise ConfigError("--from csv needs the column mapping: --map task=Benchmark --map value=Acc ... "
+                              "(and --set metric=acc for columns the file lacks)")
+        df = an.import_csv(path, dict(mapping or {}), constants=dict(constants or {}))
     else:
         df = an.load_results(path)
     if x in df.columns:  # one value of x (one model size, say) leaves nothing to compare
@@ -467,8 +471,24 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
                               "add sizes to the sweep (model=a,b,c) or analyse another axis (--x tokens)")
     out_dir = path if path.is_dir() else path.parent
     written = an.run_analysis(df, out_dir, x=x, views=views, runs=_maybe_runs(out_dir),
-                              instances=_maybe(out_dir / "instances.parquet"))
+                              instances=_maybe(out_dir / "instances.parquet"),
+                              flag_options={"answer_lengths": answer_lengths(df["task"].unique())})
     return written
+
+
+def answer_lengths(tasks) -> dict[str, float]:
+    """Mean answer length in tokens (with the end token) of each registered task's probe set: the L of the p^L
+    prediction of exact match from token accuracy (Schaeffer et al. 2023)."""
+    from emergence.tasks import VOCAB, get_task
+
+    out = {}
+    for name in tasks:
+        try:
+            _, answers, _ = get_task(str(name)).heldout_set(64, seed=0)
+        except ValueError:
+            continue
+        out[str(name)] = float((answers != VOCAB.pad).sum(1).mean()) if len(answers) else float("nan")
+    return out
 
 
 def _maybe(p: Path):
@@ -479,10 +499,11 @@ def _maybe_runs(folder: Path):
     return _maybe(folder / "runs.parquet")
 
 
-def analyze_cli(path: Path, *, x: str = "n_params", source: str = "results", views=None) -> int:
+def analyze_cli(path: Path, *, x: str = "n_params", source: str = "results", views=None, mapping=None,
+                constants=None) -> int:
     if not path.exists():
         raise ConfigError(f"{path} does not exist; give a sweep folder or a results table")
-    written = analyze(path, x=x, source=source, views=views)
+    written = analyze(path, x=x, source=source, views=views, mapping=mapping, constants=constants)
     flags_path = written.get("flags")
     if flags_path is not None and Path(flags_path).exists():
         flags = pd.read_csv(flags_path)

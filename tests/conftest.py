@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+# one BLAS thread for numpy/scipy in tests: multithreaded BLAS on a busy 2-core machine is many times slower
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 

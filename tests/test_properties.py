@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from analysis.backtest import backtest
@@ -22,7 +22,7 @@ from analysis.resolution import resolution_curves
 from analysis.schema import COLUMNS, METRICS, STATUSES, validate
 from analysis.views import flag_transitions
 
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 VERDICTS = {"emergent", "smooth", "flat", "inconclusive"}
 SIZES = [1_000, 4_000, 16_000, 64_000, 256_000, 1_000_000]
@@ -35,10 +35,13 @@ def value_error_or(fn, *args, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # warnings are allowed (a skipped fit, say); exceptions other than ValueError
         try:
-            return fn(*args, **kwargs)
+            out = fn(*args, **kwargs)
         except ValueError as e:
             assert str(e).strip(), f"{fn.__name__} raised a ValueError without a message"
+            event("ValueError")  # pytest --hypothesis-show-statistics shows how often each path ran
             return None
+    event("result")
+    return out
 
 
 @st.composite
@@ -128,9 +131,9 @@ def test_flag_transitions_on_random_and_malformed_tables(df, x):
 
 
 @SETTINGS
-@given(malformed(results_tables()), st.sampled_from(["power", "logistic", "linear_log", "saturating", "chinchilla",
-                                                     "nonsense"]),
-       st.sampled_from(["n_params", "flops", "tokens", "missing"]), st.integers(0, 3))
+@given(malformed(results_tables()), st.sampled_from(["power", "power", "logistic", "linear_log", "saturating",
+                                                     "hinge", "chinchilla", "nonsense"]),
+       st.sampled_from(["n_params", "flops", "tokens", "missing"]), st.sampled_from([1, 1, 1, 2, 0]))
 def test_backtest_on_random_and_malformed_tables(df, law, x, holdout):
     out = value_error_or(backtest, df, law, x, holdout=holdout, n_boot=5)
     if out is None:
@@ -149,8 +152,7 @@ def instance_tables(draw):
         size = draw(st.sampled_from(SIZES[:4]))
         rows.append(dict(run_id=f"r{size}_{draw(st.integers(0, 1))}", step=draw(st.sampled_from([1, 8])),
                          task=draw(st.sampled_from(["a", "b"])), example_id=draw(st.integers(0, 5)),
-                         answer_logprob=draw(st.one_of(st.floats(-50, 0), st.sampled_from([0.0, -np.inf, np.nan,
-                                                                                            0.5]))),
+                         answer_logprob=draw(st.one_of(st.floats(-50, 0), st.sampled_from([0.0, -np.inf, np.nan]))),
                          n_params=size))
     df = pd.DataFrame(rows, columns=["run_id", "step", "task", "example_id", "answer_logprob", "n_params"])
     runs = None
@@ -163,7 +165,8 @@ def instance_tables(draw):
 @st.composite
 def malformed_instances(draw):
     df, runs = draw(instance_tables())
-    action = draw(st.sampled_from(["none", "drop", "text", "dup_index", "runs_missing", "category"]))
+    action = draw(st.sampled_from(["none", "none", "drop", "text", "dup_index", "runs_missing", "category",
+                                   "positive"]))
     col = draw(st.sampled_from(list(df.columns)))
     if action == "drop":
         df = df.drop(columns=[col])
@@ -176,6 +179,8 @@ def malformed_instances(draw):
         runs = runs.iloc[:len(runs) // 2]
     elif action == "category":
         df[col] = df[col].astype("category")
+    elif action == "positive" and len(df):
+        df.loc[df.index[0], "answer_logprob"] = 0.5  # not a log-probability
     return df, runs
 
 
@@ -183,7 +188,7 @@ def malformed_instances(draw):
 @given(malformed_instances())
 def test_resolution_curves_on_random_and_malformed_instances(pair):
     instances, runs = pair
-    out = value_error_or(resolution_curves, instances, "n_params", runs=runs, n_boot=20)
+    out = value_error_or(resolution_curves, instances, "n_params", runs=runs, n_boot=50)
     if out is None:
         return
     assert {"task", "shape", "slope", "curvature"} <= set(out.columns)
@@ -196,16 +201,43 @@ def test_resolution_curves_on_random_and_malformed_instances(pair):
 cells = st.one_of(st.text(max_size=6), st.integers(-10**6, 10**9), odd_floats, st.none())
 
 
+@st.composite
+def score_files(draw):
+    """A published-scores table: columns of the usual kinds (task, metric, score, size), sometimes with a bad cell."""
+    n = draw(st.integers(0, 10))
+    df = pd.DataFrame({"Task": draw(st.lists(st.sampled_from(["arc", "piqa", "<b>x</b>"]), min_size=n, max_size=n)),
+                       "Metric": draw(st.lists(st.sampled_from(["acc", "exact_match", "perplexity"]), min_size=n,
+                                               max_size=n)),
+                       "Score": draw(st.lists(odd_floats, min_size=n, max_size=n)),
+                       "Params": draw(st.lists(st.sampled_from([70e6, 160e6, 1.4e9]), min_size=n, max_size=n))},
+                      dtype=object)
+    if n and draw(st.booleans()):
+        df.iloc[draw(st.integers(0, n - 1)), draw(st.integers(0, 3))] = draw(cells)
+    return df
+
+
+@st.composite
+def csv_mappings(draw):
+    """{schema column: file column} and constants; usually complete, sometimes missing or naming what is not there."""
+    mapping, constants = {}, {}
+    for need, column in (("task", "Task"), ("metric", "Metric"), ("value", "Score")):
+        how = draw(st.sampled_from(["column", "column", "constant", "absent", "wrong"]))
+        if how == "column":
+            mapping[need] = column
+        elif how == "wrong":
+            mapping[need] = draw(st.sampled_from(["Params", "Nope", "Task"]))
+        elif how == "constant":
+            constants[need] = draw(st.sampled_from(["acc", "exact_match", "t", 0.5]))
+    mapping.update(draw(st.dictionaries(st.sampled_from(["n_params", "model", "seed", "step", "bogus", "status"]),
+                                        st.sampled_from(["Params", "Task", "Score"]), max_size=2)))
+    return mapping, constants
+
+
 @SETTINGS
-@given(st.lists(st.lists(cells, min_size=4, max_size=4), max_size=12),
-       st.dictionaries(st.sampled_from(["task", "metric", "value", "n_params", "model", "seed", "step", "bogus"]),
-                       st.sampled_from(["A", "B", "C", "D", "E"]), max_size=5),
-       st.dictionaries(st.sampled_from(["metric", "task", "status", "seed"]),
-                       st.one_of(st.sampled_from(["acc", "exact_match", "t", "ok"]), st.integers(0, 3)), max_size=2),
-       st.sampled_from([".csv", ".tsv", ".parquet"]))
-def test_import_csv_on_random_files_and_mappings(tmp_path_factory, table, mapping, constants, suffix):
+@given(score_files(), csv_mappings(), st.sampled_from([".csv", ".tsv", ".parquet"]))
+def test_import_csv_on_random_files_and_mappings(tmp_path_factory, df, mapping_constants, suffix):
+    mapping, constants = mapping_constants
     path = tmp_path_factory.mktemp("csv") / f"scores{suffix}"
-    df = pd.DataFrame(table, columns=["A", "B", "C", "D"])
     if suffix == ".parquet":
         df.astype(str).to_parquet(path)
     else:
@@ -224,17 +256,19 @@ json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st
                            max_leaves=12)
 metric_entries = st.dictionaries(st.sampled_from(["acc", "acc,none", "acc_stderr", "acc_stderr,none", "acc_norm",
                                                   "ppl", "word_perplexity", "alias", "weird"]),
-                                 st.one_of(st.floats(allow_nan=False), st.sampled_from(["N/A", "", "0.5"]),
-                                           st.none(), json_values), max_size=5)
+                                 st.one_of(st.floats(0, 1), st.floats(0, 1), st.floats(allow_nan=False),
+                                           st.sampled_from(["N/A", "", "0.5"]), st.none(), json_values),
+                                 min_size=1, max_size=5)
 harness_like = st.fixed_dictionaries(
-    {"results": st.dictionaries(st.text(min_size=1, max_size=8), metric_entries, max_size=3)},
+    {"results": st.dictionaries(st.sampled_from(["arc_easy", "piqa", "lambada_openai", "<i>", ""]), metric_entries,
+                                max_size=3)},
     optional={"config": st.dictionaries(st.sampled_from(["model", "model_args", "model_name"]), json_values),
               "versions": json_values, "n-samples": json_values, "higher_is_better": json_values,
               "model_name": json_values})
 
 
 @SETTINGS
-@given(st.one_of(json_values, harness_like), st.sampled_from(["results.json", "70m_step1000.json"]))
+@given(st.one_of(json_values, harness_like, harness_like), st.sampled_from(["results.json", "70m_step1000.json"]))
 def test_import_lm_eval_on_random_json(tmp_path_factory, doc, name):
     path = tmp_path_factory.mktemp("lm_eval") / name
     path.write_text(json.dumps(doc))

@@ -27,8 +27,8 @@ def test_grid_expands_experiment_and_command_line():
     assert len(points) == 4 and all("seed=0" in p for p in points)
     _, points = expand_grid(["experiment=smoke", "seed=0,1,2"])
     assert len(points) == 12
-    _, points = expand_grid(["experiment=smoke", "hydra.sweeper.params.model=l1d8"])
-    assert len(points) == 1
+    _, points = expand_grid(["experiment=smoke", "model=l1d8"])
+    assert len(points) == 1 and "model=l1d8" in points[0]
 
 
 @pytest.mark.slow
@@ -68,7 +68,7 @@ def test_smoke_sweep_end_to_end_then_skip(tmp_path):
 
 TINY_GRID = ["experiment=smoke", "train.max_steps=8", "train.ckpt_log_until=2", "train.ckpt_every=4",
              "probe.n=8", "probe.generate_n=2", "probe.mechanistic=false", "sweep.analyze=false",
-             "hydra.sweeper.params.model=l1d8,l1d12"]
+             "model=l1d8,l1d12"]
 
 
 @pytest.mark.slow
@@ -84,7 +84,7 @@ def test_launchers_run_the_grid(tmp_path, launcher):
 
 @pytest.mark.slow
 def test_changed_config_is_a_new_run_and_interrupted_run_resumes(tmp_path):
-    base = [*TINY_GRID, "hydra.sweeper.params.model=l1d8", f"paths.results={tmp_path}"]
+    base = [*TINY_GRID[:-1], "model=l1d8", f"paths.results={tmp_path}"]
     p = emergence("sweep", *base, "train.fail_at_step=5")
     assert p.returncode == 1 and "failed" in p.stderr
     runs = pd.read_parquet(tmp_path / "smoke" / "runs.parquet")
