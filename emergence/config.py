@@ -79,6 +79,7 @@ class DataConfig:
     pack: bool = False  # tasks: several examples per row (True) or one example per row at position 0 (False)
     text_path: Optional[str] = None  # a .txt file or a folder of them (source=text)
     text_heldout_fraction: float = 0.1
+    text_weight: float = 0.0  # source=tasks: share of each batch's rows taken from text_path (0: none)
 
 
 @dataclass

@@ -108,9 +108,6 @@ def apply_rotary(x, cos, sin):
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
-SHORT_CONTEXT = 32  # up to this length, CPU attention uses plain batched products (measured faster; see forward)
-
-
 class SelfAttention(nn.Module):
     def __init__(self, c: GPTConfig):
         super().__init__()
@@ -136,14 +133,6 @@ class SelfAttention(nn.Module):
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
             weights = att.masked_fill(~mask, float("-inf")).softmax(-1)
             y = weights @ v
-        elif S == T and x.device.type == "cpu" and T <= SHORT_CONTEXT:
-            # short sequences on CPU: three plain batched ops (scores with the causal mask added, softmax, weighted
-            # sum) beat the blocked flash kernel by 20-40% at T = 32, whose per-block bookkeeping dominates there
-            h = self.head_dim
-            mask = torch.full((T, T), float("-inf"), device=x.device, dtype=q.dtype).triu(1)
-            att = torch.baddbmm(mask, q.reshape(B * self.n_head, T, h), k.reshape(B * self.n_head, T, h).transpose(1, 2),
-                                alpha=1.0 / math.sqrt(h))
-            y = torch.bmm(att.softmax(-1), v.reshape(B * self.n_head, T, h)).view(B, self.n_head, T, h)
         elif S == T:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:  # queries are the last T of S positions: position i sees keys up to S - T + i
@@ -221,19 +210,9 @@ class GPT(nn.Module):
         for i, block in enumerate(self.blocks):
             x, w = block(x, rope, None if cache is None else cache[i], need_weights)
             weights.append(w)
-        x = self.ln_f(x)
-        logits = self.head(x)
+        logits = self.head(self.ln_f(x))
         loss = None
-        if targets is not None and idx.device.type == "cpu":
-            # the loss reads only the positions with a target (the answers: about 20% of a task row): the output
-            # projection and cross-entropy run on those rows alone, which the backward pass then follows; the mean
-            # is F.cross_entropy's with ignore_index. (Selecting rows is data-dependent, a host sync on a GPU,
-            # hence CPU only.)
-            flat = targets.reshape(-1)
-            rows = (flat != -100).nonzero().squeeze(1)
-            picked = self.head(x.reshape(B * T, -1).index_select(0, rows))
-            loss = F.cross_entropy(picked.float(), flat.index_select(0, rows))
-        elif targets is not None:
+        if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
         if need_weights:
             return logits, loss, weights

@@ -135,13 +135,13 @@ def matmul_peak_flops(device: torch.device) -> float:
 class Progress:
     """One progress line: step, loss, tokens/s and ETA (rewritten in place on a terminal)."""
 
-    def __init__(self, enabled: bool, name: str, total: int):
-        self.enabled, self.name, self.total = enabled, name, total
+    def __init__(self, enabled: bool, name: str, total: int, every: int):
+        self.enabled, self.name, self.total, self.every = enabled, name, total, every
         self.tty = sys.stderr.isatty()
 
     def update(self, step: int, loss: float, tps: float, eta_s: float) -> None:
-        if not self.enabled:
-            return
+        if not self.enabled or (not self.tty and step % self.every and step != self.total):
+            return  # in a log file: one line per log interval (not also at every early checkpoint)
         line = (f"{self.name} step {step}/{self.total} loss {loss:.4f} {tps:,.0f} tok/s "
                 f"ETA {time.strftime('%H:%M:%S', time.gmtime(max(0, eta_s)))}")
         print(("\r" + line + " " * 4) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
@@ -221,7 +221,7 @@ def train(cfg) -> dict:
     tracker = _make_tracker(cfg, rid, derived, tracker_id) if is_main else None
     probe_hook = _probe_hook(cfg, folder, tracker) if is_main else None
     ck_steps = set(ckpt.schedule(total, cfg.train.ckpt_log_until, cfg.train.ckpt_every))
-    progress = Progress(cfg.train.progress and is_main, rid, total)
+    progress = Progress(cfg.train.progress and is_main, rid, total, cfg.train.log_interval)
     peak = matmul_peak_flops(device) if is_main else float("nan")
     if is_main:
         write_status(folder, state="running", run_id=rid, started=status.get("started", time.time()), error="",

@@ -133,3 +133,22 @@ def test_budgets_resolve_to_steps(tiny):
     cfg = tiny("train.budget=tokens_per_param", "train.tokens_per_param=20")
     d = validate(cfg)
     assert d["tokens"] >= 20 * d["n_params"]
+
+
+def test_text_mixed_into_tasks(tiny, text_file):
+    from emergence.data import build_source
+    from emergence.tasks import VOCAB
+
+    cfg = tiny(f"data.text_path={text_file}", "data.text_weight=0.25", "train.batch_size=16")
+    src = build_source(cfg)
+    x, y = src.batch(0, 3, 16)
+    assert x.shape == (16, cfg.data.seq_len)
+    text_rows = [VOCAB.decode(r.tolist()) for r in x[-4:]]
+    corpus = text_file.read_text()
+    assert all(row in corpus for row in text_rows)  # the last quarter are windows of the text
+    assert (y[-4:] != -100).all() and (y[:12] == -100).any()  # text trains every token, tasks only answers
+    held = src.batch(0, 0, 16, split="heldout")[0][-4:]
+    cut = int(len(corpus) * 0.9)
+    assert all(VOCAB.decode(r.tolist()) in corpus[cut:] for r in held)
+    s = train(cfg)
+    assert s["state"] == "done"
