@@ -223,7 +223,7 @@ def _prepare(x, y, higher_is_better, seeds, stderr) -> _Curve:
     # so y is standardised: fits and thresholds then behave the same for a loss in nats or a proportion
     offset = float(np.median(ybar)) if n else 0.0
     scale = float(np.ptp(ybar)) if n and np.ptp(ybar) > 0 else 1.0
-    if not np.isfinite(scale) or scale <= 0:
+    if not np.isfinite(scale) or scale <= 0 or scale > 1e150:  # its square (a variance scale) must be finite too
         raise ValueError("y spans a range too large to represent; rescale the metric")
     ybar = (ybar - offset) / scale
     if seed_curves is not None:

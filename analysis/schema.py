@@ -121,7 +121,10 @@ def coerce(df: pd.DataFrame) -> pd.DataFrame:
     for col, dtype in COLUMNS.items():
         if dtype in ("Int64",):
             vals = pd.to_numeric(out[col], errors="raise")
-            if np.any(np.isfinite(vals) & (np.asarray(vals, dtype=float) % 1 != 0)):
+            as_float = np.asarray(vals, dtype=float)
+            if np.any(np.isinf(as_float)) or np.any(np.abs(as_float[np.isfinite(as_float)]) >= 2.0**63):
+                raise ValueError(f"column {col!r} must hold whole numbers, found an infinite or too large value")
+            if np.any(np.isfinite(as_float) & (as_float % 1 != 0)):
                 raise ValueError(f"column {col!r} must hold whole numbers")
             out[col] = vals.astype("Int64")
         elif dtype == "float64":

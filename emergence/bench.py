@@ -740,8 +740,18 @@ def print_report(result: dict, file=None) -> None:
             p(f"  {t['target']}: {t['value']:.2f} ({verdict})", file=file)
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
-    return {"cpu": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+    return {"cpu": f"{cpu_name()}, {os.cpu_count()} cores",
             "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "load_before": list(os.getloadavg())}
 

@@ -314,8 +314,8 @@ def train_seeds(cfg, seeds: list[int]) -> list[dict]:
     fresh = []
     for c in cfgs:
         folder = run_dir(c)
-        if read_status(folder).get("state") == "done" or ckpt.list_checkpoints(folder / "checkpoints"):
-            summaries[c.seed] = train(c)  # done: recognised and skipped; started: resumed on its own
+        if read_status(folder).get("state") in ("done", "diverged") or ckpt.list_checkpoints(folder / "checkpoints"):
+            summaries[c.seed] = train(c)  # finished: recognised and skipped; started: resumed on its own
         else:
             fresh.append(c)
     if not fresh:
@@ -333,6 +333,7 @@ def train_seeds(cfg, seeds: list[int]) -> list[dict]:
     folders = [run_dir(c) for c in fresh]
     for c, folder in zip(fresh, folders):
         (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+        ckpt.remove_stale_temporaries(folder, folder / "checkpoints")
         resolved = OmegaConf.to_container(c, resolve=True)
         resolved.pop("hydra", None)
         ckpt.atomic_write_bytes(folder / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)).encode())
@@ -346,7 +347,7 @@ def train_seeds(cfg, seeds: list[int]) -> list[dict]:
     trackers = [_make_tracker(c, rid, derived, None) for c, rid in zip(fresh, rids)]
     hooks = [_probe_hook(c, folder, t) for c, folder, t in zip(fresh, folders, trackers)]
     ck_steps = set(ckpt.schedule(total, cfg.train.ckpt_log_until, cfg.train.ckpt_every))
-    progress = Progress(cfg.train.progress, f"{cfg.model.name} x{S} seeds", total)
+    progress = Progress(cfg.train.progress, f"{cfg.model.name} x{S} seeds", total, cfg.train.log_interval)
     started = time.time()
     for c, folder, rid in zip(fresh, folders, rids):
         write_status(folder, state="running", run_id=rid, started=started, error="", pid=os.getpid(), steps=total)
@@ -382,9 +383,10 @@ def train_seeds(cfg, seeds: list[int]) -> list[dict]:
             payload["config"].pop("hydra", None)
             if cfg.train.ckpt_keep_optimizer:
                 payload["optimizer"] = tr.optimizer_state(i)
+            if log_rows[i]:  # the log first, as train() does: rows past a checkpoint are dropped on resume
+                pd.DataFrame(log_rows[i]).to_parquet(folders[i] / ".train_log.tmp.parquet", index=False)
+                os.replace(folders[i] / ".train_log.tmp.parquet", folders[i] / "train_log.parquet")
             path = ckpt.save(folders[i] / "checkpoints" / f"step_{step}.pt", payload)
-            pd.DataFrame(log_rows[i]).to_parquet(folders[i] / ".train_log.tmp.parquet", index=False)
-            os.replace(folders[i] / ".train_log.tmp.parquet", folders[i] / "train_log.parquet")
             if hooks[i] is not None:
                 hooks[i](path)
             if trackers[i] is not None:
@@ -402,6 +404,7 @@ def train_seeds(cfg, seeds: list[int]) -> list[dict]:
             micro = stack_batches(source, seeds_fresh, step, cfg.train.grad_accum, cfg.train.batch_size, device)
             losses, norms, lr = tr.step(micro)
             done_step = step + 1
+            ckpt.fault_point(f"step:{done_step}")
             window_tokens += tokens_per_step
             log_now = done_step % cfg.train.log_interval == 0 or done_step in ck_steps or done_step == total
             if log_now:  # the only host syncs, at log points, as in train()

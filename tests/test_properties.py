@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from analysis.backtest import backtest
@@ -85,7 +85,10 @@ def malformed(draw, tables):
     elif action == "dup_index":
         df.index = [0] * len(df)
     elif action == "inf":
-        df[draw(st.sampled_from([c for c in ("value", "tokens", "flops", "stderr", "step") if c in df]))] = np.inf
+        numeric = [c for c, t in COLUMNS.items() if t != "string" and c in df]
+        col = draw(st.sampled_from(numeric))
+        df[col] = df[col].astype(float)  # an infinity can only sit in a float column
+        df.loc[first, col] = draw(st.sampled_from([np.inf, -np.inf]))
     elif action == "negative":
         df["n_params"] = -df["n_params"]
     elif action == "status":
@@ -102,8 +105,17 @@ def malformed(draw, tables):
 # ---------------------------------------------------------------------------------------------------------------------
 # The results table itself.
 
+def one_run(values, stderr, **row):
+    """A results table of one run's checkpoints: `values` at steps 1, 2, 3, ... (for the explicit examples)."""
+    base = dict(sweep="s", run_id="r", model="m", n_params=1000, n_params_nonembed=500, n_layer=1, d_model=16,
+                seed=0, tokens=0.0, flops=0.0, task="a", metric="exact_match", n=64, status="ok")
+    return pd.DataFrame([{**base, "step": i + 1, "tokens": 1e3 * (i + 1), "value": v, "stderr": e, **row}
+                         for i, (v, e) in enumerate(zip(values, stderr))], columns=list(COLUMNS))
+
+
 @SETTINGS
 @given(malformed(results_tables()))
+@example(one_run([0.5], [0.1], step=np.inf))  # an infinite checkpoint number
 def test_validate_returns_the_schema_or_refuses_clearly(df):
     out = value_error_or(validate, df)
     if out is None:
@@ -119,8 +131,9 @@ def test_validate_returns_the_schema_or_refuses_clearly(df):
 # ---------------------------------------------------------------------------------------------------------------------
 # Views and backtests.
 
-@SETTINGS
-@given(malformed(results_tables(max_rows=30)), st.sampled_from(["tokens", "step", "flops"]))
+@settings(SETTINGS, max_examples=15)  # each table holds several within-run curves, each fitted and simulated
+@given(malformed(results_tables(max_rows=16)), st.sampled_from(["tokens", "step", "flops"]))
+@example(one_run([1e300, 0.0, 2.0, -1e300], [np.nan, 1.0, np.nan, np.nan]), "tokens")  # a range near float's limit
 def test_flag_transitions_on_random_and_malformed_tables(df, x):
     out = value_error_or(flag_transitions, df, x=x, **FAST)
     if out is None:

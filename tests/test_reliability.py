@@ -193,6 +193,20 @@ def test_probe_cli_names_the_bad_checkpoint_and_probes_the_rest(reference, tmp_p
 # with their error, the sweep exits non-zero, the analysis leaves them out and the report lists them; a rerun retries
 # only the failed and the missing runs.
 
+def test_a_diverged_run_is_final_and_the_command_says_so(tmp_path, capsys):
+    from emergence.cli import main
+
+    overrides = [*TINY, *SMALL, f"paths.results={tmp_path}"]
+    assert main(["train", *overrides, "train.nan_at_step=5"]) == 1
+    folder = run_dir(compose(overrides))
+    files = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", *overrides]) == 1  # not retrained: from step 4 it would diverge again
+    out = capsys.readouterr().out
+    assert "diverged earlier (loss became nan at step 6)" in out
+    assert {p: p.stat().st_mtime_ns for p in files} == files and valid_steps(folder) == [0, 1, 2, 4]
+
+
 # A fault for one grid point only, from the command line: the value is read from an environment variable named after
 # the point (train.fail_at_step and train.nan_at_step are not part of a run's identity, so run ids do not change).
 FAULTS = ["train.fail_at_step='${oc.decode:${oc.env:EMERGENCE_TEST_FAIL_${model.name}_${seed},-1}}'",
@@ -281,8 +295,18 @@ def probe_config(run: Path):
 
 
 def _probe_child(run, only, barrier):
+    """Probe `only` (None: every checkpoint) of `run` on slow storage: every read of a table takes half a second,
+    which widens the read-modify-write window that concurrent writers would race through."""
     from emergence.probe import probe_run
 
+    read = pd.read_parquet
+
+    def slow_read(*args, **kwargs):
+        out = read(*args, **kwargs)
+        time.sleep(0.5)
+        return out
+
+    pd.read_parquet = slow_read  # in this forked child only
     barrier.wait(timeout=120)
     probe_run(run, probe_config(run), only=only)
 
@@ -325,17 +349,24 @@ def copy_unprobed(run: Path, dest: Path) -> Path:
 def test_concurrent_probes_of_one_run_lose_no_rows_and_write_no_duplicates(reference, tmp_path):
     run = copy_unprobed(reference["folder"], tmp_path)
     paths = [p for _, p in ckpt.list_checkpoints(run / "checkpoints")]
+    cols = [*PROBE_KEYS, "value", "status"]
+    n_instances = len(pd.read_parquet(reference["folder"] / "instances.parquet"))
+
+    def check():  # every row of the uninterrupted run's probing, each once
+        probes = pd.read_parquet(run / "probes.parquet")
+        assert not probes.duplicated(["run_id", *PROBE_KEYS]).any()
+        pd.testing.assert_frame_equal(probes.sort_values(PROBE_KEYS, ignore_index=True)[cols],
+                                      reference["probes"][cols])
+        instances = pd.read_parquet(run / "instances.parquet")
+        assert len(instances) == n_instances
+        assert not instances.duplicated(["run_id", "step", "task", "example_id"]).any()
+
     # three processes probe different checkpoints of the same run at the same moment
     join_all(start_together(_probe_child, [(run, paths[i::3]) for i in range(3)])[0])
+    check()
     # then two processes probe everything at once: all is done already, so nothing may be added twice
     join_all(start_together(_probe_child, [(run, None), (run, None)])[0])
-    probes = pd.read_parquet(run / "probes.parquet")
-    assert not probes.duplicated(["run_id", *PROBE_KEYS]).any()
-    cols = [*PROBE_KEYS, "value", "status"]
-    pd.testing.assert_frame_equal(probes.sort_values(PROBE_KEYS, ignore_index=True)[cols], reference["probes"][cols])
-    instances = pd.read_parquet(run / "instances.parquet")
-    assert not instances.duplicated(["run_id", "step", "task", "example_id"]).any()
-    assert len(instances) == len(pd.read_parquet(reference["folder"] / "instances.parquet"))
+    check()
 
 
 def fake_sweep(root: Path, n_runs: int = 3, n_steps: int = 400) -> Path:
