@@ -42,14 +42,24 @@ def lr_at(step: int, total: int, peak: float, warmup: int, min_ratio: float) -> 
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas, device_type: str):
-    """AdamW with weight decay on matrices and embeddings only; biases and LayerNorm parameters are not decayed."""
+    """AdamW with weight decay on matrices and embeddings only; biases and LayerNorm parameters are not decayed.
+
+    The fused implementation (one kernel per parameter group for the whole update) on CUDA, and on CPU where torch
+    has it (2.4 and later): at the smallest sizes the optimizer is a fifth of a CPU training step, and fused is
+    about 3x faster than foreach there (`emergence bench`)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    extra = {"fused": True} if device_type == "cuda" else {"foreach": True}
+    fused = device_type == "cuda" or (device_type == "cpu" and _torch_at_least(2, 4))
+    extra = {"fused": True} if fused else {"foreach": True}
     return torch.optim.AdamW(groups, lr=lr, betas=betas, **extra)
+
+
+def _torch_at_least(major: int, minor: int) -> bool:
+    parts = torch.__version__.split("+")[0].split(".")
+    return (int(parts[0]), int(parts[1])) >= (major, minor)
 
 
 def pick_device(cfg) -> torch.device:
@@ -276,36 +286,41 @@ def train(cfg) -> dict:
             for path in unprobed_checkpoints(folder):
                 probe_hook(path)
         model.train()
+        # the loop reads plain values: one attribute of an OmegaConf config costs about 20 us, and the dozen read
+        # per step were 8% of the smallest sizes' step
+        t = OmegaConf.to_container(cfg.train, resolve=True) if not isinstance(cfg.train, dict) else dict(cfg.train)
+        seed, accum, batch_size, log_interval = int(cfg.seed), t["grad_accum"], t["batch_size"], t["log_interval"]
+        clip = t["grad_clip"] if t["grad_clip"] > 0 else float("inf")
+        params = list(model.parameters())
         window_t, window_tokens = time.perf_counter(), 0
         for step in range(start_step, total):
-            lr = lr_at(step, total, derived["lr"], cfg.train.warmup_steps, cfg.train.min_lr_ratio)
+            lr = lr_at(step, total, derived["lr"], t["warmup_steps"], t["min_lr_ratio"])
             for group in opt.param_groups:
                 group["lr"] = lr
             loss_sum = torch.zeros((), device=device)
-            for micro in range(cfg.train.grad_accum):
-                x, y = source.batch(cfg.seed, step * cfg.train.grad_accum + micro, cfg.train.batch_size)
+            for micro in range(accum):
+                x, y = source.batch(seed, step * accum + micro, batch_size)
                 if world > 1:  # each rank takes its share of the same global batch
                     x, y = x[rank::world], y[rank::world]
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 with amp:
                     _, loss = train_model(x, y)
-                if step == cfg.train.nan_at_step:
+                if step == t["nan_at_step"]:
                     loss = loss * float("nan")
-                (loss / cfg.train.grad_accum).backward()
+                (loss / accum).backward()
                 loss_sum += loss.detach()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                   cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf"))
+            gnorm = torch.nn.utils.clip_grad_norm_(params, clip)
             done_step = step + 1
-            log_now = done_step % cfg.train.log_interval == 0 or done_step in ck_steps or done_step == total
+            log_now = done_step % log_interval == 0 or done_step in ck_steps or done_step == total
             if log_now:  # the only host syncs of the step, and only at log points
-                last_loss = float(loss_sum) / cfg.train.grad_accum
+                last_loss = float(loss_sum) / accum
                 if not math.isfinite(last_loss) or not math.isfinite(float(gnorm)):
                     raise Diverged(f"loss became {last_loss} at step {done_step}")
             opt.step()
             opt.zero_grad(set_to_none=True)
             ckpt.fault_point(f"step:{done_step}")
             window_tokens += tokens_per_step
-            if step == cfg.train.fail_at_step:
+            if step == t["fail_at_step"]:
                 raise RuntimeError(f"injected failure at step {step} (train.fail_at_step)")
             if log_now:
                 now = time.perf_counter()
@@ -322,7 +337,7 @@ def train(cfg) -> dict:
                     tracker.log({"train/loss": last_loss, "train/lr": lr, "train/grad_norm": float(gnorm),
                                  "train/tokens_per_s": tps, "train/mfu": tps * fpt / peak,
                                  "tokens": row["tokens"], "flops": row["flops"]}, step=done_step)
-            if done_step in ck_steps or (cfg.train.eval_interval and done_step % cfg.train.eval_interval == 0):
+            if done_step in ck_steps or (t["eval_interval"] and done_step % t["eval_interval"] == 0):
                 val = heldout_loss(model, source, cfg, device, amp)
                 if done_step in ck_steps:
                     save_checkpoint(done_step, wall_before + time.perf_counter() - t0, val)
