@@ -247,7 +247,6 @@ def _score(models, chi2_min: list[np.ndarray], n: int, measured: bool):
 
     Returns dict with bic (M, B), aicc (M, B), c (B,), best smooth / jump indices (B,) and delta_bic (B,).
     """
-    M = len(models)
     C2 = np.stack(chi2_min)  # (M, B)
     p = np.array([m.p for m in models])[:, None]
     eligible = (n - p[:, 0]) >= 1

@@ -13,7 +13,6 @@ probability that sampling reproduces the answer, at any resolution.
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pandas as pd

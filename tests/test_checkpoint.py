@@ -1,6 +1,5 @@
 """Checkpoints: schedule, atomic write, checksum refusal, fallback, weights_only safety."""
 import os
-import pickle
 
 import pytest
 import torch
