@@ -430,3 +430,26 @@ def test_reader_joins_records_split_across_blocks_and_detects_corruption(tmp_pat
     bad.write_bytes(b"NOTWANDB" + bytes(raw[8:]))
     with pytest.raises(CorruptFile, match="header"):
         list(iter_payloads(bad))
+
+
+@pytest.mark.slow
+def test_sweep_with_wandb_offline_gives_one_group_of_train_runs_and_an_analysis_run(tmp_path):
+    """The whole sweep, read back: one train run per grid point and the analysis run, all in the sweep's group."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "emergence", "sweep", "experiment=smoke", "train.max_steps=8",
+                        "train.ckpt_log_until=2", "train.ckpt_every=4", "probe.n=8", "probe.generate_n=2",
+                        "tracker=wandb", "tracker.mode=offline", f"paths.results={tmp_path}"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    runs = wait_for_runs(tmp_path / "smoke" / "wandb", 5, prefix="offline-run")
+    train_runs = [r for r in runs if r.job_type == "train"]
+    [analysis] = [r for r in runs if r.job_type == "analysis"]
+    assert len(train_runs) == 4 and {r.group for r in runs} == {"smoke"}
+    assert sorted(r.config["model"]["name"] for r in train_runs) == ["l1d12", "l1d16", "l1d24", "l1d8"]
+    for r in train_runs:
+        assert r.steps("probe/copy/exact_match") == [0, 1, 2, 4, 8] and r.exit_code == 0
+    flags = analysis.table("analysis/flags")
+    assert "verdict" in flags["columns"] and len(flags["data"]) > 0
+    assert any(a.type == "report" for a in analysis.artifacts)
