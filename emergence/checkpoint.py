@@ -110,6 +110,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         pass
 
 
+def atomic_write_parquet(df, path: Path) -> None:
+    """Write a DataFrame as parquet to a temporary file, then rename it over `path`: readers see the old table or
+    the new one, never half of one. On an error (a full disk) the previous file is intact and the message says so."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise OSError(f"could not write {path}: {e}; the previous file is intact") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save(path: Path, payload: dict) -> Path:
     """Serialise `payload` with a checksum header and write it atomically."""
     buf = io.BytesIO()

@@ -14,8 +14,8 @@ idempotent; a lock file serialises concurrent probes of one run.
 from __future__ import annotations
 
 import math
-import os
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -154,23 +154,12 @@ def _rows_frame(rows: list[dict]) -> pd.DataFrame:
     return coerce(pd.DataFrame(rows))[list(COLUMNS)]
 
 
-def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except OSError as e:  # a full disk, say: name the file and say that the previous one is intact
-        raise OSError(f"could not write {path}: {e}; the previous file is intact") from e
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _append(path: Path, new: pd.DataFrame, keys: list[str]) -> None:
     if not len(new):
         return
     if path.exists():
         new = pd.concat([pd.read_parquet(path), new], ignore_index=True).drop_duplicates(keys, keep="last")
-    _atomic_parquet(new, path)
+    ckpt.atomic_write_parquet(new, path)
 
 
 def unprobed_checkpoints(run_dir: Path) -> list[Path]:
@@ -179,6 +168,17 @@ def unprobed_checkpoints(run_dir: Path) -> list[Path]:
     probes_path = run_dir / "probes.parquet"
     done = set(pd.read_parquet(probes_path, columns=["step"])["step"].astype(int)) if probes_path.exists() else set()
     return [p for s, p in ckpt.list_checkpoints(run_dir / "checkpoints") if s not in done]
+
+
+@lru_cache(maxsize=64)
+def probe_set(name: str, n: int, seed: int):
+    """A task's fixed held-out probe examples (the same for every checkpoint, so built once per process)."""
+    from emergence.tasks import get_task
+
+    arrays = get_task(name).heldout_set(n, seed)
+    for a in arrays:
+        a.flags.writeable = False  # shared between checkpoints: nobody may change it in place
+    return arrays
 
 
 def probe_tasks_for(run_cfg: dict, probe_cfg) -> list[str]:
@@ -191,7 +191,7 @@ def probe_tasks_for(run_cfg: dict, probe_cfg) -> list[str]:
 def probe_run(run_dir: Path, probe_cfg, *, only: list[Path] | None = None, task_suite=None,
               device: str = "cpu") -> pd.DataFrame:
     """Probe the checkpoints of a run that are not yet probed (or just `only`); return the new rows."""
-    from emergence.tasks import VOCAB, get_task
+    from emergence.tasks import VOCAB
 
     run_dir = Path(run_dir)
     with FileLock(str(run_dir / ".probe.lock")):
@@ -233,15 +233,14 @@ def probe_run(run_dir: Path, probe_cfg, *, only: list[Path] | None = None, task_
             for name in wanted:
                 if name in ("lm", MECHANISTIC):
                     continue
-                task = get_task(name)
-                prompts, answers, ids = task.heldout_set(probe_cfg.n, probe_cfg.seed)
+                prompts, answers, ids = probe_set(name, probe_cfg.n, probe_cfg.seed)
                 new_rows, inst, samp = score_task(model, name, prompts, answers, ids, probe_cfg, VOCAB, device)
                 rows += [{**base, **r} for r in new_rows]
                 instances.append(inst.assign(run_id=state["run_id"], step=step))
                 samples.append(samp.assign(run_id=state["run_id"], step=step, model=base["model"],
                                            n_params=base["n_params"], seed=base["seed"]))
             if MECHANISTIC in wanted:
-                vocab_ids = np.array([VOCAB.encode(c)[0] for c in VOCAB.chars], dtype=np.int64) if not text_run \
+                vocab_ids = VOCAB.ids(VOCAB.chars) if not text_run \
                     else np.arange(32, 127, dtype=np.int64)
                 for metric, v in mechanistic_scores(model, vocab_ids, device, seed=probe_cfg.seed).items():
                     ok = math.isfinite(v)

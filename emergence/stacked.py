@@ -384,8 +384,7 @@ def train_seeds(cfg, seeds: list[int]) -> list[dict]:
             if cfg.train.ckpt_keep_optimizer:
                 payload["optimizer"] = tr.optimizer_state(i)
             if log_rows[i]:  # the log first, as train() does: rows past a checkpoint are dropped on resume
-                pd.DataFrame(log_rows[i]).to_parquet(folders[i] / ".train_log.tmp.parquet", index=False)
-                os.replace(folders[i] / ".train_log.tmp.parquet", folders[i] / "train_log.parquet")
+                ckpt.atomic_write_parquet(pd.DataFrame(log_rows[i]), folders[i] / "train_log.parquet")
             path = ckpt.save(folders[i] / "checkpoints" / f"step_{step}.pt", payload)
             if hooks[i] is not None:
                 hooks[i](path)

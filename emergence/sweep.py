@@ -331,12 +331,12 @@ def _alive(pid) -> bool:
 def aggregate(folder: Path) -> dict[str, int]:
     """Merge the runs' files into the sweep's tables, atomically and under a lock (two aggregations at once lose no
     rows and write no duplicates). Rows of runs that diverged or failed keep their status."""
-    from emergence.probe import _atomic_parquet
+    from emergence.checkpoint import atomic_write_parquet
 
     folder = Path(folder)
     with FileLock(str(folder / ".aggregate.lock")):
         runs = load_runs(folder)
-        _atomic_parquet(runs, folder / "runs.parquet")
+        atomic_write_parquet(runs, folder / "runs.parquet")
         counts = {}
         for name in ("probes", "instances", "samples", "train_log"):
             parts = []
@@ -352,7 +352,7 @@ def aggregate(folder: Path) -> dict[str, int]:
             out = "results" if name == "probes" else name
             if parts:
                 df = pd.concat(parts, ignore_index=True)
-                _atomic_parquet(df, folder / f"{out}.parquet")
+                atomic_write_parquet(df, folder / f"{out}.parquet")
                 counts[out] = len(df)
             else:
                 counts[out] = 0

@@ -190,11 +190,11 @@ def train(cfg) -> dict:
     fpt = derived["flops_per_token"]
     ckdir = folder / "checkpoints"
     is_main = rank == 0
+    resolved = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
+    resolved.pop("hydra", None)  # what config.yaml and every checkpoint record
     if is_main:
         ckdir.mkdir(parents=True, exist_ok=True)
         ckpt.remove_stale_temporaries(folder, ckdir)
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        resolved.pop("hydra", None)
         cfg_text = OmegaConf.to_yaml(OmegaConf.create(resolved))
         ckpt.atomic_write_bytes(folder / "config.yaml", cfg_text.encode())
 
@@ -243,7 +243,7 @@ def train(cfg) -> dict:
         payload = {
             "model": model.state_dict(),
             "model_config": gc.to_dict(),
-            "config": OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg,
+            "config": resolved,
             "run_id": rid,
             "step": step,
             "tokens": step * tokens_per_step,
@@ -259,12 +259,10 @@ def train(cfg) -> dict:
             "format_version": ckpt.FORMAT_VERSION,
             "tracker_id": tracker.id if tracker is not None else None,
         }
-        payload["config"].pop("hydra", None)
         if cfg.train.ckpt_keep_optimizer:
             payload["optimizer"] = opt.state_dict()
         if log_rows:  # the log first: a kill between the two leaves rows past the checkpoint, dropped on resume
-            pd.DataFrame(log_rows).to_parquet(folder / ".train_log.tmp.parquet", index=False)
-            os.replace(folder / ".train_log.tmp.parquet", folder / "train_log.parquet")
+            ckpt.atomic_write_parquet(pd.DataFrame(log_rows), folder / "train_log.parquet")
         path = ckpt.save(ckdir / f"step_{step}.pt", payload)
         if probe_hook is not None:
             probe_hook(path)
