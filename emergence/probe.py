@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -191,80 +192,169 @@ def probe_tasks_for(run_cfg: dict, probe_cfg) -> list[str]:
 def probe_run(run_dir: Path, probe_cfg, *, only: list[Path] | None = None, task_suite=None,
               device: str = "cpu") -> pd.DataFrame:
     """Probe the checkpoints of a run that are not yet probed (or just `only`); return the new rows."""
-    from emergence.tasks import VOCAB
-
     run_dir = Path(run_dir)
     with FileLock(str(run_dir / ".probe.lock")):
-        probes_path = run_dir / "probes.parquet"
-        done: set[tuple[int, str]] = set()
-        if probes_path.exists():
-            old = pd.read_parquet(probes_path, columns=["step", "task"])
-            done = set(zip(old["step"].astype(int), old["task"].astype(str)))
         files = [(int(ckpt.STEP_FILE.match(p.name).group(1)), Path(p)) for p in only] if only else \
             ckpt.list_checkpoints(run_dir / "checkpoints")
-        if probe_cfg.steps:
-            files = [(s, p) for s, p in files if s in set(probe_cfg.steps)]
-        rows, instances, samples = [], [], []
-        for step, path in files:
+        probed = Probed()
+        probe_checkpoints(files, probe_cfg, probed_pairs(run_dir), probed, device)
+        new, instances, samples = probed.frames()
+        write_probes(run_dir, new, instances, samples)
+        return new
+
+
+def probed_pairs(run_dir: Path) -> set[tuple[int, str]]:
+    """(step, task) pairs that `probes.parquet` already holds."""
+    probes_path = Path(run_dir) / "probes.parquet"
+    if not probes_path.exists():
+        return set()
+    old = pd.read_parquet(probes_path, columns=["step", "task"])
+    return set(zip(old["step"].astype(int), old["task"].astype(str)))
+
+
+def write_probes(run_dir: Path, new: pd.DataFrame, instances: pd.DataFrame, samples: pd.DataFrame) -> None:
+    """Merge new rows into the run's three probe files (a row probed again replaces the old one). The caller holds
+    the run's probe lock."""
+    run_dir = Path(run_dir)
+    _append(run_dir / "probes.parquet", new, ["run_id", "step", "task", "metric"])
+    _append(run_dir / "instances.parquet", instances, ["run_id", "step", "task", "example_id"])
+    _append(run_dir / "samples.parquet", samples, ["run_id", "step", "task", "example_id"])
+
+
+class Probed:
+    """What probing produced and nothing has written yet: tidy rows, and per-example instance and sample columns.
+    Tables are made once, in `frames()` (a pandas table per checkpoint and task cost more than the scoring at the
+    smallest sizes)."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+        self.instances: list[dict] = []
+        self.samples: list[dict] = []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        return _rows_frame(self.rows), _concat_columns(self.instances), _concat_columns(self.samples)
+
+
+def _concat_columns(parts: list[dict]) -> pd.DataFrame:
+    """One table from column dicts with the same keys (values: numpy arrays, or lists of strings)."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return pd.DataFrame()
+    return pd.DataFrame({k: [v for p in parts for v in p[k]] if isinstance(parts[0][k], list)
+                         else np.concatenate([p[k] for p in parts]) for k in parts[0]})
+
+
+def probe_checkpoints(files: list[tuple[int, Path]], probe_cfg, done: set[tuple[int, str]], out: Probed,
+                      device="cpu", states: dict[int, dict] | None = None) -> list[dict]:
+    """Score checkpoints `files` [(step, path)] on every (step, task) pair not in `done` (which is updated), adding
+    to `out`; return the new tidy rows. `states` {step: checkpoint payload} stands in for reading a file back
+    (inline probing scores the payload it has just written)."""
+    from emergence.tasks import VOCAB
+
+    if probe_cfg.steps:
+        files = [(s, p) for s, p in files if s in set(probe_cfg.steps)]
+    first = len(out.rows)
+    for step, path in files:
+        state = (states or {}).get(step)
+        if state is None:
             try:
                 state = ckpt.load(path)
             except ckpt.CheckpointError as e:
                 print(f"warning: {e}; skipping it and probing the rest", file=sys.stderr)
                 continue
-            run_cfg = state["config"]
-            text_run = run_cfg["data"]["source"] == "text"
-            tasks = [] if text_run else probe_tasks_for(run_cfg, probe_cfg)
-            wanted = [t for t in ["lm", *tasks, *([MECHANISTIC] if probe_cfg.mechanistic else [])]
-                      if (step, t) not in done]
-            if not wanted:
-                continue
-            model = load_model(state, device)
-            base = {"sweep": run_cfg["sweep"]["name"], "run_id": state["run_id"], "model": run_cfg["model"]["name"],
-                    "n_params": state["n_params"], "n_params_nonembed": state["n_params_nonembed"],
-                    "n_layer": state["model_config"]["n_layer"], "d_model": state["model_config"]["d_model"],
-                    "seed": state["seed"], "step": step, "tokens": float(state["tokens"]),
-                    "flops": float(state["flops"])}
-            if "lm" in wanted:
-                v = state.get("val_loss", float("nan"))
-                ok = v is not None and math.isfinite(v)
-                rows.append({**base, "task": "lm", "metric": "loss", "value": v if ok else float("nan"),
+        run_cfg = state["config"]
+        text_run = run_cfg["data"]["source"] == "text"
+        tasks = [] if text_run else probe_tasks_for(run_cfg, probe_cfg)
+        wanted = [t for t in ["lm", *tasks, *([MECHANISTIC] if probe_cfg.mechanistic else [])]
+                  if (step, t) not in done]
+        if not wanted:
+            continue
+        done.update((step, t) for t in wanted)
+        model = load_model(state, device)
+        base = {"sweep": run_cfg["sweep"]["name"], "run_id": state["run_id"], "model": run_cfg["model"]["name"],
+                "n_params": state["n_params"], "n_params_nonembed": state["n_params_nonembed"],
+                "n_layer": state["model_config"]["n_layer"], "d_model": state["model_config"]["d_model"],
+                "seed": state["seed"], "step": step, "tokens": float(state["tokens"]),
+                "flops": float(state["flops"])}
+        if "lm" in wanted:
+            v = state.get("val_loss", float("nan"))
+            ok = v is not None and math.isfinite(v)
+            out.rows.append({**base, "task": "lm", "metric": "loss", "value": v if ok else float("nan"),
                              "stderr": float("nan"), "n": run_cfg["train"]["eval_batches"] *
                              run_cfg["train"]["batch_size"], "status": "ok" if ok else "not_measured"})
-            for name in wanted:
-                if name in ("lm", MECHANISTIC):
-                    continue
-                prompts, answers, ids = probe_set(name, probe_cfg.n, probe_cfg.seed)
-                new_rows, inst, samp = score_task(model, name, prompts, answers, ids, probe_cfg, VOCAB, device)
-                rows += [{**base, **r} for r in new_rows]
-                instances.append(inst.assign(run_id=state["run_id"], step=step))
-                samples.append(samp.assign(run_id=state["run_id"], step=step, model=base["model"],
-                                           n_params=base["n_params"], seed=base["seed"]))
-            if MECHANISTIC in wanted:
-                vocab_ids = VOCAB.ids(VOCAB.chars) if not text_run \
-                    else np.arange(32, 127, dtype=np.int64)
-                for metric, v in mechanistic_scores(model, vocab_ids, device, seed=probe_cfg.seed).items():
-                    ok = math.isfinite(v)
-                    rows.append({**base, "task": MECHANISTIC, "metric": metric, "value": v if ok else float("nan"),
+        for name in wanted:
+            if name in ("lm", MECHANISTIC):
+                continue
+            prompts, answers, ids = probe_set(name, probe_cfg.n, probe_cfg.seed)
+            new_rows, inst, samp = score_task(model, name, prompts, answers, ids, probe_cfg, VOCAB, device)
+            out.rows += [{**base, **r} for r in new_rows]
+            if inst:
+                n = len(inst["example_id"])
+                out.instances.append({**inst, "run_id": [state["run_id"]] * n, "step": np.full(n, step)})
+            if samp:
+                k = len(samp["example_id"])
+                out.samples.append({**samp, "run_id": [state["run_id"]] * k, "step": np.full(k, step),
+                                    "model": [base["model"]] * k, "n_params": np.full(k, base["n_params"]),
+                                    "seed": np.full(k, base["seed"])})
+        if MECHANISTIC in wanted:
+            vocab_ids = VOCAB.ids(VOCAB.chars) if not text_run \
+                else np.arange(32, 127, dtype=np.int64)
+            for metric, v in mechanistic_scores(model, vocab_ids, device, seed=probe_cfg.seed).items():
+                ok = math.isfinite(v)
+                out.rows.append({**base, "task": MECHANISTIC, "metric": metric, "value": v if ok else float("nan"),
                                  "stderr": float("nan"), "n": 64, "status": "ok" if ok else "not_measured"})
-        new = _rows_frame(rows)
-        _append(probes_path, new, ["run_id", "step", "task", "metric"])
-        if instances:
-            _append(run_dir / "instances.parquet", pd.concat(instances, ignore_index=True),
-                    ["run_id", "step", "task", "example_id"])
-        if samples:
-            _append(run_dir / "samples.parquet", pd.concat(samples, ignore_index=True),
-                    ["run_id", "step", "task", "example_id"])
+    return out.rows[first:]
+
+
+class InlineProber:
+    """Inline probing for the trainer: each checkpoint is scored as it is written (from the payload in memory, and
+    its rows returned at once, for the tracker), and the rows are written to the run's files at most every
+    `flush_s` seconds and at `flush()`.
+
+    Reading the checkpoint back and writing three parquet files per checkpoint (read, merge, write) cost more than
+    the scoring itself at the smallest sizes. Rows not yet written when a process dies are not lost: their
+    checkpoints are on disk with no probe rows, and the resumed run probes them again (`unprobed_checkpoints`)."""
+
+    def __init__(self, run_dir: Path, probe_cfg, flush_s: float = 30.0, device="cpu"):
+        self.run_dir, self.cfg, self.flush_s, self.device = Path(run_dir), probe_cfg, flush_s, device
+        self.done = probed_pairs(self.run_dir)
+        self.pending = Probed()
+        self.last_flush = time.perf_counter()
+        self.seconds = 0.0  # time spent probing and writing, for the run's status
+
+    def __call__(self, path: Path, state: dict | None = None) -> list[dict]:
+        t0 = time.perf_counter()
+        step = int(ckpt.STEP_FILE.match(Path(path).name).group(1))
+        with torch.random.fork_rng(devices=[]):  # building a model draws an initialisation: keep it out of the
+            new = probe_checkpoints([(step, Path(path))], self.cfg, self.done, self.pending, self.device,  # run's
+                                    states=None if state is None else {step: state})  # RNG stream
+        if time.perf_counter() - self.last_flush >= self.flush_s:
+            self.flush()
+        self.seconds += time.perf_counter() - t0
         return new
+
+    def flush(self) -> None:
+        t0 = time.perf_counter()
+        if len(self.pending):
+            with FileLock(str(self.run_dir / ".probe.lock")):
+                write_probes(self.run_dir, *self.pending.frames())
+            self.pending = Probed()
+        self.last_flush = time.perf_counter()
+        self.seconds += self.last_flush - t0
 
 
 def score_task(model, name, prompts, answers, ids, probe_cfg, vocab, device):
-    """All metrics of one task at one checkpoint: tidy rows, per-example instances and a few sample answers."""
+    """All metrics of one task at one checkpoint: tidy rows, per-example instances and a few sample answers (the
+    last two as columns, {name: array or list}; `Probed.frames` makes the tables)."""
     n = len(prompts)
     if n == 0:
         rows = [{"task": name, "metric": m, "value": float("nan"), "stderr": float("nan"), "n": 0,
                  "status": "not_measured"} for m in ("exact_match", "token_accuracy", "answer_nll", "brier",
                                                      "edit_distance")]
-        return rows, pd.DataFrame(), pd.DataFrame()
+        return rows, {}, {}
     from emergence.tasks.base import join_examples
 
     tokens, is_answer, _ = join_examples(prompts, answers)  # exactly the rows the training stream packs
@@ -292,16 +382,16 @@ def score_task(model, name, prompts, answers, ids, probe_cfg, vocab, device):
     dist = levenshtein(pa, la, pb, lb) / np.maximum(np.maximum(la, lb), 1)
     rows.append({"metric": "edit_distance", "value": float(dist.mean()), "stderr": sem(dist), "n": g})
     rows = [{"task": name, "status": "ok", **r} for r in rows]
-    inst = pd.DataFrame({"task": name, "example_id": np.asarray(ids, dtype=np.int64),
-                         "answer_logprob": s["logprob"], "exact": s["exact"].astype(bool)})
+    inst = {"task": [name] * n, "example_id": np.asarray(ids, dtype=np.int64),
+            "answer_logprob": np.asarray(s["logprob"]), "exact": s["exact"].astype(bool)}
     k = min(probe_cfg.samples, g)
-    samp = pd.DataFrame({
-        "task": name, "example_id": np.asarray(ids[:k], dtype=np.int64),
+    samp = {
+        "task": [name] * k, "example_id": np.asarray(ids[:k], dtype=np.int64),
         "prompt": [vocab.decode(p[p != vocab.pad]) for p in prompts[:k]],
         "target": [vocab.decode(t) for t in target[:k]],
         "output": [vocab.decode(o) for o in outs[:k]],
         "correct": [bool(np.array_equal(o, t)) for o, t in zip(outs[:k], target[:k])],
-    })
+    }
     return rows, inst, samp
 
 

@@ -27,6 +27,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 
 import pandas as pd
 import torch
@@ -34,6 +35,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from emergence.model import GPT, GPTConfig, apply_rotary, rotary_tables
+from emergence.optim import FlatAdamW
+
+# A stacked parameter is a seed-strided view of its group's (seeds, n) buffer, and so is its gradient: autograd adds each
+# step's gradient into that view in place, as intended, but warns that the two are not dense. Only that warning.
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
 
 def _key(name: str) -> str:
@@ -138,36 +144,14 @@ class StackedGPT(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------------
 # Optimizer and clipping, per seed.
 
-def stacked_optimizer(stack: StackedGPT, lr: float, weight_decay: float, betas, device_type: str,
-                      like: torch.optim.Optimizer | None = None) -> torch.optim.AdamW:
-    """AdamW with `make_optimizer`'s grouping (decay on what is a matrix or embedding in `GPT`, judged by the
-    un-stacked dimension) and its implementation flags (foreach / fused), read from `like` (an optimizer that
-    `make_optimizer` built) so the two stay the same."""
-    decay = [p for n, p in stack.named_stacked() if stack.orig_dim[n] >= 2]
-    no_decay = [p for n, p in stack.named_stacked() if stack.orig_dim[n] < 2]
-    flags = {}
-    if like is not None:
-        flags = {k: like.defaults[k] for k in ("foreach", "fused") if like.defaults.get(k)}
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, **flags)
-
-
-@torch.no_grad()
-def clip_per_seed(stack: StackedGPT, max_norm: float) -> torch.Tensor:
-    """Clip each seed's gradient to global norm `max_norm` on its own; return the S norms before clipping.
-
-    Each seed gets `torch.nn.utils.clip_grad_norm_`'s rule: total = || (||g_p||_2 for every parameter p) ||_2,
-    then g *= min(1, max_norm / (total + 1e-6))."""
-    grads = [p.grad for _, p in stack.named_stacked() if p.grad is not None]
-    S = stack.S
-    norms = torch.stack([torch.linalg.vector_norm(g.reshape(S, -1), 2, dim=1) for g in grads])  # (P, S)
-    total = torch.linalg.vector_norm(norms, 2, dim=0)  # (S,)
-    if math.isinf(max_norm):
-        return total
-    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(coef.view(S, *([1] * (g.dim() - 1))))
-    return total
+def stacked_optimizer(stack: StackedGPT, lr: float, weight_decay: float, betas, device_type: str) -> FlatAdamW:
+    """`make_optimizer`'s AdamW for a stack: the same grouping (decay on what is a matrix or embedding in `GPT`,
+    judged by the un-stacked dimension), the same kernel, over flat buffers with a seed axis, so each seed's
+    gradient is clipped on its own (`FlatAdamW.clip`: `torch.nn.utils.clip_grad_norm_`'s rule per seed)."""
+    named = stack.named_stacked()
+    groups = [([p for n, p in named if stack.orig_dim[n] >= 2], weight_decay),
+              ([p for n, p in named if stack.orig_dim[n] < 2], 0.0)]
+    return FlatAdamW(groups, lr, betas, device_type, seeds=stack.S)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -191,15 +175,12 @@ class StackedTrainer:
     def __init__(self, gc: GPTConfig, seeds: list[int], *, lr: float, weight_decay: float, betas, grad_clip: float,
                  total_steps: int, warmup_steps: int, min_lr_ratio: float, device="cpu", amp=None,
                  compile: bool = False):
-        from emergence.train import make_optimizer
-
         device = torch.device(device)
         self.seeds = [int(s) for s in seeds]
         models, self.rng_after_init = build_models(gc, self.seeds, device)
         self.stack = StackedGPT(models).to(device)
-        template = make_optimizer(models[0], lr, weight_decay, betas, device.type)
-        self.opt = stacked_optimizer(self.stack, lr, weight_decay, betas, device.type, like=template)
-        self.template_model, self.template_opt = models[0], template
+        self.opt = stacked_optimizer(self.stack, lr, weight_decay, betas, device.type)
+        self.template_model = models[0]
         self.peak_lr, self.grad_clip = lr, grad_clip
         self.total, self.warmup, self.min_ratio = total_steps, warmup_steps, min_lr_ratio
         self.amp = amp
@@ -212,8 +193,7 @@ class StackedTrainer:
         from emergence.train import lr_at
 
         lr = lr_at(self.step_count, self.total, self.peak_lr, self.warmup, self.min_ratio)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
+        self.opt.set_lr(lr)
         k = len(micro_batches)
         loss_sum = None
         for x, y in micro_batches:
@@ -221,9 +201,9 @@ class StackedTrainer:
                 losses = self.forward(x, y)
             (losses.sum() / k).backward()
             loss_sum = losses.detach() if loss_sum is None else loss_sum + losses.detach()
-        norms = clip_per_seed(self.stack, self.grad_clip if self.grad_clip > 0 else float("inf"))
+        norms = self.opt.clip(self.grad_clip if self.grad_clip > 0 else float("inf"))
         self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad()
         self.step_count += 1
         return loss_sum / k, norms, lr
 
@@ -245,12 +225,7 @@ class StackedTrainer:
     def optimizer_state(self, i: int) -> dict:
         """Seed i's AdamW state as the optimizer `make_optimizer` builds for one run would hold it, so `train()` can
         resume the run from this checkpoint. Parameter order is the same: both list GPT's parameters in order."""
-        sd = self.opt.state_dict()
-        state = {}
-        for idx, st in sd["state"].items():
-            state[idx] = {k: (v[i].clone() if torch.is_tensor(v) and v.dim() > 0 else
-                              (v.clone() if torch.is_tensor(v) else v)) for k, v in st.items()}
-        return {"state": state, "param_groups": [dict(g) for g in sd["param_groups"]]}
+        return self.opt.state_dict(seed=i)
 
 
 class _null:
@@ -387,7 +362,7 @@ def train_seeds(cfg, seeds: list[int]) -> list[dict]:
                 ckpt.atomic_write_parquet(pd.DataFrame(log_rows[i]), folders[i] / "train_log.parquet")
             path = ckpt.save(folders[i] / "checkpoints" / f"step_{step}.pt", payload)
             if hooks[i] is not None:
-                hooks[i](path)
+                hooks[i](path, payload)
             if trackers[i] is not None:
                 trackers[i].log({"val/loss": val[i], "tokens": step * tokens_per_step,
                                  "flops": float(step * tokens_per_step * fpt)}, step=step)
@@ -449,12 +424,15 @@ def train_seeds(cfg, seeds: list[int]) -> list[dict]:
                 state[i], error[i] = "failed", f"{type(e).__name__}: {e}"
     finally:
         progress.close()
+        for hook in hooks:
+            if hook is not None:
+                hook.flush()
         wall = time.perf_counter() - t0
         for i in range(S):
             write_status(folders[i], state=state[i], error=error[i], finished=time.time(), wall_s=wall,
                          final_loss=last_loss[i], final_val_loss=val[i], steps=total,
                          tokens=total * tokens_per_step, n_params=derived["n_params"], flops=derived["flops"],
-                         stacked_with=S)
+                         stacked_with=S, probe_s=hooks[i].seconds if hooks[i] is not None else 0.0)
             if trackers[i] is not None:
                 trackers[i].finish(state[i])
     for i, c in enumerate(fresh):

@@ -136,7 +136,7 @@ def calibrate(runs: list[dict], seconds: float = 1.0) -> dict[str, float]:
             _, loss = model(x, x)
             loss.backward()
             opt.step()
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             steps += 1
         elapsed = time.perf_counter() - t0
         out[run["model"]] = flops_per_token(gc) * x.numel() * (steps - 1) / max(elapsed, 1e-9)

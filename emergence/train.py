@@ -25,6 +25,7 @@ from emergence import checkpoint as ckpt
 from emergence.config import ConfigError, gpt_config, run_dir, run_id, validate
 from emergence.data import build_source
 from emergence.model import GPT
+from emergence.optim import FlatAdamW, model_groups
 
 
 class Diverged(RuntimeError):
@@ -41,25 +42,13 @@ def lr_at(step: int, total: int, peak: float, warmup: int, min_ratio: float) -> 
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas, device_type: str):
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas, device_type: str) -> FlatAdamW:
     """AdamW with weight decay on matrices and embeddings only; biases and LayerNorm parameters are not decayed.
 
-    The fused implementation (one kernel per parameter group for the whole update) on CUDA, and on CPU where torch
-    has it (2.4 and later): at the smallest sizes the optimizer is a fifth of a CPU training step, and fused is
-    about 3x faster than foreach there (`emergence bench`)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = device_type == "cuda" or (device_type == "cpu" and _torch_at_least(2, 4))
-    extra = {"fused": True} if fused else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, **extra)
-
-
-def _torch_at_least(major: int, minor: int) -> bool:
-    parts = torch.__version__.split("+")[0].split(".")
-    return (int(parts[0]), int(parts[1])) >= (major, minor)
+    Fused (one kernel per parameter group) on CUDA, and on CPU where torch has it (2.4 and later), over flat parameter
+    buffers (`emergence.optim`): at the smallest sizes the optimizer was a fifth of a CPU training step, and fused
+    AdamW over two buffers makes it a small fraction of that (`emergence bench`)."""
+    return FlatAdamW(model_groups(model, weight_decay), lr, betas, device_type)
 
 
 def pick_device(cfg) -> torch.device:
@@ -204,6 +193,7 @@ def train(cfg) -> dict:
     source = build_source(cfg)
 
     start_step, wall_before, tracker_id, log_rows = 0, 0.0, None, []
+    probe_before = float(status.get("probe_s") or 0.0)  # seconds spent probing, summed over the run's processes
     found = ckpt.latest_valid(ckdir)
     if found is not None:
         start_step, state = found
@@ -265,7 +255,7 @@ def train(cfg) -> dict:
             ckpt.atomic_write_parquet(pd.DataFrame(log_rows), folder / "train_log.parquet")
         path = ckpt.save(ckdir / f"step_{step}.pt", payload)
         if probe_hook is not None:
-            probe_hook(path)
+            probe_hook(path, payload)
         if tracker is not None:
             tracker.log({"val/loss": val_loss, "tokens": step * tokens_per_step,
                          "flops": float(step * tokens_per_step * fpt)}, step=step)
@@ -289,12 +279,10 @@ def train(cfg) -> dict:
         t = OmegaConf.to_container(cfg.train, resolve=True) if not isinstance(cfg.train, dict) else dict(cfg.train)
         seed, accum, batch_size, log_interval = int(cfg.seed), t["grad_accum"], t["batch_size"], t["log_interval"]
         clip = t["grad_clip"] if t["grad_clip"] > 0 else float("inf")
-        params = list(model.parameters())
         window_t, window_tokens = time.perf_counter(), 0
         for step in range(start_step, total):
             lr = lr_at(step, total, derived["lr"], t["warmup_steps"], t["min_lr_ratio"])
-            for group in opt.param_groups:
-                group["lr"] = lr
+            opt.set_lr(lr)
             loss_sum = torch.zeros((), device=device)
             for micro in range(accum):
                 x, y = source.batch(seed, step * accum + micro, batch_size)
@@ -307,7 +295,7 @@ def train(cfg) -> dict:
                     loss = loss * float("nan")
                 (loss / accum).backward()
                 loss_sum += loss.detach()
-            gnorm = torch.nn.utils.clip_grad_norm_(params, clip)
+            gnorm = opt.clip(clip)
             done_step = step + 1
             log_now = done_step % log_interval == 0 or done_step in ck_steps or done_step == total
             if log_now:  # the only host syncs of the step, and only at log points
@@ -315,7 +303,7 @@ def train(cfg) -> dict:
                 if not math.isfinite(last_loss) or not math.isfinite(float(gnorm)):
                     raise Diverged(f"loss became {last_loss} at step {done_step}")
             opt.step()
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             ckpt.fault_point(f"step:{done_step}")
             window_tokens += tokens_per_step
             if step == t["fail_at_step"]:
@@ -353,11 +341,14 @@ def train(cfg) -> dict:
             traceback.print_exc(file=sys.stderr)
     finally:
         progress.close()
+        if probe_hook is not None:
+            probe_hook.flush()
         wall = wall_before + time.perf_counter() - t0
         if is_main:
+            probe_s = probe_before + (probe_hook.seconds if probe_hook is not None else 0.0)
             write_status(folder, state=state_name, error=error, finished=time.time(), wall_s=wall,
                          final_loss=last_loss, final_val_loss=val, steps=total, tokens=total * tokens_per_step,
-                         n_params=derived["n_params"], flops=derived["flops"])
+                         n_params=derived["n_params"], flops=derived["flops"], probe_s=probe_s)
             if tracker is not None:
                 tracker.finish(state_name)
         if world > 1:
@@ -387,17 +378,29 @@ def _make_tracker(cfg, rid: str, derived: dict, resume_id):
     return t
 
 
-def _probe_hook(cfg, folder: Path, tracker):
-    """Inline probing: score each checkpoint as it is written, so a sweep needs no second pass."""
-    if not cfg.probe.inline:
-        return None
-    from emergence.probe import probe_run
+class _ProbeHook:
+    """Inline probing: score each checkpoint as it is written, so a sweep needs no second pass (rows go to the
+    tracker at once and to the run's files in batches; `flush` at the end of the run)."""
 
-    def hook(path: Path):
-        with torch.random.fork_rng(devices=[]):  # loading a model for probing draws an initialisation: keep it out
-            rows = probe_run(folder, cfg.probe, only=[path], task_suite=cfg.task)  # of the run's own RNG stream
-        if tracker is not None and rows is not None and len(rows):
-            step = int(rows["step"].iloc[0])
-            tracker.log_probes(rows, step=step)
+    def __init__(self, cfg, folder: Path, tracker):
+        from emergence.probe import InlineProber
 
-    return hook
+        self.prober, self.tracker = InlineProber(folder, cfg.probe), tracker
+
+    def __call__(self, path: Path, state: dict | None = None) -> None:
+        rows = self.prober(path, state)
+        if self.tracker is not None and rows:
+            from analysis.schema import coerce
+
+            self.tracker.log_probes(coerce(pd.DataFrame(rows)), step=int(rows[0]["step"]))
+
+    def flush(self) -> None:
+        self.prober.flush()
+
+    @property
+    def seconds(self) -> float:
+        return self.prober.seconds
+
+
+def _probe_hook(cfg, folder: Path, tracker) -> _ProbeHook | None:
+    return _ProbeHook(cfg, folder, tracker) if cfg.probe.inline else None

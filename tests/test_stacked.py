@@ -6,7 +6,7 @@ import torch
 from emergence import checkpoint as ckpt
 from emergence.config import run_dir
 from emergence.model import GPT, GPTConfig
-from emergence.stacked import StackedGPT, StackedTrainer, build_models, clip_per_seed, train_seeds
+from emergence.stacked import StackedGPT, StackedTrainer, build_models, stacked_optimizer, train_seeds
 from emergence.train import make_optimizer, train
 
 SHAPES = [
@@ -53,17 +53,18 @@ def test_seeds_keep_their_own_initialisation_and_state_round_trips():
     assert not torch.equal(stack.seed_state(0)["tok.weight"], state["tok.weight"])
 
 
-def test_clip_per_seed_is_clip_grad_norm_for_each_seed():
+def test_clip_is_clip_grad_norm_for_each_seed():
     c = GPTConfig(**SHAPES[0])
     models, _ = build_models(c, [0, 1, 2])
     stack = StackedGPT(models)
+    opt = stacked_optimizer(stack, 1e-3, 0.1, (0.9, 0.98), "cpu")
     g = torch.Generator().manual_seed(0)
     scales = [0.01, 1.0, 50.0]  # one seed under the limit, two over it
     for name, p in stack.named_stacked():
-        p.grad = torch.randn(p.shape, generator=g) * torch.tensor(scales).view(3, *[1] * (p.dim() - 1))
+        p.grad.copy_(torch.randn(p.shape, generator=g) * torch.tensor(scales).view(3, *[1] * (p.dim() - 1)))
         for s, m in enumerate(models):
             dict(m.named_parameters())[name].grad = p.grad[s].clone()
-    norms = clip_per_seed(stack, 1.0)
+    norms = opt.clip(1.0)
     for s, m in enumerate(models):
         expected = torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
         assert norms[s].item() == pytest.approx(expected.item(), rel=1e-5)
@@ -95,8 +96,9 @@ def test_stacked_optimizer_uses_make_optimizers_grouping_and_flags():
     tr = StackedTrainer(c, [0, 1], lr=1e-3, weight_decay=0.1, betas=(0.9, 0.98), grad_clip=1.0, total_steps=10,
                         warmup_steps=0, min_lr_ratio=0.1)
     one = make_optimizer(GPT(c), 1e-3, 0.1, (0.9, 0.98), "cpu")
-    assert [len(g["params"]) for g in tr.opt.param_groups] == [len(g["params"]) for g in one.param_groups]
-    assert [g["weight_decay"] for g in tr.opt.param_groups] == [0.1, 0.0]
+    a, b = tr.opt.state_dict(seed=0)["param_groups"], one.state_dict()["param_groups"]
+    assert [g["params"] for g in a] == [g["params"] for g in b] and len(a) == 2
+    assert [g["weight_decay"] for g in a] == [0.1, 0.0]
     for k in ("foreach", "fused"):
         assert bool(tr.opt.defaults.get(k)) == bool(one.defaults.get(k))
 
