@@ -169,13 +169,30 @@ class RefGPT(nn.Module):
         return logits, loss
 
 
-def ref_optimizer(model: nn.Module, lr: float, weight_decay: float, betas, device_type: str):
-    """AdamW as nanoGPT configures it: decay on matrices, none on vectors; fused on CUDA, torch's default elsewhere."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    extra = {"fused": True} if device_type == "cuda" else {}
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, **extra)
+class RefOptimizer:
+    """AdamW as nanoGPT configures and steps it: decay on matrices, none on vectors; fused on CUDA, torch's default
+    elsewhere; `clip_grad_norm_` over the parameters, gradients set to None after the step. (The methods are those of
+    our `FlatAdamW`, so one step function times both.)"""
+
+    def __init__(self, model: nn.Module, lr: float, weight_decay: float, betas, device_type: str):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in self.params if p.dim() >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in self.params if p.dim() < 2], "weight_decay": 0.0}]
+        extra = {"fused": True} if device_type == "cuda" else {}
+        self.opt = torch.optim.AdamW(groups, lr=lr, betas=betas, **extra)
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+
+    def clip(self, max_norm: float) -> torch.Tensor:
+        return torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+
+    def step(self) -> None:
+        self.opt.step()
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -301,28 +318,16 @@ class Trainer:
 
     def step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         s = self.shape
-        lr = self.lr_at(self.step_count, self.total, s.lr, s.warmup_steps, s.min_lr_ratio)
-        flat = hasattr(self.opt, "set_lr")  # ours (FlatAdamW) or a torch.optim optimizer (the reference's)
-        if flat:
-            self.opt.set_lr(lr)
-        else:
-            for group in self.opt.param_groups:
-                group["lr"] = lr
+        self.opt.set_lr(self.lr_at(self.step_count, self.total, s.lr, s.warmup_steps, s.min_lr_ratio))
         loss_sum = None
         for x, y in batches:
             with self.amp:
                 _, loss = self.forward(x, y)
             (loss / len(batches)).backward()
             loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
-        max_norm = s.grad_clip if s.grad_clip > 0 else float("inf")
-        if flat:
-            self.opt.clip(max_norm)
-            self.opt.step()
-            self.opt.zero_grad()
-        else:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
+        self.opt.clip(s.grad_clip if s.grad_clip > 0 else float("inf"))
+        self.opt.step()
+        self.opt.zero_grad()
         self.step_count += 1
         self.loss_sum = loss_sum
         return loss_sum
@@ -343,7 +348,7 @@ def ref_trainer(shape: Shape, device="cpu", amp=None, compile: bool = False, see
     device = torch.device(device)
     torch.manual_seed(seed)
     model = RefGPT(shape.gpt_config()).to(device)
-    opt = ref_optimizer(model, shape.lr, shape.weight_decay, shape.betas, device.type)
+    opt = RefOptimizer(model, shape.lr, shape.weight_decay, shape.betas, device.type)
     return Trainer(model, opt, shape, 10**6, amp, torch.compile(model) if compile else None)
 
 

@@ -111,6 +111,12 @@ class PathsConfig:
 class SweepConfig:
     name: str = "${experiment}"
     analyze: bool = True  # run analysis and report at the end of `emergence sweep`
+    # train the seeds of one size together as one stacked model (`emergence.stacked`): one job per grid point
+    # without its seed axis, each job training every seed; sizes above stack_max_params train their seeds one
+    # after another in their job (stacking helps where per-step overhead dominates, `emergence bench`)
+    stack_seeds: bool = False
+    stack_max_params: int = 100_000
+    seeds: list[int] = field(default_factory=list)  # a stacked job's seeds: set by `emergence sweep`, not by hand
 
 
 @dataclass

@@ -260,7 +260,7 @@ def stackable(cfg) -> str:
     return ""
 
 
-def train_seeds(cfg, seeds: list[int]) -> list[dict]:
+def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
     """Train the runs `cfg` with seed=s for every s in `seeds`, stacked; return one summary per seed (as `train()`).
 
     Runs already done are recognised and skipped, and a run with checkpoints already written is resumed by `train()`
@@ -277,7 +277,7 @@ def train_seeds(cfg, seeds: list[int]) -> list[dict]:
         raise ValueError("train_seeds needs at least one seed")
     if len(set(int(s) for s in seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {list(seeds)}")
-    why = stackable(cfg)
+    why = stackable(cfg) if stack else "stack=False"
     cfgs = []
     for s in seeds:
         c = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))

@@ -191,7 +191,7 @@ def run_sweep(overrides: list[str], *, dry_run: bool = False) -> int:
     todo = [r for r in runs if r["state"] not in ("done", "diverged")]  # what train() skips
     print(f"sweep {folder}: {len(runs)} runs, {len(runs) - len(todo)} already done", file=sys.stderr)
     t0 = time.time()
-    _launch(overrides)
+    _launch(stacked_overrides(overrides, runs) if compose(runs[0]["overrides"]).sweep.stack_seeds else overrides)
     summary = load_runs(folder)
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     meta["wall_s"] = time.time() - t0
@@ -219,6 +219,17 @@ def _launch(overrides: list[str]) -> None:
         sys.argv = argv
 
 
+def stacked_overrides(overrides: list[str], runs: list[dict]) -> list[str]:
+    """The multirun overrides with the seed axis folded into each job: `seed` set to the grid's first seed and
+    `sweep.seeds` to all of them, so Hydra launches one job per point of the other axes (`sweep_job` trains its
+    seeds together). Run ids do not change: `sweep` is not part of a run's identity."""
+    seeds = list(dict.fromkeys(int(r["seed"]) for r in runs))
+    if len(seeds) < 2:
+        return overrides
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "seed"]
+    return [*kept, f"seed={seeds[0]}", f"sweep.seeds=[{','.join(map(str, seeds))}]"]
+
+
 def sweep_job(cfg: DictConfig) -> dict:
     """One job of the multirun: train and probe one run. Never raises for a failed run: the failure is recorded in
     the run's status.json (and then runs.parquet), and the other jobs go on."""
@@ -226,6 +237,8 @@ def sweep_job(cfg: DictConfig) -> dict:
 
     if cfg.train.threads == 0:
         cfg.train.threads = threads_for_launcher()
+    if len(cfg.sweep.seeds) > 1:
+        return _seeds_job(cfg, [int(s) for s in cfg.sweep.seeds])
     print(f"[run {job_position(cfg)}] {run_id(cfg)}: model {cfg.model.name}, seed {cfg.seed}", file=sys.stderr,
           flush=True)
     try:
@@ -246,15 +259,49 @@ def sweep_job(cfg: DictConfig) -> dict:
     return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))}
 
 
-def job_position(cfg: DictConfig) -> str:
-    """"k/N": this job's place in the sweep (Hydra's job number over the grid size in grid.json)."""
+def _seeds_job(cfg: DictConfig, seeds: list[int]) -> dict:
+    """A job of a stacked sweep: every seed of one grid point, stacked when the size is at most
+    sweep.stack_max_params parameters, else one after another. Failures are recorded per run, as in `sweep_job`."""
+    from emergence.config import run_dir
+    from emergence.stacked import train_seeds
+    from emergence.train import write_status
+
+    n = validate(cfg)["n_params"]
+    stack = n <= cfg.sweep.stack_max_params
+    how = "stacked" if stack else f"one after another ({n:,} parameters > sweep.stack_max_params)"
+    print(f"[job {job_position(cfg, per_job=len(seeds))}] model {cfg.model.name}, seeds {seeds} {how}",
+          file=sys.stderr, flush=True)
+    try:
+        summaries = train_seeds(cfg, seeds, stack=stack)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # outside the training loop (train_seeds records failures inside it per run)
+        for s in seeds:
+            c = OmegaConf.merge(cfg, {"seed": s})
+            folder = run_dir(c)
+            folder.mkdir(parents=True, exist_ok=True)
+            if read_status(folder).get("state") not in ("done", "diverged"):
+                write_status(folder, state="failed", error=f"{type(e).__name__}: {e}", run_id=run_id(c))
+        return {"state": "failed", "error": str(e)}
+    for summary in summaries:
+        msg = f"already {summary.get('state')}, skipped" if summary.get("skipped") else \
+            f"{summary.get('state')} in {summary.get('wall_s', 0):.0f}s, loss {summary.get('final_loss', float('nan')):.3f}"
+        print(f"[{summary['run_id']}] {msg}", file=sys.stderr, flush=True)
+    states = [str(x.get("state")) for x in summaries]
+    return {"state": "done" if all(x == "done" for x in states) else ",".join(states), "runs": len(summaries)}
+
+
+def job_position(cfg: DictConfig, per_job: int = 1) -> str:
+    """"k/N": this job's place in the sweep (Hydra's job number over the number of jobs: the grid size in grid.json,
+    divided by the runs each job trains)."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
         num = int(HydraConfig.get().job.num) + 1
     except (ValueError, AttributeError):
         num = 0
-    total = len(grid_run_ids(sweep_dir(cfg))) or "?"
+    runs = len(grid_run_ids(sweep_dir(cfg)))
+    total = runs // per_job if runs else "?"
     return f"{num}/{total}"
 
 

@@ -127,3 +127,21 @@ def test_ddp_two_cpu_processes_match_one(tmp_path, text_file):
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
     assert any(not torch.equal(a[k], ckpt.load(next((tmp_path / "one").glob("*/runs/*/checkpoints/step_0.pt")))
                                ["model"][k]) for k in a)
+
+
+@pytest.mark.slow
+def test_stacked_sweep_trains_the_seeds_of_a_size_in_one_job(tmp_path):
+    grid = [*TINY_GRID, "seed=0,1", f"paths.results={tmp_path}"]
+    # l1d8 (1,840 parameters) is stacked; l1d12 (above the limit) trains its seeds one after another in its job
+    p = emergence("sweep", *grid, "sweep.stack_seeds=true", "sweep.stack_max_params=2000")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stderr.count("[job ") == 2 and "seeds [0, 1] stacked" in p.stderr and "one after another" in p.stderr
+    runs = pd.read_parquet(tmp_path / "smoke" / "runs.parquet")
+    _, planned = plan(grid)
+    assert sorted(runs["run_id"]) == sorted(r["run_id"] for r in planned)  # the same runs as without stacking
+    assert list(runs["status"]) == ["done"] * 4
+    for _, r in runs.iterrows():
+        st = json.loads((tmp_path / "smoke" / "runs" / r["run_id"] / "status.json").read_text())
+        assert st.get("stacked_with") == (2 if r["model"] == "l1d8" else None)
+    res = pd.read_parquet(tmp_path / "smoke" / "results.parquet")
+    assert set(res["run_id"]) == set(runs["run_id"]) and set(res["seed"]) == {0, 1}
