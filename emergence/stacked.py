@@ -38,8 +38,8 @@ from emergence.model import GPT, GPTConfig, apply_rotary, rotary_tables
 from emergence.optim import FlatAdamW
 
 # A stacked parameter is a seed-strided view of its group's (seeds, n) buffer, and so is its gradient: autograd adds each
-# step's gradient into that view in place, as intended, but warns that the two are not dense. Only that warning.
-warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+# step's gradient into that view in place, as intended, but warns that the two are not dense. Only that warning is muted.
+_LAYOUT_WARNING = "grad and param do not obey the gradient layout contract"
 
 
 def _key(name: str) -> str:
@@ -199,7 +199,9 @@ class StackedTrainer:
         for x, y in micro_batches:
             with self.amp if self.amp is not None else _null():
                 losses = self.forward(x, y)
-            (losses.sum() / k).backward()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_LAYOUT_WARNING)
+                (losses.sum() / k).backward()
             loss_sum = losses.detach() if loss_sum is None else loss_sum + losses.detach()
         norms = self.opt.clip(self.grad_clip if self.grad_clip > 0 else float("inf"))
         self.opt.step()
