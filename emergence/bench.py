@@ -895,6 +895,37 @@ def measure_stacked_runs(cfg, folder: Path, seeds: tuple[int, ...] = (0, 1)) -> 
             "separate_s": t_sep, "stacked_s": t_st, "ratio": t_sep / t_st}
 
 
+def profile_step(name: str, base: list[str] | None = None, steps: int = 10, rows: int = 20,
+                 seeds: int = 0) -> str:
+    """`emergence bench --profile NAME`: where the time of our training step at size NAME goes (the ladder's shapes,
+    `cpu_demo` settings), as torch.profiler's table of operators by self CPU time over `steps` steps. With `seeds`
+    > 1, the step of that many seeds stacked (`emergence.stacked`)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from emergence.stacked import StackedTrainer
+
+    shape = ladder([name], default_base() if base is None else base)[0]
+    if seeds > 1:
+        stack = StackedTrainer(shape.gpt_config(), list(range(seeds)), lr=shape.lr, weight_decay=shape.weight_decay,
+                               betas=shape.betas, grad_clip=shape.grad_clip, total_steps=10**6,
+                               warmup_steps=shape.warmup_steps, min_lr_ratio=shape.min_lr_ratio)
+        per_seed = [make_batches(shape, 2, seed=s) for s in range(seeds)]
+        batches = [(torch.stack([b[i][0] for b in per_seed]), torch.stack([b[i][1] for b in per_seed]))
+                   for i in range(2)]
+        step = stack.step
+    else:
+        step, batches = our_trainer(shape).step, make_batches(shape, 2)
+    for i in range(3):
+        step([batches[i % 2]])
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(steps):
+            step([batches[i % 2]])
+    what = f"{seeds} seeds stacked" if seeds > 1 else "one run"
+    head = (f"{shape.name} ({n_params(shape.gpt_config()):,} parameters, batch {shape.batch_size} x seq "
+            f"{shape.seq_len}, {what}, {torch.get_num_threads()} threads): {steps} steps")
+    return head + "\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
 def _clean(obj):
     """JSON-safe: a float that is NaN or infinite becomes null (JSON has no NaN; a missing figure is never 0)."""
     if isinstance(obj, dict):
@@ -906,12 +937,20 @@ def _clean(obj):
     return obj
 
 
-def main(out: str | None = None, quick: bool = False, gpu: bool = False, threads: int | None = None) -> int:
-    """`emergence bench [--out FILE.json] [--quick] [--gpu] [--threads N]`: measure, print the tables, write JSON."""
+def main(out: str | None = None, quick: bool = False, gpu: bool = False, threads: int | None = None,
+         profile: str | None = None, seeds: int = 0) -> int:
+    """`emergence bench [--out FILE.json] [--quick] [--gpu] [--threads N] [--profile SIZE [--seeds S]]`: measure,
+    print the tables, write JSON; or, with --profile, print where one size's training step spends its time."""
     if threads is not None:
         if threads < 1:
             raise ValueError(f"--threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
+    if profile is not None:
+        if profile not in ladder_names():
+            raise ValueError(f"--profile {profile}: not a size of the CPU ladder; choose one of "
+                             f"{', '.join(ladder_names())}")
+        print(profile_step(profile, seeds=seeds))
+        return 0
     if out is not None:
         out_path = Path(out)
         if out_path.suffix.lower() != ".json":

@@ -139,7 +139,8 @@ def cmd_generate(args) -> int:
 def cmd_bench(args) -> int:
     from emergence.bench import main as bench_main
 
-    return bench_main(out=args.out, quick=args.quick, gpu=args.gpu, threads=args.threads)
+    return bench_main(out=args.out, quick=args.quick, gpu=args.gpu, threads=args.threads, profile=args.profile,
+                      seeds=args.seeds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--gpu", action="store_true", help="Pythia 70M/160M shapes on one CUDA GPU: bf16, fused AdamW, "
                                                       "torch.compile, flash attention (under 5 minutes)")
     q.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice, all cores)")
+    q.add_argument("--profile", default=None, metavar="SIZE",
+                   help="print where the training step of one ladder size (l1d4 ... l6d384) spends its time "
+                        "(torch.profiler) instead of measuring")
+    q.add_argument("--seeds", type=int, default=0, help="with --profile: profile this many seeds stacked")
     q.set_defaults(fn=cmd_bench)
     return p
 

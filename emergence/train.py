@@ -395,7 +395,11 @@ class _ProbeHook:
             self.tracker.log_probes(coerce(pd.DataFrame(rows)), step=int(rows[0]["step"]))
 
     def flush(self) -> None:
-        self.prober.flush()
+        try:
+            self.prober.flush()
+        except Exception as e:  # the run's outcome stands; its checkpoints can be probed again at any time
+            print(f"warning: could not write the probe rows of {self.prober.run_dir} ({type(e).__name__}: {e}); "
+                  f"run `emergence probe {self.prober.run_dir}` to probe its checkpoints again", file=sys.stderr)
 
     @property
     def seconds(self) -> float:

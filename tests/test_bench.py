@@ -225,3 +225,15 @@ def test_smoke_sweep_failure_is_reported_not_zero(monkeypatch, tmp_path):
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: Done())
     r = bench.measure_smoke_sweep(tmp_path)
     assert r["wall_s"] is None and "the sweep broke" in r["status"]
+
+
+def test_profile_names_the_operators_of_one_step(capsys):
+    from emergence.bench import main
+
+    assert main(profile="l1d4", threads=1) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("l1d4 (728 parameters, batch 32 x seq 20, one run, 1 threads): 10 steps")
+    assert "aten::mm" in out or "aten::addmm" in out
+    assert "_fused_adamw" in out or "AdamW" in out  # the optimizer is part of the step profiled
+    with pytest.raises(ValueError, match="not a size of the CPU ladder"):
+        main(profile="l9d9")

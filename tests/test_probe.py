@@ -1,5 +1,7 @@
 """The probe engine: metrics against hand computations and real generation, incremental and idempotent probing,
 and the whole chain measuring learning (a tiny model learns a held-out task well above chance)."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -122,6 +124,28 @@ def test_probing_is_incremental_and_idempotent(tiny):
     # the same examples at every checkpoint
     ids = inst[inst["task"] == "copy"].groupby("step")["example_id"].apply(lambda s: tuple(sorted(s)))
     assert ids.nunique() == 1
+
+
+def test_inline_probing_scores_the_payload_and_matches_probing_the_files(tiny):
+    """Inline probing (payload in memory, files written in batches) gives the rows that probing the written
+    checkpoint files afterwards gives, and the run's status says how long probing took."""
+    inline = tiny("probe.n=8", "probe.generate_n=2", "sweep.name=inline")
+    summary = train(inline)
+    folder = run_dir(inline)
+    st = json.loads((folder / "status.json").read_text())
+    assert 0 < st["probe_s"] < st["wall_s"] and summary["probe_s"] == st["probe_s"]
+    later = tiny("probe.n=8", "probe.generate_n=2", "probe.inline=false", "sweep.name=later")
+    train(later)
+    probe_run(run_dir(later), later.probe)
+    keys = ["step", "task", "metric"]
+    for name in ("probes", "instances", "samples"):
+        a = pd.read_parquet(folder / f"{name}.parquet").drop(columns=["sweep"], errors="ignore")
+        b = pd.read_parquet(run_dir(later) / f"{name}.parquet").drop(columns=["sweep"], errors="ignore")
+        by = keys if name == "probes" else ["step", "task", "example_id"]
+        a, b = a.sort_values(by, ignore_index=True), b.sort_values(by, ignore_index=True)
+        assert len(a) and list(a.columns) == list(b.columns)
+        pd.testing.assert_frame_equal(a, b, check_dtype=False)
+    assert sorted(set(pd.read_parquet(folder / "probes.parquet")["step"])) == [0, 1, 2, 4, 6, 12]
 
 
 def test_probe_cli_and_generate(tiny, tmp_path):

@@ -309,6 +309,22 @@ def test_mixture_is_a_pure_function_of_seed_step_split():
     assert torch.equal(TaskMixture({"copy": 1.0, "add2": 1.0}, 32).batch(0, 5, 16)[0], a[0])
 
 
+def test_mixture_batches_do_not_depend_on_what_was_asked_before():
+    """Steps are drawn 16 at a time and kept per stream: a batch must be the same whichever batches (other steps,
+    seeds, splits, many interleaved streams as stacked seeds read them) were asked for before it."""
+    fresh = {(s, t): TaskMixture({"add2": 1.0, "copy": 1.0}, 32).batch(s, t, 8)[0]
+             for s in range(3) for t in (0, 15, 16, 40)}
+    mix = TaskMixture({"add2": 1.0, "copy": 1.0}, 32)
+    for t in (40, 0, 16, 15):
+        for s in (2, 0, 1):
+            for other in range(300):  # more streams than the mixture keeps
+                mix.batch(100 + other, t, 8)
+            assert torch.equal(mix.batch(s, t, 8)[0], fresh[(s, t)])
+            mix.batch(s, t, 8, split="heldout")
+    rows = {tuple(fresh[(0, t)][0].tolist()) for t in (0, 15, 16, 40)}
+    assert len(rows) == 4  # steps of one draw are different rows
+
+
 def test_mixture_weights_are_respected():
     mix = TaskMixture({"add2": 3.0, "mult2": 1.0, "mod97": 0.0}, seq_len=12)  # one example per row: no packing bias
     shares = mix.task_shares(batches=10, batch_size=256)

@@ -27,7 +27,7 @@ from .vocab import VOCAB
 
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
 STEPS_PER_DRAW = 16  # consecutive steps whose batches are drawn in one vectorised call
-_DRAWS_KEPT = 8  # recent draws kept (stacked seeds read several streams in turn)
+_STREAMS_KEPT = 256  # (seed, batch size, split) streams whose latest draw is kept
 
 
 class TaskMixture:
@@ -66,7 +66,7 @@ class TaskMixture:
         shortest = min(t.min_example_len or t.max_example_len for t in self.tasks)
         self.pack = bool(pack)
         self.slots = self.seq_len // shortest if self.pack else 1  # the most examples a row can hold
-        self._draws: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._draws: dict[tuple, tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
 
     def max_example_len(self) -> int:
         """The longest "<bos> prompt answer <eos>" of any task in the mixture, in tokens."""
@@ -98,14 +98,15 @@ class TaskMixture:
         check_split(split)
         seed, step, B = check_seed(seed), check_seed(step), check_count(batch_size)
         draw, i = divmod(step, STEPS_PER_DRAW)
-        key = (seed, draw, B, split)
-        rows = self._draws.get(key)
-        if rows is None:
+        stream = (seed, B, split)  # each stream keeps its latest draw (stacked seeds read several streams in turn)
+        kept = self._draws.get(stream)
+        if kept is None or kept[0] != draw:
             rows = self._draw(np.random.default_rng([seed, draw, SPLITS.index(split)]), B * STEPS_PER_DRAW, split)
-            if len(self._draws) >= _DRAWS_KEPT:
+            self._draws.pop(stream, None)
+            if len(self._draws) >= _STREAMS_KEPT:
                 self._draws.pop(next(iter(self._draws)))
-            self._draws[key] = rows
-        return tuple(a[i * B:(i + 1) * B].copy() for a in rows)
+            kept = self._draws[stream] = (draw, rows)
+        return tuple(a[i * B:(i + 1) * B].copy() for a in kept[1])
 
     def _draw(self, rng: np.random.Generator, B: int, split: str):
         """B packed rows: (x, y, owner)."""
