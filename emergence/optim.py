@@ -54,7 +54,6 @@ class FlatAdamW:
             params = [p for p in params if p.requires_grad]
             if not params:
                 continue
-            ref = params[0]
             rows = [p.detach().reshape(*lead, -1) for p in params]
             flat = torch.cat(rows, dim=-1).contiguous()
             grad = torch.zeros_like(flat)
@@ -65,7 +64,7 @@ class FlatAdamW:
                 p.grad = grad[..., offset:offset + n].view(p.shape)
                 offset += n
                 sizes.append(n)
-            buffer = nn.Parameter(flat, requires_grad=ref.requires_grad)
+            buffer = nn.Parameter(flat)
             buffer.grad = grad
             self.params += params
             self.flats.append(buffer)

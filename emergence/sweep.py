@@ -178,6 +178,9 @@ def run_sweep(overrides: list[str], *, dry_run: bool = False) -> int:
     if dry_run:
         return globals()["dry_run"](overrides)
     folder, runs = plan(overrides)  # pre-flight: every point composes and validates before anything is trained
+    if compose(runs[0]["overrides"]).sweep.seeds:
+        raise ConfigError("sweep.seeds is set by `emergence sweep` for stacked jobs; give seeds as a grid axis "
+                          "(seed=0,1) and stack them with sweep.stack_seeds=true")
     sizes = sorted({r["model"] for r in runs})
     if len(sizes) == 1 and compose(runs[0]["overrides"]).sweep.analyze:
         raise ConfigError(f"the grid has one model size ({sizes[0]}) and the analysis compares sizes: give several "
@@ -237,7 +240,7 @@ def sweep_job(cfg: DictConfig) -> dict:
 
     if cfg.train.threads == 0:
         cfg.train.threads = threads_for_launcher()
-    if len(cfg.sweep.seeds) > 1:
+    if cfg.sweep.stack_seeds and len(cfg.sweep.seeds) > 1:
         return _seeds_job(cfg, [int(s) for s in cfg.sweep.seeds])
     print(f"[run {job_position(cfg)}] {run_id(cfg)}: model {cfg.model.name}, seed {cfg.seed}", file=sys.stderr,
           flush=True)

@@ -145,3 +145,5 @@ def test_stacked_sweep_trains_the_seeds_of_a_size_in_one_job(tmp_path):
         assert st.get("stacked_with") == (2 if r["model"] == "l1d8" else None)
     res = pd.read_parquet(tmp_path / "smoke" / "results.parquet")
     assert set(res["run_id"]) == set(runs["run_id"]) and set(res["seed"]) == {0, 1}
+    p = emergence("sweep", *grid, "sweep.seeds=[0,1]")
+    assert p.returncode == 2 and "sweep.seeds is set by `emergence sweep`" in p.stderr
