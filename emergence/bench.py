@@ -444,23 +444,33 @@ def measure_training(shape: Shape, peak_gflops: float, seconds: float = 6.0, ref
 # ---------------------------------------------------------------------------------------------------------------------
 # Seeds stacked into one model against the same seeds trained one after another.
 
+def stacked_trainer(shape: Shape, seeds: int, device="cpu"):
+    """A `StackedTrainer` of seeds 0..seeds-1 at the shape's settings."""
+    from emergence.stacked import StackedTrainer
+
+    return StackedTrainer(shape.gpt_config(), list(range(seeds)), lr=shape.lr, weight_decay=shape.weight_decay,
+                          betas=shape.betas, grad_clip=shape.grad_clip, total_steps=10**6,
+                          warmup_steps=shape.warmup_steps, min_lr_ratio=shape.min_lr_ratio, device=device)
+
+
+def stacked_batches(shape: Shape, seeds: int, count: int, device="cpu"):
+    """Each seed's own `count` batches, and the same batches stacked on a leading seed axis."""
+    per_seed = [[(x.to(device), y.to(device)) for x, y in make_batches(shape, count, seed=s)] for s in range(seeds)]
+    stacked = [(torch.stack([b[i][0] for b in per_seed]), torch.stack([b[i][1] for b in per_seed]))
+               for i in range(count)]
+    return per_seed, stacked
+
+
 def measure_stacked(shape: Shape, seeds: int = 4, seconds: float = 6.0, device="cpu") -> dict:
     """Sweep throughput (tokens trained per second across all seeds) of `seeds` seeds of one size: separate trainers
     stepping in turn (what a sequential sweep does) against one `StackedTrainer`, timed in alternation on each
     seed's own batches."""
-    from emergence.stacked import StackedTrainer
-
     device = torch.device(device)
     gc = shape.gpt_config()
-    ids = list(range(seeds))
     k = shape.grad_accum
-    per_seed = [[(x.to(device), y.to(device)) for x, y in make_batches(shape, 2 * k, seed=s)] for s in ids]
-    stacked_batches = [(torch.stack([per_seed[s][i][0] for s in ids]), torch.stack([per_seed[s][i][1] for s in ids]))
-                       for i in range(2 * k)]
-    separate = [our_trainer(shape, device, seed=s) for s in ids]
-    stack = StackedTrainer(gc, ids, lr=shape.lr, weight_decay=shape.weight_decay, betas=shape.betas,
-                           grad_clip=shape.grad_clip, total_steps=10**6, warmup_steps=shape.warmup_steps,
-                           min_lr_ratio=shape.min_lr_ratio, device=device)
+    per_seed, stacked = stacked_batches(shape, seeds, 2 * k, device)
+    separate = [our_trainer(shape, device, seed=s) for s in range(seeds)]
+    stack = stacked_trainer(shape, seeds, device)
     tokens_per_step = shape.batch_size * shape.seq_len * k
     state = {"a": 0, "b": 0}
 
@@ -472,7 +482,7 @@ def measure_stacked(shape: Shape, seeds: int = 4, seconds: float = 6.0, device="
 
     def run_stacked():
         i = state["b"] = (state["b"] + 1) % 2
-        stack.step(stacked_batches[i * k:(i + 1) * k])
+        stack.step(stacked[i * k:(i + 1) * k])
         return tokens_per_step * seeds
 
     t0 = time.perf_counter()
@@ -902,17 +912,9 @@ def profile_step(name: str, base: list[str] | None = None, steps: int = 10, rows
     > 1, the step of that many seeds stacked (`emergence.stacked`)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from emergence.stacked import StackedTrainer
-
     shape = ladder([name], default_base() if base is None else base)[0]
     if seeds > 1:
-        stack = StackedTrainer(shape.gpt_config(), list(range(seeds)), lr=shape.lr, weight_decay=shape.weight_decay,
-                               betas=shape.betas, grad_clip=shape.grad_clip, total_steps=10**6,
-                               warmup_steps=shape.warmup_steps, min_lr_ratio=shape.min_lr_ratio)
-        per_seed = [make_batches(shape, 2, seed=s) for s in range(seeds)]
-        batches = [(torch.stack([b[i][0] for b in per_seed]), torch.stack([b[i][1] for b in per_seed]))
-                   for i in range(2)]
-        step = stack.step
+        step, batches = stacked_trainer(shape, seeds).step, stacked_batches(shape, seeds, 2)[1]
     else:
         step, batches = our_trainer(shape).step, make_batches(shape, 2)
     for i in range(3):

@@ -159,6 +159,14 @@ def load(path: Path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path} could not be loaded safely: {str(e).splitlines()[0]}") from None
 
 
+def step_of(path: Path) -> int:
+    """The step a checkpoint file is named for (`step_<N>.pt`)."""
+    m = STEP_FILE.match(Path(path).name)
+    if m is None:
+        raise ValueError(f"{path}: not a checkpoint file name (step_<N>.pt)")
+    return int(m.group(1))
+
+
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     """(step, path) of every checkpoint file in `folder`, oldest first (temporary files are ignored)."""
     folder = Path(folder)

@@ -166,12 +166,11 @@ class FlatAdamW:
         self.opt.load_state_dict({"state": inner_state, "param_groups": inner_groups})
 
 
-def model_groups(model: nn.Module, weight_decay: float, decays=None) -> list[tuple[list[nn.Parameter], float]]:
+def model_groups(model: nn.Module, weight_decay: float) -> list[tuple[list[nn.Parameter], float]]:
     """[(decayed parameters, weight_decay), (the rest, 0)]: decay on matrices and embeddings (dim >= 2), none on biases
-    and LayerNorm parameters. `decays(name, p)` overrides the rule (stacked seeds judge by the un-stacked shape)."""
+    and LayerNorm parameters."""
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if p.requires_grad:
-            is_decayed = decays(name, p) if decays is not None else p.dim() >= 2
-            (decay if is_decayed else no_decay).append(p)
+            (decay if p.dim() >= 2 else no_decay).append(p)
     return [(decay, weight_decay), (no_decay, 0.0)]

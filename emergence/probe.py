@@ -149,7 +149,8 @@ def load_model(state: dict, device="cpu") -> GPT:
     return model.to(device).eval()
 
 
-def _rows_frame(rows: list[dict]) -> pd.DataFrame:
+def rows_frame(rows: list[dict]) -> pd.DataFrame:
+    """Tidy probe rows as a results table (`analysis.schema` columns and types)."""
     if not rows:
         return coerce(pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS}))
     return coerce(pd.DataFrame(rows))[list(COLUMNS)]
@@ -194,7 +195,7 @@ def probe_run(run_dir: Path, probe_cfg, *, only: list[Path] | None = None, task_
     """Probe the checkpoints of a run that are not yet probed (or just `only`); return the new rows."""
     run_dir = Path(run_dir)
     with FileLock(str(run_dir / ".probe.lock")):
-        files = [(int(ckpt.STEP_FILE.match(p.name).group(1)), Path(p)) for p in only] if only else \
+        files = [(ckpt.step_of(p), Path(p)) for p in only] if only else \
             ckpt.list_checkpoints(run_dir / "checkpoints")
         probed = Probed()
         probe_checkpoints(files, probe_cfg, probed_pairs(run_dir), probed, device)
@@ -235,7 +236,7 @@ class Probed:
         return len(self.rows)
 
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-        return _rows_frame(self.rows), _concat_columns(self.instances), _concat_columns(self.samples)
+        return rows_frame(self.rows), _concat_columns(self.instances), _concat_columns(self.samples)
 
 
 def _concat_columns(parts: list[dict]) -> pd.DataFrame:
@@ -327,7 +328,7 @@ class InlineProber:
 
     def __call__(self, path: Path, state: dict | None = None) -> list[dict]:
         t0 = time.perf_counter()
-        step = int(ckpt.STEP_FILE.match(Path(path).name).group(1))
+        step = ckpt.step_of(path)
         with torch.random.fork_rng(devices=[]):  # building a model draws an initialisation: keep it out of the
             new = probe_checkpoints([(step, Path(path))], self.cfg, self.done, self.pending, self.device,  # run's
                                     states=None if state is None else {step: state})  # RNG stream

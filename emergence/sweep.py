@@ -236,7 +236,7 @@ def stacked_overrides(overrides: list[str], runs: list[dict]) -> list[str]:
 def sweep_job(cfg: DictConfig) -> dict:
     """One job of the multirun: train and probe one run. Never raises for a failed run: the failure is recorded in
     the run's status.json (and then runs.parquet), and the other jobs go on."""
-    from emergence.train import train, write_status
+    from emergence.train import train
 
     if cfg.train.threads == 0:
         cfg.train.threads = threads_for_launcher()
@@ -249,25 +249,33 @@ def sweep_job(cfg: DictConfig) -> dict:
     except KeyboardInterrupt:
         raise
     except Exception as e:  # a config that failed after the pre-flight, or an error outside the training loop
-        from emergence.config import run_dir
-
-        folder = run_dir(cfg)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_status(folder, state="failed", error=f"{type(e).__name__}: {e}", run_id=run_id(cfg))
+        _record_failure(cfg, e)
         return {"state": "failed", "error": str(e)}
-    name = summary["run_id"]
+    _print_outcome(summary)
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))}
+
+
+def _record_failure(cfg: DictConfig, e: Exception) -> None:
+    """Mark the run `cfg` failed with the error, unless it already finished (done or diverged)."""
+    from emergence.config import run_dir
+    from emergence.train import write_status
+
+    folder = run_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    if read_status(folder).get("state") not in ("done", "diverged"):
+        write_status(folder, state="failed", error=f"{type(e).__name__}: {e}", run_id=run_id(cfg))
+
+
+def _print_outcome(summary: dict) -> None:
     msg = f"already {summary.get('state')}, skipped" if summary.get("skipped") else \
         f"{summary.get('state')} in {summary.get('wall_s', 0):.0f}s, loss {summary.get('final_loss', float('nan')):.3f}"
-    print(f"[{name}] {msg}", file=sys.stderr, flush=True)
-    return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))}
+    print(f"[{summary['run_id']}] {msg}", file=sys.stderr, flush=True)
 
 
 def _seeds_job(cfg: DictConfig, seeds: list[int]) -> dict:
     """A job of a stacked sweep: every seed of one grid point, stacked when the size is at most
     sweep.stack_max_params parameters, else one after another. Failures are recorded per run, as in `sweep_job`."""
-    from emergence.config import run_dir
     from emergence.stacked import train_seeds
-    from emergence.train import write_status
 
     n = validate(cfg)["n_params"]
     stack = n <= cfg.sweep.stack_max_params
@@ -280,16 +288,10 @@ def _seeds_job(cfg: DictConfig, seeds: list[int]) -> dict:
         raise
     except Exception as e:  # outside the training loop (train_seeds records failures inside it per run)
         for s in seeds:
-            c = OmegaConf.merge(cfg, {"seed": s})
-            folder = run_dir(c)
-            folder.mkdir(parents=True, exist_ok=True)
-            if read_status(folder).get("state") not in ("done", "diverged"):
-                write_status(folder, state="failed", error=f"{type(e).__name__}: {e}", run_id=run_id(c))
+            _record_failure(OmegaConf.merge(cfg, {"seed": s}), e)
         return {"state": "failed", "error": str(e)}
     for summary in summaries:
-        msg = f"already {summary.get('state')}, skipped" if summary.get("skipped") else \
-            f"{summary.get('state')} in {summary.get('wall_s', 0):.0f}s, loss {summary.get('final_loss', float('nan')):.3f}"
-        print(f"[{summary['run_id']}] {msg}", file=sys.stderr, flush=True)
+        _print_outcome(summary)
     states = [str(x.get("state")) for x in summaries]
     return {"state": "done" if all(x == "done" for x in states) else ",".join(states), "runs": len(summaries)}
 

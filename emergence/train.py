@@ -390,9 +390,9 @@ class _ProbeHook:
     def __call__(self, path: Path, state: dict | None = None) -> None:
         rows = self.prober(path, state)
         if self.tracker is not None and rows:
-            from analysis.schema import coerce
+            from emergence.probe import rows_frame
 
-            self.tracker.log_probes(coerce(pd.DataFrame(rows)), step=int(rows[0]["step"]))
+            self.tracker.log_probes(rows_frame(rows), step=int(rows[0]["step"]))
 
     def flush(self) -> None:
         try:
