@@ -167,3 +167,38 @@ def validate(df: pd.DataFrame, *, where: str = "results table") -> pd.DataFrame:
         raise ValueError(f"{where}: column 'value' holds a number on {int(bad.sum())} row(s) whose status is not "
                          "'ok'; a value that was not measured must be NaN")
     return out
+
+
+# ------------------------------------------------------------------------------------ measured rows, last checkpoints
+MEASURED_STATUSES = ("ok", "imported")
+FAILED_RUN_STATUSES = ("diverged", "failed")
+
+
+def measured(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows that hold a measurement: status ok or imported, a finite value, and a run that neither diverged nor
+    failed (a run that broke down at some checkpoint is left out whole: its earlier values describe a run that did
+    not finish). The one definition used by flags, views, fits, backtests, plots and the pipeline."""
+    if not len(df):
+        return df
+    bad_runs = df.loc[df["status"].isin(FAILED_RUN_STATUSES), "run_id"].dropna().unique()
+    value = pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    keep = df["status"].isin(MEASURED_STATUSES).to_numpy(bool) & np.isfinite(value)
+    keep &= ~df["run_id"].isin(bad_runs).to_numpy(bool)
+    return df[keep]
+
+
+def final_checkpoints(df: pd.DataFrame) -> pd.DataFrame:
+    """Each run's last checkpoint: the rows at the largest step of their run_id, chosen among all of the run's rows
+    (measured or not), so that a metric that could not be measured there leaves the run without a point rather
+    than falling back to an earlier, less-trained checkpoint. Rows without a step count as one checkpoint; rows
+    without a run_id form one run."""
+    if not len(df):
+        return df
+    step = pd.to_numeric(df["step"], errors="coerce").astype("Float64").fillna(-1.0)
+    last = step.groupby(df["run_id"].astype("string").fillna("<NA>")).transform("max")
+    return df[(step == last).to_numpy(bool)]
+
+
+def final_measured(df: pd.DataFrame) -> pd.DataFrame:
+    """`measured(final_checkpoints(df))`: the measured rows of each run's last checkpoint."""
+    return measured(final_checkpoints(df))
