@@ -1,7 +1,78 @@
-"""The jump test: is a capability's rise narrower than W0 decades of the x-axis? (work in progress)"""
+"""The jump test: is a capability's rise narrower than W0 decades of the x-axis?
+
+The definition (printed in every report, `DEFINITION`): a jump is a rise from a curve's floor to its ceiling, 10% to
+90% of its own amplitude, narrower than W0 decades of the x-axis. W0 (`analysis.jump_width`, default 0.5 decades, a
+factor of about 3 in N) is chosen before looking.
+
+The curve judged is a logistic in t = log10 x, parametrised by its width directly:
+
+    mu(t) = F + (C - F) s(t),   s(t) = 1 / (1 + exp(-2 ln 9 (t - t0) / W))
+
+so that s rises from 0.1 to 0.9 over exactly W decades (t0 - W/2 to t0 + W/2). F (floor) and C (ceiling) stay inside
+the metric's bounds with F <= C (the curve is oriented so that up is better: a rise is an improvement), so no fitted
+curve leaves [0, 1] for an accuracy or goes below 0 for a loss.
+
+Several curves may share one width and keep their own (F, C, t0): the runs of one model size along training. Across
+sizes there is one curve, the expected score of a run of size N, E[y | N], estimated at each size from all its runs.
+
+Noise, measured where it lives (never one pooled variance for every size):
+- each run's measurement error: its standard error, or for a proportion the binomial variance from n (with half an
+  example added on each side, so that 0/256 is not measured as exact);
+- across sizes, the between-run variance at each size from that size's runs, moderated towards a variance model
+  shared by all sizes (Smyth 2004, "Linear models and empirical Bayes methods for assessing differential expression",
+  SAGA 3:3, section 4: a variance from few replicates is shrunk towards a prior with `PRIOR_DOF` degrees of freedom).
+  The model is that of runs at two levels: a run's score, as a fraction u of the way from the floor to the ceiling,
+  has mean s and variance phi s (1 - s) (a beta law; phi = 1 is runs at exactly two levels, phi = 0 is every run on
+  the same curve), so the between-run variance is phi (y - F)(C - y): zero on the plateaus and largest where runs
+  split. Where all six runs of a size agree by chance, their sample variance of zero is not believed;
+- with one run per x (along training, imported model families), a dispersion factor from the fit's residuals
+  (chi2 / dof, at least 1 where measurement errors are known): between-model or between-checkpoint scatter that
+  the measurement error does not explain (a quasi-likelihood, McCullagh & Nelder 1989, section 9.2).
+
+The test. The statistic compares the best fit with W <= W0 against the best with W >= W0 (profile likelihood over a
+grid in (W, t0), F and C solved exactly for each):
+
+    T = [min_{W >= W0} chi2 - min_{W <= W0} chi2] / dispersion        (positive: the data favour a narrow rise)
+
+Its null distribution is simulated (a parametric bootstrap at the boundary W = W0, the least favourable point of
+either one-sided null): `n_boot` data sets are drawn from the fit constrained to W = W0 with the measured noise
+model, runs included (their between-run variances are re-estimated in every draw, so the uncertainty of a variance
+from six runs is part of the calibration), and T is recomputed on each. p_value = P(T* >= T) tests H0: W >= W0;
+p_smooth = P(T* <= T) tests H0: W <= W0. The 95% interval of W is the set of widths whose profile stays within the
+95% quantile of |T*| of the best (a profile interval with a calibrated cut-off, so that it excludes W0 exactly when
+the two-sided test rejects it); the location interval is the same cut applied to the profile over t0.
+
+Verdicts (`verdict`):
+- `emergent`: the interval of W lies below W0, the q-value (Benjamini-Hochberg across a table's rows) is at most
+  alpha, the floor and the ceiling are observed (at least `MIN_SIDE` points on each plateau of the fit), and no two
+  adjacent x around the rise are more than W0/2 apart (wider, and a rise narrower than W0 could not be told from
+  one as wide as the step);
+- `smooth`: the interval lies above W0. A rise already wider than W0 within the measured range needs no plateau;
+- `inconclusive`: the interval straddles W0, or a claimed jump fails one of the checks above;
+- `flat`: the best curve does not beat a constant beyond noise (a calibrated test: `p_flat` > alpha).
+
+Beside it: a model-free cross-check (the steepest step between adjacent sizes, as a share of the amplitude, against
+the most a rise W0 wide can climb over that step), and, across sizes, `per_run`: do single runs acquire the ability
+abruptly (two levels) or move through the middle together (a two-level mixture against one level per size, each
+calibrated by a parametric bootstrap under the other, McLachlan 1987, Applied Statistics 36:318).
+
+This module imports numpy, scipy and pandas only.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+from scipy.special import expit
+
 W0 = 0.5  # analysis.jump_width: decades of the x-axis, chosen before looking
+ALPHA = 0.05
+N_BOOT = 500  # Monte Carlo sd of a p-value near 0.05: sqrt(.05 * .95 / 500) = 0.0097 < 0.01
+PRIOR_DOF = 3.0  # degrees of freedom of the variance model a size's own variance is moderated towards
+MIN_SIZES = 4  # distinct x values below which no curve is judged
+MIN_SIDE = 2  # points each plateau of a claimed jump needs
+LN9X2 = 2.0 * np.log(9.0)  # s(t) = expit(LN9X2 (t - t0) / W) rises from 0.1 to 0.9 over W
 
 DEFINITION = (
     "A jump is a rise from a curve's floor to its ceiling (10% to 90% of its own amplitude) narrower than W0 "
@@ -10,7 +81,9 @@ DEFINITION = (
     "variance measured at that size; along training, each run's own curve. A row is emergent when the 95% interval "
     "of the width W lies below W0 (and its false-discovery-rate q-value is at most alpha), smooth when it lies "
     "above, inconclusive when it straddles W0, when the sizes or checkpoints around the rise are more than W0/2 "
-    "apart, or when a claimed jump's floor or ceiling is not observed; flat when nothing rises beyond noise.")
+    "apart, or when a claimed jump's floor or ceiling is not observed; flat when nothing rises beyond noise. "
+    "per_run says whether single runs acquire the ability abruptly (at two levels, the share at the high one rising "
+    "with size), gradually (moving through the middle together), or cannot tell.")
 
 FLAG_COLUMNS = ["task", "metric", "x", "verdict", "jump_at", "jump_lo", "jump_hi", "width", "width_lo", "width_hi",
                 "n_sizes", "n_runs", "per_run", "p_value", "q_value", "breakthroughness", "mirage", "loss_at_jump",
@@ -18,3 +91,755 @@ FLAG_COLUMNS = ["task", "metric", "x", "verdict", "jump_at", "jump_lo", "jump_hi
 EXTRA_COLUMNS = ["w0", "floor", "ceiling", "p_smooth", "p_flat", "step_max", "step_allowed", "step_p",
                  "share_by_size", "share_width", "per_run_p", "loss_separates", "em_measured", "em_predicted",
                  "answer_length", "noise"]
+
+
+# ------------------------------------------------------------------------------------------------ descriptive
+def breakthroughness(y) -> np.ndarray:
+    """BIG-bench breakthroughness of curves sorted by x, by the published formula (Srivastava et al. 2022, section
+    3.4 and appendix B; restated by Schaeffer et al. 2023, eq. 1), with no floor:
+
+        B = sign(argmax_i y_i - argmin_i y_i) * (max_i y_i - min_i y_i) / sqrt(median_i (y_i - y_{i-1})^2)
+
+    y: (n,) or (B, n), oriented so that higher is better. A zero median step gives inf (0 for a constant curve).
+    Descriptive only: it is never a gate of a verdict.
+    """
+    Y = np.atleast_2d(np.asarray(y, dtype=float))
+    if Y.shape[1] < 2:
+        out = np.full(Y.shape[0], np.nan)
+        return out if np.ndim(y) > 1 else out[0]
+    rng = Y.max(axis=1) - Y.min(axis=1)
+    sign = np.where(np.argmax(Y, axis=1) >= np.argmin(Y, axis=1), 1.0, -1.0)
+    den = np.sqrt(np.median(np.diff(Y, axis=1) ** 2, axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(rng == 0, 0.0, sign * rng / den)
+    return out if np.ndim(y) > 1 else out[0]
+
+
+def benjamini_hochberg(p) -> np.ndarray:
+    """Benjamini & Hochberg 1995 q-values (step-up, monotone); NaN p-values stay NaN and do not count as tests."""
+    p = np.asarray(p, dtype=float)
+    q = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    m = int(ok.sum())
+    if m == 0:
+        return q
+    order = np.argsort(p[ok])
+    ranked = p[ok][order] * m / np.arange(1, m + 1)
+    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(ranked, 1.0)
+    q[ok] = out
+    return q
+
+
+def wilson(k: float, n: float, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (Wilson 1927); (nan, nan) for n = 0."""
+    if n <= 0:
+        return np.nan, np.nan
+    z = stats.norm.ppf(0.5 + level / 2)
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return float(max(0.0, mid - half)), float(min(1.0, mid + half))
+
+
+# ---------------------------------------------------------------------------------------------------- the grid
+@dataclass
+class Grid:
+    """Widths (decades) x locations (log10 x) of the logistic; `s` holds each curve's basis per grid point."""
+
+    widths: np.ndarray  # (nW,), contains w0
+    t0: np.ndarray  # (nT,)
+    w0_index: int
+
+    @classmethod
+    def build(cls, t_all: np.ndarray, w0: float, n_widths: int = 12, n_even: int = 0, fine: bool = False) -> "Grid":
+        """Widths: `n_widths` log-spaced from well below the smallest gap to far beyond the span, plus a dense
+        band around w0. Locations: coarse (the draws; locations are refined between grid points anyway): about one
+        per measured point across the measured range and two beyond each end; fine (the estimate and its
+        intervals): every point, every gap's middle and `n_even` evenly spaced reaching half a span beyond."""
+        t = np.unique(t_all)
+        span = max(float(t[-1] - t[0]), 1e-9)
+        gaps = np.diff(t)
+        small = float(np.min(gaps)) if gaps.size else span
+        lo_w = max(min(small / 8.0, w0 / 20.0), 1e-3)
+        hi_w = max(20.0 * span, 10.0 * w0)
+        # near W0 the widths are dense (0.03 decades apart): data drawn at W = W0 then find their best width near,
+        # not exactly at, W0, so the statistic has a continuous null distribution rather than a lump at zero
+        near = w0 * 10 ** (0.03 * np.arange(-5, 6))
+        widths = np.unique(np.concatenate([np.geomspace(lo_w, hi_w, n_widths), near]))
+        if fine:
+            mids = (t[:-1] + t[1:]) / 2 if t.size > 1 else t
+            even = np.linspace(t[0] - 0.5 * span, t[-1] + 0.5 * span, n_even)
+            t0 = np.unique(np.round(np.concatenate([t, mids, even]), 12))
+        else:
+            k = int(np.clip(t.size, 8, 40))
+            step = span / (k - 1)
+            t0 = np.concatenate([t[0] - step * np.array([6.0, 2.0]), np.linspace(t[0], t[-1], k),
+                                 t[-1] + step * np.array([2.0, 6.0])])
+        return cls(widths, t0, int(np.argmin(np.abs(np.log(widths / w0)))))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.widths.size, self.t0.size
+
+    def basis(self, t: np.ndarray) -> np.ndarray:
+        """(n, nW * nT): s(t) at every grid point, width-major."""
+        z = (t[:, None, None] - self.t0[None, None, :]) * (LN9X2 / self.widths[None, :, None])
+        return expit(z).reshape(t.size, -1)
+
+
+def _solve_box(w, y, S, lb, ub):
+    """Weighted least squares of y on F (1 - s) + C s for every row of (w, y) and every column of S, with
+    lb <= F <= C <= ub. w: (B, n), or (B, n, G) when the weights differ between grid points. Returns chi2, F, C,
+    each (B, G).
+
+    The minimum of a convex quadratic over that triangle is the unconstrained one when it is inside, else the best of
+    the minima along its three edges (F = lb, C = ub, F = C), each a clamped one-dimensional solve.
+    """
+    if S.ndim == 3 or w.ndim == 3:
+        w3 = w if w.ndim == 3 else w[:, :, None]
+        S3 = S if S.ndim == 3 else S[None]
+        y3 = y[:, :, None]
+        ws = w3 * S3
+        wy3 = w3 * y3
+        sw = w3.sum(1)
+        swy = wy3.sum(1)
+        swyy = (wy3 * y3).sum(1)
+        sws = ws.sum(1)
+        swss = (ws * S3).sum(1)
+        swsy = (ws * y3).sum(1)
+    elif w.ndim == 2:
+        wy = w * y
+        sw = w.sum(1)[:, None]
+        swy = wy.sum(1)[:, None]
+        swyy = (wy * y).sum(1)[:, None]
+        sws = w @ S
+        swss = w @ (S * S)
+        swsy = wy @ S
+    saa = sw - 2 * sws + swss
+    sab = sws - swss
+    sbb = swss
+    say = swy - swsy
+    sby = swsy
+
+    def chi2(F, C):
+        return swyy - 2 * F * say - 2 * C * sby + F * F * saa + 2 * F * C * sab + C * C * sbb
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        det = saa * sbb - sab * sab
+        tiny = 1e-12 * np.maximum(saa * sbb, 1e-300)
+        F0 = (sbb * say - sab * sby) / det
+        C0 = (saa * sby - sab * say) / det
+        inside = (det > tiny) & (F0 >= lb) & (C0 <= ub) & (F0 <= C0)
+        best = np.where(inside, chi2(F0, C0), np.inf)
+        bF = np.where(inside, F0, np.nan)
+        bC = np.where(inside, C0, np.nan)
+
+        def take(F, C):
+            nonlocal best, bF, bC
+            c = chi2(F, C)
+            better = np.isfinite(c) & (c < best)
+            best = np.where(better, c, best)
+            bF = np.where(better, F, bF)
+            bC = np.where(better, C, bC)
+
+        if inside.all():
+            return np.maximum(best, 0.0), bF, bC
+        c_eq = np.clip(swy / sw, lb, ub) * np.ones_like(sws)
+        take(c_eq, c_eq)  # F = C: a constant
+        if np.isfinite(lb):
+            C1 = np.where(sbb > 0, np.clip((sby - lb * sab) / sbb, lb, ub), lb)
+            take(np.full_like(C1, lb), C1)
+        if np.isfinite(ub):
+            F1 = np.where(saa > 0, np.clip((say - ub * sab) / saa, lb, ub), ub)
+            take(F1, np.full_like(F1, ub))
+    return np.maximum(best, 0.0), bF, bC
+
+
+# ---------------------------------------------------------------------------------------------------- the data
+@dataclass
+class Curves:
+    """The points of one test, oriented (up is better) and grouped.
+
+    Across sizes (`runs`): one curve, every run a point of its size; the curve's value at a size is its runs' mean.
+    Along training or with one run per x (`single`): one or more curves, each point a measurement.
+    """
+
+    mode: str  # "runs" or "single"
+    t: list  # per curve, log10 x of its points (runs mode: the distinct sizes)
+    lb: float  # oriented bounds of the metric
+    ub: float
+    # runs mode
+    size_of_run: np.ndarray | None = None  # (R,) index of each run's size
+    run_y: np.ndarray | None = None  # (R,) oriented values
+    run_vm: np.ndarray | None = None  # (R,) measurement variance (0 where unknown)
+    m: np.ndarray | None = None  # (n,) runs per size
+    # single mode
+    y: list = field(default_factory=list)  # per curve, oriented values
+    vm: list = field(default_factory=list)  # per curve, measurement variances
+    measured: bool = True  # whether measurement variances are known
+
+
+def measurement_variance(value, stderr, n, bounded01: bool) -> np.ndarray:
+    """Each point's measurement variance: stderr^2, and for a proportion at least the binomial variance from n with
+    half an example added on each side ((k + 1/2) / (n + 1): an exact 0 of 256 is not measured without error).
+    0 where neither is known."""
+    value = np.asarray(value, float)
+    se = np.asarray(stderr, float) if stderr is not None else np.full(value.shape, np.nan)
+    nn = np.asarray(n, float) if n is not None else np.full(value.shape, np.nan)
+    v = np.where(np.isfinite(se), se ** 2, 0.0)
+    if bounded01:
+        ok = np.isfinite(nn) & (nn > 0)
+        p = (np.clip(value, 0, 1) * np.where(ok, nn, 1) + 0.5) / (np.where(ok, nn, 1) + 1)
+        v = np.where(ok, np.maximum(v, p * (1 - p) / np.where(ok, nn, 1)), v)
+    return v
+
+
+def _per_size(size_of_run, Y, m):
+    """Means and sample variances per size of run values Y (B, R); sample variance NaN where m = 1."""
+    n = m.size
+    B = Y.shape[0]
+    S1 = np.zeros((B, n))
+    S2 = np.zeros((B, n))
+    np.add.at(S1.T, size_of_run, Y.T)
+    np.add.at(S2.T, size_of_run, (Y * Y).T)
+    mean = S1 / m
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = np.where(m > 1, (S2 - m * mean * mean) / np.maximum(m - 1, 1), np.nan)
+    return mean, np.maximum(var, 0.0)
+
+
+def _phi(ybar, s2, vm_size, m):
+    """The between-run variance model of each row, fitted by moments over the sizes with replicates.
+
+    A size's excess variance (its runs' sample variance less their measurement variance) is explained as
+    tau2 + phi (y - F)(C - y): a constant scatter tau2 between runs, plus the variance of runs split between two
+    levels F and C (the lowest and highest size means) with mean y, scaled by phi in [0, 1]. Weighted by each size's
+    degrees of freedom, tau2 >= 0 and phi >= 0 (non-negative least squares in two unknowns).
+    ybar, s2: (B, n). Returns (phi, tau2, amp), each (B,).
+    """
+    F = ybar.min(1, keepdims=True)
+    C = ybar.max(1, keepdims=True)
+    shape = np.maximum((ybar - F) * (C - ybar), 0.0)
+    d = np.maximum(m - 1.0, 0.0)
+    e = np.where(d > 0, np.nan_to_num(s2) - vm_size, 0.0)
+    s0, s1, s11 = d.sum(), (d * shape).sum(1), (d * shape * shape).sum(1)
+    e0, e1 = (d * e).sum(1), (d * e * shape).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        det = s0 * s11 - s1 * s1
+        phi = np.where(det > 0, (s0 * e1 - s1 * e0) / det, 0.0)
+        tau2 = np.where(det > 0, (s11 * e0 - s1 * e1) / det, e0 / max(s0, 1e-300))
+        # on an edge of the feasible quadrant: one unknown at 0, the other by its own least squares
+        only_phi = np.where(s11 > 0, e1 / s11, 0.0)
+        only_tau = e0 / max(s0, 1e-300)
+    neg_t = tau2 < 0
+    phi = np.where(neg_t, only_phi, phi)
+    tau2 = np.where(neg_t, 0.0, tau2)
+    neg_p = phi < 0
+    tau2 = np.where(neg_p, only_tau, tau2)
+    phi = np.where(neg_p, 0.0, phi)
+    return np.clip(phi, 0.0, 1.0), np.maximum(tau2, 0.0), (C - F)[:, 0]
+
+
+def _run_variance(S, vm_size, tau2, phi, amp, floor):
+    """Variance of one run at each size and grid point: vm + tau2 + phi A^2 s (1 - s) at the grid point's share s.
+    The variance follows the curve, not each size's own sample variance: that is zero wherever the runs of a size
+    agree by chance, and large wherever they split, which would let a step pass through any split size's mean.
+    S: (n, G); tau2, phi, amp: (B,) -> (B, n, G)."""
+    v = (vm_size[None, :, None] + tau2[:, None, None]
+         + (phi * amp * amp)[:, None, None] * (S * (1.0 - S) if S.ndim == 3 else (S * (1.0 - S))[None]))
+    return np.maximum(v, floor)
+
+
+# ---------------------------------------------------------------------------------------------------- the fit
+@dataclass
+class WidthTest:
+    """The result of `width_test`: the width of the rise with its interval, the location(s), and the two one-sided
+    calibrated p-values, with what it was calibrated against."""
+
+    width: float
+    width_lo: float
+    width_hi: float
+    t0: np.ndarray  # per curve, log10 of the midpoint
+    t0_lo: np.ndarray
+    t0_hi: np.ndarray
+    floor: np.ndarray  # per curve, oriented units
+    ceiling: np.ndarray
+    p_value: float  # H0: W >= W0
+    p_smooth: float  # H0: W <= W0
+    p_flat: float  # H0: no rise (a constant)
+    statistic: float
+    crit: float
+    dispersion: float
+    phi: float  # between-run overdispersion (runs mode), NaN otherwise
+    n_boot: int
+    w0: float
+    var_mean: np.ndarray | None  # runs mode: variance of each size's mean at the best fit
+    ybar: np.ndarray | None  # runs mode: each size's mean (oriented)
+    grid: Grid | None = None
+    profile: np.ndarray | None = None  # (nW,) profile deviance over the widths, minus its minimum
+
+
+class _Model:
+    """Deviance of K curves sharing one width, on one grid, for replicate data sets (rows).
+
+    Runs mode (one curve of size means): -2 log L of a normal law for each mean with the variance of `_run_variance`
+    / m at the grid point's share; the variance follows the curve, so a size where 0 of 6 runs made it is not taken
+    as measured without error when the curve says 1 in 7 should have. Single mode: chi2 with fixed weights (the
+    measurement variances), over a dispersion factor.
+    """
+
+    def __init__(self, curves: Curves, grid: Grid):
+        self.c = curves
+        self.grid = grid
+        self.S = [grid.basis(t) for t in curves.t]
+        self.dof = sum(t.size for t in curves.t) - 3 * len(curves.t) - 1
+        self.same_t = len(curves.t) > 1 and all(t.shape == curves.t[0].shape and np.array_equal(t, curves.t[0])
+                                                for t in curves.t)
+        if curves.mode == "runs":
+            self.m = curves.m
+            self.vm_size = np.bincount(curves.size_of_run, weights=curves.run_vm, minlength=curves.m.size) / curves.m
+
+    def runs_stats(self, Yr):
+        """Size means, sample variances, phi and amplitude of run values Yr (B, R)."""
+        ybar, s2 = _per_size(self.c.size_of_run, Yr, self.m)
+        phi, tau2, amp = _phi(ybar, s2, self.vm_size, self.m)
+        return ybar, tau2, phi, amp
+
+    def _batches(self, Ys, Ws):
+        """(curve index, t, Y, W) per batch: curves measured at the same points are fitted as one batch (rows
+        stacked), since given the width each curve's fit is its own."""
+        if self.c.mode == "runs":
+            return [(0, self.c.t[0], None, None)]
+        if self.same_t:
+            return [(0, self.c.t[0], np.concatenate(Ys, axis=0), np.concatenate(Ws, axis=0))]
+        return [(k, t, Ys[k], Ws[k]) for k, t in enumerate(self.c.t)]
+
+    def _unbatch(self, out, Ys):
+        if self.c.mode == "runs" or not self.same_t:
+            return out
+        B = Ys[0].shape[0]
+        return [tuple(a[k * B:(k + 1) * B] for a in out[0]) for k in range(len(Ys))]
+
+    def _dev(self, k, Y, stats_, W, S):
+        """Deviance, F and C of curve k at the basis S: (n, G), or (B, n, G) when every row has its own."""
+        if self.c.mode == "runs":
+            ybar, tau2, phi, amp = stats_
+            floor = np.maximum((1e-3 * np.maximum(amp, 1e-12)) ** 2, 1e-300)[:, None, None]
+            v = _run_variance(S, self.vm_size, tau2, phi, amp, floor)
+            w = self.m[None, :, None] / v
+            c2, F, C = _solve_box(w, ybar, S, self.c.lb, self.c.ub)
+            return c2 + np.log(v / self.m[None, :, None]).sum(1), F, C
+        return _solve_box(W, Y, S, self.c.lb, self.c.ub)
+
+    def fit(self, Ys, stats_=None, Ws=None, steps: int = 4):
+        """Per curve: the grid's deviance (B, nW, nT), then at every width the location refined between grid points
+        (`steps` halvings of a bracket around the grid's best, then a parabola's vertex), with its deviance, F and
+        C (B, nW); and the dispersion (B,) deviances are divided by."""
+        nW, nT = self.grid.shape
+        widths = self.grid.widths
+        out = []
+        for k, t, Y, W in self._batches(Ys, Ws):
+            dg, Fg, Cg = self._dev(k, Y, stats_, W, self.S[k])
+            B = dg.shape[0]
+            dg = dg.reshape(B, nW, nT)
+            j = np.argmin(dg, axis=2)
+            best = np.take_along_axis(dg, j[..., None], 2)[..., 0]
+            T0 = self.grid.t0[j]
+            F = np.take_along_axis(Fg.reshape(B, nW, nT), j[..., None], 2)[..., 0]
+            C = np.take_along_axis(Cg.reshape(B, nW, nT), j[..., None], 2)[..., 0]
+            gaps = np.diff(self.grid.t0)
+            step = np.maximum(np.concatenate([gaps[:1], gaps])[j], np.concatenate([gaps, gaps[-1:]])[j]) / 2
+
+            def at(T):
+                S = expit(LN9X2 * (t[None, :, None] - T[:, None, :]) / widths[None, None, :])
+                return self._dev(k, Y, stats_, W, S)
+
+            with np.errstate(invalid="ignore", over="ignore"):
+                for _ in range(steps):
+                    for sign in (-1.0, 1.0):
+                        T = T0 + sign * step
+                        d, f, c = at(T)
+                        better = d < best
+                        best, T0 = np.where(better, d, best), np.where(better, T, T0)
+                        F, C = np.where(better, f, F), np.where(better, c, C)
+                    step = step / 2
+                # a parabola through the bracket's ends and its best point
+                dm, _, _ = at(T0 - step)
+                dp, _, _ = at(T0 + step)
+                curv = dm - 2 * best + dp
+                shift = np.where(curv > 0, step * (dm - dp) / (2 * np.where(curv > 0, curv, 1.0)), 0.0)
+                T = T0 + np.clip(shift, -step, step)
+                d, f, c = at(T)
+                better = d < best
+                best, T0 = np.where(better, d, best), np.where(better, T, T0)
+                F, C = np.where(better, f, F), np.where(better, c, C)
+            out.append((dg, best, T0, F, C))
+        out = self._unbatch(out, Ys)
+        if self.c.mode == "runs":
+            return out, np.ones(out[0][1].shape[0])
+        prof_min = sum(o[1] for o in out).min(1)
+        return out, _dispersion(prof_min, self.dof, self.c.measured)
+
+    @staticmethod
+    def profile(fits, disp):
+        """(B, nW): over the dispersion, the sum over curves of each curve's best location at that width."""
+        return sum(o[1] for o in fits) / disp[:, None]
+
+
+def _dispersion(chi2_min, dof, measured):
+    """chi2 / dof of the best fit: at least 1 where measurement errors are known (the noise is never taken to be
+    smaller than measured), the residual variance itself where they are not."""
+    d = np.where(dof > 0, chi2_min / max(dof, 1), 1.0)
+    return np.maximum(d, 1.0) if measured else np.maximum(d, 1e-12)
+
+
+def _decided(k: int, n: int, levels=(0.025, 0.05), conf: float = 0.99) -> bool:
+    """Whether k exceedances in n draws place a Monte Carlo p-value clearly on one side of every level: the
+    Clopper-Pearson interval at `conf` excludes them all (a sequential stop in the spirit of Besag & Clifford 1991)."""
+    a = (1 - conf) / 2
+    lo = stats.beta.ppf(a, k, n - k + 1) if k > 0 else 0.0
+    hi = stats.beta.ppf(1 - a, k + 1, n - k) if k < n else 1.0
+    return all(not (lo <= lev <= hi) for lev in levels)
+
+
+def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: float = 0.95, seed: int = 0,
+               chunk: int = 50, sequential: bool = True) -> WidthTest:
+    """Fit the shared-width logistic to `curves`, and test and bound its width against w0 (see the module doc)."""
+    rng = np.random.default_rng(seed)
+    grid = Grid.build(np.concatenate(curves.t), w0)
+    model = _Model(curves, grid)
+    K = len(curves.t)
+    i = grid.w0_index
+
+    # ---- observed: the estimate and intervals on a fine grid, the statistic on the grid the draws use
+    fine = Grid.build(np.concatenate(curves.t), w0, n_widths=80, n_even=201, fine=True)
+    fine_model = _Model(curves, fine)
+    if curves.mode == "runs":
+        st = model.runs_stats(curves.run_y[None])
+        fits, disp = model.fit(None, st)
+        ffits, fdisp = fine_model.fit(None, st)
+        phi = float(st[2][0])
+        Ws = None
+    else:
+        st, phi = None, np.nan
+        if curves.measured:
+            floors = [max((1e-3 * (float(np.ptp(y)) or 1.0)) ** 2, 1e-300) for y in curves.y]
+            Ws = [1.0 / np.maximum(vm, f)[None] for vm, f in zip(curves.vm, floors)]
+        else:
+            Ws = [np.ones((1, y.size)) for y in curves.y]
+        fits, disp = model.fit([y[None] for y in curves.y], Ws=Ws)
+        ffits, fdisp = fine_model.fit([y[None] for y in curves.y], Ws=Ws)
+    prof = model.profile(fits, disp)[0]
+    T_obs = float(prof[i:].min()) - float(prof[: i + 1].min())
+    fprof = fine_model.profile(ffits, fdisp)[0]
+    dev_min = float(fprof.min())
+    iw = int(np.argmin(fprof))
+    fi = fine.w0_index
+    best, null = [], []
+    for dg, dev, T0, F, C in ffits:
+        best.append((T0[0, iw], F[0, iw], C[0, iw]))
+        null.append((T0[0, fi], F[0, fi], C[0, fi]))
+
+    # ---- draws at W = w0, in chunks; stop early once both one-sided p-values are clearly away from the levels
+    # that decide a verdict (0.025 for the interval, alpha for the q-values), with 99.9% Clopper-Pearson bounds
+    Tb = []
+    done = 0
+    while done < n_boot:
+        B = min(chunk, n_boot - done)
+        if curves.mode == "runs":
+            t00, F0, C0 = null[0]
+            s0 = expit(LN9X2 * (curves.t[0] - t00) / w0)
+            Yr = _draw_runs(rng, B, s0[curves.size_of_run], F0, C0, phi, curves.run_vm + float(st[1][0]))
+            fb, db = model.fit(None, model.runs_stats(Yr))
+        else:
+            Ysb, Wsb = [], []
+            for k in range(K):
+                t00, F0, C0 = null[k]
+                mu = F0 + (C0 - F0) * expit(LN9X2 * (curves.t[k] - t00) / w0)
+                sd = np.sqrt(fdisp[0] / Ws[k][0])
+                Ysb.append(mu[None] + sd[None] * rng.standard_normal((B, mu.size)))
+                Wsb.append(np.broadcast_to(Ws[k], (B, mu.size)))
+            fb, db = model.fit(Ysb, Ws=Wsb)
+        pb = model.profile(fb, db)
+        Tb.append(pb[:, i:].min(1) - pb[:, : i + 1].min(1))
+        done += B
+        if sequential and done < n_boot:
+            T = np.concatenate(Tb)
+            if all(_decided(int(np.sum(c)), done) for c in (T >= T_obs - 1e-9, T <= T_obs + 1e-9)):
+                break
+    Tb = np.concatenate(Tb)
+    n_used = Tb.size
+    p_value = float((1 + np.sum(Tb >= T_obs - 1e-9)) / (n_used + 1))
+    p_smooth = float((1 + np.sum(Tb <= T_obs + 1e-9)) / (n_used + 1))
+    # one-sided 95% bounds: W < width_hi is the claim a test of H0: W >= W0 at 5% makes, W > width_lo its mirror
+    crit_hi = max(float(np.quantile(Tb, level)), 1e-9)
+    crit_lo = max(float(np.quantile(-Tb, level)), 1e-9)
+    crit = float(np.quantile(np.abs(Tb), level))  # two-sided, for the location
+
+    p_flat = _p_flat(model, curves, fits, prof, disp, st, Ws, rng, n=99)
+    prof, fits, disp, grid, model = fprof, ffits, fdisp, fine, fine_model
+
+    # ---- bounds from the profiles
+    rel = prof - dev_min
+    w_lo = _profile_interval(np.log10(grid.widths), rel, crit_lo)[0]
+    w_hi = _profile_interval(np.log10(grid.widths), rel, crit_hi)[1]
+    t0_lo, t0_hi = [], []
+    per_curve = np.stack([o[1][0] for o in fits]) / disp[0]  # (K, nW)
+    for k, o in enumerate(fits):
+        others = prof - per_curve[k]  # (nW,): the other curves' best at each width
+        tot = (o[0][0] / disp[0] + others[:, None]).min(axis=0)  # (nT,): best over widths, this curve's t0 fixed
+        ok = np.where(tot - dev_min <= crit + 1e-9)[0]
+        ok = ok if ok.size else np.array([int(np.argmin(tot))])
+        # one grid step beyond the last location inside: the grid's resolution must not exclude the truth
+        t0_lo.append(float(grid.t0[max(ok.min() - 1, 0)]))
+        t0_hi.append(float(grid.t0[min(ok.max() + 1, grid.t0.size - 1)]))
+    var_mean = ybar = None
+    if curves.mode == "runs":
+        ybar = st[0][0]
+        s_b = expit(LN9X2 * (curves.t[0] - best[0][0]) / grid.widths[iw])
+        amp = st[3]
+        floor = np.maximum((1e-3 * np.maximum(amp, 1e-12)) ** 2, 1e-300)[:, None, None]
+        var_mean = _run_variance(s_b[:, None], model.vm_size, st[1], st[2], amp, floor)[0, :, 0] / curves.m
+    return WidthTest(width=float(grid.widths[iw]), width_lo=w_lo, width_hi=w_hi,
+                     t0=np.array([b[0] for b in best]), t0_lo=np.array(t0_lo), t0_hi=np.array(t0_hi),
+                     floor=np.array([b[1] for b in best]), ceiling=np.array([b[2] for b in best]),
+                     p_value=p_value, p_smooth=p_smooth, p_flat=p_flat, statistic=T_obs, crit=crit,
+                     dispersion=float(disp[0]), phi=phi, n_boot=n_used, w0=w0, var_mean=var_mean, ybar=ybar,
+                     grid=grid, profile=rel)
+
+
+def _profile_interval(logw, rel, crit):
+    """Widths whose profile stays within crit of the best, with the ends found by linear interpolation in log W
+    between the last grid width inside and the first outside; 0 or inf where the set reaches the grid's end."""
+    inside = np.where(rel <= crit + 1e-9)[0]
+    a, b = int(inside.min()), int(inside.max())
+
+    def cross(i_in, i_out):
+        r0, r1 = rel[i_in], rel[i_out]
+        f = (crit - r0) / (r1 - r0) if r1 > r0 else 0.0
+        return float(10 ** (logw[i_in] + np.clip(f, 0.0, 1.0) * (logw[i_out] - logw[i_in])))
+
+    lo = 0.0 if a == 0 else cross(a, a - 1)
+    hi = np.inf if b == logw.size - 1 else cross(b, b + 1)
+    return lo, hi
+
+
+def _draw_runs(rng, B, s_run, F, C, phi, vm):
+    """B data sets of runs: each run F + (C - F) u plus its measurement noise, u ~ Beta with mean s and variance
+    phi s (1 - s) (phi = 1: runs at two levels; phi = 0: every run on the curve)."""
+    mu = np.clip(s_run, 1e-6, 1 - 1e-6)
+    ph = float(np.clip(phi, 1e-4, 1 - 1e-4))
+    tot = 1.0 / ph - 1.0
+    u = rng.beta(mu * tot, (1 - mu) * tot, size=(B, mu.size))
+    return F + (C - F) * u + np.sqrt(vm) * rng.standard_normal((B, mu.size))
+
+
+def _p_flat(model, curves, fits, prof, disp, st, Ws, rng, n):
+    """Calibrated p of H0 "no rise": draws of a constant with the measured noise (runs: every run at one level with
+    its measurement error, or the sizes' pooled spread where larger); the statistic is the improvement of the best
+    logistic over the constant, as for the data."""
+    def improvement(fb, db, const):
+        return const - model.profile(fb, db).min(1)
+
+    if curves.mode == "runs":
+        S0 = np.zeros((curves.m.size, 1))
+        def const_dev(stats_):
+            yb, sb, ph, am = stats_
+            fl = np.maximum((1e-3 * np.maximum(am, 1e-12)) ** 2, 1e-300)[:, None, None]
+            v = _run_variance(S0, model.vm_size, sb, ph, am, fl)[:, :, 0]
+            w = curves.m[None] / v
+            c = np.clip((w * yb).sum(1) / w.sum(1), curves.lb, curves.ub)
+            return (w * (yb - c[:, None]) ** 2).sum(1) + np.log(v / curves.m[None]).sum(1)
+        obs = float(const_dev(st)[0] - prof.min())
+        sd = np.sqrt(curves.run_vm + float(st[1][0]))
+        c = float(np.mean(curves.run_y))
+        Yr = c + sd[None] * rng.standard_normal((n, curves.run_y.size))
+        stb = model.runs_stats(Yr)
+        fb, db = model.fit(None, stb)
+        sims = improvement(fb, db, const_dev(stb))
+    else:
+        def const_dev(Ys, Wl, db):
+            tot = 0.0
+            for Y, W in zip(Ys, Wl):
+                c = np.clip((W * Y).sum(1) / W.sum(1), curves.lb, curves.ub)
+                tot = tot + (W * (Y - c[:, None]) ** 2).sum(1)
+            return tot / db
+        obs = float(const_dev([y[None] for y in curves.y], Ws, disp)[0] - prof.min())
+        Ysb, Wsb = [], []
+        for Y, W in zip(curves.y, Ws):
+            c = np.clip((W[0] * Y).sum() / W[0].sum(), curves.lb, curves.ub)
+            Ysb.append(c + np.sqrt(disp[0] / W[0])[None] * rng.standard_normal((n, Y.size)))
+            Wsb.append(np.broadcast_to(W, (n, Y.size)))
+        fb, db = model.fit(Ysb, Ws=Wsb)
+        sims = improvement(fb, db, const_dev(Ysb, Wsb, db))
+    return float((1 + np.sum(sims >= obs - 1e-9)) / (n + 1))
+
+
+# ------------------------------------------------------------------------------------------- checks and extras
+def plateaus_and_gap(t: np.ndarray, s_fit: np.ndarray, w0: float) -> tuple[int, int, float]:
+    """Points on the fitted floor (s <= 0.1) and ceiling (s >= 0.9), and the widest step between adjacent points
+    from the last one on the floor to the first one on the ceiling (the rise happens somewhere inside)."""
+    order = np.argsort(t)
+    t, s = t[order], s_fit[order]
+    low = np.where(s <= 0.1)[0]
+    high = np.where(s >= 0.9)[0]
+    a = int(low.max()) if low.size else 0
+    b = int(high.min()) if high.size else t.size - 1
+    gap = float(np.max(np.diff(t[a: b + 1]))) if b > a else 0.0
+    return int(low.size), int(high.size), gap
+
+
+def steepest_step(t, ybar, var_mean, floor, ceiling, w0) -> tuple[float, float, float]:
+    """Model-free cross-check: the largest rise between adjacent sizes, as a share of the amplitude, against the most
+    a logistic W0 wide can climb over the same step (2 s(g/2) - 1 for a step of g decades, centred on its middle).
+    Returns (step, allowed, p): p of "no step exceeds its allowance" (normal, Bonferroni over the n - 1 steps)."""
+    amp = float(ceiling - floor)
+    if amp <= 0 or len(t) < 2:
+        return np.nan, np.nan, np.nan
+    d = np.diff(ybar) / amp
+    se = np.sqrt(var_mean[1:] + var_mean[:-1]) / amp
+    g = np.diff(t)
+    allowed = 2.0 * expit(LN9X2 * g / (2.0 * w0)) - 1.0
+    z = (d - allowed) / np.maximum(se, 1e-12)
+    j = int(np.argmax(z))
+    return float(d[j]), float(allowed[j]), float(min(1.0, (len(d)) * stats.norm.sf(z[j])))
+
+
+def per_run_test(size_of_run, run_y, run_vm, ybar_size, floor, ceiling, *, n_boot: int = 300, alpha: float = ALPHA,
+                 seed: int = 0) -> dict:
+    """Do single runs acquire the ability abruptly (two levels) or gradually (together through the middle)?
+
+    At the transition sizes (mean between 10% and 90% of the way from floor to ceiling, at least 3 runs each), the
+    runs of each size are explained either by two levels, the floor and the ceiling, each with its measurement
+    noise and a share pi at the ceiling (a two-component mixture with fixed components), or by one level (a normal
+    law with its own mean and spread). The statistic is the log-likelihood ratio summed over those sizes; p_abrupt is
+    calibrated by draws from the one-level fits, p_gradual by draws from the mixture fits (McLachlan 1987).
+    abrupt when p_abrupt <= alpha, gradual when p_gradual <= alpha, else undetermined.
+    The share acquired at each size counts the runs more than half way from floor to ceiling.
+    """
+    m = np.bincount(size_of_run, minlength=len(ybar_size))
+    out = {"per_run": "undetermined", "per_run_p": np.nan, "p_gradual": np.nan,
+           "acquired": np.zeros(run_y.size, bool), "k": np.zeros(m.size, int), "m": m, "why": ""}
+    if not ceiling > floor:
+        out["why"] = "no rise"
+        return out
+    # the two levels from the runs themselves (the fitted curve's plateaus may lie beyond the measured range):
+    # the best split of all runs' values into a low and a high group (one-dimensional 2-means)
+    floor, ceiling, vf, vc, split = _two_levels(run_y, run_vm)
+    amp = ceiling - floor
+    acquired = run_y > split
+    k = np.bincount(size_of_run, weights=acquired.astype(float), minlength=m.size).astype(int)
+    out.update(acquired=acquired, k=k, levels=(floor, ceiling))
+    u_size = (ybar_size - floor) / amp
+    trans = np.where((u_size > 0.1) & (u_size < 0.9) & (m >= 3))[0]
+    if trans.size == 0:
+        out["why"] = ("no size with 3 or more runs was caught mid-transition" if np.any(m >= 3)
+                      else "fewer than 3 runs per size")
+        return out
+    groups = [run_y[size_of_run == i] for i in trans]
+    rng = np.random.default_rng(seed + 7)
+    pis = np.linspace(0.0, 1.0, 51)
+
+    def llr(Y):
+        """Y: (B, r) runs of one size -> (llr (B,), pi_hat (B,), mu (B,), sd (B,))."""
+        mu = Y.mean(1)
+        var = np.maximum(((Y - mu[:, None]) ** 2).mean(1), min(vf, vc))
+        l1 = (-0.5 * np.log(2 * np.pi * var)[:, None] - 0.5 * (Y - mu[:, None]) ** 2 / var[:, None]).sum(1)
+        lf = -0.5 * np.log(2 * np.pi * vf) - 0.5 * (Y - floor) ** 2 / vf
+        lc = -0.5 * np.log(2 * np.pi * vc) - 0.5 * (Y - ceiling) ** 2 / vc
+        mx = np.maximum(lf, lc)
+        # (B, r, P): log of the mixture density at every share
+        lm = mx[..., None] + np.log((1 - pis) * np.exp(lf - mx)[..., None] + pis * np.exp(lc - mx)[..., None] + 1e-300)
+        L = lm.sum(1)
+        j = np.argmax(L, axis=1)
+        return L[np.arange(Y.shape[0]), j] - l1, pis[j], mu, np.sqrt(var)
+
+    obs = [llr(g[None]) for g in groups]
+    stat = sum(o[0][0] for o in obs)
+    sims_one, sims_two = 0.0, 0.0
+    for g, o in zip(groups, obs):
+        r = g.size
+        y1 = o[2][0] + o[3][0] * rng.standard_normal((n_boot, r))
+        sims_one = sims_one + llr(y1)[0]
+        hi = rng.random((n_boot, r)) < o[1][0]
+        y2 = np.where(hi, ceiling + np.sqrt(vc) * rng.standard_normal((n_boot, r)),
+                      floor + np.sqrt(vf) * rng.standard_normal((n_boot, r)))
+        sims_two = sims_two + llr(y2)[0]
+    p_abrupt = float((1 + np.sum(sims_one >= stat)) / (n_boot + 1))
+    p_gradual = float((1 + np.sum(sims_two <= stat)) / (n_boot + 1))
+    out.update(per_run_p=p_abrupt, p_gradual=p_gradual)
+    if p_abrupt <= alpha and p_gradual > alpha:
+        out["per_run"] = "abrupt"
+    elif p_gradual <= alpha and p_abrupt > alpha:
+        out["per_run"] = "gradual"
+    else:
+        out["why"] = (f"neither two levels nor one level is rejected (p = {p_abrupt:.3g} and {p_gradual:.3g}) at "
+                      f"{trans.size} transition size(s)")
+    out["n_trans"] = int(trans.size)
+    return out
+
+
+def _two_levels(y, vm):
+    """Split values into a low and a high group at the cut that minimises the within-group sum of squares; returns
+    the two means, the two variances (each at least the median measurement variance of its group, and a floor of
+    1e-3 of the gap squared) and the cut (half way between the groups' nearest members)."""
+    order = np.argsort(y)
+    ys = y[order]
+    n = ys.size
+    c1 = np.cumsum(ys)
+    c2 = np.cumsum(ys * ys)
+    i = np.arange(1, n)
+    left = c2[:-1] - c1[:-1] ** 2 / i
+    right = (c2[-1] - c2[:-1]) - (c1[-1] - c1[:-1]) ** 2 / (n - i)
+    j = int(np.argmin(left + right)) + 1
+    lo, hi = ys[:j], ys[j:]
+    vlo = vm[order][:j]
+    vhi = vm[order][j:]
+    gap2 = (1e-3 * (hi.mean() - lo.mean())) ** 2
+    vf = max(float(lo.var(ddof=1)) if lo.size > 1 else 0.0, float(np.median(vlo)), gap2)
+    vc = max(float(hi.var(ddof=1)) if hi.size > 1 else 0.0, float(np.median(vhi)), gap2)
+    return float(lo.mean()), float(hi.mean()), vf, vc, float((ys[j - 1] + ys[j]) / 2)
+
+
+def _pooled_var(groups, y):
+    """Pooled within-group sample variance."""
+    u, inv = np.unique(groups, return_inverse=True)
+    cnt = np.bincount(inv)
+    mean = np.bincount(inv, weights=y) / cnt
+    dof = np.sum(cnt - 1)
+    return float(np.sum((y - mean[inv]) ** 2) / dof) if dof > 0 else 0.0
+
+
+def share_width(t, k, m) -> float:
+    """Decades over which the share of runs that acquired the ability rises from 10% to 90%: a binomial logistic
+    regression of k of m runs on log10 x, by maximum likelihood over a (width, location) grid. NaN when the share
+    does not rise from below a half to above it."""
+    t, k, m = np.asarray(t, float), np.asarray(k, float), np.asarray(m, float)
+    if not (np.any(k < m / 2) and np.any(k > m / 2)):
+        return np.nan
+    grid = Grid.build(t, W0, n_widths=60, n_even=41, fine=True)
+    S = np.clip(grid.basis(t), 1e-9, 1 - 1e-9)
+    ll = (k[:, None] * np.log(S) + (m - k)[:, None] * np.log(1 - S)).sum(0)
+    return float(grid.widths[np.argmax(ll) // grid.shape[1]])
+
+
+def loss_alignment(acquired: np.ndarray, loss: np.ndarray) -> dict:
+    """Du et al. 2024: does one held-out loss separate the runs that acquired the ability from those that did not?
+
+    The threshold is the loss that misclassifies the fewest runs (acquired = below it); loss_at_jump is the middle of
+    the gap it sits in. separates = no run misclassified. NaN / NA when only one class of runs exists.
+    """
+    ok = np.isfinite(loss)
+    a, L = np.asarray(acquired, bool)[ok], np.asarray(loss, float)[ok]
+    if a.all() or (~a).all() or a.size < 2:
+        return {"loss_at_jump": np.nan, "loss_separates": None, "errors": np.nan, "n": int(a.size)}
+    order = np.argsort(L)
+    L, a = L[order], a[order]
+    # threshold between positions i-1 and i: runs [0, i) predicted acquired
+    errs = np.array([np.sum(~a[:i]) + np.sum(a[i:]) for i in range(1, L.size)])
+    i = int(np.argmin(errs)) + 1
+    return {"loss_at_jump": float((L[i - 1] + L[i]) / 2), "loss_separates": bool(errs[i - 1] == 0),
+            "errors": int(errs[i - 1]), "n": int(L.size)}
