@@ -20,19 +20,19 @@ COLUMNS = ["task", "metric", "law", "x", "x_value", "n_fit", "prediction", "lo",
 def final_by_size(df: pd.DataFrame, x: str = "n_params") -> pd.DataFrame:
     """From a results table: each run's final checkpoint per (task, metric), seeds averaged per size.
 
-    A run's final checkpoint is its largest step with a measured value ("ok" or "imported"). Runs of one size
+    A run's final checkpoint is its largest step among all of its rows, and only its measured rows there count
+    (`analysis.schema.final_measured`): a metric left unmeasured at the last checkpoint gives the run no point
+    rather than an earlier, less-trained one, and runs that diverged or failed are left out. Runs of one size
     (seeds) are averaged: `value` is their mean, `n_seeds` how many there were.
     Columns: task, metric, <x>, value, n_seeds.
     """
     df = schema.validate(df, where="backtest input")
     if x not in df.columns:
         raise ValueError(f"x={x!r} is not a results-table column; use n_params, n_params_nonembed, flops or tokens")
-    ok = df[df["status"].isin(["ok", "imported"]) & df["value"].notna()]
-    ok = ok[pd.to_numeric(ok[x], errors="coerce").notna()]
-    if ok.empty:
+    fin = schema.final_measured(df)
+    fin = fin[pd.to_numeric(fin[x], errors="coerce").notna()]
+    if fin.empty:
         return pd.DataFrame(columns=["task", "metric", x, "value", "n_seeds"])
-    last = ok.groupby(["run_id", "task", "metric"])["step"].transform("max")
-    fin = ok[(ok["step"] == last) | ok["step"].isna()]
     out = (fin.assign(**{x: fin[x].astype(float)})
            .groupby(["task", "metric", x], as_index=False)
            .agg(value=("value", "mean"), n_seeds=("run_id", "nunique")))

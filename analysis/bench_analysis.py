@@ -75,7 +75,8 @@ def synthetic(family: str, i: int) -> dict:
             p = lo + (hi - lo) * (t - t[0]) / np.ptp(t)
     y = rng.binomial(N_EXAMPLES, np.clip(p, 0, 1)) / N_EXAMPLES
     runs = np.array([f"{a}-{b}" for a in range(SIZES_T.size) for b in range(RUNS)], dtype=object)
-    return {"x": 10 ** t, "y": y, "seeds": runs, "n": np.full(y.size, N_EXAMPLES)}
+    truth = w if family in ("two_level_sharp", "two_level_wide") else np.nan
+    return {"x": 10 ** t, "y": y, "seeds": runs, "n": np.full(y.size, N_EXAMPLES), "w": truth}
 
 
 def _work(args) -> list[dict]:
@@ -97,7 +98,7 @@ def _work(args) -> list[dict]:
             r = flag_curve(d["x"], d["y"], higher_is_better=True, seeds=d["seeds"], n=d["n"], bounds=(0, 1),
                            x_name="n_params", n_boot=n_boot, seed=i)
             out.append({"family": family, "verdict": r["verdict"], "per_run": r["per_run"],
-                        "s": time.perf_counter() - t0, "located": None})
+                        "s": time.perf_counter() - t0, "located": None, "w": d["w"]})
     return out
 
 
@@ -144,6 +145,11 @@ def bench_analysis(n_curves: int = 1000, workers: int = 2, n_boot: int = 500) ->
         loc = [r["located"] for r in rs if r["located"] is not None and r["verdict"] == "emergent"]
         if loc:
             entry["location_covered"] = float(np.mean(loc))
+        if fam == "two_level_sharp":  # recall by the true width of the share's rise
+            entry["recall_by_width"] = {
+                f"{a:.2f}-{b:.2f}": float(np.mean([r["verdict"] == "emergent" for r in rs if a <= r["w"] < b]))
+                for a, b in ((0.1, 0.15), (0.15, 0.2), (0.2, 0.25), (0.25, 0.3001))
+                if any(a <= r["w"] < b for r in rs)}
         fams[fam] = entry
     targets = {
         "recall two_level_sharp >= 0.9": fams["two_level_sharp"]["emergent"] >= 0.9,
@@ -175,6 +181,8 @@ def main(argv=None) -> int:
           f"({r['s_per_1000']:.1f} s per 1,000)")
     for fam, e in r["families"].items():
         extra = f", location covered {e['location_covered']:.2f}" if "location_covered" in e else ""
+        if "recall_by_width" in e:
+            extra += ", recall by width " + ", ".join(f"{k}: {v:.2f}" for k, v in e["recall_by_width"].items())
         print(f"  {fam:17s} n={e['n']:4d} emergent {e['emergent']:.3f} abrupt {e['abrupt']:.3f} "
               f"verdicts {e['verdicts']} per_run {e['per_run']}{extra}")
     for k, ok in r["targets"].items():

@@ -154,7 +154,7 @@ class Grid:
     w0_index: int
 
     @classmethod
-    def build(cls, t_all: np.ndarray, w0: float, n_widths: int = 12, n_even: int = 0, fine: bool = False) -> "Grid":
+    def build(cls, t_all: np.ndarray, w0: float, n_widths: int = 10, n_even: int = 0, fine: bool = False) -> "Grid":
         """Widths: `n_widths` log-spaced from well below the smallest gap to far beyond the span, plus a dense
         band around w0. Locations: coarse (the draws; locations are refined between grid points anyway): about one
         per measured point across the measured range and two beyond each end; fine (the estimate and its
@@ -167,7 +167,7 @@ class Grid:
         hi_w = max(20.0 * span, 10.0 * w0)
         # near W0 the widths are dense (0.03 decades apart): data drawn at W = W0 then find their best width near,
         # not exactly at, W0, so the statistic has a continuous null distribution rather than a lump at zero
-        near = w0 * 10 ** (0.03 * np.arange(-5, 6))
+        near = w0 * 10 ** (0.03 * np.arange(-4, 5))
         widths = np.unique(np.concatenate([np.geomspace(lo_w, hi_w, n_widths), near]))
         if fine:
             mids = (t[:-1] + t[1:]) / 2 if t.size > 1 else t
@@ -434,7 +434,7 @@ class _Model:
             return c2 + np.log(v / self.m[None, :, None]).sum(1), F, C
         return _solve_box(W, Y, S, self.c.lb, self.c.ub)
 
-    def fit(self, Ys, stats_=None, Ws=None, steps: int = 4):
+    def fit(self, Ys, stats_=None, Ws=None, steps: int = 3):
         """Per curve: the grid's deviance (B, nW, nT), then at every width the location refined between grid points
         (`steps` halvings of a bracket around the grid's best, then a parabola's vertex), with its deviance, F and
         C (B, nW); and the dispersion (B,) deviances are divided by."""
@@ -520,7 +520,7 @@ def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: f
     if curves.mode == "runs":
         st = model.runs_stats(curves.run_y[None])
         fits, disp = model.fit(None, st)
-        ffits, fdisp = fine_model.fit(None, st)
+        ffits, fdisp = fine_model.fit(None, st, steps=5)
         phi = float(st[2][0])
         Ws = None
     else:
@@ -531,7 +531,7 @@ def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: f
         else:
             Ws = [np.ones((1, y.size)) for y in curves.y]
         fits, disp = model.fit([y[None] for y in curves.y], Ws=Ws)
-        ffits, fdisp = fine_model.fit([y[None] for y in curves.y], Ws=Ws)
+        ffits, fdisp = fine_model.fit([y[None] for y in curves.y], Ws=Ws, steps=5)
     prof = model.profile(fits, disp)[0]
     T_obs = float(prof[i:].min()) - float(prof[: i + 1].min())
     fprof = fine_model.profile(ffits, fdisp)[0]

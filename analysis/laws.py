@@ -1,7 +1,9 @@
-"""Scaling laws: pure curve functions, their parameter names, bounds and starting-value guesses.
+"""Scaling laws: pure curve functions, their parameter names, bounds and grids of starting values.
 
 Each law follows lmfit's shape (STYLE.md, 9): a pure function whose docstring gives the formula and its source, the
-names of its parameters, a way to guess starting values, and default bounds. `analysis.fit.fit_law` fits any of them.
+names of its parameters, a grid of starting values, and default bounds. `analysis.fit.fit_law` fits any of them and
+`analysis.fit.guess` gives starting values from the grid. This module is data only: it imports nothing from
+`analysis.fit` (which depends on it).
 
 Every law here is *separable*: some parameters enter linearly (an offset, an amplitude) and the rest non-linearly
 (exponents, locations). Given the non-linear ones, the linear ones are solved exactly by least squares; that is
@@ -37,6 +39,8 @@ class Law:
     bounds(x): default (low, high) for each non-linear parameter, given the data's x.
     grid(x, bounds): an array (G, len(nonlinear)) of starting values covering those bounds.
     location: the parameter that says where the curve changes regime, in x units (jump models), or None.
+    levels: the linear parameters that are values of y the curve reaches (an asymptote, a floor, a ceiling, a flat
+        level); `fit_law(..., y_bounds=(lo, hi))` keeps them inside the metric's range.
     """
 
     name: str
@@ -50,9 +54,10 @@ class Law:
     source: str
     positive: tuple[str, ...] = ()
     location: str | None = None
+    levels: tuple[str, ...] = ()
     n_inputs: int = 1
     log_x: bool = True  # the law needs x > 0 (it uses log x or a power of x)
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # "lm_starts": how many distinct grid points fit_law refines (3)
 
     @property
     def nonlinear(self) -> tuple[str, ...]:
@@ -73,15 +78,6 @@ class Law:
             return np.zeros((1, 0))
         mesh = np.meshgrid(*axes, indexing="ij")
         return np.stack([m.ravel() for m in mesh], axis=1)
-
-    def guess(self, x, y) -> dict[str, float]:
-        """Starting values: the best point of the grid, with the linear parameters solved exactly (lmfit's `guess`)."""
-        from analysis.fit import grid_fit  # local import: fit depends on laws
-
-        x = np.asarray(x, dtype=float)
-        y = np.asarray(y, dtype=float)
-        theta, _ = grid_fit(self, x, y)
-        return dict(zip(self.params, theta))
 
     def __call__(self, x, *params):
         return self.func(x, *params)
@@ -266,7 +262,10 @@ def bnsl_law(n_breaks: int = 1) -> Law:
         basis=basis, bounds=bounds, grid_sizes=sizes,
         formula="y = a + b x^(-c0) prod_i (1 + (x/d_i)^(1/f_i))^(-c_i f_i)",
         source="Caballero et al. 2022, Broken Neural Scaling Laws, eq. 1",
-        positive=tuple(n for n in names if n[0] in "df"), location="d1")
+        positive=tuple(n for n in names if n[0] in "df"), location="d1", levels=("a",),
+        # its least-squares objective has many local minima (Caballero et al. 2022, appendix A.6 fit from a wide
+        # grid): refine more of the best grid points than the other laws need
+        extra={"lm_starts": 24})
 
 
 def _power_bounds(x):
@@ -297,28 +296,29 @@ def _hinge_bounds(x):
 LAWS: dict[str, Law] = {
     "power": Law("power", ("E", "A", "alpha"), ("E", "A"), power, _power_basis, _power_bounds, {"alpha": 31},
                  formula="y = E + A x^(-alpha)",
-                 source="Kaplan et al. 2020, eq. 1.1-1.3; Hoffmann et al. 2022, eq. 2 (one variable)"),
+                 source="Kaplan et al. 2020, eq. 1.1-1.3; Hoffmann et al. 2022, eq. 2 (one variable)",
+                 levels=("E",)),
     "chinchilla": Law("chinchilla", ("E", "A", "B", "alpha", "beta"), ("E", "A", "B"), chinchilla,
                       _chinchilla_basis, _chinchilla_bounds, {"alpha": 21, "beta": 21},
                       formula="L = E + A / N^alpha + B / D^beta",
                       source="Hoffmann et al. 2022, Training Compute-Optimal Large Language Models, eq. 2",
-                      n_inputs=2),
+                      n_inputs=2, levels=("E",)),
     "logistic": Law("logistic", ("floor", "ceiling", "k", "x0"), ("floor", "ceiling"), logistic, _logistic_basis,
                     _logistic_bounds, {"k": 15, "x0": 41},
                     formula="y = floor + (ceiling - floor) / (1 + (x/x0)^(-k))",
                     source="sigmoid in log x (Wei et al. 2022; Ruan et al. 2024, eq. 5)",
-                    positive=("k", "x0"), location="x0"),
+                    positive=("k", "x0"), location="x0", levels=("floor", "ceiling")),
     "bnsl": bnsl_law(1),
     "linear_log": Law("linear_log", ("a", "b"), ("a", "b"), linear_log, _linear_log_basis, lambda x: {}, {},
                       formula="y = a + b log10(x)", source="linear trend on a log axis"),
     "saturating": Law("saturating", ("a", "b", "s"), ("a", "b"), saturating, _saturating_basis, _saturating_bounds,
                       {"s": 41}, formula="y = a + b x / (x + s)",
-                      source="Michaelis & Menten 1913; Hill 1910 (coefficient 1)", positive=("s",)),
+                      source="Michaelis & Menten 1913; Hill 1910 (coefficient 1)", positive=("s",), levels=("a",)),
     "hinge": Law("hinge", ("a", "b", "h"), ("a", "b"), hinge, _hinge_basis, _hinge_bounds, {"h": 41},
                  formula="y = a + b max(0, log10(x/h))", source="broken-stick regression (Muggeo 2003)",
-                 positive=("h",), location="h"),
+                 positive=("h",), location="h", levels=("a",)),
     "constant": Law("constant", ("a",), ("a",), constant, _constant_basis, lambda x: {}, {},
-                    formula="y = a", source="no trend", log_x=False),
+                    formula="y = a", source="no trend", log_x=False, levels=("a",)),
 }
 
 

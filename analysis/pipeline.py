@@ -11,23 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.schema import validate
+from analysis.schema import final_measured, measured, validate
 
 VIEWS = ("transitions", "loss", "resolution", "backtest")
 FIT_COLUMNS = ["task", "metric", "x", "law", "param", "value", "stderr", "lo", "hi", "aicc", "bic", "rmse", "n"]
-
-
-def measured(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows that are measurements (status ok or imported) of runs that neither diverged nor failed."""
-    bad_runs = set(df.loc[df["status"].isin(["diverged", "failed"]), "run_id"].dropna())
-    keep = df["status"].isin(["ok", "imported"]) & ~df["run_id"].isin(bad_runs) & df["value"].notna()
-    return df[keep]
-
-
-def final_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Each run's last checkpoint."""
-    last = df.groupby("run_id")["step"].transform("max")
-    return df[df["step"] == last]
 
 
 def fit_rows(fit, task: str, metric: str, x: str) -> list[dict]:
@@ -39,10 +26,13 @@ def fit_rows(fit, task: str, metric: str, x: str) -> list[dict]:
 
 def scaling_fits(df: pd.DataFrame, *, n_boot: int = 200) -> pd.DataFrame:
     """Fits of the held-out LM loss: L(N) and L(C) power laws (final checkpoints, Kaplan et al. 2020), and
-    L(N, D) (Hoffmann et al. 2022) when the table has several token budgets per size (an IsoFLOP grid)."""
+    L(N, D) (Hoffmann et al. 2022) when the table has several token budgets per size (an IsoFLOP grid).
+
+    df: the whole results table; each run is read at its last checkpoint (`analysis.schema.final_measured`)."""
     from analysis.fit import fit_law
 
-    lm = final_rows(df[(df["task"] == "lm") & (df["metric"] == "loss")])
+    fin = final_measured(df)
+    lm = fin[(fin["task"] == "lm") & (fin["metric"] == "loss")]
     rows: list[dict] = []
     if lm["n_params"].nunique() >= 3:
         for x in ("n_params", "flops"):
@@ -66,16 +56,15 @@ def run_analysis(df: pd.DataFrame, out_dir: Path, *, x: str = "n_params", views=
                  instances: pd.DataFrame | None = None, n_boot: int = 200,
                  flag_options: dict | None = None) -> dict[str, Path]:
     """Write fits.csv, flags.csv and, for each requested view ("all" for every one), its CSV into `out_dir`."""
-    from analysis.flags import flag_emergence
+    from analysis.flags import flag_emergence  # flags imports the views; loaded when an analysis runs
 
     df = validate(df)
     if not len(measured(df)):
         raise ValueError("the results table has no measured values (every row is NaN or from a failed run)")
     out_dir = Path(out_dir)
     written: dict[str, Path] = {}
-    ok = measured(df)
 
-    fits = scaling_fits(ok, n_boot=n_boot)
+    fits = scaling_fits(df, n_boot=n_boot)
     written["fits"] = _write_csv(fits, out_dir / "fits.csv")
     flags = flag_emergence(df, x=x, **(flag_options or {}))
     written["flags"] = _write_csv(flags, out_dir / "flags.csv")
@@ -84,28 +73,35 @@ def run_analysis(df: pd.DataFrame, out_dir: Path, *, x: str = "n_params", views=
     if "transitions" in chosen:
         from analysis.views import flag_transitions
 
-        written["transitions"] = _write_csv(flag_transitions(df), out_dir / "transitions.csv")
+        along = {k: v for k, v in (flag_options or {}).items() if k in ("w0", "alpha", "n_boot", "seed")}
+        written["transitions"] = _write_csv(flag_transitions(df, **along), out_dir / "transitions.csv")
     if "loss" in chosen and {"lm"} <= set(df["task"]):
-        written["loss"] = _write_csv(flag_emergence(df, x="loss"), out_dir / "loss.csv")
+        # against loss the width is in nats, with its own W0 (analysis.views.LOSS_W0), not the decades of x
+        loss_opts = {k: v for k, v in (flag_options or {}).items() if k in ("alpha", "n_boot", "seed")}
+        written["loss"] = _write_csv(flag_emergence(df, x="loss", **loss_opts), out_dir / "loss.csv")
     if "resolution" in chosen and instances is not None and len(instances):
         from analysis.resolution import resolution_curves
 
         written["resolution"] = _write_csv(resolution_curves(instances, x="n_params", runs=runs),
                                            out_dir / "resolution.csv")
     if "backtest" in chosen:
-        written["backtest"] = _write_csv(backtests(ok), out_dir / "backtest.csv")
+        written["backtest"] = _write_csv(backtests(df), out_dir / "backtest.csv")
     return written
 
 
-def backtests(ok: pd.DataFrame, holdout: int = 1) -> pd.DataFrame:
+def backtests(df: pd.DataFrame, holdout: int = 1) -> pd.DataFrame:
     """Predict the largest size from the smaller ones: the LM loss with a power law, each task's exact match with a
-    logistic in log N (where there are enough sizes: a law needs more points than parameters)."""
+    logistic in log N (where there are enough sizes: a law needs more points than parameters).
+
+    df: the whole results table. Each run's last checkpoint is chosen among all of its rows before the curves are
+    picked out, so that a metric left unmeasured there leaves the run out of that curve (`analysis.schema`)."""
     from analysis.backtest import backtest
 
     parts = []
-    sizes = ok["n_params"].nunique()
+    fin = final_measured(df)
+    sizes = fin["n_params"].nunique()
     for (task, metric), law, need in ((("lm", "loss"), "power", 4), ((None, "exact_match"), "logistic", 6)):
-        sub = ok[(ok["metric"] == metric) & ((ok["task"] == task) if task else ok["task"].ne("lm"))]
+        sub = fin[(fin["metric"] == metric) & ((fin["task"] == task) if task else fin["task"].ne("lm"))]
         if sizes - holdout < need or not len(sub):
             continue
         try:

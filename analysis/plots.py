@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from analysis import schema
 from analysis.schema import METRICS
 
 # Okabe and Ito 2008: a palette distinguishable under protanopia, deuteranopia and tritanopia.
@@ -270,17 +271,20 @@ def excluded_runs(results: pd.DataFrame, runs: pd.DataFrame | None = None) -> se
 
 def final_values(results: pd.DataFrame, task: str | None = None, metric: str | None = None, *,
                  runs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each completed run's value at its last measured checkpoint, for one task and metric (or all)."""
+    """Each completed run's value at its last checkpoint (`analysis.schema.final_checkpoints`), for one task and
+    metric (or all): a metric not measured there leaves the run without a point."""
     df = _need(results, ["run_id", "n_params", "step", "task", "metric", "value"], "results")
+    df = df[~df["run_id"].astype(str).isin(excluded_runs(results, runs))]
+    if {"status", "stderr"} <= set(df.columns):  # a results table: the schema's one definition
+        df = schema.final_measured(df)
+    else:
+        df = schema.final_checkpoints(df)
+        df = df[df["value"].notna()]
     if task is not None:
         df = df[df["task"] == task]
     if metric is not None:
         df = df[df["metric"] == metric]
-    df = df[df["value"].notna() & ~df["run_id"].astype(str).isin(excluded_runs(results, runs))]
-    if df.empty:
-        return df
-    last = df.groupby(["run_id", "task", "metric"])["step"].transform("max")
-    return df[df["step"] == last].reset_index(drop=True)
+    return df.reset_index(drop=True)
 
 
 def seed_summary(final: pd.DataFrame, x: str = "n_params") -> pd.DataFrame:
@@ -377,6 +381,37 @@ def _flag_row(flags: pd.DataFrame | None, task: str, metric: str, x: str) -> pd.
     return None if f.empty else f.iloc[0]
 
 
+def _finite(v) -> bool:
+    try:
+        return bool(np.isfinite(float(v)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _num_text(v, digits: int = 3) -> str:
+    """fmt_num, except that an infinite value (a breakthroughness, an unbounded interval end) reads as such."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "n/a"
+    if np.isinf(f):
+        return "inf" if f > 0 else "-inf"
+    return fmt_num(f, digits)
+
+
+def width_text(flag: pd.Series, digits: int = 2) -> str:
+    """`W 0.31 [0.18, 0.44] dec`: the 10-90% width of a flag's rise in decades of x, with its 95% interval; ""
+    where the flag has no width."""
+    g = flag.get
+    if not _finite(g("width", np.nan)):
+        return ""
+    text = f"W {_num_text(g('width'), digits)}"
+    lo, hi = g("width_lo", np.nan), g("width_hi", np.nan)
+    if pd.notna(lo) and pd.notna(hi):
+        text += f" [{_num_text(lo, digits)}, {_num_text(hi, digits)}]"
+    return text + " dec"
+
+
 def flag_annotation(flag: pd.Series) -> str:
     """The evidence numbers of a flag, one per line, for a figure."""
     lines = []
@@ -386,22 +421,29 @@ def flag_annotation(flag: pd.Series) -> str:
         if pd.notna(g("jump_lo", np.nan)) and pd.notna(g("jump_hi", np.nan)):
             where += f" [{fmt_count(g('jump_lo'))}, {fmt_count(g('jump_hi'))}]"
         lines.append(where)
-    if pd.notna(g("jump_size", np.nan)):
-        lines.append(f"size {fmt_num(g('jump_size'), 2)}")
-    if pd.notna(g("breakthroughness", np.nan)):
-        s = f"breakthroughness {fmt_num(g('breakthroughness'), 3)}"
-        if pd.notna(g("breakthroughness_p", np.nan)):
-            s += f" (p={fmt_num(g('breakthroughness_p'), 2)})"
-        lines.append(s)
+    width = width_text(flag)
+    if width:
+        if _finite(g("w0", np.nan)):
+            width += f" (W0 {fmt_num(g('w0'), 2)})"
+        lines.append(width)
     stats_ = []
-    if pd.notna(g("delta_bic", np.nan)):
-        stats_.append(f"\u0394BIC {fmt_num(g('delta_bic'), 3)}")
-    if pd.notna(g("lrt_p", np.nan)):
-        stats_.append(f"LRT p={fmt_num(g('lrt_p'), 2)}")
+    if pd.notna(g("p_value", np.nan)):
+        stats_.append(f"p={fmt_num(g('p_value'), 2)}")
+    if pd.notna(g("q_value", np.nan)):
+        stats_.append(f"q={fmt_num(g('q_value'), 2)}")
     if stats_:
         lines.append(", ".join(stats_))
-    if pd.notna(g("seed_agreement", np.nan)):
-        lines.append(f"seeds agreeing {float(g('seed_agreement')):.0%}")
+    per_run = g("per_run", np.nan)
+    if pd.notna(per_run) and str(per_run).strip():
+        s = f"runs: {per_run}"
+        share = g("share_by_size", np.nan)
+        if pd.notna(share) and str(share).strip():
+            s += f" ({share})"
+        lines.append(s)
+    if pd.notna(g("breakthroughness", np.nan)):
+        lines.append(f"breakthroughness {_num_text(g('breakthroughness'), 3)}")
+    if _finite(g("loss_at_jump", np.nan)):
+        lines.append(f"loss at jump {fmt_num(g('loss_at_jump'), 3)}")
     return "\n".join(lines)
 
 
@@ -552,7 +594,8 @@ def plot_capability(results: pd.DataFrame, *, runs: pd.DataFrame | None = None, 
 
     Seeds are faint points; the mean over seeds carries its 95% interval; a fitted law is drawn where there is one
     (`curves[(task, metric)]`: a FitResult or callable; else the law with the lowest AICc in `fits`); a flagged
-    jump (verdict "emergent" in `flags`) is shaded over [jump_lo, jump_hi], and the last column of each row states
+    jump (verdict "emergent" in `flags`) is shaded over [jump_lo, jump_hi], the 95% interval of its location, and
+    labelled with the 10%-90% width W of its rise in decades of x; the last column of each row states
     every metric's verdict with its evidence numbers. Putting the discontinuous metric beside the continuous ones
     of the same task is the test of Schaeffer et al. 2023 ("Are Emergent Abilities of Large Language Models a
     Mirage?").
@@ -595,7 +638,7 @@ def plot_capability(results: pd.DataFrame, *, runs: pd.DataFrame | None = None, 
         if any(ln.get_color() == FIT_COLOR for ax in fig.axes for ln in ax.lines):
             handles.append(Line2D([], [], color=FIT_COLOR, ls="--", label="fitted law"))
         if any(p.get_facecolor()[:3] == matplotlib.colors.to_rgb(JUMP_COLOR) for ax in fig.axes for p in ax.patches):
-            handles.append(Patch(color=JUMP_COLOR, alpha=0.3, label="flagged jump interval"))
+            handles.append(Patch(color=JUMP_COLOR, alpha=0.3, label="flagged jump (95% CI of location)"))
         figure_legend(fig, handles)
         tidy_log_axes(fig)
     return fig
@@ -621,6 +664,9 @@ def verdict_text(flags: pd.DataFrame | None, task: str, metrics, x: str = "n_par
                 detail += "; mirage: " + ("yes, smooth in a continuous metric" if _is_true(f["mirage"])
                                           else "no, it survives continuous metrics")
             lines += textwrap.wrap(safe_text(detail), width=width, initial_indent="  ", subsequent_indent="  ")
+        elif width_text(f):  # a smooth or inconclusive rise: its width says how far from a jump it is
+            lines += textwrap.wrap(safe_text(width_text(f)), width=width, initial_indent="  ",
+                                   subsequent_indent="  ")
     if not any_flag:
         lines.append("no flags computed for this task" if flags is not None else "flags not computed")
     return "\n".join(lines)
@@ -666,7 +712,10 @@ def _capability_panel(ax, df, task, metric, x, colors, runs, flags, fits, curve)
                 ax.axvline(float(flag["jump_at"]), color=JUMP_COLOR, lw=1.2, zorder=2)
                 # label the jump inside the panel, on the side its curve leaves empty (below a rise, above a fall)
                 low = higher_is_better(metric)
-                ax.annotate(f"jump {fmt_count(flag['jump_at'])}", (float(flag["jump_at"]), 0.03 if low else 0.97),
+                label = f"jump {fmt_count(flag['jump_at'])}"
+                if _finite(flag.get("width", np.nan)):
+                    label += f"\nW {fmt_num(flag['width'], 2)} dec"
+                ax.annotate(label, (float(flag["jump_at"]), 0.03 if low else 0.97),
                             xycoords=("data", "axes fraction"), xytext=(3, 0), textcoords="offset points",
                             ha="left", va="bottom" if low else "top", fontsize=7, color="#8a5400",
                             fontweight="bold", zorder=7)

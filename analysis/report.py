@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import plots
+from analysis import jumps, plots
 
 VIEW_FILES = {"transitions": "transitions.csv", "loss": "loss.csv", "resolution": "resolution.csv",
               "backtest": "backtest.csv"}
@@ -425,11 +425,10 @@ def make_figures(sw: Sweep, plots_dir: Path) -> dict[str, FigureFile]:
     figs["capability"] = _figure(
         "capability", "Capability against scale, every metric beside exact match",
         "Each task's metrics at the final checkpoint against parameters: faint points are seeds, filled points the "
-        "mean over seeds with a 95% interval, the dashed curve the law the flag chose (jump or smooth model) "
-        "where one was fitted; "
-        "a flagged jump is shaded over its interval. The right column gives each metric's verdict and the numbers "
-        "behind it. A jump in exact match with smooth continuous metrics is the signature of a metric artefact "
-        "(Schaeffer et al. 2023).",
+        "mean over seeds with a 95% interval, the dashed curve a fitted law where there is one; a flagged jump is "
+        "shaded over the 95% interval of its location and labelled with the 10%-90% width W of its rise in decades. "
+        "The right column gives each metric's verdict and the numbers behind it. A jump in exact match with smooth "
+        "continuous metrics is the signature of a metric artefact (Schaeffer et al. 2023).",
         plots_dir, lambda: plots.plot_capability(need_results(), runs=runs, flags=_flags_at(flags, "n_params"),
                                                  fits=sw.fits, curves=curves))
     for task in _emergent_tasks(sw):
@@ -437,8 +436,8 @@ def make_figures(sw: Sweep, plots_dir: Path) -> dict[str, FigureFile]:
         figs[_fig_key("capability", task)] = _figure(
             _fig_key("capability", task), f"{task} against scale",
             f"Every metric of this task against {plots.X_LABELS.get(x, x)} at the final checkpoint (faint: seeds; "
-            "filled: mean with 95% interval), the flagged jump shaded over its interval, and the verdicts with their "
-            "evidence on the right.",
+            "filled: mean with 95% interval), the flagged jump shaded over the 95% interval of its location and "
+            "labelled with the width W of its rise, and the verdicts with their evidence on the right.",
             plots_dir, lambda task=task, x=x: plots.plot_capability(
                 need_results(), runs=runs, flags=_flags_at(flags, x), fits=sw.fits, tasks=[task], x=x,
                 curves=curves if x == "n_params" else capability_curves(sw, x)))
@@ -478,10 +477,10 @@ def make_figures(sw: Sweep, plots_dir: Path) -> dict[str, FigureFile]:
 
 
 def capability_curves(sw: Sweep, x: str = "n_params") -> dict:
-    """The curve of each flagged (task, metric): the flag's own choice of law (`jump_model` for an emergent
-    verdict, `smooth_model` for a smooth one), fitted with `analysis.fit.fit_law` to every completed run's final
-    value (n_boot=0: the curve only; its evidence is in the flag). Skipped where fits.csv already has the task's
-    fits, and wherever the law cannot be fitted."""
+    """The curve of each flagged (task, metric) whose flag names a law (`jump_model` for an emergent verdict,
+    `smooth_model` for a smooth one; a flags table without these columns gives no curves), fitted with
+    `analysis.fit.fit_law` to every completed run's final value (n_boot=0: the curve only; its evidence is in the
+    flag). Skipped where fits.csv already has the task's fits, and wherever the law cannot be fitted."""
     f, res = _flags_at(sw.flags, x), sw.results
     if f is None or res is None or not {"task", "metric", "verdict"} <= set(f.columns) or x not in res.columns:
         return {}
@@ -564,8 +563,29 @@ def _fmt(v, digits: int = 3) -> str:
     if isinstance(v, (int, np.integer)):
         return f"{int(v):,}"
     if isinstance(v, (float, np.floating)):
+        if np.isinf(v):  # breakthroughness and an unbounded interval end can be infinite: say so, not "n/a"
+            return "\u221e" if v > 0 else "-\u221e"
         return plots.fmt_num(v, digits)
     return str(v)
+
+
+def _num(v) -> float:
+    """A cell as a float (NaN where it is missing or not a number), for the optional flag columns."""
+    if isinstance(v, (bool, np.bool_)):
+        return float("nan")
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _with_interval(r: pd.Series, col: str, lo: str, hi: str, fmt) -> str:
+    """`value [lo, hi]`, or the value alone where the interval was not computed."""
+    text = fmt(r.get(col, np.nan))
+    a, b = _num(r.get(lo, np.nan)), _num(r.get(hi, np.nan))
+    if not (np.isnan(a) or np.isnan(b)):
+        text += f" [{fmt(a)}, {fmt(b)}]"
+    return text
 
 
 def _x_value(v, x: str) -> str:
@@ -601,8 +621,11 @@ def section_overview(sw: Sweep) -> list:
         counts = sw.flags["verdict"].astype(str).value_counts()
         facts.append([f"{len(sw.flags)} flags: " + ", ".join(f"{v} {k}" for k, v in counts.items())])
         for _, r in e.iterrows():
+            x = str(r.get("x", "n_params"))
+            width = (f", rising over {_with_interval(r, 'width', 'width_lo', 'width_hi', _fmt)} decades"
+                     if np.isfinite(_num(r.get("width", np.nan))) else "")
             facts.append(["emergent: ", Strong(f"{r['task']} / {r['metric']}"),
-                          f" at {_x_value(r.get('jump_at'), str(r.get('x', 'n_params')))} ({r.get('x', 'n_params')})"])
+                          f" at {_x_value(r.get('jump_at'), x)} ({x}){width}"])
     fit = sw.scaling_fits.get("n_params")
     if fit is not None and hasattr(fit, "params") and "alpha" in fit.params:
         lo, hi = fit.ci.get("alpha", (np.nan, np.nan))
@@ -708,32 +731,141 @@ def section_scaling(sw: Sweep) -> list:
     return blocks
 
 
-FLAG_NUMBERS = [("jump_at", "jump at"), ("jump_size", "jump size"), ("breakthroughness", "breakthroughness"),
-                ("breakthroughness_p", "breakthroughness p"), ("delta_bic", "delta BIC (jump vs smooth)"),
-                ("lrt_p", "likelihood-ratio p"), ("seed_agreement", "seeds agreeing"), ("mirage", "mirage"),
-                ("n_sizes", "sizes")]
+def _w0_values(flags: pd.DataFrame | None) -> list[float]:
+    """The distinct W0 the flags were computed with (their `w0` column), most common first."""
+    if flags is None or "w0" not in flags.columns:
+        return []
+    w = pd.to_numeric(flags["w0"], errors="coerce")
+    return [float(v) for v in w[np.isfinite(w)].value_counts(sort=True).index]
 
 
-def _flag_numbers(r: pd.Series) -> Table:
-    x = str(r.get("x", "n_params"))
-    rows = []
-    for col, label in FLAG_NUMBERS:
+def flag_w0(flags: pd.DataFrame | None) -> float:
+    """W0 of a flags table: its `w0` column where it has one, else the analysis default."""
+    w = _w0_values(flags)
+    return w[0] if w else float(jumps.W0)
+
+
+def definition_blocks(flags: pd.DataFrame | None) -> list:
+    """The definition of a jump the verdicts apply, with the W0 they used."""
+    w0s = _w0_values(flags)
+    w0 = w0s[0] if w0s else float(jumps.W0)
+    blocks: list = [Para([Strong("What counts as a jump."), " ", jumps.DEFINITION.format(w0=w0)])]
+    if len(w0s) > 1:
+        blocks.append(Note("The flags were not all computed with the same W0 ("
+                           + ", ".join(_fmt(v) for v in w0s) + "); each row's own W0 is given with its width."))
+    return blocks
+
+
+def _row_w0(r: pd.Series, default: float) -> float:
+    w = _num(r.get("w0", np.nan))
+    return w if np.isfinite(w) else default
+
+
+def _width_text(r: pd.Series, w0: float, unit: str = "decades") -> str | None:
+    """The 10-90% width of the rise with its 95% interval, and where that interval lies against W0."""
+    if "width" not in r.index:
+        return None
+    text = _with_interval(r, "width", "width_lo", "width_hi", _fmt)
+    if unit:
+        text += f" {unit}"
+    lo, hi = _num(r.get("width_lo", np.nan)), _num(r.get("width_hi", np.nan))
+    if np.isnan(lo) or np.isnan(hi):
+        return f"{text} (W0 = {_fmt(w0)})"
+    where = "below" if hi < w0 else "above" if lo > w0 else "straddles"
+    return f"{text}: the interval {'lies ' if where != 'straddles' else ''}{where} W0 = {_fmt(w0)}"
+
+
+def _per_run_text(r: pd.Series) -> str | None:
+    """Whether single runs acquire the ability abruptly, with the share of runs that did, size by size."""
+    if not {"per_run", "share_by_size"} & set(r.index):
+        return None
+    word = r.get("per_run", np.nan)
+    text = "n/a" if pd.isna(word) or str(word).strip() == "" else str(word)
+    share = r.get("share_by_size", np.nan)
+    details = []
+    if pd.notna(share) and str(share).strip():
+        details.append(f"share of runs that acquired it, by size: {share}")
+    if np.isfinite(_num(r.get("share_width", np.nan))):
+        details.append(f"rising over {_fmt(r['share_width'])} decades")
+    if np.isfinite(_num(r.get("per_run_p", np.nan))):
+        details.append(f"p = {_fmt(r['per_run_p'])}")
+    return text + (f" ({'; '.join(details)})" if details else "")
+
+
+def _step_text(r: pd.Series) -> str | None:
+    """The model-free cross-check: the steepest rise between adjacent sizes against what a W0-wide rise allows."""
+    if "step_max" not in r.index:
+        return None
+    text = f"{_fmt(r.get('step_max'))} of the amplitude"
+    if np.isfinite(_num(r.get("step_allowed", np.nan))):
+        text += f"; a rise W0 wide allows at most {_fmt(r['step_allowed'])}"
+    if np.isfinite(_num(r.get("step_p", np.nan))):
+        text += f" (p = {_fmt(r['step_p'])})"
+    return text
+
+
+def _loss_text(r: pd.Series) -> str | None:
+    if "loss_at_jump" not in r.index and "loss_separates" not in r.index:
+        return None
+    v = _num(r.get("loss_at_jump", np.nan))
+    sep = r.get("loss_separates", pd.NA)
+    if np.isfinite(v):
+        return f"{_fmt(v)} nats/token separates the runs that acquired the ability from those that did not"
+    if pd.notna(sep) and str(sep).strip() != "" and not plots._is_true(sep):
+        return "n/a: no held-out loss separates the runs that acquired the ability from those that did not"
+    return "n/a"
+
+
+def _plain(col: str):
+    def get(r: pd.Series, x: str, w0: float):
         if col not in r.index:
-            continue
+            return None
         v = r[col]
-        if col == "jump_at":
-            text = _x_value(v, x)
-            if pd.notna(r.get("jump_lo", np.nan)) and pd.notna(r.get("jump_hi", np.nan)):
-                text += f" [{_x_value(r['jump_lo'], x)}, {_x_value(r['jump_hi'], x)}] ({x})"
-        elif col == "seed_agreement":
-            text = "n/a" if pd.isna(v) else f"{float(v):.0%}"
-        elif col == "mirage":
-            text = _mirage_word(v)
-        elif col == "n_sizes":
-            text = _fmt(int(v)) if pd.notna(v) else "n/a"
-        else:
-            text = _fmt(v)
-        rows.append([label, text])
+        return _fmt(int(v)) if col in ("n_sizes", "n_runs") and np.isfinite(_num(v)) else _fmt(v)
+    return get
+
+
+def _location_text(r: pd.Series, x: str, w0: float) -> str | None:
+    if "jump_at" not in r.index:
+        return None
+    return _with_interval(r, "jump_at", "jump_lo", "jump_hi", lambda v: _x_value(v, x)) + f" ({x})"
+
+
+def _floor_ceiling(r: pd.Series, x: str, w0: float) -> str | None:
+    if "floor" not in r.index and "ceiling" not in r.index:
+        return None
+    return f"{_fmt(r.get('floor', np.nan))} to {_fmt(r.get('ceiling', np.nan))}"
+
+
+# The evidence table of a flag: (label, text of a flags row or None where its columns are absent).
+FLAG_NUMBERS = [
+    ("rise at (its midpoint, 95% interval)", _location_text),
+    ("width of the rise, 10% to 90% (95% interval)", lambda r, x, w0: _width_text(r, _row_w0(r, w0),
+                                                                                 f"decades of {x}")),
+    ("p, H0: width \u2265 W0", _plain("p_value")),
+    ("q (Benjamini-Hochberg)", _plain("q_value")),
+    ("p, H0: width \u2264 W0", _plain("p_smooth")),
+    ("p, H0: no rise beyond noise", _plain("p_flat")),
+    ("floor to ceiling (fitted)", _floor_ceiling),
+    ("steepest step between adjacent sizes", lambda r, x, w0: _step_text(r)),
+    ("individual runs", lambda r, x, w0: _per_run_text(r)),
+    ("breakthroughness", _plain("breakthroughness")),
+    ("mirage", lambda r, x, w0: _mirage_word(r["mirage"]) if "mirage" in r.index else None),
+    ("held-out loss at the jump", lambda r, x, w0: _loss_text(r)),
+    ("sizes", _plain("n_sizes")),
+    ("runs", _plain("n_runs")),
+    ("noise model", _plain("noise")),
+]
+
+
+def _flag_numbers(r: pd.Series, w0: float | None = None) -> Table:
+    x = str(r.get("x", "n_params"))
+    w0 = float(jumps.W0) if w0 is None else w0
+    rows = []
+    for label, get in FLAG_NUMBERS:
+        text = get(r, x, w0)
+        if text is not None:
+            rows.append([label, text])
     return Table(["evidence", "value"], rows)
 
 
@@ -789,6 +921,7 @@ def _oneline(v, limit: int = 80) -> str:
 
 def section_emergent(sw: Sweep) -> list:
     blocks: list = [Heading(2, "Emergent abilities", "emergent")]
+    blocks += definition_blocks(sw.flags)
     if sw.flags is None:
         blocks.append(_missing(sw, "flags.csv"))
         blocks.append(Para(["Run ", Code("emergence analyze " + str(sw.folder)), " to flag them."]))
@@ -796,18 +929,19 @@ def section_emergent(sw: Sweep) -> list:
         return blocks
     e = _emergent(sw)
     if e.empty:
-        blocks.append(Para(["No ability was flagged emergent: no task's curve shows a jump that the statistics "
-                            "support (see the next sections for the verdicts)."]))
+        blocks.append(Para(["No ability was flagged emergent: no curve rises narrower than W0 by its 95% interval "
+                            "(see the next sections for the verdicts)."]))
     else:
-        blocks.append(Para([f"{len(e)} flag(s) in {e['task'].nunique()} task(s). A flag needs a jump model that "
-                            "beats every smooth one (AICc/BIC and a parametric-bootstrap likelihood-ratio test) and "
-                            "a breakthroughness that simulated smooth curves rarely reach."]))
+        blocks.append(Para([f"{len(e)} flag(s) in {e['task'].nunique()} task(s). Each rises from floor to ceiling "
+                            "in fewer than W0 decades by its 95% interval; the tables give the width, where the rise "
+                            "is, its p- and q-values, and how single runs behave."]))
+    w0 = flag_w0(sw.flags)
     for task in _emergent_tasks(sw):
         blocks.append(Heading(3, f"Task {task}", _anchor("task", task)))
         for _, r in e[e["task"].astype(str) == task].iterrows():
-            blocks.append(Para([Strong(f"{r['metric']} against {r.get('x', 'n_params')}: "),
+            blocks.append(Para([Strong(f"{r['metric']} against {r.get('x', 'n_params')}:"), " ",
                                 _oneline(r.get("evidence", ""), 2000) or "no evidence sentence recorded"]))
-            blocks.append(_flag_numbers(r))
+            blocks.append(_flag_numbers(r, w0))
         blocks.append(FigureRef(_fig_key("capability", task)))
         t = sample_table(sw.samples, task)
         if t is not None:
@@ -835,16 +969,39 @@ def section_smooth(sw: Sweep) -> list:
     order = {"smooth": 0, "flat": 1, "inconclusive": 2}
     rest["_o"] = rest["verdict"].astype(str).map(order).fillna(3)
     rest = rest.sort_values(["_o", "task", "metric"], kind="stable")
-    rows = [[str(r["task"]), str(r["metric"]), str(r.get("x", "")), str(r["verdict"]),
-             _fmt(r.get("breakthroughness", np.nan)), _fmt(r.get("delta_bic", np.nan)),
-             _oneline(r.get("evidence", ""), 400)] for _, r in rest.iterrows()]
+    w0 = flag_w0(f)
+    cols = [c for c in SMOOTH_COLUMNS if c[1] is None or set(c[1]) & set(rest.columns)]
+    rows = [[str(r["task"]), str(r["metric"]), str(r.get("x", "")), str(r["verdict"])]
+            + [get(r, _row_w0(r, w0)) for _, _, get in cols] + [_oneline(r.get("evidence", ""), 400)]
+            for _, r in rest.iterrows()]
     counts = rest["verdict"].astype(str).value_counts()
-    blocks.append(Para([", ".join(f"{v} {k}" for k, v in counts.items()) + ". Smooth: improves, but no jump model "
-                        "beats the smooth ones; flat: no change beyond noise; inconclusive: the data cannot decide "
-                        "(the evidence says why)."]))
-    blocks.append(Table(["task", "metric", "x", "verdict", "breakthroughness", "delta BIC", "evidence"], rows,
-                        numeric={4, 5}))
+    blocks.append(Para([", ".join(f"{v} {k}" for k, v in counts.items()) + f". Smooth: the rise is wider than "
+                        f"W0 = {_fmt(w0)} decades by its 95% interval; flat: no change beyond noise; inconclusive: "
+                        "the data cannot decide (the evidence says why). Widths are 10% to 90% of the rise, in "
+                        "decades of x, with their 95% intervals."]))
+    header = ["task", "metric", "x", "verdict"] + [h for h, _, _ in cols] + ["evidence"]
+    blocks.append(Table(header, rows, numeric={4 + i for i, c in enumerate(cols) if c[0] != "single runs"}))
     return blocks
+
+
+# Columns of the table of smooth, flat and inconclusive rows: (header, flag columns it needs (None: always), cell).
+SMOOTH_COLUMNS = [
+    ("width, decades (95% interval)", ("width",),
+     lambda r, w0: _with_interval(r, "width", "width_lo", "width_hi", _fmt)),
+    ("rise at (95% interval)", ("jump_at",),
+     lambda r, w0: _with_interval(r, "jump_at", "jump_lo", "jump_hi", lambda v: _x_value(v, str(r.get("x", ""))))),
+    ("p, H0: W \u2265 W0", ("p_value",), lambda r, w0: _fmt(r.get("p_value", np.nan))),
+    ("q", ("q_value",), lambda r, w0: _fmt(r.get("q_value", np.nan))),
+    ("p, H0: W \u2264 W0", ("p_smooth",), lambda r, w0: _fmt(r.get("p_smooth", np.nan))),
+    ("single runs", ("per_run", "share_by_size"), lambda r, w0: _per_run_short(r)),
+]
+
+
+def _per_run_short(r: pd.Series) -> str:
+    word = r.get("per_run", np.nan)
+    text = "n/a" if pd.isna(word) or str(word).strip() == "" else str(word)
+    share = r.get("share_by_size", np.nan)
+    return text + (f" ({share})" if pd.notna(share) and str(share).strip() else "")
 
 
 CONTINUOUS = ("token_accuracy", "answer_nll", "edit_distance", "brier")
@@ -878,16 +1035,23 @@ def section_mirage(sw: Sweep) -> list:
         same = f[(f["task"].astype(str) == str(r["task"]))]
         if "x" in f.columns:
             same = same[same["x"].astype(str) == str(r.get("x"))]
-        row = [str(r["task"]), str(r.get("x", "")), str(r["verdict"])]
+        row = [str(r["task"]), str(r.get("x", "")), _verdict_with_width(r)]
         for m in continuous:
-            v = same.loc[same["metric"].astype(str) == m, "verdict"]
-            row.append(str(v.iloc[0]) if len(v) else "-")
+            v = same[same["metric"].astype(str) == m]
+            row.append(_verdict_with_width(v.iloc[0]) if len(v) else "-")
         row.append(_mirage_word(r.get("mirage")) if str(r["verdict"]) == "emergent" else "-")
         row += [_fmt(r.get(c)) for c in extra]
         rows.append(row)
     blocks.append(Table(header, rows, numeric=set(range(len(header) - len(extra), len(header)))))
-    blocks.append(Para(["The figure \u201ccapability against scale\u201d above puts each metric beside exact match."]))
+    blocks.append(Para(["Each verdict is given with the 10%-90% width of its rise in decades (W). The figure "
+                        "\u201ccapability against scale\u201d above puts each metric beside exact match."]))
     return blocks
+
+
+def _verdict_with_width(r: pd.Series) -> str:
+    """A verdict with the width of its rise, so that a narrow exact match can be read against its companions."""
+    w = _num(r.get("width", np.nan))
+    return str(r.get("verdict", "")) + (f" (W {_fmt(w)})" if not np.isnan(w) else "")
 
 
 def _view_note(sw: Sweep, key: str, consequence: str = "") -> Note:
@@ -896,6 +1060,41 @@ def _view_note(sw: Sweep, key: str, consequence: str = "") -> Note:
     why = sw.notes.get(name, "is not available")
     hint = f" (run `emergence analyze {sw.folder} --view {key}`)" if why == "not found" else ""
     return Note(f"{name} {why}{consequence}{hint}.")
+
+
+def _cell(col: str, fmt=None):
+    return lambda r: (fmt or _fmt)(r.get(col, np.nan))
+
+
+# Columns of the phase-change table: (header, the column that must be present, cell).
+TRANSITION_COLUMNS = [
+    ("run id", "run_id", lambda r: _oneline(r.get("run_id", ""), 300)),
+    ("task", "task", lambda r: _oneline(r.get("task", ""), 300)),
+    ("metric", "metric", lambda r: _oneline(r.get("metric", ""), 300)),
+    ("rise at (tokens)", "jump_at", lambda r: _with_interval(r, "jump_at", "jump_lo", "jump_hi",
+                                                            lambda v: _x_value(v, "tokens"))),
+    ("width, decades", "width", lambda r: _with_interval(r, "width", "width_lo", "width_hi", _fmt)),
+    ("p", "p_value", _cell("p_value")),
+    ("q", "q_value", _cell("q_value")),
+    ("coincides with induction", "coincides_with_induction", _cell("coincides_with_induction")),
+    ("evidence", "evidence", lambda r: _oneline(r.get("evidence", ""), 300)),
+]
+TRANSITION_NUMERIC = {"jump_at", "width", "p_value", "q_value"}
+# Columns of the loss-view table: the threshold eta of Du et al., the rise's width against loss, and the size test.
+LOSS_COLUMNS = [
+    ("task", "task", lambda r: str(r["task"])),
+    ("metric", "metric", lambda r: str(r["metric"])),
+    ("verdict", "verdict", lambda r: str(r["verdict"])),
+    ("eta", "eta", _cell("eta")),
+    ("eta lo", "eta_lo", _cell("eta_lo")),
+    ("eta hi", "eta_hi", _cell("eta_hi")),
+    ("rise at (loss)", "jump_at", lambda r: _with_interval(r, "jump_at", "jump_lo", "jump_hi",
+                                                          lambda v: _x_value(v, "loss"))),
+    ("width, decades of loss", "width", lambda r: _with_interval(r, "width", "width_lo", "width_hi", _fmt)),
+    ("q", "q_value", _cell("q_value")),
+    ("size still matters", "size_still_matters", _cell("size_still_matters")),
+    ("size explains p", "size_explains_p", _cell("size_explains_p")),
+]
 
 
 def section_views(sw: Sweep) -> list:
@@ -909,15 +1108,12 @@ def section_views(sw: Sweep) -> list:
         jumps = tr[tr["verdict"].astype(str) == "emergent"]
         blocks.append(Para([f"{len(jumps)} of {len(tr)} run x task x metric curves change abruptly during training."]))
         if len(jumps):
-            cols = [c for c in ("run_id", "task", "metric", "jump_at", "jump_lo", "jump_hi",
-                                "coincides_with_induction", "evidence") if c in jumps.columns]
-            rows = []
-            for _, r in jumps.head(30).iterrows():
-                rows.append([_x_value(r[c], "tokens") if c in ("jump_at", "jump_lo", "jump_hi")
-                             else _fmt(r[c]) if c == "coincides_with_induction"
-                             else _oneline(r[c], 300) for c in cols])
-            blocks.append(Table([c.replace("_", " ") for c in cols], rows,
-                                caption="Phase changes (first 30); x = training tokens."))
+            cols = [c for c in TRANSITION_COLUMNS if c[1] in jumps.columns]
+            rows = [[get(r) for _, _, get in cols] for _, r in jumps.head(30).iterrows()]
+            blocks.append(Table([h for h, _, _ in cols], rows,
+                                caption="Phase changes (first 30); x = training tokens, widths in decades of "
+                                        "tokens, intervals 95%.",
+                                numeric={i for i, c in enumerate(cols) if c[1] in TRANSITION_NUMERIC}))
     blocks.append(FigureRef("training"))
     # loss view
     blocks.append(Heading(3, "Against held-out loss", "loss-view"))
@@ -925,15 +1121,13 @@ def section_views(sw: Sweep) -> list:
     if lv is None:
         blocks.append(_view_note(sw, "loss"))
     else:
-        cols = [c for c in ("task", "metric", "verdict", "eta", "eta_lo", "eta_hi", "size_still_matters",
-                            "size_explains_p") if c in lv.columns]
-        rows = [[_fmt(r[c]) if c not in ("task", "metric", "verdict") else str(r[c]) for c in cols]
-                for _, r in _loss_panels(lv, n=len(lv)).iterrows()]
+        cols = [c for c in LOSS_COLUMNS if c[1] in lv.columns]
+        rows = [[get(r) for _, _, get in cols] for _, r in _loss_panels(lv, n=len(lv)).iterrows()]
         blocks.append(Para(["Du et al. 2024: an ability is emergent in loss if it is absent above a loss threshold "
                             "\u03b7 and appears below it; \u201csize still matters\u201d tests whether model size "
                             "explains the metric once the loss is known."]))
-        blocks.append(Table([c.replace("_", " ") for c in cols], rows,
-                            numeric={i for i, c in enumerate(cols) if c not in ("task", "metric", "verdict")}))
+        blocks.append(Table([h for h, _, _ in cols], rows,
+                            numeric={i for i, c in enumerate(cols) if c[1] not in ("task", "metric", "verdict")}))
         blocks.append(FigureRef("loss_threshold"))
     # backtest
     blocks.append(Heading(3, "Backtest", "backtest"))

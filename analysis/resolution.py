@@ -13,9 +13,14 @@ probability that sampling reproduces the answer, at any resolution.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
+
+# Each run is read at its last checkpoint, chosen among all of its instances (every task), as the results table's
+# rows are: a task not probed there gives the run no point rather than an earlier, less-trained one. Only the
+# checkpoint rule applies here: an instances table has no status column, so `schema.measured` (which also drops
+# runs that diverged or failed) cannot; an unmeasured answer (NaN log-probability) is left out by `_log_mean_p`.
+from analysis.schema import final_checkpoints
 
 INSTANCE_COLUMNS = ["run_id", "step", "task", "example_id", "answer_logprob"]
 
@@ -84,12 +89,6 @@ def _join_sizes(instances: pd.DataFrame, x: str, runs: pd.DataFrame | None) -> p
     return df.assign(answer_logprob=lp.clip(upper=0.0), **{x: xv})
 
 
-def _final_checkpoints(df: pd.DataFrame) -> pd.DataFrame:
-    """Each run's last probed checkpoint, per task (the size's final model)."""
-    last = df.groupby(["task", "run_id"])["step"].transform("max")
-    return df[df["step"] == last]
-
-
 def resolution_points(instances: pd.DataFrame, x: str = "n_params", *, runs: pd.DataFrame | None = None
                       ) -> pd.DataFrame:
     """Per task and size: the mean answer probability P at the final checkpoint and its transform log(-log P).
@@ -100,7 +99,7 @@ def resolution_points(instances: pd.DataFrame, x: str = "n_params", *, runs: pd.
     Columns: task, <x> (the size column, named as given), n_examples, n_runs, log_p, p, loglogp (= log(-log P)),
     note.
     """
-    df = _final_checkpoints(_join_sizes(instances, x, runs))
+    df = final_checkpoints(_join_sizes(instances, x, runs))
     rows = []
     for task, g in df.groupby("task", sort=True):
         sizes, ids, arrays = _task_arrays(g, x)
@@ -129,7 +128,8 @@ def resolution_curves(instances: pd.DataFrame, x: str = "n_params", *, runs: pd.
     Input: an instances table (run_id, step, task, example_id, answer_logprob; other columns such as `exact` are
     ignored) that either already has the size column `x` (n_params, joined from runs.parquet, with seed and model if
     wanted), or comes with `runs=` (a table with run_id and `x`, such as runs.parquet) to join it from.
-    Each run is read at its final checkpoint; runs (seeds) of one size are pooled (see `resolution_points`).
+    Each run is read at its final checkpoint (its largest step over all tasks, `analysis.schema.final_checkpoints`);
+    runs (seeds) of one size are pooled (see `resolution_points`).
 
     With t = ln x and y = log(-log P):
     - the line y = a + b t is Hu et al. 2023's task scaling law PU = exp(-e^a x^b); `slope` is b (negative when the
@@ -160,7 +160,7 @@ def resolution_curves(instances: pd.DataFrame, x: str = "n_params", *, runs: pd.
         raise ValueError(f"level must be between 0 and 1, got {level!r}")
     if n_boot < 50:
         raise ValueError(f"n_boot must be at least 50 for a percentile interval, got {n_boot!r}")
-    df = _final_checkpoints(_join_sizes(instances, x, runs))
+    df = final_checkpoints(_join_sizes(instances, x, runs))
     rng = np.random.default_rng(seed)
     q = (1 - level) / 2
     out = []

@@ -23,10 +23,14 @@ from scipy import stats
 
 from analysis import schema
 from analysis.fit import fit_law
-from analysis.flags import CONTINUOUS_FOR_MIRAGE, flag_curve
+from analysis.jumps import ALPHA, EXTRA_COLUMNS, FLAG_COLUMNS, N_BOOT
+from analysis.verdicts import CONTINUOUS_FOR_MIRAGE, apply_fdr, flag_along, flag_curve
 
-FLAG_KEYS = ["x", "verdict", "jump_at", "jump_lo", "jump_hi", "jump_size", "breakthroughness", "breakthroughness_p",
-             "delta_bic", "lrt_p", "seed_agreement", "mirage", "n_sizes", "evidence"]
+# The jump width against loss: loss is read on a linear axis (nats), where the rises Du et al. 2024 report span a
+# few tenths of a nat; W0 for the loss view is its own setting, in nats, chosen before looking.
+LOSS_W0 = 0.1
+
+FLAG_KEYS = [c for c in FLAG_COLUMNS + EXTRA_COLUMNS if c not in ("task", "metric")]
 MECHANISTIC_TASK = "mechanistic"
 INDUCTION_METRICS = ("icl_score", "prefix_matching")
 LOSS_TASK, LOSS_METRIC = "lm", "loss"
@@ -34,10 +38,8 @@ TRAINING_X = ("tokens", "step", "flops")
 
 
 def _measured(df: pd.DataFrame, where: str) -> pd.DataFrame:
-    """The rows of a validated results table that hold a measurement (status ok or imported, finite value)."""
-    df = schema.validate(df, where=where)
-    ok = df["status"].isin(["ok", "imported"]) & np.isfinite(df["value"].astype(float))
-    return df[ok]
+    """The measured rows of a validated results table (`analysis.schema.measured`)."""
+    return schema.measured(schema.validate(df, where=where))
 
 
 def _checkpoint_words(evidence: str) -> str:
@@ -88,14 +90,17 @@ def flag_transitions(df: pd.DataFrame, x: str = "tokens", *, mechanistic_task: s
                      **options) -> pd.DataFrame:
     """Abrupt changes of each metric along training, within each run: one row per (run_id, task, metric).
 
-    Each run's curve of a metric over its checkpoints (x = tokens, step or flops) goes to `flag_curve`, which reads
-    x on a log scale: checkpoints follow Pythia's log-spaced schedule (steps 0, 1, 2, 4, ..., 512, then every 1000;
-    Biderman et al. 2023), so early training is sampled as densely as late training. Step 0 (x = 0) has no place on
-    a log axis and is left out; the evidence says so. `options` go to `flag_curve`.
+    Each run's curve of a metric over its checkpoints (x = tokens, step or flops) is judged on a log scale:
+    checkpoints follow Pythia's log-spaced schedule (steps 0, 1, 2, 4, ..., 512, then every 1000; Biderman et al.
+    2023), so early training is sampled as densely as late training. Step 0 (x = 0) has no place on a log axis and
+    is left out; the evidence says so. The runs of one model size (same `model`) are fitted together by
+    `analysis.flags.flag_along`: they share one width W, and each run keeps its own floor, ceiling and location.
+    q-values: Benjamini-Hochberg across the table's (size, task, metric) tests. `options` go to `flag_along`
+    (w0, alpha, n_boot, seed, min_sizes, min_side).
 
-    Columns: run_id, model, n_params, seed, task, metric, the flag columns of `flag_emergence` (x, verdict, jump_at,
-    jump_lo, jump_hi, jump_size, breakthroughness, breakthroughness_p, delta_bic, lrt_p, seed_agreement, mirage,
-    n_sizes: here the number of checkpoints, evidence), then induction_at, induction_lo, induction_hi (the run's
+    Columns: run_id, model, n_params, seed, task, metric, the flag columns of `flag_emergence` (n_sizes: here the
+    number of checkpoints; width, width_lo, width_hi: the shared width of the run's size), then induction_at,
+    induction_lo, induction_hi (the run's
     induction-head transition, see `_induction_interval`) and `coincides_with_induction`:
     True if this metric jumps and its jump location lies inside the run's induction-transition interval; False if
     it jumps elsewhere or the run's mechanistic metrics show no transition; NA if the metric does not jump, the run
@@ -107,22 +112,33 @@ def flag_transitions(df: pd.DataFrame, x: str = "tokens", *, mechanistic_task: s
     m = _measured(df, "flag_transitions input")
     m = m[pd.to_numeric(m[x], errors="coerce").notna()]
     rows: list[dict] = []
-    for (run_id, task, metric), g in m.groupby(["run_id", "task", "metric"], sort=True):
+    groups: list[str] = []
+    size_key = m["model"].astype("string").fillna(m["n_params"].astype("string")).fillna("<size>")
+    m = m.assign(_size=size_key)
+    alpha = options.get("alpha", ALPHA)
+    for (size, task, metric), gs in m.groupby(["_size", "task", "metric"], sort=True):
         hib = schema.higher_is_better(str(metric))
-        xv = g[x].to_numpy(float)
-        yv = g["value"].to_numpy(float)
-        keep = xv > 0
-        first = g.iloc[0]
-        row = {"run_id": run_id, "model": first["model"], "n_params": first["n_params"], "seed": first["seed"],
-               "task": task, "metric": metric}
-        se = g["stderr"].to_numpy(float)
-        res = flag_curve(xv[keep], yv[keep], higher_is_better=hib, stderr=se[keep], x_name=x, **options)
-        flags = _flags(res)
-        flags["evidence"] = _checkpoint_words(flags["evidence"])
-        if (~keep).any():
-            flags["evidence"] += f" ({int((~keep).sum())} checkpoint(s) at {x} = 0 left out: no place on a log axis)"
-        rows.append({**row, **flags})
+        spec = schema.METRICS[str(metric)]
+        runs, heads, zeros = [], [], []
+        for run_id, g in gs.groupby("run_id", sort=True):
+            first = g.iloc[0]
+            heads.append({"run_id": run_id, "model": first["model"], "n_params": first["n_params"],
+                          "seed": first["seed"], "task": task, "metric": metric})
+            xv = g[x].to_numpy(float)
+            runs.append({"x": xv, "y": g["value"].to_numpy(float), "stderr": g["stderr"].to_numpy(float),
+                         "n": g["n"].astype("Float64").to_numpy(float, na_value=np.nan)})
+            zeros.append(int(np.sum(xv <= 0)))
+        results = flag_along(runs, higher_is_better=hib, bounds=(spec.lower_bound, spec.upper_bound), x_name=x,
+                             **options)
+        for head, res, z in zip(heads, results, zeros):
+            flags = {k: res.get(k, np.nan) for k in FLAG_KEYS}
+            flags["evidence"] = _checkpoint_words(flags["evidence"])
+            if z:
+                flags["evidence"] += f" ({z} checkpoint(s) at {x} = 0 left out: no place on a log axis)"
+            rows.append({**head, **flags})
+            groups.append(f"{size}\x1f{task}\x1f{metric}")
     out = pd.DataFrame(rows, columns=["run_id", "model", "n_params", "seed", "task", "metric", *FLAG_KEYS])
+    out = apply_fdr(out, alpha, groups=groups)
     out["mirage"] = _mirage_within_runs(out)
     induction = {}
     for run_id, g in out.groupby("run_id"):
@@ -211,22 +227,23 @@ def _size_test(loss: np.ndarray, y: np.ndarray, n_params: np.ndarray, eta: float
     return float(stats.f.sf(max(F, 0.0), q, n - r1)), ""
 
 
-def loss_threshold(df: pd.DataFrame, task: str, metric: str, *, n_boot: int = 200, level: float = 0.95,
-                   alpha: float = 0.05, seed: int = 0, resample: str = "auto", **options) -> dict:
+def loss_threshold(df: pd.DataFrame, task: str, metric: str, *, n_boot: int = N_BOOT, level: float = 0.95,
+                   alpha: float = ALPHA, seed: int = 0, resample: str = "auto", w0: float = LOSS_W0,
+                   **options) -> dict:
     """The loss view of one (task, metric): flags against loss, the threshold eta, and whether size still matters.
 
-    Pools every checkpoint of every run, x = its held-out LM loss (`join_loss`). Lower loss is more capable, so the
-    curve is read from high loss to low. `flag_curve` gets x' = 1/loss, which rises as training and scale advance:
-    on its log axis (log x' = -log loss) its smooth alternatives become power laws in loss and lines in log loss, the
-    natural smooth hypotheses for a metric driven by loss. Its jump location and interval are turned back into loss
-    units (loss = 1/x'; the interval's ends swap), in the columns and in the evidence.
+    Pools every checkpoint of every run, x = its held-out LM loss (`join_loss`), each checkpoint one point with its
+    measurement error and a dispersion from the residuals (checkpoints are not independent runs). Lower loss is more
+    capable, so the curve is read from high loss to low, on a linear axis in nats: the width W of the rise is in
+    nats of loss and is judged against `w0` (LOSS_W0 = 0.1 nats unless given), not against the decades of the size
+    axis (a whole family's losses rarely span a tenth of a decade).
 
     eta (Du et al. 2024, section 4): the loss below which the ability appears, estimated as the knee of the hinge
     y = a + b' max(0, eta - loss): flat above eta and linear in loss below it, the shape Du et al. draw on a linear
     loss axis. It is `analysis.laws.hinge` fitted with `fit_law` in x'' = exp(-loss) (log10 x'' = -loss log10 e, so
     the law's knee is h = exp(-eta)). eta_lo, eta_hi is its bootstrap interval at `level` (`n_boot` resamples). eta is
-    reported only for an emergent verdict whose knee has at least two checkpoints on each side and improves below
-    it; otherwise it is NaN and the evidence says why. The bootstrap
+    the onset where the metric leaves its floor, reported for every row that is not flat whose knee has at least two
+    checkpoints on each side and improves below it; otherwise it is NaN and the evidence says why. The bootstrap
     resamples whole runs (`resample="runs"`: checkpoints of one run share its training noise), or single checkpoints
     (`"points"`); "auto" takes runs when there are at least 10, points otherwise (a percentile bootstrap over fewer
     clusters covers too little: on synthetic data with 5 runs, 87% for a nominal 95%, against 93% over points).
@@ -241,7 +258,7 @@ def loss_threshold(df: pd.DataFrame, task: str, metric: str, *, n_boot: int = 20
     if resample not in ("auto", "runs", "points"):
         raise ValueError(f"resample must be 'auto', 'runs' or 'points', got {resample!r}")
     return _loss_threshold(join_loss(df), task, metric, n_boot=n_boot, level=level, alpha=alpha, seed=seed,
-                           resample=resample, **options)
+                           resample=resample, w0=w0, **options)
 
 
 def _to_loss(xp: float) -> float:
@@ -249,37 +266,26 @@ def _to_loss(xp: float) -> float:
     return float(-np.log(xp)) if np.isfinite(xp) and xp > 0 else np.nan
 
 
-def _inv(xp: float) -> float:
-    """loss from x' = 1/loss; NaN where x' is not a positive finite number."""
-    return float(1.0 / xp) if np.isfinite(xp) and xp > 0 else np.nan
-
-
-_INV_JUMP = re.compile(r"at 1/loss=([0-9.eE+-]+) \[([0-9.eE+-]+), ([0-9.eE+-]+)\]")
-
-
 def _loss_threshold(joined: pd.DataFrame, task: str, metric: str, *, n_boot: int, level: float, alpha: float,
-                    seed: int, resample: str, **options) -> dict:
+                    seed: int, resample: str, w0: float = LOSS_W0, **options) -> dict:
     """`loss_threshold` on a table already joined with its loss (`join_loss`)."""
     j = joined[(joined["task"] == task) & (joined["metric"] == metric)]
     out = {"task": task, "metric": metric}
     n_runs = int(j["run_id"].nunique())
     if j.empty:
-        res = flag_curve(np.array([]), np.array([]), higher_is_better=schema.higher_is_better(metric),
-                         x_name="1/loss", n_boot=n_boot, alpha=alpha, seed=seed, **options)
-        return {**out, **_flags(res), "x": "loss", "eta": np.nan, "eta_lo": np.nan, "eta_hi": np.nan,
-                "size_explains_p": np.nan, "size_still_matters": pd.NA, "n_points": 0, "n_runs": 0}
+        return {**out, **{k: np.nan for k in FLAG_KEYS}, "x": "loss", "verdict": "inconclusive",
+                "evidence": "no checkpoint has both this metric and its held-out loss", "eta": np.nan,
+                "eta_lo": np.nan, "eta_hi": np.nan, "size_explains_p": np.nan, "size_still_matters": pd.NA,
+                "n_points": 0, "n_runs": 0}
     hib = schema.higher_is_better(metric)
+    spec = schema.METRICS[metric]
     loss = j["loss"].to_numpy(float)
     y = j["value"].to_numpy(float)
-    res = flag_curve(1.0 / loss, y, higher_is_better=hib, stderr=j["stderr"].to_numpy(float), x_name="1/loss",
+    res = flag_curve(loss, y, higher_is_better=hib, stderr=j["stderr"].to_numpy(float),
+                     n=j["n"].astype("Float64").to_numpy(float, na_value=np.nan),
+                     bounds=(spec.lower_bound, spec.upper_bound), x_name="loss", axis="reversed", w0=w0,
                      n_boot=n_boot, alpha=alpha, seed=seed, **options)
     flags = _flags(res)
-    flags["x"] = "loss"
-    at, lo, hi = (float(flags[k]) if flags[k] is not None else np.nan for k in ("jump_at", "jump_lo", "jump_hi"))
-    flags["jump_at"], flags["jump_lo"], flags["jump_hi"] = _inv(at), _inv(hi), _inv(lo)
-    # flag_curve's evidence gives the jump in x' = 1/loss: "at 1/loss=0.311 [0.307, 0.318]"; restate it as losses
-    flags["evidence"] = _INV_JUMP.sub(
-        f"at loss={flags['jump_at']:.4g} [{flags['jump_lo']:.4g}, {flags['jump_hi']:.4g}]", str(flags["evidence"]))
 
     eta = eta_lo = eta_hi = knee = np.nan
     by_runs = resample == "runs" or (resample == "auto" and n_runs >= 10)
@@ -292,8 +298,8 @@ def _loss_threshold(joined: pd.DataFrame, task: str, metric: str, *, n_boot: int
         h_lo, h_hi = fit.ci["h"]
         inside = np.sum(loss > knee) >= 2 and np.sum(loss < knee) >= 2
         right_way = (fit.params["b"] > 0) == hib
-        if flags["verdict"] != "emergent":
-            eta_note = f"no threshold: the verdict is {flags['verdict']}"
+        if flags["verdict"] == "flat":
+            eta_note = "no threshold: nothing rises beyond noise"
         elif not inside:
             eta_note = (f"no threshold: the hinge's knee ({knee:.4g}) sits at the edge of the measured losses "
                         f"({loss.min():.4g} to {loss.max():.4g})")
@@ -316,8 +322,8 @@ def _loss_threshold(joined: pd.DataFrame, task: str, metric: str, *, n_boot: int
             "size_still_matters": still, "n_points": int(len(j)), "n_runs": n_runs}
 
 
-def loss_view(df: pd.DataFrame, *, n_boot: int = 200, level: float = 0.95, alpha: float = 0.05, seed: int = 0,
-              resample: str = "auto", **options) -> pd.DataFrame:
+def loss_view(df: pd.DataFrame, *, n_boot: int = N_BOOT, level: float = 0.95, alpha: float = ALPHA, seed: int = 0,
+              resample: str = "auto", w0: float = None, **options) -> pd.DataFrame:
     """`loss_threshold` for every (task, metric) of the table except the loss itself: one row each.
 
     This is `flag_emergence(df, x="loss")`. Columns: task, metric, the flag columns, eta, eta_lo, eta_hi,
@@ -327,8 +333,15 @@ def loss_view(df: pd.DataFrame, *, n_boot: int = 200, level: float = 0.95, alpha
         raise ValueError(f"resample must be 'auto', 'runs' or 'points', got {resample!r}")
     j = join_loss(df)
     keys = j[["task", "metric"]].drop_duplicates().sort_values(["task", "metric"])
+    w0 = LOSS_W0 if w0 is None else w0
     rows = [_loss_threshold(j, t, m, n_boot=n_boot, level=level, alpha=alpha, seed=seed, resample=resample,
-                            **options) for t, m in keys.itertuples(index=False)]
+                            w0=w0, **options) for t, m in keys.itertuples(index=False)]
+    out_rows = pd.DataFrame(rows)
+    if len(out_rows):
+        q = apply_fdr(out_rows[["verdict", "p_value", "evidence"]].copy(), alpha)
+        for c in ("verdict", "q_value", "evidence"):
+            for r, v in zip(rows, q[c]):
+                r[c] = v
     cols = ["task", "metric", *FLAG_KEYS, "eta", "eta_lo", "eta_hi", "size_explains_p", "size_still_matters",
             "n_points", "n_runs"]
     out = pd.DataFrame(rows, columns=cols)

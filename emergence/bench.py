@@ -572,13 +572,13 @@ def measure_probe_share(cfg, folder: Path) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 # Analysis and the smoke sweep.
 
-def measure_analysis(n_curves: int = 1000, n_boot: int = 200) -> dict:
-    """Time to fit and flag `n_curves` synthetic curves (`analysis.bench_analysis`)."""
+def measure_analysis(n_curves: int = 1000, n_boot: int = 500) -> dict:
+    """Time to judge `n_curves` synthetic curves with the jump test, and its rates (`analysis.bench_analysis`)."""
     try:
         from analysis.bench_analysis import bench_analysis
     except ImportError as e:
         return {"wall_s": None, "status": f"not measured: analysis.bench_analysis is not available ({e})"}
-    r = bench_analysis(n_curves, n_boot)
+    r = bench_analysis(n_curves, n_boot=n_boot)
     return {**r, "status": "ok"}
 
 
@@ -745,7 +745,7 @@ def print_report(result: dict, file=None) -> None:
     a = result.get("analysis")
     if a:
         p(f"\nanalysis of {a.get('n_curves', 1000)} curves: " +
-          (f"{a['wall_s']:.1f} s ({a.get('n_boot')} bootstrap resamples, {a.get('workers')} workers)"
+          (f"{a['wall_s']:.1f} s (up to {a.get('n_boot')} bootstrap draws, {a.get('workers')} workers)"
            if a.get("wall_s") is not None else a["status"]), file=file)
     s = result.get("smoke_sweep")
     if s:
@@ -853,7 +853,7 @@ def run(quick: bool = False, gpu: bool = False, seconds: float | None = None, ba
             except Exception as e:
                 result["stacked_runs_status"] = f"not measured: {type(e).__name__}: {e}"
             log("analysis of 1,000 curves ...")
-            result["analysis"] = measure_analysis(1000, 200)
+            result["analysis"] = measure_analysis(1000, 500)
             log("smoke sweep ...")
             result["smoke_sweep"] = measure_smoke_sweep(Path(tmp) / "smoke")
     result["targets"] = targets(result)

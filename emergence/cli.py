@@ -114,7 +114,7 @@ def cmd_analyze(args) -> int:
     if (mapping or constants) and args.source != "csv":
         raise UsageError("--map and --set describe a CSV: use them with --from csv")
     return analyze_cli(Path(args.path), x=args.x, source=args.source, views=args.view,
-                       mapping=mapping, constants=constants)
+                       mapping=mapping, constants=constants, jump_width=args.jump_width)
 
 
 def cmd_report(args) -> int:
@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--from csv: a results column and the file's column that holds it, e.g. n_params=Params")
     q.add_argument("--set", action="append", default=[], metavar="COLUMN=VALUE",
                    help="--from csv: a fixed value for a results column the file lacks, e.g. metric=acc")
+    q.add_argument("--jump-width", type=float, default=None, metavar="W0",
+                   help="a jump rises from 10%% to 90%% within W0 decades of x (default 0.5; the sweep's "
+                        "analysis.jump_width); choose it before looking")
     q.set_defaults(fn=cmd_analyze)
     q = sub.add_parser("report", help=VERBS["report"], description=VERBS["report"])
     q.add_argument("sweep_dir")

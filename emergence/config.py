@@ -120,6 +120,14 @@ class SweepConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    """The emergence verdict's settings (analysis.jumps), chosen before looking at the data."""
+    jump_width: float = 0.5  # W0: a jump rises from 10% to 90% of its amplitude within this many decades of x
+    alpha: float = 0.05  # level of the one-sided width tests and of the false discovery rate across rows
+    n_boot: int = 500  # draws of the parametric bootstrap (at most; stops early once a p-value is clearly decided)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -129,6 +137,7 @@ class Config:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     experiment: str = "default"
     seed: int = 0
 
@@ -217,6 +226,14 @@ def peak_lr(cfg) -> float:
 
 def validate(cfg) -> dict[str, Any]:
     """Check what the schema cannot (ranges, names, divisibility, memory) and return the derived values."""
+    a = cfg.get("analysis") if hasattr(cfg, "get") else None
+    if a is not None:
+        if not float(a.jump_width) > 0:
+            raise ConfigError(f"analysis.jump_width must be a positive number of decades, got {a.jump_width}")
+        if not 0 < float(a.alpha) < 1:
+            raise ConfigError(f"analysis.alpha must be between 0 and 1, got {a.alpha}")
+        if int(a.n_boot) < 20:
+            raise ConfigError(f"analysis.n_boot must be at least 20, got {a.n_boot}")
     t = cfg.train
     for key in ("max_steps", "batch_size", "grad_accum", "log_interval", "eval_batches", "ckpt_every"):
         if getattr(t, key) < (0 if key == "max_steps" else 1):
@@ -280,7 +297,7 @@ def available_memory() -> int:
 
 
 # Keys that do not change what is trained: they are left out of the run id, so changing them reuses the run.
-NON_IDENTITY = ("paths", "sweep", "tracker", "probe", "experiment", "train.log_interval", "train.progress",
+NON_IDENTITY = ("paths", "sweep", "tracker", "probe", "analysis", "experiment", "train.log_interval", "train.progress",
                 "train.threads", "train.eval_interval", "train.eval_batches", "train.device", "model.source",
                 "train.fail_at_step", "train.nan_at_step")
 

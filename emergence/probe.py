@@ -10,9 +10,14 @@ Writes, per run: `probes.parquet` (tidy rows of `analysis.schema`), `instances.p
 log-probabilities, for infinite-resolution analysis, Hu et al. 2023) and `samples.parquet` (a few prompts with the
 model's answers, for the report). Probing is incremental (only (checkpoint, task) pairs not yet probed) and
 idempotent; a lock file serialises concurrent probes of one run.
+
+Every row with status "ok" carries a finite standard error and its `n`, the independent units it is over: examples
+for the task metrics, held-out sequences for the LM loss (`train.loss_estimate`), random repeated sequences for the
+mechanistic probe (`mechanistic_scores`).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -104,12 +109,23 @@ def sem(x: np.ndarray) -> float:
     return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
+def measurement(value, stderr, n) -> dict:
+    """A row's value, stderr, n and status. "ok" needs a finite value and a finite standard error: the analysis
+    weighs every point by its noise, and a value whose noise cannot be estimated (one example, say) cannot be
+    weighed. Anything else is "not_measured", with NaN."""
+    n = int(n) if n is not None and np.isfinite(n) else 0
+    if value is not None and stderr is not None and math.isfinite(value) and math.isfinite(stderr) and n >= 1:
+        return {"value": float(value), "stderr": float(stderr), "n": n, "status": "ok"}
+    return {"value": float("nan"), "stderr": float("nan"), "n": n, "status": "not_measured"}
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Mechanistic probe: induction heads (Olsson et al. 2022).
 
 @torch.no_grad()
-def mechanistic_scores(model: GPT, vocab_ids: np.ndarray, device, n: int = 64, seed: int = 0) -> dict[str, float]:
-    """In-context-learning score and prefix-matching score on repeated random sequences.
+def mechanistic_scores(model: GPT, vocab_ids: np.ndarray, device, n: int = 64, seed: int = 0) -> dict[str, dict]:
+    """In-context-learning score and prefix-matching score on repeated random sequences: {metric: {"value",
+    "stderr", "n"}}, n the number of sequences.
 
     A random sequence of length P is shown twice (total 2P + 1 with <bos> dropped to fit the context). The ICL score
     is the mean loss on the second copy minus the mean loss on the first copy's tokens (Olsson et al. 2022 use
@@ -117,27 +133,41 @@ def mechanistic_scores(model: GPT, vocab_ids: np.ndarray, device, n: int = 64, s
     means the model uses the earlier occurrence. The prefix-matching score of a head is its mean attention, from a
     token in the second copy, to the token right after that token's occurrence in the first copy; we report the
     strongest head's score.
+
+    Standard errors are over sequences, the independent draws: positions within one sequence share its tokens and
+    are correlated. Every sequence has the same positions, so each score is exactly the mean of per-sequence scores
+    (the sequence's second-copy loss minus its first-copy loss; the head's mean attention over the sequence's
+    second-copy positions) and its stderr is their sd / sqrt(n). For prefix matching the stderr is that of the
+    chosen head's score given the choice: picking the strongest of all heads on the same sequences biases the
+    maximum upward by an amount this stderr does not include.
     """
     T = model.config.block_size
     P = (T - 1) // 2
+    nothing = {"value": float("nan"), "stderr": float("nan"), "n": 0}
     if P < 2:
-        return {"icl_score": float("nan"), "prefix_matching": float("nan")}
+        return {"icl_score": dict(nothing), "prefix_matching": dict(nothing)}
     rng = np.random.default_rng(seed)
     seq = vocab_ids[rng.integers(0, len(vocab_ids), size=(n, P))]
     x = torch.from_numpy(np.concatenate([seq, seq], axis=1)).to(device)
     logits, _, weights = model(x, need_weights=True)
     logp = logits.float().log_softmax(-1)[:, :-1]
     nll = -logp.gather(-1, x[:, 1:, None]).squeeze(-1)  # nll[:, t] is the loss of token t + 1
-    first = nll[:, : P - 1].mean()
-    second = nll[:, P:].mean()  # tokens P+1 .. 2P-1: all predictable from the first copy
+    first = nll[:, : P - 1].mean(1)
+    second = nll[:, P:].mean(1)  # tokens P+1 .. 2P-1: all predictable from the first copy
+    icl = (second - first).double().cpu().numpy()
     # query at position q = P + i (second copy, token i) should attend to key i + 1 (after the first occurrence)
     q = torch.arange(P, 2 * P - 1, device=device)
     k = q - P + 1
-    best = 0.0
+    best, best_seq = -1.0, None
     for w in weights:  # (B, H, T, T)
-        score = w[:, :, q, k].mean(dim=(0, 2))
-        best = max(best, float(score.max()))
-    return {"icl_score": float(second - first), "prefix_matching": best}
+        per_seq = w[:, :, q, k].float().mean(dim=2)  # (B, H)
+        score = per_seq.mean(0)
+        h = int(score.argmax())
+        if float(score[h]) > best:
+            best, best_seq = float(score[h]), per_seq[:, h].double().cpu().numpy()
+    return {"icl_score": {"value": float(icl.mean()), "stderr": sem(icl), "n": len(icl)},
+            "prefix_matching": dict(nothing) if best_seq is None else  # no head with a finite score
+            {"value": float(best_seq.mean()), "stderr": sem(best_seq), "n": len(best_seq)}}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -281,11 +311,7 @@ def probe_checkpoints(files: list[tuple[int, Path]], probe_cfg, done: set[tuple[
                 "seed": state["seed"], "step": step, "tokens": float(state["tokens"]),
                 "flops": float(state["flops"])}
         if "lm" in wanted:
-            v = state.get("val_loss", float("nan"))
-            ok = v is not None and math.isfinite(v)
-            out.rows.append({**base, "task": "lm", "metric": "loss", "value": v if ok else float("nan"),
-                             "stderr": float("nan"), "n": run_cfg["train"]["eval_batches"] *
-                             run_cfg["train"]["batch_size"], "status": "ok" if ok else "not_measured"})
+            out.rows.append({**base, "task": "lm", "metric": "loss", **lm_loss(state, model, device)})
         for name in wanted:
             if name in ("lm", MECHANISTIC):
                 continue
@@ -303,11 +329,30 @@ def probe_checkpoints(files: list[tuple[int, Path]], probe_cfg, done: set[tuple[
         if MECHANISTIC in wanted:
             vocab_ids = VOCAB.ids(VOCAB.chars) if not text_run \
                 else np.arange(32, 127, dtype=np.int64)
-            for metric, v in mechanistic_scores(model, vocab_ids, device, seed=probe_cfg.seed).items():
-                ok = math.isfinite(v)
-                out.rows.append({**base, "task": MECHANISTIC, "metric": metric, "value": v if ok else float("nan"),
-                                 "stderr": float("nan"), "n": 64, "status": "ok" if ok else "not_measured"})
+            for metric, r in mechanistic_scores(model, vocab_ids, device, seed=probe_cfg.seed).items():
+                out.rows.append({**base, "task": MECHANISTIC, "metric": metric,
+                                 **measurement(r["value"], r["stderr"], r["n"])})
     return out.rows[first:]
+
+
+def lm_loss(state: dict, model: GPT, device) -> dict:
+    """A checkpoint's held-out LM loss row (value, stderr, n sequences, status) as training measured it
+    (`train.heldout_loss`: mean loss per scored token of the run's fixed held-out batches, its standard error over
+    sequences). A checkpoint written before payloads carried the standard error is measured again here, on the same
+    held-out batches, so that its row has one too."""
+    if "val_loss_stderr" in state:
+        return measurement(state.get("val_loss"), state["val_loss_stderr"], state.get("val_loss_n"))
+    from emergence.data import build_source
+    from emergence.train import heldout_loss
+
+    try:
+        cfg = OmegaConf.create(state["config"])
+        return measurement(*heldout_loss(model, build_source(cfg), cfg, device, contextlib.nullcontext()))
+    except Exception as e:  # the run's data may be gone (a text file moved): the loss is then not measured
+        print(f"warning: step {state.get('step')} of {state.get('run_id')}: the held-out loss could not be measured "
+              f"again for its standard error ({type(e).__name__}: {e}); its lm/loss row is not_measured",
+              file=sys.stderr)
+        return measurement(None, None, 0)
 
 
 class InlineProber:
@@ -382,7 +427,7 @@ def score_task(model, name, prompts, answers, ids, probe_cfg, vocab, device):
     lb = np.array([len(t) for t in target])
     dist = levenshtein(pa, la, pb, lb) / np.maximum(np.maximum(la, lb), 1)
     rows.append({"metric": "edit_distance", "value": float(dist.mean()), "stderr": sem(dist), "n": g})
-    rows = [{"task": name, "status": "ok", **r} for r in rows]
+    rows = [{"task": name, "metric": r["metric"], **measurement(r["value"], r["stderr"], r["n"])} for r in rows]
     inst = {"task": [name] * n, "example_id": np.asarray(ids, dtype=np.int64),
             "answer_logprob": np.asarray(s["logprob"]), "exact": s["exact"].astype(bool)}
     k = min(probe_cfg.samples, g)

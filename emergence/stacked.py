@@ -102,8 +102,9 @@ class StackedGPT(nn.Module):
             return torch.addcmul(self.get(prefix + ".bias").unsqueeze(1), y, w)
         return y * w
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """idx, targets: (S, B, T), targets -100 where ignored. Returns the S mean cross-entropies (S,)."""
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor, per_sequence: bool = False):
+        """idx, targets: (S, B, T), targets -100 where ignored. Returns the S mean cross-entropies (S,), or with
+        `per_sequence` each sequence's summed loss and scored-token count, both (S, B) (`train.sequence_losses`)."""
         c = self.config
         S, B, T = idx.shape
         if S != self.S:
@@ -137,6 +138,8 @@ class StackedGPT(nn.Module):
         flat_t = targets.reshape(S * N)
         loss = F.cross_entropy(logits.reshape(S * N, c.vocab_size), flat_t, ignore_index=-100, reduction="none")
         valid = (flat_t != -100).view(S, N)
+        if per_sequence:
+            return loss.view(S, B, T).sum(2), valid.view(S, B, T).sum(2)
         # the mean over each seed's own answer tokens: F.cross_entropy's "mean" with ignore_index, per seed
         return loss.view(S, N).sum(1) / valid.sum(1)
 
@@ -210,14 +213,19 @@ class StackedTrainer:
         return loss_sum / k, norms, lr
 
     @torch.no_grad()
-    def losses(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[float]:
-        """Mean loss per seed over `batches` (as `train.heldout_loss` averages per-batch losses)."""
-        total = None
+    def losses(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[float, float, int]]:
+        """Each seed's held-out loss over `batches` as `train.heldout_loss` gives it: (mean loss per scored token,
+        its standard error over sequences, n sequences)."""
+        from emergence.train import loss_estimate
+
+        sums, counts = [], []
         for x, y in batches:
             with self.amp if self.amp is not None else _null():
-                losses = self.stack(x, y).float()
-            total = losses if total is None else total + losses
-        return (total / len(batches)).tolist()
+                s, c = self.stack(x, y, per_sequence=True)
+            sums.append(s.double().cpu())
+            counts.append(c.cpu())
+        sums, counts = torch.cat(sums, dim=1).numpy(), torch.cat(counts, dim=1).numpy()
+        return [loss_estimate(sums[i], counts[i]) for i in range(len(sums))]
 
     def model_state(self, i: int) -> dict:
         """Seed i's `GPT.state_dict()`, in the exact form `train()` saves."""
@@ -333,9 +341,10 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
     error = [""] * S
     last_loss = [float("nan")] * S
     val = [float("nan")] * S
+    val_est = [(float("nan"), float("nan"), 0)] * S
     live = [True] * S
 
-    def heldout() -> list[float]:
+    def heldout() -> list[tuple[float, float, int]]:
         batches = [stack_batches(source, [s + 10_000 for s in seeds_fresh], i, 1, cfg.train.batch_size, device,
                                  "heldout")[0] for i in range(cfg.train.eval_batches)]
         tr.stack.eval()
@@ -353,6 +362,7 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
                 "tokens": step * tokens_per_step, "flops": float(step * tokens_per_step * fpt),
                 "flops_per_token": fpt, "n_params": derived["n_params"],
                 "n_params_nonembed": derived["n_params_nonembed"], "seed": c.seed, "val_loss": val[i],
+                "val_loss_stderr": val_est[i][1], "val_loss_n": val_est[i][2],
                 "wall_s": wall, "rng": {"torch": tr.rng_after_init[i]}, "code_version": ckpt.code_version(),
                 "format_version": ckpt.FORMAT_VERSION,
                 "tracker_id": trackers[i].id if trackers[i] is not None else None,
@@ -373,7 +383,8 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
     t0 = time.perf_counter()
     try:
         if 0 in ck_steps:
-            val = heldout()
+            val_est = heldout()
+            val = [e[0] for e in val_est]
             save(0, 0.0)
         window_t, window_tokens = time.perf_counter(), 0
         for step in range(total):
@@ -410,7 +421,8 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
                 if not any(live):
                     break
             if done_step in ck_steps or (cfg.train.eval_interval and done_step % cfg.train.eval_interval == 0):
-                val = heldout()
+                val_est = heldout()
+                val = [e[0] for e in val_est]
                 if done_step in ck_steps:
                     save(done_step, time.perf_counter() - t0)
                 window_t = time.perf_counter()

@@ -473,7 +473,7 @@ def finish_sweep(folder: Path, config: DictConfig | None = None) -> None:
     """Analysis (every view), then the report, then the analysis run of the tracker; a failure here is reported but
     leaves the sweep's tables in place (`emergence analyze` / `emergence report` can redo it)."""
     try:
-        written = analyze(folder, views="all")
+        written = analyze(folder, views="all", flag_options=flag_options(config))
     except Exception as e:  # the tables are written; analysis can be rerun with `emergence analyze`
         print(f"warning: analysis failed: {type(e).__name__}: {e}", file=sys.stderr)
         return
@@ -501,10 +501,24 @@ def _maybe_csv(path):
     return pd.read_csv(path) if path is not None and Path(path).exists() and Path(path).stat().st_size else None
 
 
+def flag_options(config: DictConfig | None = None, *, jump_width: float | None = None) -> dict:
+    """The verdict's settings from the config's `analysis` group (W0, alpha, bootstrap draws)."""
+    opts: dict = {}
+    a = config.get("analysis") if config is not None else None
+    if a is not None:
+        opts = {"w0": float(a.jump_width), "alpha": float(a.alpha), "n_boot": int(a.n_boot)}
+    if jump_width is not None:
+        if not jump_width > 0:
+            raise ConfigError(f"--jump-width must be a positive number of decades, got {jump_width}")
+        opts["w0"] = float(jump_width)
+    return opts
+
+
 def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=None, mapping=None,
-            constants=None) -> dict[str, Path]:
+            constants=None, flag_options: dict | None = None) -> dict[str, Path]:
     """Fit scaling laws and flag emergence; write fits.csv, flags.csv (and each view's CSV) beside the input."""
     import analysis as an
+    from analysis.schema import measured
 
     path = Path(path)
     if source == "lm-eval":
@@ -517,14 +531,15 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
     else:
         df = an.load_results(path)
     if x in df.columns:  # one value of x (one model size, say) leaves nothing to compare
-        values = df.loc[df["status"].isin(["ok", "imported"]) & df["value"].notna(), x].dropna().unique()
+        values = measured(df)[x].dropna().unique()
         if len(values) == 1:
             raise ConfigError(f"{path}: every measured row has {x}={values[0]}, so there is nothing to compare: "
                               "add sizes to the sweep (model=a,b,c) or analyse another axis (--x tokens)")
     out_dir = path if path.is_dir() else path.parent
     written = an.run_analysis(df, out_dir, x=x, views=views, runs=_maybe_runs(out_dir),
                               instances=_maybe(out_dir / "instances.parquet"),
-                              flag_options={"answer_lengths": answer_lengths(df["task"].unique())})
+                              flag_options={"answer_lengths": answer_lengths(df["task"].unique()),
+                                            **(flag_options or {})})
     return written
 
 
@@ -552,15 +567,16 @@ def _maybe_runs(folder: Path):
 
 
 def analyze_cli(path: Path, *, x: str = "n_params", source: str = "results", views=None, mapping=None,
-                constants=None) -> int:
+                constants=None, jump_width: float | None = None) -> int:
     if not path.exists():
         raise ConfigError(f"{path} does not exist; give a sweep folder or a results table")
-    written = analyze(path, x=x, source=source, views=views, mapping=mapping, constants=constants)
+    written = analyze(path, x=x, source=source, views=views, mapping=mapping, constants=constants,
+                      flag_options=flag_options(jump_width=jump_width))
     flags_path = written.get("flags")
     if flags_path is not None and Path(flags_path).exists():
         flags = pd.read_csv(flags_path)
-        cols = [c for c in ("task", "metric", "verdict", "jump_at", "lrt_p", "breakthroughness", "mirage")
-                if c in flags]
+        cols = [c for c in ("task", "metric", "verdict", "jump_at", "width", "width_lo", "width_hi", "q_value",
+                            "per_run", "mirage") if c in flags]
         with pd.option_context("display.width", 160, "display.max_rows", 200, "display.max_colwidth", 40):
             print(flags[cols].to_string(index=False))
     for name, p in written.items():

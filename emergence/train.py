@@ -17,8 +17,10 @@ import time
 import traceback
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from emergence import checkpoint as ckpt
@@ -92,18 +94,54 @@ def read_status(folder: Path) -> dict:
         return {}
 
 
+def loss_estimate(sums, counts) -> tuple[float, float, int]:
+    """The held-out loss from per-sequence loss sums and scored-token counts: (mean loss per scored token, its
+    standard error, n = the sequences with at least one scored token).
+
+    Tokens of one sequence share its context, so their losses are correlated and a standard error over tokens would
+    be too small; sequences are drawn independently, so they are the unit. The loss is the ratio R = sum(s) / sum(c)
+    of per-sequence sums s and counts c; its standard error (delta method, sequences as clusters) is
+    sqrt(n / (n - 1) * sum((s_i - R c_i)^2)) / sum(c), which is exactly sd(per-sequence mean losses) / sqrt(n) when
+    every sequence scores the same number of tokens (always so for text). NaN when n < 2 (no spread to measure).
+    """
+    s = np.asarray(sums, dtype=np.float64).ravel()
+    c = np.asarray(counts, dtype=np.float64).ravel()
+    s, c = s[c > 0], c[c > 0]
+    n = len(s)
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    total = float(c.sum())
+    value = float(s.sum()) / total
+    if n < 2 or not math.isfinite(value):
+        return value, float("nan"), n
+    return value, math.sqrt(n / (n - 1) * float(np.sum((s - value * c) ** 2))) / total, n
+
+
+def sequence_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence sums of the token losses and counts of scored tokens (targets -100 are not scored), as
+    `GPT.forward`'s mean cross-entropy computes them."""
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100,
+                           reduction="none").view(targets.shape)
+    return loss.sum(1), (targets != -100).sum(1)
+
+
 @torch.no_grad()
-def heldout_loss(model, source, cfg, device, amp) -> float:
-    """Mean loss over `eval_batches` fixed held-out batches (the same batches at every evaluation)."""
+def heldout_loss(model, source, cfg, device, amp) -> tuple[float, float, int]:
+    """The loss on `eval_batches` fixed held-out batches (the same batches at every evaluation): mean loss per
+    scored token, its standard error over sequences and their number (`loss_estimate`)."""
+    was_training = model.training
     model.eval()
-    total = 0.0
+    sums, counts = [], []
     for i in range(cfg.train.eval_batches):
         x, y = source.batch(cfg.seed + 10_000, i, cfg.train.batch_size, split="heldout")
+        y = y.to(device)
         with amp:
-            _, loss = model(x.to(device), y.to(device))
-        total += float(loss)
-    model.train()
-    return total / cfg.train.eval_batches
+            logits, _ = model(x.to(device))
+        s, c = sequence_losses(logits, y)
+        sums.append(s.double().cpu())
+        counts.append(c.cpu())
+    model.train(was_training)
+    return loss_estimate(torch.cat(sums).numpy(), torch.cat(counts).numpy())
 
 
 _PEAK: dict[str, float] = {}
@@ -227,9 +265,10 @@ def train(cfg) -> dict:
         write_status(folder, state="running", run_id=rid, started=status.get("started", time.time()), error="",
                      pid=os.getpid(), steps=total)
 
-    def save_checkpoint(step: int, wall: float, val_loss: float) -> None:
+    def save_checkpoint(step: int, wall: float, heldout: tuple[float, float, int]) -> None:
         if not is_main:
             return
+        val_loss, val_stderr, val_n = heldout
         payload = {
             "model": model.state_dict(),
             "model_config": gc.to_dict(),
@@ -243,6 +282,8 @@ def train(cfg) -> dict:
             "n_params_nonembed": derived["n_params_nonembed"],
             "seed": cfg.seed,
             "val_loss": val_loss,
+            "val_loss_stderr": val_stderr,
+            "val_loss_n": val_n,
             "wall_s": wall,
             "rng": {"torch": torch.get_rng_state()},
             "code_version": ckpt.code_version(),
@@ -266,8 +307,9 @@ def train(cfg) -> dict:
     last_loss, val = resumed_losses if found is not None else (float("nan"), float("nan"))
     try:
         if start_step == 0 and found is None and 0 in ck_steps:
-            val = heldout_loss(model, source, cfg, device, amp)
-            save_checkpoint(0, 0.0, val)
+            heldout = heldout_loss(model, source, cfg, device, amp)
+            val = heldout[0]
+            save_checkpoint(0, 0.0, heldout)
         if found is not None and probe_hook is not None:  # a kill can fall between writing a checkpoint and probing it
             from emergence.probe import unprobed_checkpoints
 
@@ -324,9 +366,10 @@ def train(cfg) -> dict:
                                  "train/tokens_per_s": tps, "train/mfu": tps * fpt / peak,
                                  "tokens": row["tokens"], "flops": row["flops"]}, step=done_step)
             if done_step in ck_steps or (t["eval_interval"] and done_step % t["eval_interval"] == 0):
-                val = heldout_loss(model, source, cfg, device, amp)
+                heldout = heldout_loss(model, source, cfg, device, amp)
+                val = heldout[0]
                 if done_step in ck_steps:
-                    save_checkpoint(done_step, wall_before + time.perf_counter() - t0, val)
+                    save_checkpoint(done_step, wall_before + time.perf_counter() - t0, heldout)
                 elif tracker is not None:
                     tracker.log({"val/loss": val, "tokens": done_step * tokens_per_step}, step=done_step)
                 window_t = time.perf_counter()  # tokens/s measures training, not evaluation or checkpointing

@@ -148,37 +148,57 @@ def _write_analysis(root: Path, jump_task: str, smooth_task: str) -> None:
             fits.append(dict(task=jump_task, metric="exact_match", x="n_params", law=law, param=p, value=v,
                              stderr=np.nan, lo=np.nan, hi=np.nan, aicc=aicc, bic=aicc, rmse=0.05))
     pd.DataFrame(fits).to_csv(root / "fits.csv", index=False)
+    w0 = 0.5
+    new = dict(w0=w0, noise="binomial per probe, between-run variance per size")
     flags = [
         dict(task=jump_task, metric="exact_match", x="n_params", verdict="emergent", jump_at=3.7e5, jump_lo=2.3e5,
-             jump_hi=6.0e5, jump_size=0.71, breakthroughness=14.2, breakthroughness_p=0.004, delta_bic=12.5,
-             lrt_p=0.002, seed_agreement=1.0, mirage=True, n_sizes=5,
-             evidence="exact match rises by 0.71 between 228k and 600k parameters (breakthroughness 14.2, p=0.004; "
-                      "dBIC 12.5 for a jump; LRT p=0.002; 3/3 seeds); token accuracy is smooth: likely a mirage"),
-        dict(task=jump_task, metric="token_accuracy", x="n_params", verdict="smooth", jump_at=np.nan, jump_lo=np.nan,
-             jump_hi=np.nan, jump_size=np.nan, breakthroughness=3.1, breakthroughness_p=0.41, delta_bic=-2.0,
-             lrt_p=0.5, seed_agreement=np.nan, mirage=np.nan, n_sizes=5,
-             evidence="a power law fits as well as any jump (dBIC -2.0)"),
-        dict(task=smooth_task, metric="exact_match", x="n_params", verdict="smooth", jump_at=np.nan, jump_lo=np.nan,
-             jump_hi=np.nan, jump_size=np.nan, breakthroughness=2.0, breakthroughness_p=0.6, delta_bic=-3.0,
-             lrt_p=0.7, seed_agreement=np.nan, mirage=np.nan, n_sizes=5, evidence="improves smoothly"),
+             jump_hi=6.0e5, width=0.31, width_lo=0.18, width_hi=0.44, n_sizes=5, n_runs=13, per_run="abrupt",
+             p_value=0.003, q_value=0.012, breakthroughness=14.2, mirage=True, loss_at_jump=0.75,
+             evidence="exact match rises from 0.01 to 0.86 over 0.31 decades of parameters around 370k (95% "
+                      "interval 0.18 to 0.44, below W0 = 0.5; p=0.003); single runs acquire it abruptly; token "
+                      "accuracy is smooth: likely a mirage",
+             floor=0.01, ceiling=0.86, p_smooth=0.97, p_flat=0.001, step_max=0.71, step_allowed=0.45, step_p=0.004,
+             share_by_size="0/3 0/2 0/3 3/3 2/2", share_width=0.2, per_run_p=0.01, loss_separates=True,
+             em_measured=0.86, em_predicted=0.84, answer_length=6, **new),
+        dict(task=jump_task, metric="token_accuracy", x="n_params", verdict="smooth", jump_at=2.0e5, jump_lo=1.2e5,
+             jump_hi=3.5e5, width=1.6, width_lo=1.1, width_hi=2.4, n_sizes=5, n_runs=13, per_run="gradual",
+             p_value=0.98, q_value=0.98, breakthroughness=3.1, mirage=np.nan, loss_at_jump=np.nan,
+             evidence="token accuracy rises over 1.6 decades (95% interval 1.1 to 2.4, above W0 = 0.5)",
+             floor=0.08, ceiling=0.98, p_smooth=0.004, p_flat=0.001, step_max=0.3, step_allowed=0.45, step_p=0.6,
+             share_by_size="0/3 1/2 2/3 3/3 2/2", share_width=1.4, per_run_p=0.7, loss_separates=np.nan,
+             em_measured=np.nan, em_predicted=np.nan, answer_length=np.nan, **new),
+        dict(task=smooth_task, metric="exact_match", x="n_params", verdict="smooth", jump_at=2.6e5, jump_lo=9.0e4,
+             jump_hi=7.0e5, width=2.5, width_lo=1.7, width_hi=np.inf, n_sizes=5, n_runs=13, per_run="undetermined",
+             p_value=0.99, q_value=0.99, breakthroughness=2.0, mirage=np.nan, loss_at_jump=np.nan,
+             evidence="improves smoothly", floor=0.05, ceiling=np.nan, p_smooth=0.01, p_flat=0.002, step_max=0.2,
+             step_allowed=0.45, step_p=0.8, share_by_size="", share_width=np.nan, per_run_p=np.nan,
+             loss_separates=np.nan, em_measured=0.3, em_predicted=0.31, answer_length=6, **new),
         dict(task="recall", metric="exact_match", x="n_params", verdict="flat", jump_at=np.nan, jump_lo=np.nan,
-             jump_hi=np.nan, jump_size=np.nan, breakthroughness=np.nan, breakthroughness_p=np.nan, delta_bic=np.nan,
-             lrt_p=np.nan, seed_agreement=np.nan, mirage=np.nan, n_sizes=5,
-             evidence="range 0.01 is within noise"),
+             jump_hi=np.nan, width=np.nan, width_lo=np.nan, width_hi=np.nan, n_sizes=5, n_runs=13, per_run=np.nan,
+             p_value=np.nan, q_value=np.nan, breakthroughness=np.nan, mirage=np.nan, loss_at_jump=np.nan,
+             evidence="range 0.01 is within noise", floor=np.nan, ceiling=np.nan, p_smooth=np.nan, p_flat=0.6,
+             step_max=np.nan, step_allowed=np.nan, step_p=np.nan, share_by_size="", share_width=np.nan,
+             per_run_p=np.nan, loss_separates=np.nan, em_measured=0.0, em_predicted=0.0, answer_length=6, **new),
     ]
     pd.DataFrame(flags).to_csv(root / "flags.csv", index=False)
 
 
 def _write_views(root: Path, jump_task: str, smooth_task: str) -> None:
-    pd.DataFrame([dict(run_id="xl-s0", task="mechanistic", metric="prefix_matching", x="tokens",
-                       verdict="emergent", jump_at=2.9e4, jump_lo=2.0e4, jump_hi=4.5e4, jump_size=0.55,
-                       evidence="prefix matching rises by 0.55 around 2.9e4 tokens"),
-                  dict(run_id="large-s0", task=jump_task, metric="exact_match", x="tokens", verdict="smooth",
-                       jump_at=np.nan, jump_lo=np.nan, jump_hi=np.nan, jump_size=np.nan, evidence="smooth")]
+    run = dict(model="xl", n_params=1_800_000, seed=0)
+    pd.DataFrame([dict(run_id="xl-s0", **run, task="mechanistic", metric="prefix_matching", x="tokens",
+                       verdict="emergent", jump_at=2.9e4, jump_lo=2.0e4, jump_hi=4.5e4, width=0.21, width_lo=0.12,
+                       width_hi=0.33, p_value=0.002, q_value=0.004, w0=0.5, coincides_with_induction=True,
+                       evidence="prefix matching rises over 0.21 decades of tokens around 2.9e4 tokens"),
+                  dict(run_id="large-s0", model="large", n_params=600_000, seed=0, task=jump_task,
+                       metric="exact_match", x="tokens", verdict="smooth", jump_at=np.nan, jump_lo=np.nan,
+                       jump_hi=np.nan, width=1.3, width_lo=0.9, width_hi=2.0, p_value=0.9, q_value=0.9, w0=0.5,
+                       coincides_with_induction=np.nan, evidence="smooth")]
                  ).to_csv(root / "transitions.csv", index=False)
     pd.DataFrame([dict(task=jump_task, metric="exact_match", x="loss", verdict="emergent", jump_at=0.75,
-                       jump_lo=0.7, jump_hi=0.8, jump_size=0.6,
-                       evidence="absent above loss 0.8, present below 0.7")]).to_csv(root / "loss.csv", index=False)
+                       jump_lo=0.7, jump_hi=0.8, width=0.04, width_lo=0.02, width_hi=0.07, p_value=0.001,
+                       q_value=0.002, w0=0.5, eta=0.76, eta_lo=0.71, eta_hi=0.81, size_explains_p=0.4,
+                       size_still_matters=False, evidence="absent above loss 0.8, present below 0.7")]
+                 ).to_csv(root / "loss.csv", index=False)
     pd.DataFrame([dict(task=jump_task, metric="exact_match", law="logistic", x="n_params", x_value=1.8e6, n_fit=4,
                        prediction=0.4, lo=0.2, hi=0.6, actual=0.86, error=0.46, rel_error=0.53, inside=False,
                        note="")]).to_csv(root / "backtest.csv", index=False)

@@ -10,7 +10,7 @@ from analysis.flags import FLAG_COLUMNS, flag_curve, flag_emergence
 from analysis.io import load_results
 from analysis.schema import COLUMNS, METRICS, STATUSES
 
-# grid_scale=0.3 coarsens the flag models' grids: these tests are about robustness, not statistical power
+# n_boot=20 (the fewest draws the width test takes): these tests are about robustness, not statistical power
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                     derandomize=True)
 VERDICTS = {"emergent", "smooth", "flat", "inconclusive"}
@@ -44,7 +44,7 @@ def results_tables(draw):
 @given(results_tables(), st.sampled_from(["n_params", "flops", "step"]))
 def test_random_results_tables_flag_or_refuse_clearly(df, x):
     try:
-        out = flag_emergence(df, x=x, n_boot=10, grid_scale=0.3)
+        out = flag_emergence(df, x=x, n_boot=20)
     except ValueError as e:
         assert str(e)
         return
@@ -54,6 +54,13 @@ def test_random_results_tables_flag_or_refuse_clearly(df, x):
     emergent = out[out["verdict"] == "emergent"]
     assert (emergent["jump_lo"] <= emergent["jump_at"]).all() and (emergent["jump_at"] <= emergent["jump_hi"]).all()
     assert out["evidence"].map(lambda s: isinstance(s, str) and len(s) > 0).all()
+    fitted = out[np.isfinite(out["width"].astype(float))]
+    assert (fitted["width_lo"] <= fitted["width"]).all() and (fitted["width"] <= fitted["width_hi"]).all()
+    for r in fitted.itertuples():  # every fitted floor and ceiling inside its metric's bounds
+        spec = METRICS[r.metric]
+        for v in (r.floor, r.ceiling):
+            assert spec.lower_bound is None or v >= spec.lower_bound - 1e-9, (r.metric, v)
+            assert spec.upper_bound is None or v <= spec.upper_bound + 1e-9, (r.metric, v)
 
 
 @st.composite
@@ -85,7 +92,7 @@ def malformed_tables(draw):
 @given(malformed_tables())
 def test_malformed_tables_give_a_result_or_a_value_error(df):
     try:
-        out = flag_emergence(df, n_boot=10, grid_scale=0.3)
+        out = flag_emergence(df, n_boot=20)
     except ValueError as e:
         assert str(e)
     else:
@@ -112,7 +119,7 @@ def test_fit_law_on_arbitrary_points(points, law, loss):
 def test_flag_curve_on_arbitrary_arrays(xs, ys, hib):
     m = min(len(xs), len(ys))
     try:
-        r = flag_curve(np.array(xs[:m]), np.array(ys[:m]), higher_is_better=hib, n_boot=10, grid_scale=0.3)
+        r = flag_curve(np.array(xs[:m]), np.array(ys[:m]), higher_is_better=hib, n_boot=20)
     except ValueError as e:
         assert str(e)
         return

@@ -44,3 +44,15 @@ def test_analyze_bad_inputs_one_line(tmp_path):
         p = run(*args)
         assert p.returncode == 2, (args, p.stderr)
         assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr
+
+
+def test_jump_width_reaches_the_flags_and_a_bad_one_is_refused(tmp_path):
+    src = tmp_path / "scores.csv"
+    shutil.copy(FIX / "published_scores.csv", src)
+    args = [str(src), "--from", "csv", "--map", "model=Model", "--map", "n_params=Params", "--map",
+            "task=Benchmark", "--map", "value=Accuracy", "--set", "metric=acc"]
+    p = run(*args, "--jump-width", "0.25")
+    assert p.returncode == 0, p.stderr
+    assert (pd.read_csv(tmp_path / "flags.csv")["w0"] == 0.25).all()
+    bad = run(*args, "--jump-width", "-1")
+    assert bad.returncode == 2 and "--jump-width" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

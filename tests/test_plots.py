@@ -156,6 +156,13 @@ def test_capability_shades_the_flagged_jump_and_states_evidence(sweep):
     assert y == pytest.approx(logistic(x, 0.01, 0.9, 2.5, 2.0e5))
     text = all_texts(fig)
     assert "breakthroughness 14.2" in text and "EMERGENT" in text and "mirage: yes" in text
+    assert "jump 370k\nW 0.31 dec" in [t.get_text() for t in em.texts]  # the width labels the shaded jump
+    flag = sweep["flags"].iloc[0]
+    assert plots.flag_annotation(flag).splitlines() == [
+        "jump at 370k [230k, 600k]", "W 0.31 [0.18, 0.44] dec (W0 0.5)", "p=0.003, q=0.012",
+        "runs: abrupt (0/3 0/2 0/3 3/3 2/2)", "breakthroughness 14.2", "loss at jump 0.75"]
+    assert "W 1.6 [1.1, 2.4] dec" in plots.verdict_text(sweep["flags"], "add2", ["token_accuracy"])
+    assert plots.width_text(sweep["flags"].iloc[2]) == "W 2.5 [1.7, inf] dec"
     # means drawn for each size are the means of the completed runs' final values
     fin = plots.final_values(sweep["results"], "add2", "exact_match", runs=sweep["runs"])
     black = next(ln for ln in em.lines if ln.get_color() == "black" and ln.get_linestyle() == "-")

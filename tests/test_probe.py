@@ -69,7 +69,76 @@ def test_mechanistic_scores_are_finite_and_bounded():
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, d_model=32, n_head=2, vocab_size=VOCAB.size, block_size=20)).eval()
     s = mechanistic_scores(model, np.arange(3, VOCAB.size), "cpu", n=8)
-    assert np.isfinite(s["icl_score"]) and 0 <= s["prefix_matching"] <= 1
+    assert np.isfinite(s["icl_score"]["value"]) and 0 <= s["prefix_matching"]["value"] <= 1
+    for r in s.values():
+        assert r["n"] == 8 and np.isfinite(r["stderr"]) and r["stderr"] > 0
+
+
+def test_mechanistic_stderr_is_over_sequences():
+    """Each score is the mean of per-sequence scores and its stderr their sd / sqrt(n): more sequences, a smaller
+    stderr, about as 1 / sqrt(n)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, d_model=32, n_head=2, vocab_size=VOCAB.size, block_size=20)).eval()
+    few = mechanistic_scores(model, np.arange(3, VOCAB.size), "cpu", n=16)
+    many = mechanistic_scores(model, np.arange(3, VOCAB.size), "cpu", n=256)
+    for m in ("icl_score", "prefix_matching"):
+        assert many[m]["n"] == 256 and 0 < many[m]["stderr"] < few[m]["stderr"]
+        assert abs(many[m]["value"] - few[m]["value"]) < 5 * few[m]["stderr"]
+
+
+def test_loss_estimate_is_the_per_token_mean_with_a_stderr_over_sequences():
+    from emergence.train import loss_estimate
+
+    rng = np.random.default_rng(0)
+    per_seq = rng.normal(2.0, 0.3, 50)
+    v, se, n = loss_estimate(per_seq * 10, np.full(50, 10))  # every sequence scores 10 tokens
+    assert n == 50 and v == pytest.approx(per_seq.mean())
+    assert se == pytest.approx(per_seq.std(ddof=1) / np.sqrt(50))
+    # unequal counts: the per-token mean; sequences without a scored token do not count
+    v, se, n = loss_estimate([4.0, 3.0, 0.0, 9.0], [2, 1, 0, 3])
+    assert n == 3 and v == pytest.approx(16 / 6) and se > 0
+    assert np.isnan(loss_estimate([1.0], [1])[1])  # one sequence: no spread to measure
+
+
+def test_every_ok_probe_row_has_a_finite_stderr_and_n(tiny):
+    """Every row the probe marks ok carries a finite standard error and its n, the held-out LM loss included; the
+    loss's stderr is plausible (positive, well below the loss) and shrinks with more held-out sequences."""
+    se = {}
+    for batches in (1, 4):
+        cfg = tiny(f"train.eval_batches={batches}", f"sweep.name=eval{batches}", "probe.n=8", "probe.generate_n=2")
+        train(cfg)
+        rows = validate(pd.read_parquet(run_dir(cfg) / "probes.parquet"))
+        ok = rows[rows["status"] == "ok"]
+        assert {"lm", "mechanistic"} <= set(ok["task"]) and len(ok) == len(rows)
+        assert np.isfinite(ok["stderr"]).all() and (ok["stderr"] >= 0).all(), ok[~np.isfinite(ok["stderr"])]
+        assert (ok["n"] >= 1).all()
+        lm = ok[(ok["task"] == "lm") & (ok["metric"] == "loss")].set_index("step")
+        assert (lm["n"] == batches * cfg.train.batch_size).all()
+        assert ((lm["stderr"] > 0) & (lm["stderr"] < 0.2 * lm["value"])).all(), lm[["value", "stderr"]]
+        mech = ok[ok["task"] == "mechanistic"]
+        assert set(mech["metric"]) == {"icl_score", "prefix_matching"} and (mech["n"] == 64).all()
+        se[batches] = lm["stderr"]
+    # 4x the sequences: about half the standard error at every checkpoint (the same weights: evaluation draws
+    # nothing from the training stream)
+    ratio = se[4] / se[1]
+    assert ((ratio > 0.3) & (ratio < 0.8)).all(), ratio
+
+
+def test_a_checkpoint_without_a_stored_stderr_is_measured_again(tiny, tmp_path):
+    """A checkpoint whose payload predates the stored standard error gets its held-out loss measured again by the
+    probe, on the same batches: the same value and stderr as training stored."""
+    cfg = tiny("probe.inline=false", "train.eval_batches=2")
+    train(cfg)
+    src = run_dir(cfg) / "checkpoints" / "step_12.pt"
+    state = ckpt.load(src)
+    old = tmp_path / "old"
+    (old / "checkpoints").mkdir(parents=True)
+    stored = (state.pop("val_loss"), state.pop("val_loss_stderr"), state.pop("val_loss_n"))
+    ckpt.save(old / "checkpoints" / "step_12.pt", state)
+    rows = probe_run(old, probe_cfg(n=8, generate_n=2, tasks=["copy"], mechanistic=False))
+    lm = rows[rows["task"] == "lm"].iloc[0]
+    assert lm["status"] == "ok" and lm["n"] == stored[2] == 2 * cfg.train.batch_size
+    assert lm["value"] == pytest.approx(stored[0], rel=1e-5) and lm["stderr"] == pytest.approx(stored[1], rel=1e-4)
 
 
 @pytest.mark.slow

@@ -228,7 +228,7 @@ def run_ids_by_point(root: Path) -> dict[tuple[str, int], str]:
 @pytest.mark.slow
 def test_multirun_with_a_raising_job_and_a_diverging_job(tmp_path, monkeypatch, capfd):
     from analysis.flags import flag_emergence
-    from analysis.pipeline import measured
+    from analysis.schema import measured
     from emergence.cli import main
 
     ids = run_ids_by_point(tmp_path)

@@ -183,13 +183,36 @@ def test_scaling_parameters_with_intervals(built):
 
 
 @pytest.mark.slow
+def test_definition_of_a_jump_in_html_and_md(built):
+    from analysis import jumps
+
+    _, _, html_text, md = built
+    definition = jumps.DEFINITION.format(w0=0.5)
+    assert "W0 = 0.5 here" in definition
+    assert report._h(definition) in section(html_text, "emergent")
+    assert report.md_escape(definition) in md
+    assert md.index(report.md_escape(definition)) < md.index("## Smooth and flat abilities")
+
+
+@pytest.mark.slow
 def test_emergent_ability_with_evidence_numbers_figure_and_samples(built):
-    _, _, html_text, _ = built
+    _, _, html_text, md = built
     s = section(html_text, "emergent")
-    assert "exact match rises by 0.71 between 228k and 600k parameters" in s
+    assert "exact match rises from 0.01 to 0.86 over 0.31 decades of parameters around 370k" in s
     assert ">370k [230k, 600k] (n_params)</td>" in s
-    assert ">14.2</td>" in s and ">100%</td>" in s
+    assert ">0.31 [0.18, 0.44] decades of n_params: the interval lies below W0 = 0.5</td>" in s
+    assert ">0.003</td>" in s and ">0.012</td>" in s  # p and q
+    assert ">abrupt (share of runs that acquired it, by size: 0/3 0/2 0/3 3/3 2/2; rising over 0.2 decades; " \
+           "p = 0.01)</td>" in s
+    assert ">0.75 nats/token separates the runs that acquired the ability from those that did not</td>" in s
+    assert ">0.71 of the amplitude; a rise W0 wide allows at most 0.45 (p = 0.004)</td>" in s
+    assert ">14.2</td>" in s and ">13</td>" in s
     assert "likely an artefact of the metric" in s
+    for removed in ("delta BIC", "likelihood-ratio", "seeds agreeing", "jump size"):
+        assert removed not in html_text and removed not in md
+    assert "0.31 \\[0.18, 0.44\\] decades of n\\_params" in md
+    overview = html_text[:html_text.index('id="what-was-run"')]
+    assert "at 370k (n_params), rising over 0.31 [0.18, 0.44] decades" in overview
     assert 'id="fig-capability_' in s
     # sample answers: the two largest sizes answer right in every seed, the others never
     assert ">10+20=</td><td>30</td><td>31 \u2717 (0/3 seeds)</td>" in s
@@ -201,8 +224,13 @@ def test_smooth_flat_and_mirage_tables(built):
     _, _, html_text, _ = built
     s = section(html_text, "smooth")
     assert "improves smoothly" in s and "range 0.01 is within noise" in s and ">flat</td>" in s
+    assert ">1.6 [1.1, 2.4]</td>" in s and ">200k [120k, 350k]</td>" in s  # width and location of the rise
+    assert ">2.5 [1.7, \u221e]</td>" in s  # an unbounded interval is shown as such
+    assert ">gradual (0/3 1/2 2/3 3/3 2/2)</td>" in s and ">0.004</td>" in s  # p of H0: W <= W0
+    assert "wider than W0 = 0.5 decades" in s
     m = section(html_text, "mirage")
     assert "yes: the continuous metrics are smooth" in m and ">token accuracy</th>" in m
+    assert ">emergent (W 0.31)</td>" in m and ">smooth (W 1.6)</td>" in m
 
 
 @pytest.mark.slow
@@ -210,6 +238,8 @@ def test_views_tables_and_figures(built):
     _, _, html_text, _ = built
     s = section(html_text, "views")
     assert "1 of 2 run x task x metric curves change abruptly" in s
+    assert ">29k [20k, 45k]</td><td class=\"num\">0.21 [0.12, 0.33]</td>" in s  # a phase change's location, width
+    assert ">0.04 [0.02, 0.07]</td>" in s and ">0.76</td>" in s  # the loss view: width against loss, eta
     assert 'id="fig-training"' in s and 'id="fig-loss_threshold"' in s and 'id="fig-backtest"' in s
     assert 'id="fig-resolution"' in s
     assert ">1.8M</td>" in s and ">0.4</td>" in s  # backtest: held-out size and prediction
@@ -262,6 +292,21 @@ def test_unreadable_view_and_failed_figure_are_stated(tmp_path):
     assert "results.parquet could not be read" in html_text
     assert "not drawn: results.parquet could not be read" in html_text
     assert "plots/family.png" in paths  # runs.parquet alone still gives the family
+
+
+def test_flags_without_the_width_columns_still_report(tmp_path):
+    """A flags table that lacks the width test's columns shows what it has, and the definition with the default
+    W0; a table with its own w0 prints that one."""
+    from analysis import jumps
+
+    root = make_sweep(tmp_path / "old", sizes=SIZES[:3], seeds=[0], with_views=False)
+    flags = pd.read_csv(root / "flags.csv")
+    old = flags[["task", "metric", "x", "verdict", "jump_at", "jump_lo", "jump_hi", "n_sizes", "evidence"]]
+    html_text = report.render_html(report.build_document(report.load_sweep(root, {"flags": old})), {}, "t")
+    assert report._h(jumps.DEFINITION.format(w0=jumps.W0)) in html_text
+    assert ">370k [230k, 600k] (n_params)</td>" in html_text and "decades of n_params" not in html_text
+    md = report.render_md(report.build_document(report.load_sweep(root, {"flags": flags.assign(w0=0.25)})), {})
+    assert report.md_escape(jumps.DEFINITION.format(w0=0.25)) in md and "W0 = 0.25 here" in md
 
 
 def test_analyses_take_precedence_over_files(tmp_path):

@@ -1,0 +1,369 @@
+"""Verdicts from the jump test: one curve (`flag_curve`), the runs of one size along training (`flag_along`), and
+false-discovery-rate control across the rows of a table (`apply_fdr`).
+
+`analysis.jumps` holds the definition, the noise model and the calibrated width test; this module turns its result
+into a verdict row (the columns of `analysis.jumps.FLAG_COLUMNS` and `EXTRA_COLUMNS`) with the checks a verdict needs
+(plateaus observed, no gap wider than W0/2 around the rise), the model-free cross-check, the per-run test, and an
+evidence sentence generated from the numbers. `analysis.flags` (tables across sizes) and `analysis.views` (along
+training, against loss) both build on it; it imports neither.
+
+This module imports numpy, scipy and pandas only.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+from analysis import jumps
+from analysis.jumps import (ALPHA, EXTRA_COLUMNS, FLAG_COLUMNS, MIN_SIDE, MIN_SIZES, N_BOOT, W0, Curves,
+                            benjamini_hochberg, breakthroughness, loss_alignment, measurement_variance)
+
+CONTINUOUS_FOR_MIRAGE = ("answer_nll", "token_accuracy", "edit_distance")
+# Axes along which a run is one point (its final checkpoint); along any other axis every checkpoint is a point.
+SIZE_AXES = ("n_params", "n_params_nonembed", "n_layer", "d_model", "flops", "tokens")
+LOSS_TASK, LOSS_METRIC = "lm", "loss"
+
+
+def fmt(v, digits: int = 3) -> str:
+    """A number for a sentence: `digits` significant figures, k/M/B suffixes for counts, "n/a" when unknown."""
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return "n/a"
+    if np.isnan(v):
+        return "n/a"
+    if np.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    a = abs(v)
+    for div, suf in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if a >= div:
+            return f"{v / div:.{digits}g}{suf}"
+    if a != 0 and a < 1e-3:
+        return f"{v:.{max(digits - 1, 1)}e}"
+    return f"{v:.{digits}g}"
+
+
+def _blank(x_name, verdict, evidence, n_sizes=0, n_runs=0, w0=W0) -> dict:
+    row = {c: np.nan for c in FLAG_COLUMNS + EXTRA_COLUMNS if c not in ("task", "metric")}
+    row.update(x=x_name, verdict=verdict, evidence=evidence, n_sizes=int(n_sizes), n_runs=int(n_runs),
+               per_run="undetermined", mirage=pd.NA, loss_separates=pd.NA, share_by_size="", noise="", w0=w0)
+    return row
+
+
+def _bounds(bounds, hib: bool) -> tuple[float, float]:
+    lo, hi = bounds if bounds is not None else (None, None)
+    lo = -np.inf if lo is None else float(lo)
+    hi = np.inf if hi is None else float(hi)
+    return (lo, hi) if hib else (-hi, -lo)
+
+
+# ---------------------------------------------------------------------------------------------------- flag_curve
+def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None, bounds=None, loss=None,
+               x_name: str = "x", w0: float = W0, alpha: float = ALPHA, n_boot: int = N_BOOT, seed: int = 0,
+               min_sizes: int = MIN_SIZES, min_side: int = MIN_SIDE, axis: str = "log") -> dict:
+    """Judge one curve: emergent, smooth, inconclusive or flat (see `analysis.jumps`).
+
+    x, y: one value per measurement. With `seeds` (a label per measurement) and several measurements at some x,
+    every measurement is one run and the curve judged is the mean of the runs at each x (across sizes); otherwise
+    every measurement is a point of one curve. stderr, n: per-measurement standard error and number of examples
+    (for a proportion, the binomial variance from n is a floor under stderr^2). bounds: (lo, hi) of the metric, in
+    its own units (None for unbounded); fitted floors and ceilings stay inside. loss: optional held-out loss per
+    measurement (run), for the loss at which runs acquire the ability. Returns a dict of the flag columns (without
+    task and metric; `q_value` equals `p_value` for a single curve). Points with non-finite x or y, or x <= 0, are
+    left out, and the evidence says how many. axis: "log" (widths in decades of x, the default), "linear" (widths in
+    units of x) or "reversed" (units of x, lower x more capable: the loss view, where x is a loss in nats).
+    """
+    if axis not in ("log", "linear", "reversed"):
+        raise ValueError(f"axis must be 'log', 'linear' or 'reversed', got {axis!r}")
+    if not isinstance(n_boot, (int, np.integer)) or n_boot < 20:
+        raise ValueError(f"n_boot must be a whole number >= 20, got {n_boot!r}")
+    if not (0 < alpha < 1):
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha!r}")
+    if not (np.isfinite(w0) and w0 > 0):
+        raise ValueError(f"the jump width W0 must be a positive number of decades, got {w0!r}")
+    if min_sizes < 3:
+        raise ValueError(f"min_sizes must be at least 3, got {min_sizes!r}")
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
+
+    def per_point(a, name):
+        if a is None:
+            return None
+        a = np.asarray(a, dtype=object if name == "seeds" else float).ravel()
+        if a.shape != x.shape:
+            raise ValueError(f"{name} must have one value per point, got {a.size} for {x.size} points")
+        return a
+
+    se, nn, sd, ls = per_point(stderr, "stderr"), per_point(n, "n"), per_point(seeds, "seeds"), per_point(loss, "loss")
+    ok = np.isfinite(x) & np.isfinite(y) & ((x > 0) if axis == "log" else True)
+    dropped = int(x.size - ok.sum())
+    note = (f" ({dropped} point(s) with missing values{' or x <= 0' if axis == 'log' else ''} left out)"
+            if dropped else "")
+    x, y = x[ok], y[ok]
+    se = None if se is None else se[ok]
+    nn = None if nn is None else nn[ok]
+    sd = None if sd is None else sd[ok]
+    ls = None if ls is None else ls[ok]
+    hib = bool(higher_is_better)
+    lb, ub = _bounds(bounds, hib)
+    raw_lo, raw_hi = (bounds if bounds is not None else (None, None))
+    bounded01 = raw_lo is not None and raw_hi is not None and raw_lo == 0 and raw_hi == 1
+    yo = y if hib else -y
+    vm = measurement_variance(y, se, nn, bounded01)
+    t = np.log10(x) if axis == "log" else (x if axis == "linear" else -x)
+    unit = "decades" if axis == "log" else f"units of {x_name}"
+    ux, inv = np.unique(t, return_inverse=True)
+    n_sizes = int(ux.size)
+    if n_sizes < min_sizes:
+        return _blank(x_name, "inconclusive", f"{n_sizes} distinct {x_name} value(s): at least {min_sizes} are "
+                      f"needed to judge a rise{note}", n_sizes, x.size, w0)
+    if not np.ptp(y) < 1e150 or not np.ptp(t) < 1e150:  # its square (a variance) must be finite too
+        raise ValueError("the values span a range too large to represent; rescale the metric")
+    if np.ptp(y) == 0:
+        r = _blank(x_name, "flat", f"all {y.size} values are identical ({fmt(y[0])}){note}", n_sizes, x.size, w0)
+        r["breakthroughness"] = 0.0
+        return r
+    m = np.bincount(inv).astype(float)
+    runs_mode = sd is not None and np.any(m > 1)
+    measured = bool(np.any(vm > 0))
+    if runs_mode:
+        if not measured:
+            vm = np.zeros_like(vm)
+        curves = Curves("runs", [ux], lb, ub, size_of_run=inv, run_y=yo, run_vm=vm, m=m)
+    else:
+        order = np.argsort(t, kind="stable")
+        curves = Curves("single", [t[order]], lb, ub, y=[yo[order]], vm=[vm[order]], measured=measured)
+    res = jumps.width_test(curves, w0=w0, n_boot=n_boot, seed=seed)
+
+    # ---- the curve and its checks, in the metric's own units
+    if runs_mode:
+        ybar, var_mean = res.ybar, res.var_mean
+    else:
+        ybar = np.bincount(inv, weights=yo) / m
+        var_mean = res.dispersion * (np.bincount(inv, weights=vm) / m ** 2 if measured else np.ones(n_sizes) / m)
+    s_size = expit(jumps.LN9X2 * (ux - res.t0[0]) / res.width)
+    n_low, n_high, gap = jumps.plateaus_and_gap(ux, s_size, w0)
+    F, C = float(res.floor[0]), float(res.ceiling[0])
+    floor_u, ceil_u = (F, C) if hib else (-F, -C)
+    step, allowed, step_p = jumps.steepest_step(ux, ybar, var_mean, F, C, w0)
+    bt = float(breakthroughness(ybar))
+    share, share_w, per = "", np.nan, {"per_run": "undetermined", "per_run_p": np.nan, "why": "one run per size"}
+    align = {"loss_at_jump": np.nan, "loss_separates": None}
+    if runs_mode:
+        per = jumps.per_run_test(inv, yo, vm, ybar, F, C, seed=seed)
+        share = " ".join(f"{int(k)}/{int(mm)}" for k, mm in zip(per["k"], per["m"]))
+        share_w = jumps.share_width(ux, per["k"], per["m"])
+        if ls is not None and np.isfinite(ls).any():
+            align = loss_alignment(per["acquired"], ls)
+
+    # ---- verdict
+    p_flat = res.p_flat
+    W, Wlo, Whi = res.width, res.width_lo, res.width_hi
+    jump_at, jlo, jhi = _to_x(res.t0[0], res.t0_lo[0], res.t0_hi[0], axis)
+    noise = ("runs per size: binomial per run + between-run variance at each size, moderated "
+             f"(phi {fmt(res.phi, 2)})" if runs_mode else
+             ("one point per x: measurement error x residual dispersion" if measured
+              else "one point per x: residual variance (no measurement error given)"))
+    if res.dispersion > 1.5:
+        noise += f"; dispersion {fmt(res.dispersion, 3)}"
+    size_word = "sizes" if x_name in SIZE_AXES else "points"
+    runs_text = (f"{n_sizes} {size_word} x {fmt(np.median(m), 2)} runs" if runs_mode
+                 else f"{n_sizes} {size_word}")
+    width_text = (f"W = {fmt(W, 2)} {unit} [{fmt(Wlo, 2)}, {fmt(Whi, 2)}] against W0 = {fmt(w0, 2)} "
+                  f"(p = {fmt(res.p_value, 2)} for W < W0, {fmt(res.p_smooth, 2)} for W > W0; parametric bootstrap, "
+                  f"{res.n_boot} draws at W = W0)")
+    rise_text = (f"rises from {fmt(floor_u)} to {fmt(ceil_u)} around {x_name} = {fmt(jump_at)} "
+                 f"[{fmt(jlo)}, {fmt(jhi)}]")
+    narrow = Whi < w0 and res.p_value <= alpha
+    if p_flat > alpha:
+        verdict = "flat"
+        why = (f"nothing rises beyond noise: the best curve beats a constant with p = {fmt(p_flat, 2)} "
+               f"(range {fmt(np.ptp(y))})")
+    elif narrow and n_low >= min_side and n_high >= min_side and gap <= w0 / 2:
+        verdict = "emergent"
+        why = f"a jump: {rise_text}; {width_text}"
+    elif narrow:
+        verdict = "inconclusive"
+        if n_low < min_side or n_high < min_side:
+            side = "floor" if n_low < min_side else "ceiling"
+            why = (f"narrower than W0, but the {side} is not observed ({n_low} point(s) on the floor, {n_high} on "
+                   f"the ceiling; {min_side} each are needed): {rise_text}; {width_text}")
+        else:
+            why = (f"narrower than W0, but the {size_word} around the rise are {fmt(gap, 2)} {unit} apart, more "
+                   f"than W0/2 = {fmt(w0 / 2, 2)}: a rise as wide as W0 would look the same; {rise_text}; "
+                   f"{width_text}")
+    elif Wlo > w0 and res.p_smooth <= alpha:
+        verdict = "smooth"
+        why = f"a gradual rise: {rise_text}; {width_text}"
+    else:
+        verdict = "inconclusive"
+        why = f"the interval of W straddles W0: {rise_text}; {width_text}"
+    evidence = f"{verdict}: {why}; {runs_text}"
+    if np.isfinite(step):
+        evidence += (f"; steepest step {fmt(step, 2)} of the amplitude where W0 allows {fmt(allowed, 2)} "
+                     f"(p = {fmt(step_p, 2)})")
+    if runs_mode:
+        evidence += f"; per run: {per['per_run']}"
+        if np.isfinite(per.get("per_run_p", np.nan)):
+            evidence += f" (two levels vs one: p = {fmt(per['per_run_p'], 2)}, reverse p = {fmt(per['p_gradual'], 2)})"
+        elif per.get("why"):
+            evidence += f" ({per['why']})"
+        evidence += f"; runs that acquired it per size: {share}"
+        if np.isfinite(share_w):
+            evidence += f", rising over {fmt(share_w, 2)} {unit}"
+    if align["loss_separates"] is not None:
+        if align["loss_separates"]:
+            evidence += (f"; held-out loss {fmt(align['loss_at_jump'])} separates the runs that acquired it from "
+                         f"those that did not ({align['n']} runs)")
+        else:
+            evidence += (f"; no single held-out loss separates the runs that acquired it (the best, "
+                         f"{fmt(align['loss_at_jump'])}, misplaces {align['errors']} of {align['n']})")
+    evidence += note
+    return {"x": x_name, "verdict": verdict, "jump_at": jump_at, "jump_lo": jlo, "jump_hi": jhi, "width": W,
+            "width_lo": Wlo, "width_hi": Whi, "n_sizes": n_sizes, "n_runs": int(x.size), "per_run": per["per_run"],
+            "p_value": res.p_value, "q_value": res.p_value, "breakthroughness": bt, "mirage": pd.NA,
+            "loss_at_jump": align["loss_at_jump"], "evidence": evidence, "w0": w0, "floor": floor_u,
+            "ceiling": ceil_u, "p_smooth": res.p_smooth, "p_flat": p_flat, "step_max": step,
+            "step_allowed": allowed, "step_p": step_p, "share_by_size": share, "share_width": share_w,
+            "per_run_p": per.get("per_run_p", np.nan),
+            "loss_separates": pd.NA if align["loss_separates"] is None else bool(align["loss_separates"]),
+            "em_measured": np.nan, "em_predicted": np.nan, "answer_length": np.nan, "noise": noise,
+            "_transition": _transition_sizes(ux, ybar, F, C)}
+
+
+def flag_along(runs: list[dict], *, higher_is_better: bool, bounds=None, x_name: str = "tokens", w0: float = W0,
+               alpha: float = ALPHA, n_boot: int = N_BOOT, seed: int = 0, min_sizes: int = MIN_SIZES,
+               min_side: int = MIN_SIDE) -> list[dict]:
+    """Judge the curves of several runs along training together: they share one width W (the runs of one model
+    size learn at the same sharpness) and each keeps its own floor, ceiling and location (a seed moves when a run
+    acquires the ability, not how abruptly). One result per run, in the order given.
+
+    runs: dicts with "x" (checkpoints' tokens, steps or FLOPs) and "y", and optionally "stderr" and "n". A run with
+    fewer than `min_sizes` checkpoints with x > 0 is judged `inconclusive` on its own and left out of the fit.
+    The width's bounds and p-values are those of the joint fit; the verdict of each run also needs its own floor and
+    ceiling observed and its own checkpoints around its rise no more than W0/2 apart.
+    """
+    hib = bool(higher_is_better)
+    lb, ub = _bounds(bounds, hib)
+    raw_lo, raw_hi = (bounds if bounds is not None else (None, None))
+    bounded01 = raw_lo is not None and raw_hi is not None and raw_lo == 0 and raw_hi == 1
+    out: list[dict | None] = [None] * len(runs)
+    ts, ys, vms, idx = [], [], [], []
+    for k, r in enumerate(runs):
+        x = np.asarray(r["x"], float)
+        y = np.asarray(r["y"], float)
+        se = r.get("stderr")
+        nn = r.get("n")
+        ok = np.isfinite(x) & np.isfinite(y) & (x > 0)
+        n_pts = int(np.unique(x[ok]).size)
+        if n_pts < min_sizes:
+            out[k] = _blank(x_name, "inconclusive", f"{n_pts} checkpoint(s) with {x_name} > 0: at least "
+                            f"{min_sizes} are needed to judge a rise", n_pts, n_pts, w0)
+            continue
+        order = np.argsort(x[ok], kind="stable")
+        vm = measurement_variance(y[ok], None if se is None else np.asarray(se, float)[ok],
+                                  None if nn is None else np.asarray(nn, float)[ok], bounded01)
+        ts.append(np.log10(x[ok][order]))
+        ys.append((y[ok] if hib else -y[ok])[order])
+        vms.append(vm[order])
+        idx.append(k)
+    if not idx:
+        return out
+    if any(not np.ptp(y) < 1e150 or not np.ptp(t) < 1e150 for y, t in zip(ys, ts)):
+        raise ValueError("the values span a range too large to represent; rescale the metric")
+    if all(np.ptp(y) == 0 for y in ys):
+        for k in idx:
+            out[k] = _blank(x_name, "flat", "every value of every run is the same", len(runs[k]["x"]), 1, w0)
+        return out
+    measured = all(np.any(v > 0) for v in vms)
+    curves = Curves("single", ts, lb, ub, y=ys, vm=vms, measured=measured)
+    res = jumps.width_test(curves, w0=w0, n_boot=n_boot, seed=seed)
+    narrow = res.width_hi < w0 and res.p_value <= alpha
+    width_text = (f"W = {fmt(res.width, 2)} decades [{fmt(res.width_lo, 2)}, {fmt(res.width_hi, 2)}], shared by "
+                  f"{len(idx)} run(s), against W0 = {fmt(w0, 2)} (p = {fmt(res.p_value, 2)} for W < W0, "
+                  f"{fmt(res.p_smooth, 2)} for W > W0; parametric bootstrap, {res.n_boot} draws at W = W0)")
+    for j, k in enumerate(idx):
+        t, y = ts[j], ys[j]
+        s_fit = expit(jumps.LN9X2 * (t - res.t0[j]) / res.width)
+        n_low, n_high, gap = jumps.plateaus_and_gap(t, s_fit, w0)
+        F, C = float(res.floor[j]), float(res.ceiling[j])
+        floor_u, ceil_u = (F, C) if hib else (-F, -C)
+        at, lo, hi = 10 ** res.t0[j], 10 ** res.t0_lo[j], 10 ** res.t0_hi[j]
+        rise = (f"rises from {fmt(floor_u)} to {fmt(ceil_u)} around {x_name} = {fmt(at)} [{fmt(lo)}, {fmt(hi)}]")
+        if res.p_flat > alpha:
+            verdict, why = "flat", f"nothing rises beyond noise (p = {fmt(res.p_flat, 2)} against a constant)"
+        elif narrow and n_low >= min_side and n_high >= min_side and gap <= w0 / 2:
+            verdict, why = "emergent", f"a jump: {rise}; {width_text}"
+        elif narrow and (n_low < min_side or n_high < min_side):
+            side = "floor" if n_low < min_side else "ceiling"
+            verdict, why = "inconclusive", (f"narrower than W0, but this run's {side} is not observed ({n_low} "
+                                            f"checkpoint(s) on the floor, {n_high} on the ceiling): {rise}; {width_text}")
+        elif narrow:
+            verdict, why = "inconclusive", (f"narrower than W0, but this run's checkpoints around the rise are "
+                                            f"{fmt(gap, 2)} decades apart, more than W0/2: {rise}; {width_text}")
+        elif res.width_lo > w0 and res.p_smooth <= alpha:
+            verdict, why = "smooth", f"a gradual rise: {rise}; {width_text}"
+        else:
+            verdict, why = "inconclusive", f"the interval of W straddles W0: {rise}; {width_text}"
+        out[k] = {"x": x_name, "verdict": verdict, "jump_at": at, "jump_lo": lo, "jump_hi": hi, "width": res.width,
+                  "width_lo": res.width_lo, "width_hi": res.width_hi, "n_sizes": int(t.size), "n_runs": 1,
+                  "per_run": "undetermined", "p_value": res.p_value, "q_value": res.p_value,
+                  "breakthroughness": float(breakthroughness(y)), "mirage": pd.NA, "loss_at_jump": np.nan,
+                  "evidence": f"{verdict}: {why}; {t.size} checkpoints", "w0": w0, "floor": floor_u,
+                  "ceiling": ceil_u, "p_smooth": res.p_smooth, "p_flat": res.p_flat, "step_max": np.nan,
+                  "step_allowed": np.nan, "step_p": np.nan, "share_by_size": "", "share_width": np.nan,
+                  "per_run_p": np.nan, "loss_separates": pd.NA, "em_measured": np.nan, "em_predicted": np.nan,
+                  "answer_length": np.nan,
+                  "noise": ("measurement error x residual dispersion" if measured else "residual variance")
+                  + (f"; dispersion {fmt(res.dispersion, 3)}" if res.dispersion > 1.5 else "")}
+    return out
+
+
+def _to_x(t0, lo, hi, axis):
+    """A location and its interval from the test's axis back to x."""
+    if axis == "log":
+        return 10 ** t0, 10 ** lo, 10 ** hi
+    if axis == "linear":
+        return t0, lo, hi
+    return -t0, -hi, -lo
+
+
+def _transition_sizes(t, ybar, F, C) -> np.ndarray:
+    """x values (log10) whose mean lies between 10% and 90% of the rise; else the two around the largest step."""
+    if not C > F:
+        return np.array([])
+    u = (ybar - F) / (C - F)
+    mid = t[(u > 0.1) & (u < 0.9)]
+    if mid.size:
+        return mid
+    j = int(np.argmax(np.diff(ybar))) if t.size > 1 else 0
+    return t[j: j + 2]
+
+
+def apply_fdr(rows: pd.DataFrame, alpha: float = ALPHA, groups=None) -> pd.DataFrame:
+    """q-values across the rows (each group of rows counts as one test when `groups` is given), and an emergent
+    verdict that does not survive them becomes inconclusive, with the reason in its evidence."""
+    if not len(rows):
+        rows["q_value"] = pd.Series(dtype=float)
+        return rows
+    if groups is None:
+        q = benjamini_hochberg(rows["p_value"].to_numpy(float))
+    else:
+        first = ~pd.Series(groups).duplicated().to_numpy()
+        qg = benjamini_hochberg(rows["p_value"].to_numpy(float)[first])
+        lookup = dict(zip(pd.Series(groups)[first], qg))
+        q = np.array([lookup[g] for g in groups], dtype=float)
+    rows = rows.copy()
+    rows["q_value"] = q
+    lost = (rows["verdict"] == "emergent") & ~(rows["q_value"] <= alpha)
+    n_tests = int(np.isfinite(rows["p_value"].to_numpy(float)).sum()) if groups is None else int(
+        pd.Series(groups)[np.isfinite(rows["p_value"].to_numpy(float))].nunique())
+    for i in rows.index[lost]:
+        rows.loc[i, "verdict"] = "inconclusive"
+        rows.loc[i, "evidence"] = ("inconclusive: " + str(rows.loc[i, "evidence"]).split(": ", 1)[-1]
+                                   + f"; not significant across the table's {n_tests} tests (q = "
+                                   f"{fmt(rows.loc[i, 'q_value'], 2)} > {fmt(alpha, 2)}, Benjamini-Hochberg)")
+    return rows
