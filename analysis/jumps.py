@@ -198,18 +198,23 @@ def _solve_box(w, y, S, lb, ub):
     The minimum of a convex quadratic over that triangle is the unconstrained one when it is inside, else the best of
     the minima along its three edges (F = lb, C = ub, F = C), each a clamped one-dimensional solve.
     """
-    if S.ndim == 3 or w.ndim == 3:
-        w3 = w if w.ndim == 3 else w[:, :, None]
+    if w.ndim == 2 and S.ndim == 3:  # fixed weights, a basis per row: batched matrix-vector products
+        wy = w * y
+        sw = w.sum(1)[:, None]
+        swy = wy.sum(1)[:, None]
+        swyy = (wy * y).sum(1)[:, None]
+        sws = np.matmul(w[:, None, :], S)[:, 0]
+        swss = np.matmul(w[:, None, :], S * S)[:, 0]
+        swsy = np.matmul(wy[:, None, :], S)[:, 0]
+    elif w.ndim == 3:  # weights that follow the basis
         S3 = S if S.ndim == 3 else S[None]
-        y3 = y[:, :, None]
-        ws = w3 * S3
-        wy3 = w3 * y3
-        sw = w3.sum(1)
-        swy = wy3.sum(1)
-        swyy = (wy3 * y3).sum(1)
+        ws = w * S3
+        sw = w.sum(1)
+        swy = np.matmul(y[:, None, :], w)[:, 0]
+        swyy = np.matmul((y * y)[:, None, :], w)[:, 0]
         sws = ws.sum(1)
         swss = (ws * S3).sum(1)
-        swsy = (ws * y3).sum(1)
+        swsy = np.matmul(y[:, None, :], ws)[:, 0]
     elif w.ndim == 2:
         wy = w * y
         sw = w.sum(1)[:, None]
@@ -434,7 +439,7 @@ class _Model:
             return c2 + np.log(v / self.m[None, :, None]).sum(1), F, C
         return _solve_box(W, Y, S, self.c.lb, self.c.ub)
 
-    def fit(self, Ys, stats_=None, Ws=None, steps: int = 3):
+    def fit(self, Ys, stats_=None, Ws=None, steps: int = 2):
         """Per curve: the grid's deviance (B, nW, nT), then at every width the location refined between grid points
         (`steps` halvings of a bracket around the grid's best, then a parabola's vertex), with its deviance, F and
         C (B, nW); and the dispersion (B,) deviances are divided by."""
@@ -515,7 +520,7 @@ def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: f
     i = grid.w0_index
 
     # ---- observed: the estimate and intervals on a fine grid, the statistic on the grid the draws use
-    fine = Grid.build(np.concatenate(curves.t), w0, n_widths=80, n_even=201, fine=True)
+    fine = Grid.build(np.concatenate(curves.t), w0, n_widths=80, n_even=101, fine=True)
     fine_model = _Model(curves, fine)
     if curves.mode == "runs":
         st = model.runs_stats(curves.run_y[None])
@@ -579,7 +584,7 @@ def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: f
     crit_lo = max(float(np.quantile(-Tb, level)), 1e-9)
     crit = float(np.quantile(np.abs(Tb), level))  # two-sided, for the location
 
-    p_flat = _p_flat(model, curves, fits, prof, disp, st, Ws, rng, n=99)
+    p_flat = _p_flat(model, curves, fits, prof, disp, st, Ws, rng, n=39)
     prof, fits, disp, grid, model = fprof, ffits, fdisp, fine, fine_model
 
     # ---- bounds from the profiles
