@@ -439,7 +439,7 @@ class _Model:
             return c2 + np.log(v / self.m[None, :, None]).sum(1), F, C
         return _solve_box(W, Y, S, self.c.lb, self.c.ub)
 
-    def fit(self, Ys, stats_=None, Ws=None, steps: int = 2):
+    def fit(self, Ys, stats_=None, Ws=None, steps: int = 4):
         """Per curve: the grid's deviance (B, nW, nT), then at every width the location refined between grid points
         (`steps` halvings of a bracket around the grid's best, then a parabola's vertex), with its deviance, F and
         C (B, nW); and the dispersion (B,) deviances are divided by."""
@@ -821,14 +821,16 @@ def _pooled_var(groups, y):
 def share_width(t, k, m) -> float:
     """Decades over which the share of runs that acquired the ability rises from 10% to 90%: a binomial logistic
     regression of k of m runs on log10 x, by maximum likelihood over a (width, location) grid. NaN when the share
-    does not rise from below a half to above it."""
+    does not rise from below a half to above it, or rises within one step between adjacent sizes (unresolved)."""
     t, k, m = np.asarray(t, float), np.asarray(k, float), np.asarray(m, float)
     if not (np.any(k < m / 2) and np.any(k > m / 2)):
         return np.nan
     grid = Grid.build(t, W0, n_widths=60, n_even=41, fine=True)
     S = np.clip(grid.basis(t), 1e-9, 1 - 1e-9)
     ll = (k[:, None] * np.log(S) + (m - k)[:, None] * np.log(1 - S)).sum(0)
-    return float(grid.widths[np.argmax(ll) // grid.shape[1]])
+    iw = int(np.argmax(ll) // grid.shape[1])
+    # at the grid's narrowest width the share steps between two adjacent sizes: its width is not resolved
+    return float(grid.widths[iw]) if iw > 0 else np.nan
 
 
 def loss_alignment(acquired: np.ndarray, loss: np.ndarray) -> dict:

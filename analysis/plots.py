@@ -288,7 +288,8 @@ def final_values(results: pd.DataFrame, task: str | None = None, metric: str | N
 
 
 def seed_summary(final: pd.DataFrame, x: str = "n_params") -> pd.DataFrame:
-    """Mean over seeds per size with a 95% interval: Student t over seeds; one seed: +-1.96 x its stderr."""
+    """Mean over seeds per size with a 95% interval: Student t over seeds; one seed: +-1.96 x its stderr; clipped
+    to the metric's bounds when the rows name a registered metric."""
     from scipy import stats
 
     rows = []
@@ -301,7 +302,12 @@ def seed_summary(final: pd.DataFrame, x: str = "n_params") -> pd.DataFrame:
         else:
             se = float(g["stderr"].iloc[0]) if "stderr" in g.columns and pd.notna(g["stderr"].iloc[0]) else np.nan
             half = 1.96 * se
-        rows.append({x: xv, "mean": mean, "lo": mean - half, "hi": mean + half, "n_seeds": n})
+        lo, hi = mean - half, mean + half
+        spec = METRICS.get(str(g["metric"].iloc[0])) if "metric" in g.columns and len(g) else None
+        if spec is not None:  # an interval never leaves its metric's bounds (an accuracy stays in [0, 1])
+            lo = lo if spec.lower_bound is None else max(lo, spec.lower_bound)
+            hi = hi if spec.upper_bound is None else min(hi, spec.upper_bound)
+        rows.append({x: xv, "mean": mean, "lo": lo, "hi": hi, "n_seeds": n})
     return pd.DataFrame(rows, columns=[x, "mean", "lo", "hi", "n_seeds"])
 
 

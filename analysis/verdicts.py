@@ -51,6 +51,15 @@ def _blank(x_name, verdict, evidence, n_sizes=0, n_runs=0, w0=W0) -> dict:
     return row
 
 
+def _levels(bounds: tuple[float, float], y: np.ndarray) -> tuple[float, float]:
+    """Where a fitted floor and ceiling may lie: inside the metric's bounds, and no further than half the observed
+    range beyond the data (an unbounded metric's plateau is not extrapolated from a curve's far tail)."""
+    if not np.size(y):
+        return bounds
+    lo, hi, span = float(np.min(y)), float(np.max(y)), float(np.ptp(y))
+    return max(bounds[0], lo - 0.5 * span), min(bounds[1], hi + 0.5 * span)
+
+
 def _bounds(bounds, hib: bool) -> tuple[float, float]:
     lo, hi = bounds if bounds is not None else (None, None)
     lo = -np.inf if lo is None else float(lo)
@@ -108,10 +117,10 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
     sd = None if sd is None else sd[ok]
     ls = None if ls is None else ls[ok]
     hib = bool(higher_is_better)
-    lb, ub = _bounds(bounds, hib)
+    yo = y if hib else -y
+    lb, ub = _levels(_bounds(bounds, hib), yo)
     raw_lo, raw_hi = (bounds if bounds is not None else (None, None))
     bounded01 = raw_lo is not None and raw_hi is not None and raw_lo == 0 and raw_hi == 1
-    yo = y if hib else -y
     vm = measurement_variance(y, se, nn, bounded01)
     t = np.log10(x) if axis == "log" else (x if axis == "linear" else -x)
     unit = "decades" if axis == "log" else f"units of {x_name}"
@@ -214,6 +223,8 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
         evidence += f"; runs that acquired it per size: {share}"
         if np.isfinite(share_w):
             evidence += f", rising over {fmt(share_w, 2)} {unit}"
+        elif np.any(per["k"] < per["m"] / 2) and np.any(per["k"] > per["m"] / 2):
+            evidence += ", rising between adjacent sizes"
     if align["loss_separates"] is not None:
         if align["loss_separates"]:
             evidence += (f"; held-out loss {fmt(align['loss_at_jump'])} separates the runs that acquired it from "
@@ -279,6 +290,7 @@ def flag_along(runs: list[dict], *, higher_is_better: bool, bounds=None, x_name:
             out[k] = _blank(x_name, "flat", "every value of every run is the same", len(runs[k]["x"]), 1, w0)
         return out
     measured = all(np.any(v > 0) for v in vms)
+    lb, ub = _levels((lb, ub), np.concatenate(ys))
     curves = Curves("single", ts, lb, ub, y=ys, vm=vms, measured=measured)
     res = jumps.width_test(curves, w0=w0, n_boot=n_boot, seed=seed)
     narrow = res.width_hi < w0 and res.p_value <= alpha

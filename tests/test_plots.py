@@ -290,3 +290,11 @@ def test_slug_is_a_plain_file_name():
     for name in ("../../etc/passwd", "<script>", ".hidden", "a/b\\c", ""):
         s = plots.slug(name)
         assert s and "/" not in s and "\\" not in s and not s.startswith(".")
+
+
+def test_seed_intervals_stay_inside_the_metric_bounds():
+    final = pd.DataFrame({"n_params": [1e3, 1e3, 1e4, 1e4], "value": [0.0, 0.9, 0.95, 1.0],
+                          "stderr": [0.01] * 4, "metric": ["exact_match"] * 4})
+    s = plots.seed_summary(final)
+    assert (s["lo"] >= 0).all() and (s["hi"] <= 1).all()
+    assert s["hi"].iloc[0] == 1.0  # 2 seeds at 0 and 0.9: a t interval far wider than [0, 1], clipped
