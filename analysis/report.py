@@ -116,6 +116,7 @@ class Sweep:
     scaling_fits: dict = field(default_factory=dict)  # x -> FitResult (or callable)
     scaling_notes: list = field(default_factory=list)
     chinchilla: Any = None
+    stability: pd.DataFrame | None = None
 
 
 def _read(sw: Sweep, name: str, reader):
@@ -170,6 +171,8 @@ def load_sweep(folder, analyses: dict | None = None) -> Sweep:
             sw.notes[name] = "has no rows (the view had nothing it could compute on this sweep)"
             view = None
         sw.views[key] = view
+    if (folder / "stability.csv").exists():  # written by `emergence stability`, on demand
+        sw.stability = _read(sw, "stability.csv", _read_csv)
     sw.samples = _read(sw, "samples.parquet", pd.read_parquet)
     meta = _read(sw, "meta.json", lambda p: json.loads(p.read_text()))
     sw.meta = meta if isinstance(meta, dict) else {}
@@ -1090,7 +1093,7 @@ LOSS_COLUMNS = [
     ("eta hi", "eta_hi", _cell("eta_hi")),
     ("rise at (loss)", "jump_at", lambda r: _with_interval(r, "jump_at", "jump_lo", "jump_hi",
                                                           lambda v: _x_value(v, "loss"))),
-    ("width, decades of loss", "width", lambda r: _with_interval(r, "width", "width_lo", "width_hi", _fmt)),
+    ("width, nats of loss", "width", lambda r: _with_interval(r, "width", "width_lo", "width_hi", _fmt)),
     ("q", "q_value", _cell("q_value")),
     ("size still matters", "size_still_matters", _cell("size_still_matters")),
     ("size explains p", "size_explains_p", _cell("size_explains_p")),
@@ -1161,6 +1164,28 @@ def section_views(sw: Sweep) -> list:
     return blocks
 
 
+def section_stability(sw: Sweep) -> list:
+    """How often each row's verdict survives disjoint sets of runs (`emergence stability`, stability.csv)."""
+    blocks: list = [Heading(2, "Stability of the verdicts", "stability")]
+    st = sw.stability
+    if st is None or st.empty or "modal" not in st.columns:
+        blocks.append(Note("No stability.csv: `emergence stability SWEEP_DIR --runs-per-size S` judges disjoint "
+                           "sets of S runs per size and counts how often each verdict comes out."))
+        return blocks
+    k = int(st["replicates"].max()) if "replicates" in st.columns else len(str(st["verdicts"].iloc[0]).split(";"))
+    s_ = int(st["runs_per_size"].max()) if "runs_per_size" in st.columns else 0
+    blocks.append(Para([f"Each row judged on {k} disjoint sets of {s_} runs per size (dealt at random within each "
+                        "size, no retraining): its modal verdict, the share of sets that gave it with a Wilson 95% "
+                        "interval, and every set's verdict."]))
+    rows = []
+    for _, r in st.iterrows():
+        share = f"{_fmt(r['modal_share'])} [{_fmt(r['modal_lo'])}, {_fmt(r['modal_hi'])}]"
+        rows.append([_oneline(r["task"], 300), _oneline(r["metric"], 300), _oneline(r["modal"], 100), share,
+                     _oneline(str(r["verdicts"]).replace(";", ", "), 500)])
+    blocks.append(Table(["task", "metric", "modal verdict", "share [95%]", "verdict of each set"], rows))
+    return blocks
+
+
 def section_failures(sw: Sweep) -> list:
     blocks: list = [Heading(2, "Runs that failed or diverged", "failures")]
     runs = sw.runs
@@ -1226,7 +1251,8 @@ def _anchor(prefix: str, name: str) -> str:
 
 def build_document(sw: Sweep) -> list:
     return (section_overview(sw) + section_run(sw) + section_scaling(sw) + section_emergent(sw) + section_smooth(sw)
-            + section_mirage(sw) + section_views(sw) + section_failures(sw) + section_repro(sw))
+            + section_mirage(sw) + section_stability(sw) + section_views(sw) + section_failures(sw)
+            + section_repro(sw))
 
 
 # ----------------------------------------------------------------------------------------------------- HTML

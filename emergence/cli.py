@@ -16,6 +16,7 @@ VERBS = {
     "status": "show each run of a sweep: done, running, failed (with its error), not started",
     "analyze": "fit scaling laws and flag emergent abilities in a sweep folder or results table",
     "report": "write plots, report.html and report.md for a sweep folder",
+    "stability": "how often a verdict survives: judge disjoint sets of runs of one sweep (stability.csv)",
     "generate": "continue a prompt from a checkpoint (greedy or sampled)",
     "bench": "measure training and probing speed against this machine's matmul peak",
 }
@@ -117,6 +118,13 @@ def cmd_analyze(args) -> int:
                        mapping=mapping, constants=constants, jump_width=args.jump_width)
 
 
+def cmd_stability(args) -> int:
+    from emergence.sweep import stability_cli
+
+    return stability_cli(Path(args.path), runs_per_size=args.runs_per_size, replicates=args.replicates,
+                         jump_width=args.jump_width, seed=args.seed)
+
+
 def cmd_report(args) -> int:
     from analysis.report import write_report
 
@@ -183,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a jump rises from 10%% to 90%% within W0 decades of x (default 0.5; the sweep's "
                         "analysis.jump_width); choose it before looking")
     q.set_defaults(fn=cmd_analyze)
+    q = sub.add_parser("stability", help=VERBS["stability"], description=VERBS["stability"] + ". Each size's runs "
+                       "are shuffled and dealt into disjoint sets (no retraining); replicate j takes the j-th set at "
+                       "every size.")
+    q.add_argument("path", help="a sweep folder or results table with several runs per size")
+    q.add_argument("--runs-per-size", type=int, required=True, metavar="S", help="runs of each size in one set")
+    q.add_argument("--replicates", type=int, default=None, metavar="K",
+                   help="disjoint sets to judge (default: as many as the smallest size's pool allows)")
+    q.add_argument("--jump-width", type=float, default=None, metavar="W0", help="as for `emergence analyze`")
+    q.add_argument("--seed", type=int, default=0, help="seed of the shuffle that deals the runs")
+    q.set_defaults(fn=cmd_stability)
     q = sub.add_parser("report", help=VERBS["report"], description=VERBS["report"])
     q.add_argument("sweep_dir")
     q.set_defaults(fn=cmd_report)

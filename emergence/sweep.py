@@ -582,3 +582,26 @@ def analyze_cli(path: Path, *, x: str = "n_params", source: str = "results", vie
     for name, p in written.items():
         print(f"wrote {p}")
     return 0
+
+
+def stability_cli(path: Path, *, runs_per_size: int, replicates: int | None = None, jump_width: float | None = None,
+                  seed: int = 0) -> int:
+    """`emergence stability`: stability.csv beside the input, and a table of each row's modal verdict."""
+    import analysis as an
+    from analysis.pipeline import _write_csv
+    from analysis.stability import stability
+
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist; give a sweep folder or a results table")
+    if runs_per_size < 1:
+        raise ConfigError(f"--runs-per-size must be at least 1, got {runs_per_size}")
+    df = an.load_results(path)
+    table = stability(df, runs_per_size, replicates, seed=seed,
+                      **{"answer_lengths": answer_lengths(df["task"].unique()), **flag_options(jump_width=jump_width)})
+    out = (path if path.is_dir() else path.parent) / "stability.csv"
+    _write_csv(table, out)
+    with pd.option_context("display.width", 160, "display.max_rows", 200):
+        print(table[["task", "metric", "modal", "modal_share", "modal_lo", "modal_hi", "verdicts"]].to_string(
+            index=False))
+    print(f"wrote {out}")
+    return 0
