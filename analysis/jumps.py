@@ -18,36 +18,44 @@ sizes there is one curve, the expected score of a run of size N, E[y | N], estim
 Noise, measured where it lives (never one pooled variance for every size):
 - each run's measurement error: its standard error, or for a proportion the binomial variance from n (with half an
   example added on each side, so that 0/256 is not measured as exact);
-- across sizes, the between-run variance at each size from that size's runs, moderated towards a variance model
-  shared by all sizes (Smyth 2004, "Linear models and empirical Bayes methods for assessing differential expression",
-  SAGA 3:3, section 4: a variance from few replicates is shrunk towards a prior with `PRIOR_DOF` degrees of freedom).
-  The model is that of runs at two levels: a run's score, as a fraction u of the way from the floor to the ceiling,
-  has mean s and variance phi s (1 - s) (a beta law; phi = 1 is runs at exactly two levels, phi = 0 is every run on
-  the same curve), so the between-run variance is phi (y - F)(C - y): zero on the plateaus and largest where runs
-  split. Where all six runs of a size agree by chance, their sample variance of zero is not believed;
+- across sizes, the between-run variance at each size follows the curve. A run's score, as a fraction u of the way
+  from the floor to the ceiling, has mean s and variance phi s (1 - s) (a beta law; phi = 1 is runs at exactly two
+  levels, phi = 0 is every run on the same curve), so a run's variance at a size is
+  vm + tau2 + phi (C - F)^2 s (1 - s): zero between-run spread on the plateaus, largest where runs split, plus a
+  constant scatter tau2. tau2 and phi are fitted by moments to every size's own sample variance (`_phi`), and the
+  variance enters at the curve's value s, not at each size's sample variance: that one is zero wherever six runs
+  agree by chance (overconfident) and large wherever they split (which lets a step pass through any split size).
+  The likelihood of each size's mean is normal with that variance over its number of runs (-2 log L includes the
+  log-variance, since the variance moves with the curve);
 - with one run per x (along training, imported model families), a dispersion factor from the fit's residuals
   (chi2 / dof, at least 1 where measurement errors are known): between-model or between-checkpoint scatter that
   the measurement error does not explain (a quasi-likelihood, McCullagh & Nelder 1989, section 9.2).
 
-The test. The statistic compares the best fit with W <= W0 against the best with W >= W0 (profile likelihood over a
-grid in (W, t0), F and C solved exactly for each):
+The fit. A grid over (W, t0) with F and C solved exactly at each point (variable projection, clamped to the bounds),
+then each width's location refined between grid points; the estimate and its intervals come from a fine grid, the
+statistic from a coarser one that the bootstrap draws use too, so the observed statistic and its null are computed
+alike.
 
-    T = [min_{W >= W0} chi2 - min_{W <= W0} chi2] / dispersion        (positive: the data favour a narrow rise)
+The test. The statistic compares the best fit with W <= W0 against the best with W >= W0:
+
+    T = [min_{W >= W0} deviance - min_{W <= W0} deviance] / dispersion    (positive: the data favour a narrow rise)
 
 Its null distribution is simulated (a parametric bootstrap at the boundary W = W0, the least favourable point of
-either one-sided null): `n_boot` data sets are drawn from the fit constrained to W = W0 with the measured noise
-model, runs included (their between-run variances are re-estimated in every draw, so the uncertainty of a variance
-from six runs is part of the calibration), and T is recomputed on each. p_value = P(T* >= T) tests H0: W >= W0;
-p_smooth = P(T* <= T) tests H0: W <= W0. The 95% interval of W is the set of widths whose profile stays within the
-95% quantile of |T*| of the best (a profile interval with a calibrated cut-off, so that it excludes W0 exactly when
-the two-sided test rejects it); the location interval is the same cut applied to the profile over t0.
+either one-sided null): data sets are drawn from the fit constrained to W = W0 with the measured noise model, runs
+included (their variance model is re-estimated in every draw, so the uncertainty of a variance from six runs is
+part of the calibration), and T is recomputed on each. p_value = P(T* >= T) tests H0: W >= W0; p_smooth =
+P(T* <= T) tests H0: W <= W0. Up to `n_boot` draws, stopping early once both p-values are clearly on one side of
+0.025 and 0.05 (`_decided`). width_hi is where the profile over W, right of its minimum, crosses the 95% quantile of
+T*; width_lo where it crosses that of -T* on the left: one-sided 95% bounds whose cut-offs are calibrated at W0,
+where they decide the verdict (away from W0 they are approximate). The location interval is the profile over t0
+cut at the 95% quantile of |T*|.
 
 Verdicts (`verdict`):
-- `emergent`: the interval of W lies below W0, the q-value (Benjamini-Hochberg across a table's rows) is at most
+- `emergent`: width_hi lies below W0 (and p_value <= alpha), the q-value (Benjamini-Hochberg across a table's rows) is at most
   alpha, the floor and the ceiling are observed (at least `MIN_SIDE` points on each plateau of the fit), and no two
   adjacent x around the rise are more than W0/2 apart (wider, and a rise narrower than W0 could not be told from
   one as wide as the step);
-- `smooth`: the interval lies above W0. A rise already wider than W0 within the measured range needs no plateau;
+- `smooth`: width_lo lies above W0 (and p_smooth <= alpha). A rise already wider than W0 within the measured range needs no plateau;
 - `inconclusive`: the interval straddles W0, or a claimed jump fails one of the checks above;
 - `flat`: the best curve does not beat a constant beyond noise (a calibrated test: `p_flat` > alpha).
 
@@ -69,7 +77,6 @@ from scipy.special import expit
 W0 = 0.5  # analysis.jump_width: decades of the x-axis, chosen before looking
 ALPHA = 0.05
 N_BOOT = 500  # Monte Carlo sd of a p-value near 0.05: sqrt(.05 * .95 / 500) = 0.0097 < 0.01
-PRIOR_DOF = 3.0  # degrees of freedom of the variance model a size's own variance is moderated towards
 MIN_SIZES = 4  # distinct x values below which no curve is judged
 MIN_SIDE = 2  # points each plateau of a claimed jump needs
 LN9X2 = 2.0 * np.log(9.0)  # s(t) = expit(LN9X2 (t - t0) / W) rises from 0.1 to 0.9 over W
@@ -78,9 +85,10 @@ DEFINITION = (
     "A jump is a rise from a curve's floor to its ceiling (10% to 90% of its own amplitude) narrower than W0 "
     "decades of the x-axis (W0 = {w0:g} here, analysis.jump_width, chosen before looking). Across sizes the curve "
     "judged is the expected score of a run of size N, estimated from all runs at each size with the between-run "
-    "variance measured at that size; along training, each run's own curve. A row is emergent when the 95% interval "
-    "of the width W lies below W0 (and its false-discovery-rate q-value is at most alpha), smooth when it lies "
-    "above, inconclusive when it straddles W0, when the sizes or checkpoints around the rise are more than W0/2 "
+    "variance measured at that size; along training, each run's own curve. A row is emergent when the width W's "
+    "95% upper bound lies below W0 (a calibrated test, and its false-discovery-rate q-value at most alpha), smooth "
+    "when W's 95% lower bound lies above W0, inconclusive when the bounds straddle W0, when the sizes or "
+    "checkpoints around the rise are more than W0/2 "
     "apart, or when a claimed jump's floor or ceiling is not observed; flat when nothing rises beyond noise. "
     "per_run says whether single runs acquire the ability abruptly (at two levels, the share at the high one rising "
     "with size), gradually (moving through the middle together), or cannot tell.")
@@ -818,15 +826,6 @@ def _two_levels(y, vm):
     vf = max(float(lo.var(ddof=1)) if lo.size > 1 else 0.0, float(np.median(vlo)), gap2)
     vc = max(float(hi.var(ddof=1)) if hi.size > 1 else 0.0, float(np.median(vhi)), gap2)
     return float(lo.mean()), float(hi.mean()), vf, vc, float((ys[j - 1] + ys[j]) / 2)
-
-
-def _pooled_var(groups, y):
-    """Pooled within-group sample variance."""
-    u, inv = np.unique(groups, return_inverse=True)
-    cnt = np.bincount(inv)
-    mean = np.bincount(inv, weights=y) / cnt
-    dof = np.sum(cnt - 1)
-    return float(np.sum((y - mean[inv]) ** 2) / dof) if dof > 0 else 0.0
 
 
 def share_width(t, k, m) -> float:
