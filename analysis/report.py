@@ -765,7 +765,7 @@ def _row_w0(r: pd.Series, default: float) -> float:
 
 
 def _width_text(r: pd.Series, w0: float, unit: str = "decades") -> str | None:
-    """The 10-90% width of the rise with its 95% interval, and where that interval lies against W0."""
+    """The 10-90% width of the rise with its one-sided 95% bounds, and where they lie against W0."""
     if "width" not in r.index:
         return None
     text = _with_interval(r, "width", "width_lo", "width_hi", _fmt)
@@ -843,7 +843,7 @@ def _floor_ceiling(r: pd.Series, x: str, w0: float) -> str | None:
 # The evidence table of a flag: (label, text of a flags row or None where its columns are absent).
 FLAG_NUMBERS = [
     ("rise at (its midpoint, 95% interval)", _location_text),
-    ("width of the rise, 10% to 90% (95% interval)", lambda r, x, w0: _width_text(r, _row_w0(r, w0),
+    ("width of the rise, 10% to 90% (one-sided 95% bounds)", lambda r, x, w0: _width_text(r, _row_w0(r, w0),
                                                                                  f"decades of {x}")),
     ("p, H0: width \u2265 W0", _plain("p_value")),
     ("q (Benjamini-Hochberg)", _plain("q_value")),
@@ -932,11 +932,11 @@ def section_emergent(sw: Sweep) -> list:
         return blocks
     e = _emergent(sw)
     if e.empty:
-        blocks.append(Para(["No ability was flagged emergent: no curve rises narrower than W0 by its 95% interval "
+        blocks.append(Para(["No ability was flagged emergent: no curve rises narrower than W0 by its 95% upper bound "
                             "(see the next sections for the verdicts)."]))
     else:
         blocks.append(Para([f"{len(e)} flag(s) in {e['task'].nunique()} task(s). Each rises from floor to ceiling "
-                            "in fewer than W0 decades by its 95% interval; the tables give the width, where the rise "
+                            "in fewer than W0 decades by its 95% upper bound; the tables give the width, where the rise "
                             "is, its p- and q-values, and how single runs behave."]))
     w0 = flag_w0(sw.flags)
     for task in _emergent_tasks(sw):
@@ -979,9 +979,9 @@ def section_smooth(sw: Sweep) -> list:
             for _, r in rest.iterrows()]
     counts = rest["verdict"].astype(str).value_counts()
     blocks.append(Para([", ".join(f"{v} {k}" for k, v in counts.items()) + f". Smooth: the rise is wider than "
-                        f"W0 = {_fmt(w0)} decades by its 95% interval; flat: no change beyond noise; inconclusive: "
+                        f"W0 = {_fmt(w0)} decades by its 95% lower bound; flat: no change beyond noise; inconclusive: "
                         "the data cannot decide (the evidence says why). Widths are 10% to 90% of the rise, in "
-                        "decades of x, with their 95% intervals."]))
+                        "decades of x, with their one-sided 95% bounds."]))
     header = ["task", "metric", "x", "verdict"] + [h for h, _, _ in cols] + ["evidence"]
     blocks.append(Table(header, rows, numeric={4 + i for i, c in enumerate(cols) if c[0] != "single runs"}))
     return blocks
@@ -989,7 +989,7 @@ def section_smooth(sw: Sweep) -> list:
 
 # Columns of the table of smooth, flat and inconclusive rows: (header, flag columns it needs (None: always), cell).
 SMOOTH_COLUMNS = [
-    ("width, decades (95% interval)", ("width",),
+    ("width, decades (95% bounds)", ("width",),
      lambda r, w0: _with_interval(r, "width", "width_lo", "width_hi", _fmt)),
     ("rise at (95% interval)", ("jump_at",),
      lambda r, w0: _with_interval(r, "jump_at", "jump_lo", "jump_hi", lambda v: _x_value(v, str(r.get("x", ""))))),
