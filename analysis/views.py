@@ -131,7 +131,7 @@ def flag_transitions(df: pd.DataFrame, x: str = "tokens", *, mechanistic_task: s
         results = flag_along(runs, higher_is_better=hib, bounds=(spec.lower_bound, spec.upper_bound), x_name=x,
                              **options)
         for head, res, z in zip(heads, results, zeros):
-            flags = {k: res.get(k, np.nan) for k in FLAG_KEYS}
+            flags = _flags(res)
             flags["evidence"] = _checkpoint_words(flags["evidence"])
             if z:
                 flags["evidence"] += f" ({z} checkpoint(s) at {x} = 0 left out: no place on a log axis)"
