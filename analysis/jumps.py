@@ -215,14 +215,13 @@ def _solve_box(w, y, S, lb, ub):
         swss = np.matmul(w[:, None, :], S * S)[:, 0]
         swsy = np.matmul(wy[:, None, :], S)[:, 0]
     elif w.ndim == 3:  # weights that follow the basis
-        S3 = S if S.ndim == 3 else S[None]
-        ws = w * S3
-        sw = w.sum(1)
-        swy = np.matmul(y[:, None, :], w)[:, 0]
-        swyy = np.matmul((y * y)[:, None, :], w)[:, 0]
-        sws = ws.sum(1)
-        swss = (ws * S3).sum(1)
-        swsy = np.matmul(y[:, None, :], ws)[:, 0]
+        ws = w * S
+        ones = np.ones_like(y)
+        r1 = np.matmul(np.stack([ones, y, y * y], 1), w)  # (B, 3, G): the weighted sums of 1, y, y^2
+        r2 = np.matmul(np.stack([ones, y], 1), ws)
+        sw, swy, swyy = r1[:, 0], r1[:, 1], r1[:, 2]
+        sws, swsy = r2[:, 0], r2[:, 1]
+        swss = np.einsum("bng,bng->bg", ws, S) if S.ndim == 3 else np.einsum("bng,ng->bg", ws, S)
     elif w.ndim == 2:
         wy = w * y
         sw = w.sum(1)[:, None]
@@ -288,6 +287,9 @@ class Curves:
     size_of_run: np.ndarray | None = None  # (R,) index of each run's size
     run_y: np.ndarray | None = None  # (R,) oriented values
     run_vm: np.ndarray | None = None  # (R,) measurement variance (0 where unknown)
+    # measurement variance of oriented run values (B, R) -> (B, R), where it follows the value (a proportion's
+    # binomial variance): recomputed for every draw, as for the data. None: run_vm, fixed
+    vm_of: object = None
     m: np.ndarray | None = None  # (n,) runs per size
     # single mode
     y: list = field(default_factory=list)  # per curve, oriented values
@@ -356,14 +358,27 @@ def _phi(ybar, s2, vm_size, m):
     return np.clip(phi, 0.0, 1.0), np.maximum(tau2, 0.0), (C - F)[:, 0]
 
 
-def _run_variance(S, vm_size, tau2, phi, amp, floor):
+def _run_variance(S, vm_size, tau2, phi, amp, floor, q=None):
     """Variance of one run at each size and grid point: vm + tau2 + phi A^2 s (1 - s) at the grid point's share s.
     The variance follows the curve, not each size's own sample variance: that is zero wherever the runs of a size
     agree by chance, and large wherever they split, which would let a step pass through any split size's mean.
-    S: (n, G); tau2, phi, amp: (B,) -> (B, n, G)."""
-    v = (vm_size[None, :, None] + tau2[:, None, None]
-         + (phi * amp * amp)[:, None, None] * (S * (1.0 - S) if S.ndim == 3 else (S * (1.0 - S))[None]))
-    return np.maximum(v, floor)
+    S: (n, G) or (B, n, G); vm_size: (n,) or (B, n); tau2, phi, amp: (B,) -> (B, n, G). `q`, if given, is S (1 - S) already computed."""
+    q = S * (1.0 - S) if q is None else q
+    v = np.multiply((phi * amp * amp)[:, None, None], q if q.ndim == 3 else q[None])
+    v += (vm_size if vm_size.ndim == 2 else vm_size[None])[:, :, None] + tau2[:, None, None]
+    return np.maximum(v, floor, out=v)
+
+
+def _sum_log(v):
+    """sum over axis 1 of log v, for v > 0 (B, n, G): in single precision relative to each row's smallest value
+    (about twice as fast; the error, about 1e-6 per term, is far below the deviance differences that decide
+    anything), in double precision where that ratio would not fit a float32."""
+    vmin = v.min(axis=(1, 2), keepdims=True)
+    with np.errstate(over="ignore"):
+        r = (v / vmin).astype(np.float32)
+    if not np.isfinite(r).all():
+        return np.log(v).sum(1)
+    return np.log(r).sum(1, dtype=np.float64) + v.shape[1] * np.log(vmin[:, 0])
 
 
 # ---------------------------------------------------------------------------------------------------- the fit
@@ -408,18 +423,23 @@ class _Model:
         self.c = curves
         self.grid = grid
         self.S = [grid.basis(t) for t in curves.t]
+        self.Q = [S * (1.0 - S) for S in self.S]
         self.dof = sum(t.size for t in curves.t) - 3 * len(curves.t) - 1
         self.same_t = len(curves.t) > 1 and all(t.shape == curves.t[0].shape and np.array_equal(t, curves.t[0])
                                                 for t in curves.t)
         if curves.mode == "runs":
             self.m = curves.m
-            self.vm_size = np.bincount(curves.size_of_run, weights=curves.run_vm, minlength=curves.m.size) / curves.m
+            self.avg = np.eye(curves.m.size)[curves.size_of_run] / curves.m  # (R, n): run values -> size means
+            self.vm_size = curves.run_vm @ self.avg
+            self.log_m = float(np.log(curves.m).sum())
 
     def runs_stats(self, Yr):
-        """Size means, sample variances, phi and amplitude of run values Yr (B, R)."""
+        """Size means, between-run variance tau2, phi, amplitude and the measurement variance of each size's runs
+        (B, n) of run values Yr (B, R)."""
         ybar, s2 = _per_size(self.c.size_of_run, Yr, self.m)
-        phi, tau2, amp = _phi(ybar, s2, self.vm_size, self.m)
-        return ybar, tau2, phi, amp
+        vm_size = self.vm_size[None] if self.c.vm_of is None else self.c.vm_of(Yr) @ self.avg
+        phi, tau2, amp = _phi(ybar, s2, vm_size, self.m)
+        return ybar, tau2, phi, amp, vm_size
 
     def _batches(self, Ys, Ws):
         """(curve index, t, Y, W) per batch: curves measured at the same points are fitted as one batch (rows
@@ -439,18 +459,23 @@ class _Model:
     def _dev(self, k, Y, stats_, W, S):
         """Deviance, F and C of curve k at the basis S: (n, G), or (B, n, G) when every row has its own."""
         if self.c.mode == "runs":
-            ybar, tau2, phi, amp = stats_
+            ybar, tau2, phi, amp, vm_size = stats_
             floor = np.maximum((1e-3 * np.maximum(amp, 1e-12)) ** 2, 1e-300)[:, None, None]
-            v = _run_variance(S, self.vm_size, tau2, phi, amp, floor)
+            v = _run_variance(S, vm_size, tau2, phi, amp, floor, q=self.Q[k] if S is self.S[k] else None)
             w = self.m[None, :, None] / v
             c2, F, C = _solve_box(w, ybar, S, self.c.lb, self.c.ub)
-            return c2 + np.log(v / self.m[None, :, None]).sum(1), F, C
+            return c2 + _sum_log(v) - self.log_m, F, C
         return _solve_box(W, Y, S, self.c.lb, self.c.ub)
 
-    def fit(self, Ys, stats_=None, Ws=None, steps: int = 4):
+    def fit(self, Ys, stats_=None, Ws=None, steps: int = 4, top: int | None = 3):
         """Per curve: the grid's deviance (B, nW, nT), then at every width the location refined between grid points
         (`steps` halvings of a bracket around the grid's best, then a parabola's vertex), with its deviance, F and
-        C (B, nW); and the dispersion (B,) deviances are divided by."""
+        C (B, nW); and the dispersion (B,) deviances are divided by.
+
+        Where the curves are fitted as one batch, only the `top` widths of each side of w0 (the grid profile's best
+        there) are refined; the others keep their grid values. The statistic only reads each side's minimum, so this
+        changes it only where the refined minimum would lie at a width the grid ranked below `top` on its side, and
+        the draws that calibrate it are fitted the same way. `top=None` refines every width (the estimate and its intervals)."""
         nW, nT = self.grid.shape
         widths = self.grid.widths
         out = []
@@ -465,15 +490,29 @@ class _Model:
             C = np.take_along_axis(Cg.reshape(B, nW, nT), j[..., None], 2)[..., 0]
             gaps = np.diff(self.grid.t0)
             step = np.maximum(np.concatenate([gaps[:1], gaps])[j], np.concatenate([gaps, gaps[-1:]])[j]) / 2
+            if steps == 0:  # the grid's best locations only
+                out.append((dg, best, T0, F, C))
+                continue
+            full = (dg, best, T0, F, C)
+            sel = None
+            i0 = self.grid.w0_index
+            K = B // Ys[0].shape[0] if self.c.mode != "runs" and self.same_t else 1
+            if top is not None and (len(self.c.t) == 1 or K > 1) and 2 * top < nW:
+                # rank the widths by the profile (the sum over the batch's curves of each one's best)
+                rank = best.reshape(K, B // K, nW).sum(0)
+                lo_side = np.argsort(rank[:, : i0 + 1], axis=1)[:, :top]
+                hi_side = i0 + np.argsort(rank[:, i0:], axis=1)[:, :top]
+                sel = np.tile(np.concatenate([lo_side, hi_side], axis=1), (K, 1))  # (B, 2 top)
+                best, T0, F, C, step = (np.take_along_axis(a, sel, 1) for a in (best, T0, F, C, step))
+                wid = widths[sel][:, None, :]
+            else:
+                wid = widths[None, None, :]
 
             def at(T):
-                S = expit(LN9X2 * (t[None, :, None] - T[:, None, :]) / widths[None, None, :])
+                S = expit(LN9X2 * (t[None, :, None] - T[:, None, :]) / wid)
                 return self._dev(k, Y, stats_, W, S)
 
             with np.errstate(invalid="ignore", over="ignore"):
-                if steps == 0:  # the grid's best locations only
-                    out.append((dg, best, T0, F, C))
-                    continue
                 for _ in range(steps):
                     for sign in (-1.0, 1.0):
                         T = T0 + sign * step
@@ -492,6 +531,11 @@ class _Model:
                 better = d < best
                 best, T0 = np.where(better, d, best), np.where(better, T, T0)
                 F, C = np.where(better, f, F), np.where(better, c, C)
+            if sel is not None:  # back into the full (B, nW) arrays; refined values only ever lower the grid's
+                merged = [a.copy() for a in full[1:]]
+                for a, v in zip(merged, (best, T0, F, C)):
+                    np.put_along_axis(a, sel, v, 1)
+                best, T0, F, C = merged
             out.append((dg, best, T0, F, C))
         out = self._unbatch(out, Ys)
         if self.c.mode == "runs":
@@ -539,7 +583,7 @@ def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: f
     if curves.mode == "runs":
         st = model.runs_stats(curves.run_y[None])
         fits, disp = model.fit(None, st)
-        ffits, fdisp = fine_model.fit(None, st, steps=5)
+        ffits, fdisp = fine_model.fit(None, st, steps=5, top=None)
         phi = float(st[2][0])
         Ws = None
     else:
@@ -550,7 +594,7 @@ def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: f
         else:
             Ws = [np.ones((1, y.size)) for y in curves.y]
         fits, disp = model.fit([y[None] for y in curves.y], Ws=Ws)
-        ffits, fdisp = fine_model.fit([y[None] for y in curves.y], Ws=Ws, steps=5)
+        ffits, fdisp = fine_model.fit([y[None] for y in curves.y], Ws=Ws, steps=5, top=None)
     prof = model.profile(fits, disp)[0]
     T_obs = float(prof[i:].min()) - float(prof[: i + 1].min())
     fprof = fine_model.profile(ffits, fdisp)[0]
@@ -563,15 +607,16 @@ def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: f
         null.append((T0[0, fi], F[0, fi], C[0, fi]))
 
     # ---- draws at W = w0, in chunks; stop early once both one-sided p-values are clearly away from the levels
-    # that decide a verdict (0.025 for the interval, alpha for the q-values), with 99.9% Clopper-Pearson bounds
+    # that decide a verdict, with 99% Clopper-Pearson bounds: 0.05 for either one-sided bound, and 0.025 too for
+    # p_value, which the q-values of many rows compare with smaller levels
     Tb = []
     done = 0
     while done < n_boot:
         B = min(chunk, n_boot - done)
         if curves.mode == "runs":
             t00, F0, C0 = null[0]
-            s0 = expit(LN9X2 * (curves.t[0] - t00) / w0)
-            Yr = _draw_runs(rng, B, s0[curves.size_of_run], F0, C0, phi, curves.run_vm + float(st[1][0]))
+            s0 = expit(LN9X2 * (curves.t[0] - t00) / w0)[curves.size_of_run]
+            Yr = _draw_runs(rng, B, s0, F0, C0, phi, curves, float(st[1][0]))
             fb, db = model.fit(None, model.runs_stats(Yr))
         else:
             Ysb, Wsb = [], []
@@ -587,7 +632,8 @@ def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: f
         done += B
         if sequential and done < n_boot:
             T = np.concatenate(Tb)
-            if all(_decided(int(np.sum(c)), done) for c in (T >= T_obs - 1e-9, T <= T_obs + 1e-9)):
+            if (_decided(int(np.sum(T >= T_obs - 1e-9)), done)
+                    and _decided(int(np.sum(T <= T_obs + 1e-9)), done, levels=(0.05,))):
                 break
     Tb = np.concatenate(Tb)
     n_used = Tb.size
@@ -621,7 +667,7 @@ def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: f
         s_b = expit(LN9X2 * (curves.t[0] - best[0][0]) / grid.widths[iw])
         amp = st[3]
         floor = np.maximum((1e-3 * np.maximum(amp, 1e-12)) ** 2, 1e-300)[:, None, None]
-        var_mean = _run_variance(s_b[:, None], model.vm_size, st[1], st[2], amp, floor)[0, :, 0] / curves.m
+        var_mean = _run_variance(s_b[:, None], st[4], st[1], st[2], amp, floor)[0, :, 0] / curves.m
     return WidthTest(width=float(grid.widths[iw]), width_lo=w_lo, width_hi=w_hi,
                      t0=np.array([b[0] for b in best]), t0_lo=np.array(t0_lo), t0_hi=np.array(t0_hi),
                      floor=np.array([b[1] for b in best]), ceiling=np.array([b[2] for b in best]),
@@ -646,14 +692,16 @@ def _profile_interval(logw, rel, crit):
     return lo, hi
 
 
-def _draw_runs(rng, B, s_run, F, C, phi, vm):
-    """B data sets of runs: each run F + (C - F) u plus its measurement noise, u ~ Beta with mean s and variance
-    phi s (1 - s) (phi = 1: runs at two levels; phi = 0: every run on the curve)."""
+def _draw_runs(rng, B, s_run, F, C, phi, curves, tau2):
+    """B data sets of runs: each run at F + (C - F) u, u ~ Beta with mean s and variance phi s (1 - s) (phi = 1: runs
+    at two levels; phi = 0: every run on the curve), plus the between-run scatter tau2 and its measurement noise:
+    normal, with the variance a measurement at that value has (`Curves.vm_of`), or the run's own where fixed."""
     mu = np.clip(s_run, 1e-6, 1 - 1e-6)
-    ph = float(np.clip(phi, 1e-4, 1 - 1e-4))
+    ph = np.clip(phi, 1e-4, 1 - 1e-4)
     tot = 1.0 / ph - 1.0
-    u = rng.beta(mu * tot, (1 - mu) * tot, size=(B, mu.size))
-    return F + (C - F) * u + np.sqrt(vm) * rng.standard_normal((B, mu.size))
+    level = F + (C - F) * rng.beta(mu * tot, (1 - mu) * tot, size=(B, mu.shape[-1]))
+    vm = curves.run_vm[None] if curves.vm_of is None else curves.vm_of(level)
+    return level + np.sqrt(vm + tau2) * rng.standard_normal(level.shape)
 
 
 def _p_flat(model, curves, fits, prof, disp, st, Ws, rng, n):
@@ -671,15 +719,16 @@ def _p_flat(model, curves, fits, prof, disp, st, Ws, rng, n):
     if curves.mode == "runs":
         S0 = np.zeros((curves.m.size, 1))
         def const_dev(stats_):
-            yb, sb, ph, am = stats_
+            yb, sb, ph, am, vs = stats_
             fl = np.maximum((1e-3 * np.maximum(am, 1e-12)) ** 2, 1e-300)[:, None, None]
-            v = _run_variance(S0, model.vm_size, sb, ph, am, fl)[:, :, 0]
+            v = _run_variance(S0, vs, sb, ph, am, fl)[:, :, 0]
             w = curves.m[None] / v
             c = np.clip((w * yb).sum(1) / w.sum(1), curves.lb, curves.ub)
             return (w * (yb - c[:, None]) ** 2).sum(1) + np.log(v / curves.m[None]).sum(1)
         obs = float(const_dev(st)[0] - prof.min())
-        sd = np.sqrt(curves.run_vm + float(st[1][0]))
         c = float(np.mean(curves.run_y))
+        vm = curves.run_vm if curves.vm_of is None else curves.vm_of(np.full((1, curves.run_y.size), c))[0]
+        sd = np.sqrt(vm + float(st[1][0]))
         Yr = c + sd[None] * rng.standard_normal((n, curves.run_y.size))
         stb = model.runs_stats(Yr)
         fb, db = model.fit(None, stb, steps=0)

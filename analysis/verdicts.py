@@ -141,7 +141,11 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
     if runs_mode:
         if not measured:
             vm = np.zeros_like(vm)
-        curves = Curves("runs", [ux], lb, ub, size_of_run=inv, run_y=yo, run_vm=vm, m=m)
+        vm_of = None
+        if measured and bounded01 and nn is not None and np.isfinite(nn).any():  # binomial: follows the value
+            sign = 1.0 if hib else -1.0
+            vm_of = lambda Y: measurement_variance(sign * Y, se, nn, True)  # noqa: E731
+        curves = Curves("runs", [ux], lb, ub, size_of_run=inv, run_y=yo, run_vm=vm, m=m, vm_of=vm_of)
     else:
         order = np.argsort(t, kind="stable")
         curves = Curves("single", [t[order]], lb, ub, y=[yo[order]], vm=[vm[order]], measured=measured)

@@ -377,8 +377,26 @@ def test_pythia_tasks_that_rise_gradually_along_training_are_never_emergent():
 def test_bench_analysis_reports_rates_against_the_targets():
     from analysis.bench_analysis import FAMILIES, bench_analysis
 
-    r = bench_analysis(8, workers=1, n_boot=100)
-    assert set(r["families"]) == set(FAMILIES) and r["n_curves"] == 2 * 3 + 6
+    r = bench_analysis(8, workers=1, n_boot=100, size=2)
+    assert set(r["families"]) == set(FAMILIES) and r["n_curves"] == 2 * 3 + 6  # the size curves are not timed
+    assert r["families"]["two_level_at_w0"]["n"] == 2
+    assert 0.0 <= r["families"]["two_level_sharp"]["recall_bound"] <= 1.0
     assert r["families"]["one_level_smooth"]["emergent"] == 0.0
     assert r["families"]["training_jumps"]["emergent"] >= 0.5
     assert set(r["targets"]) >= {"recall two_level_sharp >= 0.9", "1,000 curves < 60 s"}
+
+
+def test_the_recall_bound_is_alpha_at_w0_and_near_one_for_a_step():
+    """The Neyman-Pearson bound: against its own null it rejects as often as the level allows; against a step
+    between two sizes sampled densely by 6 runs each it rejects almost always; and it grows with the design."""
+    from analysis.bench_analysis import recall_bound, synthetic
+
+    d = synthetic("two_level_sharp", 3)
+    w, t0, lo, hi = d["truth"]
+    at_w0 = dict(d, truth=(0.5, t0, lo, hi))
+    assert recall_bound(at_w0, n_sim=20_000) == pytest.approx(0.05, abs=0.01)
+    step = dict(d, truth=(0.01, t0, lo, hi))
+    assert recall_bound(step) > 0.5
+    sparse = recall_bound(synthetic("two_level_sharp", 3, spacing=0.2))
+    dense = recall_bound(synthetic("two_level_sharp", 3, spacing=0.05))
+    assert dense > sparse
