@@ -166,7 +166,8 @@ class Grid:
         """Widths: `n_widths` log-spaced from well below the smallest gap to far beyond the span, plus a dense
         band around w0. Locations: coarse (the draws; locations are refined between grid points anyway): about one
         per measured point across the measured range and two beyond each end; fine (the estimate and its
-        intervals): every point, every gap's middle and `n_even` evenly spaced reaching half a span beyond."""
+        intervals): every point (or 60 quantiles of them), every gap's middle and `n_even` evenly spaced reaching
+        half a span beyond."""
         t = np.unique(t_all)
         span = max(float(t[-1] - t[0]), 1e-9)
         gaps = np.diff(t)
@@ -178,9 +179,12 @@ class Grid:
         near = w0 * 10 ** (0.03 * np.arange(-4, 5))
         widths = np.unique(np.concatenate([np.geomspace(lo_w, hi_w, n_widths), near]))
         if fine:
-            mids = (t[:-1] + t[1:]) / 2 if t.size > 1 else t
+            # beyond 60 distinct points (every checkpoint of every run against loss), 60 quantiles of them stand in
+            # for the points: the locations stay dense where the points are, at a bounded cost
+            pts = t if t.size <= 60 else np.quantile(t, np.linspace(0.0, 1.0, 60))
+            mids = (pts[:-1] + pts[1:]) / 2 if pts.size > 1 else pts
             even = np.linspace(t[0] - 0.5 * span, t[-1] + 0.5 * span, n_even)
-            t0 = np.unique(np.round(np.concatenate([t, mids, even]), 12))
+            t0 = np.unique(np.round(np.concatenate([pts, mids, even]), 12))
         else:
             k = int(np.clip(t.size, 8, 40))
             step = span / (k - 1)
@@ -362,7 +366,8 @@ def _run_variance(S, vm_size, tau2, phi, amp, floor, q=None):
     """Variance of one run at each size and grid point: vm + tau2 + phi A^2 s (1 - s) at the grid point's share s.
     The variance follows the curve, not each size's own sample variance: that is zero wherever the runs of a size
     agree by chance, and large wherever they split, which would let a step pass through any split size's mean.
-    S: (n, G) or (B, n, G); vm_size: (n,) or (B, n); tau2, phi, amp: (B,) -> (B, n, G). `q`, if given, is S (1 - S) already computed."""
+    S: (n, G) or (B, n, G); vm_size: (n,) or (B, n); tau2, phi, amp: (B,) -> (B, n, G). `q`, if given, is S (1 - S)
+    already computed."""
     q = S * (1.0 - S) if q is None else q
     v = np.multiply((phi * amp * amp)[:, None, None], q if q.ndim == 3 else q[None])
     v += (vm_size if vm_size.ndim == 2 else vm_size[None])[:, :, None] + tau2[:, None, None]
@@ -475,7 +480,8 @@ class _Model:
         Where the curves are fitted as one batch, only the `top` widths of each side of w0 (the grid profile's best
         there) are refined; the others keep their grid values. The statistic only reads each side's minimum, so this
         changes it only where the refined minimum would lie at a width the grid ranked below `top` on its side, and
-        the draws that calibrate it are fitted the same way. `top=None` refines every width (the estimate and its intervals)."""
+        the draws that calibrate it are fitted the same way. `top=None` refines every width (the estimate and its
+        intervals)."""
         nW, nT = self.grid.shape
         widths = self.grid.widths
         out = []
@@ -875,6 +881,13 @@ def _two_levels(y, vm):
     vf = max(float(lo.var(ddof=1)) if lo.size > 1 else 0.0, float(np.median(vlo)), gap2)
     vc = max(float(hi.var(ddof=1)) if hi.size > 1 else 0.0, float(np.median(vhi)), gap2)
     return float(lo.mean()), float(hi.mean()), vf, vc, float((ys[j - 1] + ys[j]) / 2)
+
+
+def level_cut(y) -> float:
+    """The value that splits y into a low and a high group with the least within-group sum of squares (half way
+    between the groups' nearest members): what separates runs that acquired an ability from those that did not."""
+    y = np.asarray(y, float)
+    return _two_levels(y, np.zeros_like(y))[4]
 
 
 def share_width(t, k, m) -> float:

@@ -117,6 +117,7 @@ class Sweep:
     scaling_notes: list = field(default_factory=list)
     chinchilla: Any = None
     stability: pd.DataFrame | None = None
+    budget: pd.DataFrame | None = None
 
 
 def _read(sw: Sweep, name: str, reader):
@@ -173,6 +174,8 @@ def load_sweep(folder, analyses: dict | None = None) -> Sweep:
         sw.views[key] = view
     if (folder / "stability.csv").exists():  # written by `emergence stability`, on demand
         sw.stability = _read(sw, "stability.csv", _read_csv)
+    if (folder / "budget.csv").exists():  # written by `emergence budget`, on demand
+        sw.budget = _read(sw, "budget.csv", _read_csv)
     sw.samples = _read(sw, "samples.parquet", pd.read_parquet)
     meta = _read(sw, "meta.json", lambda p: json.loads(p.read_text()))
     sw.meta = meta if isinstance(meta, dict) else {}
@@ -1186,6 +1189,21 @@ def section_stability(sw: Sweep) -> list:
     return blocks
 
 
+def section_budget(sw: Sweep) -> list:
+    """Whether the transition moves with the token budget (`emergence budget`, budget.csv)."""
+    blocks: list = [Heading(2, "Capacity or budget?", "budget")]
+    b = sw.budget
+    if b is None or b.empty or "evidence" not in b.columns:
+        blocks.append(Note("No budget.csv: train some sizes of the transition again with a larger train.tokens and "
+                           "run `emergence budget SWEEP_DIR LONGER_SWEEP_DIR` to see whether the jump moves with the "
+                           "token budget (a jump that only marks the end of the budget is not one in capacity)."))
+        return blocks
+    blocks.append(Para(["The same sizes trained on more tokens: the runs whose last checkpoint acquired the ability "
+                        "under each budget, with Fisher's exact test of the difference."]))
+    blocks.extend(Para([_oneline(e, 600)]) for e in b["evidence"])
+    return blocks
+
+
 def section_failures(sw: Sweep) -> list:
     blocks: list = [Heading(2, "Runs that failed or diverged", "failures")]
     runs = sw.runs
@@ -1251,7 +1269,7 @@ def _anchor(prefix: str, name: str) -> str:
 
 def build_document(sw: Sweep) -> list:
     return (section_overview(sw) + section_run(sw) + section_scaling(sw) + section_emergent(sw) + section_smooth(sw)
-            + section_mirage(sw) + section_stability(sw) + section_views(sw) + section_failures(sw)
+            + section_mirage(sw) + section_stability(sw) + section_budget(sw) + section_views(sw) + section_failures(sw)
             + section_repro(sw))
 
 

@@ -17,6 +17,7 @@ VERBS = {
     "analyze": "fit scaling laws and flag emergent abilities in a sweep folder or results table",
     "report": "write plots, report.html and report.md for a sweep folder",
     "stability": "how often a verdict survives: judge disjoint sets of runs of one sweep (stability.csv)",
+    "budget": "does a jump move with the token budget: compare a sweep with its sizes trained longer (budget.csv)",
     "generate": "continue a prompt from a checkpoint (greedy or sampled)",
     "bench": "measure training and probing speed against this machine's matmul peak",
 }
@@ -125,6 +126,12 @@ def cmd_stability(args) -> int:
                          jump_width=args.jump_width, seed=args.seed)
 
 
+def cmd_budget(args) -> int:
+    from emergence.sweep import budget_cli
+
+    return budget_cli(Path(args.base), Path(args.more))
+
+
 def cmd_report(args) -> int:
     from analysis.report import write_report
 
@@ -201,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--jump-width", type=float, default=None, metavar="W0", help="as for `emergence analyze`")
     q.add_argument("--seed", type=int, default=0, help="seed of the shuffle that deals the runs")
     q.set_defaults(fn=cmd_stability)
+    q = sub.add_parser("budget", help=VERBS["budget"], description=VERBS["budget"] + ". For every all-or-nothing "
+                       "metric and every size both hold: runs that acquired it under each budget, and Fisher's exact "
+                       "test of the difference. Writes budget.csv into BASE; the report shows it.")
+    q.add_argument("base", help="a sweep folder or results table")
+    q.add_argument("more", help="the same sizes (some of them) trained on more tokens: a sweep folder or results table")
+    q.set_defaults(fn=cmd_budget)
     q = sub.add_parser("report", help=VERBS["report"], description=VERBS["report"])
     q.add_argument("sweep_dir")
     q.set_defaults(fn=cmd_report)

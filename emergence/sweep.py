@@ -605,3 +605,24 @@ def stability_cli(path: Path, *, runs_per_size: int, replicates: int | None = No
             index=False))
     print(f"wrote {out}")
     return 0
+
+
+def budget_cli(base: Path, more: Path) -> int:
+    """`emergence budget`: budget.csv in BASE, and its sentences."""
+    import analysis as an
+    from analysis.budget import budget_shift
+    from analysis.pipeline import _write_csv
+
+    for p in (base, more):
+        if not p.exists():
+            raise ConfigError(f"{p} does not exist; give two sweep folders or results tables")
+    table = budget_shift(an.load_results(base), an.load_results(more))
+    if table.empty:
+        raise ConfigError(f"{base} and {more} share no size with an all-or-nothing metric (exact match) measured in "
+                          "both; train some of BASE's sizes again with a larger train.tokens")
+    out = (base if base.is_dir() else base.parent) / "budget.csv"
+    _write_csv(table, out)
+    for e in table["evidence"]:
+        print(e)
+    print(f"wrote {out}")
+    return 0

@@ -5,12 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from analysis.schema import validate
 from emergence import checkpoint as ckpt
+from emergence.config import compose
 from emergence.sweep import expand_grid, plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,3 +149,41 @@ def test_stacked_sweep_trains_the_seeds_of_a_size_in_one_job(tmp_path):
     assert set(res["run_id"]) == set(runs["run_id"]) and set(res["seed"]) == {0, 1}
     p = emergence("sweep", *grid, "sweep.seeds=[0,1]")
     assert p.returncode == 2 and "sweep.seeds is set by `emergence sweep`" in p.stderr
+
+
+def test_the_default_demo_is_dense_through_the_transition_with_six_stacked_seeds():
+    """cpu_demo: 10 one-layer sizes, steps of at most 0.16 decades up to 5k parameters (0.1 where the tasks are
+    acquired), 6 seeds each, the seeds of a size stacked in one job, the largest job first."""
+    _, points = expand_grid(["experiment=cpu_demo"])
+    _, planned = plan(["experiment=cpu_demo"])
+    models = sorted({r["model"] for r in planned}, key=lambda m: int(m[3:]))
+    assert models == ["l1d4", "l1d5", "l1d6", "l1d7", "l1d8", "l1d10", "l1d12", "l1d14", "l1d16", "l1d24"]
+    assert len(points) == len(planned) == 60 and "model=l1d24" in points[0]
+    seeds = {m: sorted(r["seed"] for r in planned if r["model"] == m) for m in models}
+    assert all(s == [0, 1, 2, 3, 4, 5] for s in seeds.values())
+    n = sorted({r["n_params"] for r in planned})
+    steps = np.diff(np.log10(n))
+    assert 600 < n[0] < 800 and n[-1] > 10_000
+    assert steps[np.array(n[1:]) <= 5_300].max() <= 0.16
+    cfg = compose(points[0])
+    assert cfg.sweep.stack_seeds and max(n) <= cfg.sweep.stack_max_params  # every size is one stacked job
+
+
+@pytest.mark.slow
+def test_a_shrunk_demo_runs_one_stacked_job_per_size(tmp_path):
+    """The demo's configuration end to end with 12 steps per run and 3 of its sizes: every size one job, its 6 seeds
+    stacked, 18 runs in the results, and the flags written."""
+    grid = ["experiment=cpu_demo", "model=l1d4,l1d8,l1d16", "train.budget=steps", "train.max_steps=12",
+            "train.warmup_steps=2", "train.ckpt_log_until=4", "train.ckpt_every=12", "probe.n=32",
+            "probe.generate_n=8", "analysis.n_boot=20", f"paths.results={tmp_path}"]
+    p = emergence("sweep", *grid)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stderr.count("[job ") == 3 and p.stderr.count("seeds [0, 1, 2, 3, 4, 5] stacked") == 3
+    runs = pd.read_parquet(tmp_path / "cpu_demo" / "runs.parquet")
+    assert len(runs) == 18 and (runs["status"] == "done").all()
+    assert sorted(runs.groupby("model")["seed"].apply(sorted).tolist()) == [[0, 1, 2, 3, 4, 5]] * 3
+    for _, r in runs.iterrows():
+        st = json.loads((tmp_path / "cpu_demo" / "runs" / r["run_id"] / "status.json").read_text())
+        assert st.get("stacked_with") == 6
+    flags = pd.read_csv(tmp_path / "cpu_demo" / "flags.csv")
+    assert len(flags) and set(flags["verdict"]) <= {"emergent", "smooth", "inconclusive", "flat"}
