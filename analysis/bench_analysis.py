@@ -58,16 +58,11 @@ def design(spacing: float = 0.2) -> np.ndarray:
     return 3.0 + spacing * np.arange(int(round(2.6 / spacing)) + 1)
 
 
-def _truth(family: str, i: int):
-    """The curve's random stream, and its floor and ceiling, drawn first."""
-    rng = np.random.default_rng(1_000_003 * (FAMILIES.index(family) + 1) + i)
-    return rng, rng.uniform(0.0, 0.05), rng.uniform(0.6, 0.95)
-
-
 def synthetic(family: str, i: int, spacing: float = 0.2, runs: int = RUNS) -> dict:
     """Curve number i of a family (deterministic). Returns the inputs of flag_curve (families 1-3) or flag_along
     (family 4), and the truth. `spacing` and `runs` set the design of families 1-3."""
-    rng, lo, hi = _truth(family, i)
+    rng = np.random.default_rng(1_000_003 * (FAMILIES.index(family) + 1) + i)
+    lo, hi = rng.uniform(0.0, 0.05), rng.uniform(0.6, 0.95)
     if family == "training_jumps":
         centre = rng.uniform(8.6, 9.4)
         along = []

@@ -29,17 +29,11 @@ COLUMNS = ["task", "metric", "n_params", "model", "tokens_base", "tokens_more", 
            "share_more_lo", "share_more_hi", "p_value", "cut", "moves", "evidence"]
 
 
-def _final(df: pd.DataFrame) -> pd.DataFrame:
-    fin = schema.final_measured(df)
-    budget = fin.groupby("run_id")["tokens"].max()
-    return fin.assign(budget=fin["run_id"].map(budget))
-
-
 def budget_shift(base: pd.DataFrame, more: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
     """One row per (task, all-or-nothing metric, size in both tables): runs that acquired the ability at each budget,
     their shares with Wilson 95% intervals, Fisher's exact p of "the same share", `moves` (True where p < alpha:
     more runs acquire it with more tokens, or fewer) and one sentence."""
-    a, b = _final(base), _final(more)
+    a, b = schema.final_measured(base), schema.final_measured(more)  # one checkpoint per run: its tokens, its budget
     rows = []
     for (task, metric), ga in a.groupby(["task", "metric"], sort=True):
         info = schema.METRICS.get(metric)
@@ -62,7 +56,7 @@ def budget_shift(base: pd.DataFrame, more: pd.DataFrame, *, alpha: float = 0.05)
             p = float(stats.fisher_exact([[ka, ma - ka], [kb, mb - kb]])[1])
             la, ha = wilson(ka, ma)
             lb, hb = wilson(kb, mb)
-            ta, tb = float(sa["budget"].median()), float(sb["budget"].median())
+            ta, tb = float(sa["tokens"].median()), float(sb["tokens"].median())
             moves = bool(p < alpha)
             what = (f"{'more' if kb / mb > ka / ma else 'fewer'} runs acquire it with more tokens: the transition "
                     "moves with the budget" if moves else
