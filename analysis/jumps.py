@@ -294,6 +294,9 @@ class Curves:
     # measurement variance of oriented run values (B, R) -> (B, R), where it follows the value (a proportion's
     # binomial variance): recomputed for every draw, as for the data. None: run_vm, fixed
     vm_of: object = None
+    # measured values of oriented true levels (rng, (B, R)) -> (B, R), where the measurement has a known law (a
+    # proportion of n examples: binomial). None: normal, with the variance `vm_of` gives (or run_vm)
+    measure: object = None
     m: np.ndarray | None = None  # (n,) runs per size
     # single mode
     y: list = field(default_factory=list)  # per curve, oriented values
@@ -650,7 +653,7 @@ def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: f
     crit_lo = max(float(np.quantile(-Tb, level)), 1e-9)
     crit = float(np.quantile(np.abs(Tb), level))  # two-sided, for the location
 
-    p_flat = _p_flat(model, curves, fits, prof, disp, st, Ws, rng, n=39)
+    p_flat = _p_flat(model, curves, fits, prof, disp, st, Ws, rng)
     prof, fits, disp, grid, model = fprof, ffits, fdisp, fine, fine_model
 
     # ---- bounds from the profiles
@@ -700,21 +703,26 @@ def _profile_interval(logw, rel, crit):
 
 def _draw_runs(rng, B, s_run, F, C, phi, curves, tau2):
     """B data sets of runs: each run at F + (C - F) u, u ~ Beta with mean s and variance phi s (1 - s) (phi = 1: runs
-    at two levels; phi = 0: every run on the curve), plus the between-run scatter tau2 and its measurement noise:
-    normal, with the variance a measurement at that value has (`Curves.vm_of`), or the run's own where fixed."""
+    at two levels; phi = 0: every run on the curve), plus the between-run scatter tau2, then measured: by the
+    measurement's own law where it is known (`Curves.measure`: a proportion of n examples is binomial, skewed and
+    discrete near 0 and 1), otherwise normal, with the variance a measurement at that value has (`Curves.vm_of`),
+    or the run's own where fixed."""
     mu = np.clip(s_run, 1e-6, 1 - 1e-6)
     ph = np.clip(phi, 1e-4, 1 - 1e-4)
     tot = 1.0 / ph - 1.0
     level = F + (C - F) * rng.beta(mu * tot, (1 - mu) * tot, size=(B, mu.shape[-1]))
+    if curves.measure is not None:
+        return curves.measure(rng, level + np.sqrt(tau2) * rng.standard_normal(level.shape))
     vm = curves.run_vm[None] if curves.vm_of is None else curves.vm_of(level)
     return level + np.sqrt(vm + tau2) * rng.standard_normal(level.shape)
 
 
-def _p_flat(model, curves, fits, prof, disp, st, Ws, rng, n):
+def _p_flat(model, curves, fits, prof, disp, st, Ws, rng, first: int = 39, most: int = 199):
     """Calibrated p of H0 "no rise": draws of a constant with the measured noise (runs: every run at one level with
-    its measurement error and the between-run scatter tau2); the statistic is the improvement of the best logistic
-    over the constant, as for the data. The question is only whether anything rises, so the grid's locations
-    suffice, for the data and the draws alike."""
+    the between-run scatter tau2, measured as the data were); the statistic is the improvement of the best logistic
+    over the constant, as for the data. `first` draws, then more in chunks up to `most` while the p-value is not
+    clearly on one side of 0.05 (a curve near the line gets the same answer from another seed). The question is only
+    whether anything rises, so the grid's locations suffice, for the data and the draws alike."""
     grid_dev = sum(o[0].min(axis=2) for o in fits)  # (1, nW)
     if curves.mode != "runs":
         disp = _dispersion(grid_dev.min(1), model.dof, curves.measured)
@@ -733,12 +741,12 @@ def _p_flat(model, curves, fits, prof, disp, st, Ws, rng, n):
             return (w * (yb - c[:, None]) ** 2).sum(1) + np.log(v / curves.m[None]).sum(1)
         obs = float(const_dev(st)[0] - prof.min())
         c = float(np.mean(curves.run_y))
-        vm = curves.run_vm if curves.vm_of is None else curves.vm_of(np.full((1, curves.run_y.size), c))[0]
-        sd = np.sqrt(vm + float(st[1][0]))
-        Yr = c + sd[None] * rng.standard_normal((n, curves.run_y.size))
-        stb = model.runs_stats(Yr)
-        fb, db = model.fit(None, stb, steps=0)
-        sims = improvement(fb, db, const_dev(stb))
+
+        def sims(n):
+            Yr = _draw_runs(rng, n, np.zeros(curves.run_y.size), c, c, 0.0, curves, float(st[1][0]))
+            stb = model.runs_stats(Yr)
+            fb, db = model.fit(None, stb, steps=0)
+            return improvement(fb, db, const_dev(stb))
     else:
         def const_dev(Ys, Wl, db):
             tot = 0.0
@@ -747,14 +755,21 @@ def _p_flat(model, curves, fits, prof, disp, st, Ws, rng, n):
                 tot = tot + (W * (Y - c[:, None]) ** 2).sum(1)
             return tot / db
         obs = float(const_dev([y[None] for y in curves.y], Ws, disp)[0] - prof.min())
-        Ysb, Wsb = [], []
-        for Y, W in zip(curves.y, Ws):
-            c = np.clip((W[0] * Y).sum() / W[0].sum(), curves.lb, curves.ub)
-            Ysb.append(c + np.sqrt(disp[0] / W[0])[None] * rng.standard_normal((n, Y.size)))
-            Wsb.append(np.broadcast_to(W, (n, Y.size)))
-        fb, db = model.fit(Ysb, Ws=Wsb, steps=0)
-        sims = improvement(fb, db, const_dev(Ysb, Wsb, db))
-    return float((1 + np.sum(sims >= obs - 1e-9)) / (n + 1))
+        consts = [np.clip((W[0] * Y).sum() / W[0].sum(), curves.lb, curves.ub) for Y, W in zip(curves.y, Ws)]
+
+        def sims(n):
+            Ysb = [c + np.sqrt(disp[0] / W[0])[None] * rng.standard_normal((n, W.shape[1])) for c, W in zip(consts, Ws)]
+            Wsb = [np.broadcast_to(W, (n, W.shape[1])) for W in Ws]
+            fb, db = model.fit(Ysb, Ws=Wsb, steps=0)
+            return improvement(fb, db, const_dev(Ysb, Wsb, db))
+    k = n = 0
+    while n < most:
+        B = first if n == 0 else min(40, most - n)
+        k += int(np.sum(sims(B) >= obs - 1e-9))
+        n += B
+        if (1 + k) / (n + 1) <= 0.025 or _decided(k, n, levels=(0.05,), conf=0.95):
+            break
+    return float((1 + k) / (n + 1))
 
 
 # ------------------------------------------------------------------------------------------- checks and extras

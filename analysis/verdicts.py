@@ -68,6 +68,23 @@ def _bounds(bounds, hib: bool) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------------------------- flag_curve
+def _binomial_measure(n, vm, sign, binomial_noise):
+    """How a draw measures a run whose metric is a proportion: the share correct of its n examples (binomial),
+    for the runs with a whole n whose given standard error is no larger than the binomial one; the others normal
+    with their own variance `vm`. Levels and values are oriented (sign)."""
+    n = np.asarray(n, float)
+    whole = np.isfinite(n) & (n >= 1)
+    nn = np.where(whole, np.round(n), 1).astype(np.int64)
+    binom = whole & (np.abs(n - nn) < 1e-6) & binomial_noise
+    sd = np.sqrt(vm)
+
+    def measure(rng, level):
+        p = np.clip(sign * level, 0.0, 1.0)
+        out = sign * level + sd * rng.standard_normal(level.shape)
+        return np.where(binom, sign * rng.binomial(nn, p) / nn, out)
+    return measure
+
+
 def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None, bounds=None, loss=None,
                x_name: str = "x", w0: float = W0, alpha: float = ALPHA, n_boot: int = N_BOOT, seed: int = 0,
                min_sizes: int = MIN_SIZES, min_side: int = MIN_SIDE, axis: str = "log") -> dict:
@@ -141,11 +158,13 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
     if runs_mode:
         if not measured:
             vm = np.zeros_like(vm)
-        vm_of = None
+        vm_of = measure = None
         if measured and bounded01 and nn is not None and np.isfinite(nn).any():  # binomial: follows the value
             sign = 1.0 if hib else -1.0
             vm_of = lambda Y: measurement_variance(sign * Y, se, nn, True)  # noqa: E731
-        curves = Curves("runs", [ux], lb, ub, size_of_run=inv, run_y=yo, run_vm=vm, m=m, vm_of=vm_of)
+            measure = _binomial_measure(nn, vm, sign, vm <= 1.05 * measurement_variance(y, None, nn, True))
+        curves = Curves("runs", [ux], lb, ub, size_of_run=inv, run_y=yo, run_vm=vm, m=m, vm_of=vm_of,
+                        measure=measure)
     else:
         order = np.argsort(t, kind="stable")
         curves = Curves("single", [t[order]], lb, ub, y=[yo[order]], vm=[vm[order]], measured=measured)

@@ -189,6 +189,25 @@ def test_the_width_test_holds_its_size_at_w0():
     assert hits <= 7, f"{hits}/60 rejections at the null"
 
 
+def test_draws_measure_a_proportion_as_the_data_were_measured():
+    """A bootstrap draw measures a run of a proportion with known n as the data were: a whole number of its n
+    examples correct (binomial, so never below 0), in the metric's orientation; a run whose given standard error is
+    larger than the binomial one keeps a normal draw with its own variance."""
+    from analysis.verdicts import _binomial_measure
+
+    rng = np.random.default_rng(0)
+    n = np.array([256.0, 256.0, 100.0])
+    vm = np.array([1e-4, 1e-4, 0.04])
+    measure = _binomial_measure(n, vm, 1.0, np.array([True, True, False]))
+    level = np.tile([0.01, 0.9, 0.5], (4000, 1))
+    y = measure(rng, level)
+    assert np.allclose(y[:, :2] * 256, np.round(y[:, :2] * 256)) and (y[:, :2] >= 0).all()
+    assert abs(y[:, 0].mean() - 0.01) < 0.001 and abs(y[:, 0].var() - 0.01 * 0.99 / 256) < 1e-5
+    assert abs(y[:, 2].std() - 0.2) < 0.01 and not np.allclose(y[:, 2] * 100, np.round(y[:, 2] * 100))
+    lower = _binomial_measure(n[:1], vm[:1], -1.0, np.array([True]))(rng, -np.full((2000, 1), 0.2))
+    assert (lower <= 0).all() and abs(lower.mean() + 0.2) < 0.005  # oriented: -error rate
+
+
 # ---------------------------------------------------------------------------------------------- along training
 def test_a_training_step_jump_is_found_with_its_location_inside_the_interval():
     """Exact match 0.02 -> 0.92 within 300 steps, checkpoints 1,000 steps apart."""
