@@ -15,7 +15,7 @@ Synthetic families with binomial noise (n = 256 examples per measurement), 6 run
 5. `two_level_at_w0` (untimed, with `--size N`): runs at two levels, the share rising exactly W0 wide. Any
    `emergent` here is a false one: the rate is the test's size at the boundary of its null.
 
-Targets (README, "The emergence verdict"): recall >= 0.9 on families 1 and 4; false emergent <= 0.05 on families 2
+Targets (analysis/README.md, "How well it works"): recall >= 0.9 on families 1 and 4; false emergent <= 0.05 on families 2
 and 3; per_run abrupt on family 2 and never abrupt on family 3, >= 0.9 each; 1,000 curves in under 60 s on 2 cores
 (a family-4 curve is one run's row).
 

@@ -22,7 +22,7 @@ from scipy import stats
 
 from analysis import schema
 from analysis.jumps import level_cut, wilson
-from analysis.verdicts import fmt
+from analysis.fmt import sentence as fmt
 
 COLUMNS = ["task", "metric", "n_params", "model", "tokens_base", "tokens_more", "acquired_base", "runs_base",
            "share_base", "share_base_lo", "share_base_hi", "acquired_more", "runs_more", "share_more",

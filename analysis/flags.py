@@ -20,8 +20,9 @@ import pandas as pd
 
 from analysis import schema
 from analysis.jumps import ALPHA, EXTRA_COLUMNS, FLAG_COLUMNS, breakthroughness
+from analysis.fmt import sentence as fmt
 from analysis.verdicts import (CONTINUOUS_FOR_MIRAGE, LOSS_METRIC, LOSS_TASK, SIZE_AXES, apply_fdr, flag_along,
-                               flag_curve, fmt)
+                               flag_curve)
 from analysis.views import loss_view
 
 __all__ = ["flag_curve", "flag_along", "flag_emergence", "apply_fdr", "breakthroughness", "FLAG_COLUMNS",

@@ -2,7 +2,7 @@
 
 Each law follows lmfit's shape (STYLE.md, 9): a pure function whose docstring gives the formula and its source, the
 names of its parameters, a grid of starting values, and default bounds. `analysis.fit.fit_law` fits any of them and
-`analysis.fit.guess` gives starting values from the grid. This module is data only: it imports nothing from
+`analysis.solver.guess` gives starting values from the grid. This module is data only: it imports nothing from
 `analysis.fit` (which depends on it).
 
 Every law here is *separable*: some parameters enter linearly (an offset, an amplitude) and the rest non-linearly

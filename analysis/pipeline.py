@@ -15,6 +15,10 @@ from analysis.schema import final_measured, measured, validate
 
 VIEWS = ("transitions", "loss", "resolution", "backtest")
 FIT_COLUMNS = ["task", "metric", "x", "law", "param", "value", "stderr", "lo", "hi", "aicc", "bic", "rmse", "n"]
+# fit_bands.csv: each fitted curve of one input on a grid, with the 95% bootstrap band of the curve itself
+BAND_COLUMNS = ["task", "metric", "x", "law", "x_value", "predicted", "lo", "hi"]
+BAND_MARGIN = 0.15  # decades beyond the data on each side (the range the report's figure draws)
+BAND_POINTS = 200
 
 
 def fit_rows(fit, task: str, metric: str, x: str) -> list[dict]:
@@ -24,21 +28,47 @@ def fit_rows(fit, task: str, metric: str, x: str) -> list[dict]:
              "n": fit.n} for name, value in fit.params.items()]
 
 
+def band_rows(fit, xdata, task: str, metric: str, x: str) -> list[dict]:
+    """The fitted curve of one input over the data's range (BAND_MARGIN decades beyond each end, BAND_POINTS
+    log-spaced points) with the 95% band of the curve (`FitResult.predict_interval(kind="confidence")`); lo and hi
+    are NaN where the fit has no bootstrap."""
+    xs = np.asarray(xdata, float)
+    xs = xs[np.isfinite(xs) & (xs > 0)]
+    if not xs.size:
+        return []
+    grid = np.logspace(np.log10(xs.min()) - BAND_MARGIN, np.log10(xs.max()) + BAND_MARGIN, BAND_POINTS)
+    y = np.asarray(fit.predict(grid), float)
+    try:
+        lo, hi = (np.asarray(b, float) for b in fit.predict_interval(grid, kind="confidence"))
+    except ValueError:  # no bootstrap (n_boot = 0): the curve alone
+        lo = hi = np.full(grid.size, np.nan)
+    return [{"task": task, "metric": metric, "x": x, "law": fit.law, "x_value": g, "predicted": a, "lo": b, "hi": c}
+            for g, a, b, c in zip(grid, y, lo, hi)]
+
+
 def scaling_fits(df: pd.DataFrame, *, n_boot: int = 200) -> pd.DataFrame:
     """Fits of the held-out LM loss: L(N) and L(C) power laws (final checkpoints, Kaplan et al. 2020), and
     L(N, D) (Hoffmann et al. 2022) when the table has several token budgets per size (an IsoFLOP grid).
 
     df: the whole results table; each run is read at its last checkpoint (`analysis.schema.final_measured`)."""
+    return scaling_fits_and_bands(df, n_boot=n_boot)[0]
+
+
+def scaling_fits_and_bands(df: pd.DataFrame, *, n_boot: int = 200) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`scaling_fits`, and the power laws' curves with their bands (`band_rows`): what the report draws, so that
+    it never fits."""
     from analysis.fit import fit_law
 
     fin = final_measured(df)
     lm = fin[(fin["task"] == "lm") & (fin["metric"] == "loss")]
     rows: list[dict] = []
+    bands: list[dict] = []
     if lm["n_params"].nunique() >= 3:
         for x in ("n_params", "flops"):
             try:
                 fit = fit_law(lm.astype({x: float}), "power", x, "value", n_boot=n_boot)
                 rows += fit_rows(fit, "lm", "loss", x)
+                bands += band_rows(fit, lm[x], "lm", "loss", x)
             except ValueError as e:
                 warnings.warn(f"power-law fit of loss against {x} failed: {e}")
         per_size = lm.groupby("n_params")["tokens"].nunique()
@@ -49,13 +79,14 @@ def scaling_fits(df: pd.DataFrame, *, n_boot: int = 200) -> pd.DataFrame:
                 rows += fit_rows(fit, "lm", "loss", "n_params,tokens")
             except ValueError as e:
                 warnings.warn(f"Chinchilla fit failed: {e}")
-    return pd.DataFrame(rows, columns=FIT_COLUMNS)
+    return pd.DataFrame(rows, columns=FIT_COLUMNS), pd.DataFrame(bands, columns=BAND_COLUMNS)
 
 
 def run_analysis(df: pd.DataFrame, out_dir: Path, *, x: str = "n_params", views=None, runs: pd.DataFrame | None = None,
                  instances: pd.DataFrame | None = None, n_boot: int = 200,
                  flag_options: dict | None = None) -> dict[str, Path]:
-    """Write fits.csv, flags.csv and, for each requested view ("all" for every one), its CSV into `out_dir`."""
+    """Write fits.csv (with fit_bands.csv, the fitted curves the report draws), flags.csv and, for each requested
+    view ("all" for every one), its CSV into `out_dir`."""
     from analysis.flags import flag_emergence  # flags imports the views; loaded when an analysis runs
 
     df = validate(df)
@@ -64,8 +95,9 @@ def run_analysis(df: pd.DataFrame, out_dir: Path, *, x: str = "n_params", views=
     out_dir = Path(out_dir)
     written: dict[str, Path] = {}
 
-    fits = scaling_fits(df, n_boot=n_boot)
+    fits, bands = scaling_fits_and_bands(df, n_boot=n_boot)
     written["fits"] = _write_csv(fits, out_dir / "fits.csv")
+    written["fit_bands"] = _write_csv(bands, out_dir / "fit_bands.csv")
     flags = flag_emergence(df, x=x, **(flag_options or {}))
     written["flags"] = _write_csv(flags, out_dir / "flags.csv")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 from pathlib import Path
 
 import matplotlib
@@ -28,7 +27,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from analysis import schema
+from analysis.tables import (best_fit_rows, capability_tasks, excluded_runs,
+                             family_display, final_values, frontier, heatmap_table, is_true, law_curve, need,
+                             ordered_metrics, seed_summary, sizes, training_panels)
+from analysis.fmt import count as fmt_count, number as fmt_num, number_or_inf as _num_text
 from analysis.schema import METRICS
 
 # Okabe and Ito 2008: a palette distinguishable under protanopia, deuteranopia and tritanopia.
@@ -61,12 +63,7 @@ X_LABELS = {"n_params": "parameters N", "n_params_nonembed": "non-embedding para
             "flops": "training compute C (FLOP)", "tokens": "training tokens D",
             "loss": "held-out LM loss (nats/token)"}
 # Order of metrics within a task: the discontinuous one first, then its continuous companions (the mirage view).
-METRIC_ORDER = ["exact_match", "token_accuracy", "answer_nll", "edit_distance", "brier", "acc", "acc_norm",
-                "prefix_matching", "icl_score"]
 UNIT_METRICS = {m for m, spec in METRICS.items() if spec.lower_bound == 0.0 and spec.upper_bound == 1.0}
-STOP_STATUSES = {"failed", "diverged"}
-
-
 # ----------------------------------------------------------------------------------------------------------- helpers
 @contextlib.contextmanager
 def style():
@@ -131,33 +128,6 @@ def short(s, n: int = 40) -> str:
     return safe_text(s if len(s) <= n else s[: n - 1] + "\u2026")
 
 
-def fmt_count(v) -> str:
-    """1.8M, 228k, 2.3B, 1.2e15: counts the way papers print them."""
-    if v is None or not np.isfinite(v):
-        return "n/a"
-    v = float(v)
-    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= div:
-            if abs(v) >= 1e15:
-                return f"{v:.2g}".replace("e+", "e")
-            x = v / div
-            return (f"{x:.3g}" if x < 100 else f"{x:.0f}") + suffix
-    return f"{v:.3g}"
-
-
-def fmt_num(v, digits: int = 3) -> str:
-    """A number with `digits` significant figures, or "n/a"."""
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return "n/a"
-    if not np.isfinite(v):
-        return "n/a"
-    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
-        return f"{v:.{digits - 1}e}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
-    return f"{v:.{digits}g}"
-
-
 def metric_label(metric: str, *, vertical: bool = True) -> str:
     """Axis label with unit and the direction of improvement (an arrow that points the better way once the label
     is rotated onto a vertical axis, where a right arrow reads as up)."""
@@ -175,11 +145,6 @@ def higher_is_better(metric: str) -> bool:
     return True if spec is None else spec.higher_is_better
 
 
-def ordered_metrics(metrics) -> list[str]:
-    ms = list(dict.fromkeys(metrics))
-    return sorted(ms, key=lambda m: (METRIC_ORDER.index(m) if m in METRIC_ORDER else len(METRIC_ORDER), m))
-
-
 def size_colors(n_params) -> dict:
     """Model size -> colour, sequential in log parameters (viridis, see SIZE_CMAP_RANGE)."""
     vals = sorted({int(v) for v in pd.Series(n_params).dropna()})
@@ -192,15 +157,6 @@ def size_colors(n_params) -> dict:
     return {v: cmap(float(ti)) for v, ti in zip(vals, t)}
 
 
-def sizes(df: pd.DataFrame) -> pd.DataFrame:
-    """Unique (model, n_params) of a table, smallest first."""
-    cols = [c for c in ("model", "n_params") if c in df.columns]
-    out = df[cols].dropna(subset=["n_params"]).drop_duplicates("n_params").sort_values("n_params")
-    if "model" not in out.columns:
-        out["model"] = out["n_params"].map(fmt_count)
-    return out.reset_index(drop=True)
-
-
 def size_legend_handles(size_df: pd.DataFrame, colors: dict) -> list:
     return [Line2D([], [], color=colors[int(r.n_params)], marker="o", lw=1.5,
                    label=f"{short(r.model, 18)} ({fmt_count(r.n_params)})") for r in size_df.itertuples()]
@@ -211,15 +167,6 @@ def figure_legend(fig: Figure, handles: list, *, title: str | None = None) -> No
     width = fig.get_figwidth()
     ncols = max(1, min(len(handles), int(width // 1.7)))
     fig.legend(handles=handles, loc="outside lower center", ncols=ncols, title=title)
-
-
-def _need(df: pd.DataFrame | None, cols, what: str) -> pd.DataFrame:
-    if df is None or not isinstance(df, pd.DataFrame):
-        raise ValueError(f"{what}: no table given")
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise ValueError(f"{what}: the table lacks column(s) {', '.join(map(repr, missing))}")
-    return df
 
 
 def _plain_log_y(ax) -> None:
@@ -259,58 +206,6 @@ def _note(ax, text: str) -> None:
             fontsize=8, wrap=True)
 
 
-def excluded_runs(results: pd.DataFrame, runs: pd.DataFrame | None = None) -> set:
-    """Runs whose values do not describe a trained size: failed or diverged (from runs.parquet or row statuses)."""
-    bad = set()
-    if runs is not None and {"run_id", "status"} <= set(runs.columns):
-        bad |= set(runs.loc[runs["status"].astype(str).ne("done"), "run_id"].astype(str))
-    if "status" in results.columns and "run_id" in results.columns:
-        bad |= set(results.loc[results["status"].astype(str).isin(STOP_STATUSES), "run_id"].astype(str))
-    return bad
-
-
-def final_values(results: pd.DataFrame, task: str | None = None, metric: str | None = None, *,
-                 runs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each completed run's value at its last checkpoint (`analysis.schema.final_checkpoints`), for one task and
-    metric (or all): a metric not measured there leaves the run without a point."""
-    df = _need(results, ["run_id", "n_params", "step", "task", "metric", "value"], "results")
-    df = df[~df["run_id"].astype(str).isin(excluded_runs(results, runs))]
-    if {"status", "stderr"} <= set(df.columns):  # a results table: the schema's one definition
-        df = schema.final_measured(df)
-    else:
-        df = schema.final_checkpoints(df)
-        df = df[df["value"].notna()]
-    if task is not None:
-        df = df[df["task"] == task]
-    if metric is not None:
-        df = df[df["metric"] == metric]
-    return df.reset_index(drop=True)
-
-
-def seed_summary(final: pd.DataFrame, x: str = "n_params") -> pd.DataFrame:
-    """Mean over seeds per size with a 95% interval: Student t over seeds; one seed: +-1.96 x its stderr; clipped
-    to the metric's bounds when the rows name a registered metric."""
-    from scipy import stats
-
-    rows = []
-    for xv, g in final.groupby(x, sort=True):
-        v = g["value"].to_numpy(float)
-        n = len(v)
-        mean = float(np.mean(v))
-        if n >= 2:
-            half = float(stats.t.ppf(0.975, n - 1) * np.std(v, ddof=1) / math.sqrt(n))
-        else:
-            se = float(g["stderr"].iloc[0]) if "stderr" in g.columns and pd.notna(g["stderr"].iloc[0]) else np.nan
-            half = 1.96 * se
-        lo, hi = mean - half, mean + half
-        spec = METRICS.get(str(g["metric"].iloc[0])) if "metric" in g.columns and len(g) else None
-        if spec is not None:  # an interval never leaves its metric's bounds (an accuracy stays in [0, 1])
-            lo = lo if spec.lower_bound is None else max(lo, spec.lower_bound)
-            hi = hi if spec.upper_bound is None else min(hi, spec.upper_bound)
-        rows.append({x: xv, "mean": mean, "lo": lo, "hi": hi, "n_seeds": n})
-    return pd.DataFrame(rows, columns=[x, "mean", "lo", "hi", "n_seeds"])
-
-
 def _fit_curve(fit, xgrid: np.ndarray):
     """(y, lo, hi) of a fitted law over xgrid; lo/hi are None where the fit offers no prediction interval.
 
@@ -341,43 +236,6 @@ def _fit_curve(fit, xgrid: np.ndarray):
     return y, lo, hi
 
 
-def _law_from_rows(rows: pd.DataFrame):
-    """A callable curve from the fits.csv rows of one law (param -> value), through `analysis.laws`."""
-    if rows is None or rows.empty or not {"law", "param", "value"} <= set(rows.columns):
-        return None
-    name = str(rows["law"].iloc[0])
-    params = {str(p): float(v) for p, v in zip(rows["param"], rows["value"]) if pd.notna(v)}
-    try:
-        from analysis import laws
-    except ImportError:
-        return None
-    try:
-        m = re.fullmatch(r"bnsl(\d+)", name)
-        law = laws.bnsl_law(int(m.group(1))) if m else laws.get_law(name)
-        if law.n_inputs != 1 or not set(law.params) <= set(params):
-            return None
-        values = [params[p] for p in law.params]
-    except (ValueError, AttributeError):
-        return None
-    return lambda x: law.func(np.asarray(x, float), *values)
-
-
-def best_fit_rows(fits: pd.DataFrame | None, task: str, metric: str, x: str = "n_params") -> pd.DataFrame | None:
-    """fits.csv rows of the law with the lowest AICc for (task, metric, x), or None."""
-    if fits is None or not {"task", "metric", "law", "param", "value"} <= set(fits.columns):
-        return None
-    f = fits[(fits["task"].astype(str) == task) & (fits["metric"].astype(str) == metric)]
-    if "x" in f.columns:
-        f = f[f["x"].astype(str) == x]
-    if f.empty:
-        return None
-    if "aicc" in f.columns and f["aicc"].notna().any():
-        law = f.loc[f["aicc"].idxmin(), "law"]
-    else:
-        law = f["law"].iloc[0]
-    return f[f["law"] == law]
-
-
 def _flag_row(flags: pd.DataFrame | None, task: str, metric: str, x: str) -> pd.Series | None:
     if flags is None or not {"task", "metric"} <= set(flags.columns):
         return None
@@ -392,17 +250,6 @@ def _finite(v) -> bool:
         return bool(np.isfinite(float(v)))
     except (TypeError, ValueError):
         return False
-
-
-def _num_text(v, digits: int = 3) -> str:
-    """fmt_num, except that an infinite value (a breakthroughness, an unbounded interval end) reads as such."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return "n/a"
-    if np.isinf(f):
-        return "inf" if f > 0 else "-inf"
-    return fmt_num(f, digits)
 
 
 def width_text(flag: pd.Series, digits: int = 2) -> str:
@@ -453,15 +300,6 @@ def flag_annotation(flag: pd.Series) -> str:
     return "\n".join(lines)
 
 
-def _is_true(v) -> bool:
-    if isinstance(v, str):
-        return v.strip().lower() in ("true", "1", "yes")
-    try:
-        return bool(v) and not pd.isna(v)
-    except (TypeError, ValueError):
-        return False
-
-
 def _text_box(ax, text: str, *, edge=None, fontsize: float = 6.5, loc: str = "best") -> None:
     """Text in the emptiest corner of a panel: a legend without handles, so matplotlib's "best" placement keeps
     it off the data."""
@@ -475,15 +313,6 @@ def _text_box(ax, text: str, *, edge=None, fontsize: float = 6.5, loc: str = "be
 
 
 # ------------------------------------------------------------------------------------------------------------ scaling
-def frontier(points: pd.DataFrame, x: str = "flops", y: str = "value") -> pd.DataFrame:
-    """The empirical compute frontier: the lowest loss reached at or below each compute (a running minimum)."""
-    p = points[[x, y]].dropna()
-    p = p[p[x] > 0].sort_values(x)
-    p = p.assign(best=p[y].cummin())
-    keep = p["best"].ne(p["best"].shift())
-    return p.loc[keep, [x, "best"]].rename(columns={"best": y}).reset_index(drop=True)
-
-
 def plot_scaling(results: pd.DataFrame, runs: pd.DataFrame | None = None, *, fits: dict | None = None,
                  optimal: pd.DataFrame | None = None, fit_labels: dict | None = None) -> Figure:
     """Held-out LM loss against parameters (left) and against training compute (right).
@@ -496,7 +325,7 @@ def plot_scaling(results: pd.DataFrame, runs: pd.DataFrame | None = None, *, fit
 
     fits: {"n_params": fit, "flops": fit}, each a FitResult (or a callable); fit_labels: legend text for each.
     """
-    df = _need(results, ["run_id", "n_params", "step", "flops", "task", "metric", "value"], "results")
+    df = need(results, ["run_id", "n_params", "step", "flops", "task", "metric", "value"], "results")
     lm = df[(df["task"] == "lm") & (df["metric"] == "loss") & df["value"].notna()]
     if lm.empty:
         raise ValueError("results: no held-out LM loss rows (task 'lm', metric 'loss') to draw the scaling figure")
@@ -587,12 +416,6 @@ def _draw_fit(ax, fit, xdata, handles: list, label: str | None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- capability vs scale
-def capability_tasks(results: pd.DataFrame) -> list[str]:
-    """Probed tasks (everything except the held-out LM loss), in order of first appearance."""
-    t = results.loc[results["task"].astype(str) != "lm", "task"].astype(str)
-    return list(dict.fromkeys(t))
-
-
 def plot_capability(results: pd.DataFrame, *, runs: pd.DataFrame | None = None, flags: pd.DataFrame | None = None,
                     fits: pd.DataFrame | None = None, curves: dict | None = None, tasks=None, metrics=None,
                     x: str = "n_params") -> Figure:
@@ -606,7 +429,7 @@ def plot_capability(results: pd.DataFrame, *, runs: pd.DataFrame | None = None, 
     of the same task is the test of Schaeffer et al. 2023 ("Are Emergent Abilities of Large Language Models a
     Mirage?").
     """
-    df = _need(results, ["run_id", "n_params", "step", "task", "metric", "value", x], "results")
+    df = need(results, ["run_id", "n_params", "step", "task", "metric", "value", x], "results")
     tasks = [str(t) for t in (tasks if tasks is not None else capability_tasks(df))]
     if not tasks:
         raise ValueError("results: no probed task (other than 'lm') to draw capability against scale")
@@ -667,7 +490,7 @@ def verdict_text(flags: pd.DataFrame | None, task: str, metrics, x: str = "n_par
         if verdict == "emergent":
             detail = flag_annotation(f).replace("\n", "; ")
             if "mirage" in f.index and pd.notna(f["mirage"]) and str(f["mirage"]) != "":
-                detail += "; mirage: " + ("yes, smooth in a continuous metric" if _is_true(f["mirage"])
+                detail += "; mirage: " + ("yes, smooth in a continuous metric" if is_true(f["mirage"])
                                           else "no, it survives continuous metrics")
             lines += textwrap.wrap(safe_text(detail), width=width, initial_indent="  ", subsequent_indent="  ")
         elif width_text(f):  # a smooth or inconclusive rise: its width says how far from a jump it is
@@ -698,7 +521,7 @@ def _capability_panel(ax, df, task, metric, x, colors, runs, flags, fits, curve)
                     mec="black", mew=0.5, ecolor="black", elinewidth=0.8, capsize=2, zorder=5)
     xs = final[x].to_numpy(float)
     grid = np.logspace(np.log10(xs.min()) - 0.1, np.log10(xs.max()) + 0.1, 200)
-    fitted = curve if curve is not None else _law_from_rows(best_fit_rows(fits, task, metric, x))
+    fitted = curve if curve is not None else law_curve(best_fit_rows(fits, task, metric, x))
     drawn = _fit_curve(fitted, grid) if fitted is not None else None
     if drawn is not None:
         y, lo, hi = drawn
@@ -728,21 +551,6 @@ def _capability_panel(ax, df, task, metric, x, colors, runs, flags, fits, curve)
 
 
 # ------------------------------------------------------------------------------------------------- training curves
-def training_panels(results: pd.DataFrame, tasks=None) -> list[tuple[str, str]]:
-    """(task, metric) panels of the training figure: LM loss, then per task exact match and one continuous metric."""
-    panels = []
-    df = results[results["value"].notna()]
-    if ((df["task"] == "lm") & (df["metric"] == "loss")).any():
-        panels.append(("lm", "loss"))
-    for t in (tasks if tasks is not None else capability_tasks(df)):
-        ms = ordered_metrics(df.loc[df["task"].astype(str) == t, "metric"].astype(str))
-        if "exact_match" in ms:
-            cont = [m for m in ms if m != "exact_match" and not (METRICS.get(m) and METRICS[m].discontinuous)]
-            ms = ["exact_match"] + cont[:1]
-        panels += [(t, m) for m in ms[:2]]
-    return panels
-
-
 def plot_training(results: pd.DataFrame, *, runs: pd.DataFrame | None = None,
                   transitions: pd.DataFrame | None = None, tasks=None, x: str = "tokens") -> Figure:
     """Held-out LM loss and each task's metrics against training tokens, one line per run coloured by size.
@@ -751,7 +559,7 @@ def plot_training(results: pd.DataFrame, *, runs: pd.DataFrame | None = None,
     "emergent" in `transitions`: a phase change such as induction-head formation, Olsson et al. 2022) is marked
     with a triangle at its location and a bar over its interval.
     """
-    df = _need(results, ["run_id", "n_params", "step", "task", "metric", "value", x], "results")
+    df = need(results, ["run_id", "n_params", "step", "task", "metric", "value", x], "results")
     panels = training_panels(df, tasks)
     if not panels:
         raise ValueError("results: nothing measured along training to draw")
@@ -837,8 +645,8 @@ def plot_loss_threshold(results: pd.DataFrame, loss_flags: pd.DataFrame, *, runs
     emergent in loss if it is absent above a loss threshold eta and present below it. The x-axis runs from high loss
     to low, so that improvement reads left to right as in the scale figures.
     """
-    _need(loss_flags, ["task", "metric"], "loss view")
-    df = _need(results, ["run_id", "step", "task", "metric", "value", "n_params"], "results")
+    need(loss_flags, ["task", "metric"], "loss view")
+    df = need(results, ["run_id", "step", "task", "metric", "value", "n_params"], "results")
     flags = loss_flags.copy()
     if "verdict" in flags.columns:  # emergent ones first
         flags = flags.assign(_o=flags["verdict"].astype(str).ne("emergent")).sort_values("_o", kind="stable")
@@ -902,7 +710,7 @@ def plot_backtest(backtest: pd.DataFrame, results: pd.DataFrame | None = None, *
     fitted on the smaller ones predicts a value with an interval (vermillion). A prediction whose interval misses
     the measured point is a capability the smaller models did not foretell.
     """
-    bt = _need(backtest, ["task", "metric"], "backtest view")
+    bt = need(backtest, ["task", "metric"], "backtest view")
     xcol = _col(bt, "holdout_x", "x_value", "n_params", "size")
     pcol = _col(bt, "predicted", "prediction", "pred")
     acol = _col(bt, "actual", "observed", "truth")
@@ -962,7 +770,7 @@ def plot_resolution(points: pd.DataFrame, summary: pd.DataFrame | None = None, *
     points passes through their centroid with the reported slope, which is how it is drawn. A concave bend
     (downwards) is accelerated emergence, a convex one sub-scaling. Lower y is better: P -> 1 sends y to -inf.
     """
-    pts = _need(points, ["task"], "resolution points")
+    pts = need(points, ["task"], "resolution points")
     xcol, ycol = _col(pts, "n_params", "x", "flops", "tokens"), _col(pts, "loglogp", "y")
     if xcol is None or ycol is None:
         raise ValueError("resolution points: need a size column (n_params or x) and log(-log P) (loglogp or y)")
@@ -1016,15 +824,6 @@ def plot_resolution(points: pd.DataFrame, summary: pd.DataFrame | None = None, *
 
 
 # --------------------------------------------------------------------------------------------- heatmap and family
-def heatmap_table(results: pd.DataFrame, metric: str = "exact_match", *, runs=None) -> pd.DataFrame:
-    """Task x size table of the mean over seeds of `metric` at the final checkpoint (sizes smallest first)."""
-    fin = final_values(results, metric=metric, runs=runs)
-    fin = fin[fin["task"].astype(str) != "lm"]
-    if fin.empty:
-        raise ValueError(f"results: no final values of metric {metric!r} to tabulate")
-    return fin.pivot_table(index="task", columns="n_params", values="value", aggfunc="mean").sort_index(axis=1)
-
-
 def plot_heatmap(results: pd.DataFrame, metric: str = "exact_match", *, runs=None) -> Figure:
     """Task x model size heatmap of `metric` (mean over seeds, final checkpoint), each cell labelled."""
     table = heatmap_table(results, metric, runs=runs)
@@ -1060,39 +859,6 @@ def plot_heatmap(results: pd.DataFrame, metric: str = "exact_match", *, runs=Non
     return fig
 
 
-FAMILY_COLUMNS = {"model": "model", "n_layer": "layers", "d_model": "width", "n_head": "heads",
-                  "n_params": "parameters", "n_params_nonembed": "non-embedding", "flops_per_token": "FLOPs/token",
-                  "tokens": "tokens trained", "seeds": "seeds", "done": "runs done"}
-
-
-def family_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per model size: shape, parameters, FLOPs per token, tokens trained, seeds and completed runs."""
-    r = _need(runs, ["model", "n_params"], "runs")
-    agg = {c: "first" for c in ("n_layer", "d_model", "n_head", "n_params", "n_params_nonembed", "flops_per_token")
-           if c in r.columns}
-    if "tokens" in r.columns:
-        agg["tokens"] = "max"
-    g = r.groupby("model", sort=False)
-    out = g.agg(agg)
-    out["seeds"] = g["seed"].nunique() if "seed" in r.columns else g.size()
-    out["done"] = (g["status"].agg(lambda s: int((s.astype(str) == "done").sum())).astype(str) + "/"
-                   + g.size().astype(str)) if "status" in r.columns else g.size().astype(str)
-    out = out.reset_index().sort_values("n_params").reset_index(drop=True)
-    return out[[c for c in FAMILY_COLUMNS if c in out.columns]]
-
-
-def family_display(runs: pd.DataFrame) -> pd.DataFrame:
-    """The family table with readable numbers and column names, as the report prints it."""
-    t = family_table(runs)
-    for c in ("n_params", "n_params_nonembed", "flops_per_token", "tokens"):
-        if c in t.columns:
-            t[c] = t[c].map(fmt_count)
-    for c in ("n_layer", "d_model", "n_head"):
-        if c in t.columns:
-            t[c] = t[c].map(lambda v: "n/a" if pd.isna(v) else str(int(v)))
-    return t.rename(columns=FAMILY_COLUMNS)
-
-
 def plot_family_table(runs: pd.DataFrame) -> Figure:
     """The family table as a figure (for a paper's appendix), sized to its text."""
     t = family_display(runs)
@@ -1122,10 +888,3 @@ def plot_family_table(runs: pd.DataFrame) -> Figure:
     return fig
 
 
-_SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def slug(s, max_len: int = 40) -> str:
-    """A file-name-safe form of a task name (never a path: no separators, no leading dot)."""
-    out = _SLUG.sub("_", str(s)).strip("._") or "x"
-    return out[:max_len]

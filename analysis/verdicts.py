@@ -16,6 +16,7 @@ import pandas as pd
 from scipy.special import expit
 
 from analysis import jumps
+from analysis.fmt import sentence as fmt
 from analysis.jumps import (ALPHA, EXTRA_COLUMNS, FLAG_COLUMNS, MIN_SIDE, MIN_SIZES, N_BOOT, W0, Curves,
                             benjamini_hochberg, breakthroughness, loss_alignment, measurement_variance)
 
@@ -23,25 +24,6 @@ CONTINUOUS_FOR_MIRAGE = ("answer_nll", "token_accuracy", "edit_distance")
 # Axes along which a run is one point (its final checkpoint); along any other axis every checkpoint is a point.
 SIZE_AXES = ("n_params", "n_params_nonembed", "n_layer", "d_model", "flops", "tokens")
 LOSS_TASK, LOSS_METRIC = "lm", "loss"
-
-
-def fmt(v, digits: int = 3) -> str:
-    """A number for a sentence: `digits` significant figures, k/M/B suffixes for counts, "n/a" when unknown."""
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return "n/a"
-    if np.isnan(v):
-        return "n/a"
-    if np.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    a = abs(v)
-    for div, suf in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if a >= div:
-            return f"{v / div:.{digits}g}{suf}"
-    if a != 0 and a < 1e-3:
-        return f"{v:.{max(digits - 1, 1)}e}"
-    return f"{v:.{digits}g}"
 
 
 def _blank(x_name, verdict, evidence, n_sizes=0, n_runs=0, w0=W0) -> dict:

@@ -95,13 +95,20 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from emergence.live import watch
     from emergence.sweep import print_status
 
+    if args.interval is not None and not args.watch:
+        raise UsageError("--interval sets how often --watch redraws: give --watch too")
+    if args.interval is not None and not args.interval > 0:
+        raise UsageError(f"--interval must be a positive number of seconds, got {args.interval}")
+    if args.watch:
+        return watch(Path(args.sweep_dir), args.interval or 2.0)
     return print_status(Path(args.sweep_dir))
 
 
 def cmd_analyze(args) -> int:
-    from emergence.sweep import analyze_cli
+    from emergence.analyze import analyze_cli
 
     def pairs(items, flag):
         out = {}
@@ -120,14 +127,14 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_stability(args) -> int:
-    from emergence.sweep import stability_cli
+    from emergence.analyze import stability_cli
 
     return stability_cli(Path(args.path), runs_per_size=args.runs_per_size, replicates=args.replicates,
                          jump_width=args.jump_width, seed=args.seed)
 
 
 def cmd_budget(args) -> int:
-    from emergence.sweep import budget_cli
+    from emergence.analyze import budget_cli
 
     return budget_cli(Path(args.base), Path(args.more))
 
@@ -182,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(fn=cmd_probe)
     q = sub.add_parser("status", help=VERBS["status"], description=VERBS["status"])
     q.add_argument("sweep_dir")
+    q.add_argument("--watch", action="store_true",
+                   help="redraw a table of the runs (state, step, loss, tokens/s, ETA) until every run has finished")
+    q.add_argument("--interval", type=float, default=None, metavar="S", help="with --watch: seconds between looks "
+                                                                            "(default 2)")
     q.set_defaults(fn=cmd_status)
     q = sub.add_parser("analyze", help=VERBS["analyze"], description=VERBS["analyze"])
     q.add_argument("path", help="a sweep folder, results.parquet/.csv, an lm-evaluation-harness JSON (or folder), "

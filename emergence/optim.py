@@ -16,6 +16,7 @@ so each seed's gradient norm is one reduction over its row and each seed is clip
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -174,3 +175,73 @@ def model_groups(model: nn.Module, weight_decay: float) -> list[tuple[list[nn.Pa
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
     return [(decay, weight_decay), (no_decay, 0.0)]
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up to `peak`, then cosine decay to `min_ratio * peak` at the last step (Pythia's schedule)."""
+    if warmup > 0 and step < warmup:
+        return peak * (step + 1) / warmup
+    if total <= warmup:
+        return peak
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas, device_type: str) -> FlatAdamW:
+    """AdamW with weight decay on matrices and embeddings only; biases and LayerNorm parameters are not decayed.
+
+    Fused (one kernel per parameter group) on CUDA, and on CPU where torch has it (2.4 and later), over flat parameter
+    buffers (`emergence.optim`): at the smallest sizes the optimizer was a fifth of a CPU training step, and fused
+    AdamW over two buffers makes it a small fraction of that (`emergence bench`)."""
+    return FlatAdamW(model_groups(model, weight_decay), lr, betas, device_type)
+
+
+class Step:
+    """One optimizer step, the same for a single run, seeds stacked in one model, the benchmark and the dry run's
+    calibration: set the scheduled learning rate, forward and backward over the micro-batches (gradient
+    accumulation: each micro-batch's loss over their number), clip, step, zero. No host sync inside.
+
+    `forward(x, y)` returns the loss: a scalar for one run, one per seed for a stack (their sum is backpropagated:
+    the seeds' parameters are disjoint, so each seed gets its own gradient). The parts are separate so that a caller
+    can look at the gradient norm between `clip` and `apply` (a single run refuses to step on a non-finite one)."""
+
+    def __init__(self, forward, opt, schedule, grad_clip: float, amp=None, backward_context=None):
+        self.forward, self.opt, self.schedule = forward, opt, schedule
+        self.max_norm = grad_clip if grad_clip > 0 else float("inf")
+        self.amp = amp if amp is not None else contextlib.nullcontext()
+        self.backward_context = backward_context or contextlib.nullcontext
+
+    def set_lr(self, step: int) -> float:
+        lr = self.schedule(step)
+        self.opt.set_lr(lr)
+        return lr
+
+    def backward(self, micro_batches, transform=None) -> torch.Tensor:
+        """Forward and backward over the micro-batches; returns the sum of their losses (detached, on the device).
+        `transform`, if given, is applied to each loss first (fault injection)."""
+        k = len(micro_batches)
+        total = None
+        for x, y in micro_batches:
+            with self.amp:
+                loss = self.forward(x, y)
+            if transform is not None:
+                loss = transform(loss)
+            with self.backward_context():
+                (loss.sum() / k).backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        return total
+
+    def clip(self) -> torch.Tensor:
+        return self.opt.clip(self.max_norm)
+
+    def apply(self) -> None:
+        self.opt.step()
+        self.opt.zero_grad()
+
+    def __call__(self, step: int, micro_batches) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """The whole step: (sum of the micro-batches' losses, gradient norm before clipping, lr)."""
+        lr = self.set_lr(step)
+        total = self.backward(micro_batches)
+        norm = self.clip()
+        self.apply()
+        return total, norm, lr

@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 
 from analysis.schema import COLUMNS, coerce
 from emergence import checkpoint as ckpt
+from emergence.files import atomic_write_parquet
 from emergence.model import GPT, GPTConfig
 
 MECHANISTIC = "mechanistic"
@@ -191,7 +192,7 @@ def _append(path: Path, new: pd.DataFrame, keys: list[str]) -> None:
         return
     if path.exists():
         new = pd.concat([pd.read_parquet(path), new], ignore_index=True).drop_duplicates(keys, keep="last")
-    ckpt.atomic_write_parquet(new, path)
+    atomic_write_parquet(new, path)
 
 
 def unprobed_checkpoints(run_dir: Path) -> list[Path]:

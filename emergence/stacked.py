@@ -29,7 +29,6 @@ import time
 import traceback
 import warnings
 
-import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -193,7 +192,7 @@ class StackedTrainer:
     def step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, float]:
         """One optimizer step on `micro_batches` of (x, y), each (S, B, T). Returns (S mean losses, S gradient norms
         before clipping, lr); no host sync."""
-        from emergence.train import lr_at
+        from emergence.optim import lr_at
 
         lr = lr_at(self.step_count, self.total, self.peak_lr, self.warmup, self.min_ratio)
         self.opt.set_lr(lr)
@@ -261,7 +260,7 @@ def stack_batches(source, seeds: list[int], step: int, grad_accum: int, batch_si
 
 def stackable(cfg) -> str:
     """Why `cfg` cannot be trained in a stack, or "" if it can."""
-    from emergence.train import distributed
+    from emergence.device import distributed
 
     if distributed()[1] > 1:
         return "stacked training runs in one process; under torchrun use train()"
@@ -278,10 +277,14 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
     from omegaconf import OmegaConf
 
     from emergence import checkpoint as ckpt
+    from emergence import files
     from emergence.config import gpt_config, run_dir, run_id, validate
     from emergence.data import build_source
-    from emergence.train import (Progress, _make_tracker, _probe_hook, autocast_for, pick_device, read_status, train,
-                                 write_status)
+    from emergence.device import autocast_for, matmul_peak_flops, pick_device
+    from emergence.live import RunProgress
+    from emergence.run import (log_row, log_train, make_run_tracker, payload, prepare_folder, probe_hook,
+                               read_status, save_checkpoint, write_status)
+    from emergence.train import train
 
     if not seeds:
         raise ValueError("train_seeds needs at least one seed")
@@ -316,12 +319,11 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
     S = len(fresh)
     rids = [run_id(c) for c in fresh]
     folders = [run_dir(c) for c in fresh]
+    resolved = []
     for c, folder in zip(fresh, folders):
-        (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
-        ckpt.remove_stale_temporaries(folder, folder / "checkpoints")
-        resolved = OmegaConf.to_container(c, resolve=True)
-        resolved.pop("hydra", None)
-        ckpt.atomic_write_bytes(folder / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)).encode())
+        resolved.append(OmegaConf.to_container(c, resolve=True))
+        resolved[-1].pop("hydra", None)
+        prepare_folder(folder, resolved[-1])
 
     tr = StackedTrainer(gc, [c.seed for c in fresh], lr=derived["lr"], weight_decay=cfg.train.weight_decay,
                         betas=(cfg.train.beta1, cfg.train.beta2), grad_clip=cfg.train.grad_clip, total_steps=total,
@@ -329,10 +331,11 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
                         amp=amp, compile=cfg.train.compile)
     source = build_source(cfg)
     seeds_fresh = [c.seed for c in fresh]
-    trackers = [_make_tracker(c, rid, derived, None) for c, rid in zip(fresh, rids)]
-    hooks = [_probe_hook(c, folder, t) for c, folder, t in zip(fresh, folders, trackers)]
+    trackers = [make_run_tracker(c, rid, derived, None) for c, rid in zip(fresh, rids)]
+    hooks = [probe_hook(c, folder, t) for c, folder, t in zip(fresh, folders, trackers)]
+    peak = matmul_peak_flops(device)
     ck_steps = set(ckpt.schedule(total, cfg.train.ckpt_log_until, cfg.train.ckpt_every))
-    progress = Progress(cfg.train.progress, f"{cfg.model.name} x{S} seeds", total, cfg.train.log_interval)
+    progress = RunProgress(cfg.train.progress, f"{cfg.model.name} x{S} seeds", total, cfg.train.log_interval)
     started = time.time()
     for c, folder, rid in zip(fresh, folders, rids):
         write_status(folder, state="running", run_id=rid, started=started, error="", pid=os.getpid(), steps=total)
@@ -356,29 +359,11 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
         for i, c in enumerate(fresh):
             if not live[i]:
                 continue
-            payload = {
-                "model": tr.model_state(i), "model_config": gc.to_dict(),
-                "config": OmegaConf.to_container(c, resolve=True), "run_id": rids[i], "step": step,
-                "tokens": step * tokens_per_step, "flops": float(step * tokens_per_step * fpt),
-                "flops_per_token": fpt, "n_params": derived["n_params"],
-                "n_params_nonembed": derived["n_params_nonembed"], "seed": c.seed, "val_loss": val[i],
-                "val_loss_stderr": val_est[i][1], "val_loss_n": val_est[i][2],
-                "wall_s": wall, "rng": {"torch": tr.rng_after_init[i]}, "code_version": ckpt.code_version(),
-                "format_version": ckpt.FORMAT_VERSION,
-                "tracker_id": trackers[i].id if trackers[i] is not None else None,
-            }
-            payload["config"].pop("hydra", None)
-            if cfg.train.ckpt_keep_optimizer:
-                payload["optimizer"] = tr.optimizer_state(i)
-            if log_rows[i]:  # the log first, as train() does: rows past a checkpoint are dropped on resume
-                ckpt.atomic_write_parquet(pd.DataFrame(log_rows[i]), folders[i] / "train_log.parquet")
-            path = ckpt.save(folders[i] / "checkpoints" / f"step_{step}.pt", payload)
-            if hooks[i] is not None:
-                hooks[i](path, payload)
-            if trackers[i] is not None:
-                trackers[i].log({"val/loss": val[i], "tokens": step * tokens_per_step,
-                                 "flops": float(step * tokens_per_step * fpt)}, step=step)
-                trackers[i].log_checkpoint(str(path), step)
+            state = payload(model_state=tr.model_state(i), model_config=gc.to_dict(), resolved=resolved[i],
+                            rid=rids[i], seed=c.seed, step=step, derived=derived, heldout=val_est[i], wall=wall,
+                            rng=tr.rng_after_init[i], tracker=trackers[i],
+                            optimizer_state=tr.optimizer_state(i) if cfg.train.ckpt_keep_optimizer else None)
+            save_checkpoint(folders[i], state, log_rows[i], hooks[i], trackers[i])
 
     t0 = time.perf_counter()
     try:
@@ -391,7 +376,7 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
             micro = stack_batches(source, seeds_fresh, step, cfg.train.grad_accum, cfg.train.batch_size, device)
             losses, norms, lr = tr.step(micro)
             done_step = step + 1
-            ckpt.fault_point(f"step:{done_step}")
+            files.fault_point(f"step:{done_step}")
             window_tokens += tokens_per_step
             log_now = done_step % cfg.train.log_interval == 0 or done_step in ck_steps or done_step == total
             if log_now:  # the only host syncs, at log points, as in train()
@@ -408,14 +393,9 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
                         live[i], state[i] = False, "diverged"
                         error[i] = f"loss became {ls[i]} at step {done_step}"
                         continue
-                    row = {"step": done_step, "tokens": done_step * tokens_per_step,
-                           "flops": float(done_step * tokens_per_step * fpt), "loss": ls[i], "lr": lr,
-                           "grad_norm": gs[i], "tokens_per_s": tps, "wall_s": wall}
+                    row = log_row(done_step, derived, ls[i], lr, gs[i], tps, wall)
                     log_rows[i].append(row)
-                    if trackers[i] is not None:
-                        trackers[i].log({"train/loss": ls[i], "train/lr": lr, "train/grad_norm": gs[i],
-                                         "train/tokens_per_s": tps, "tokens": row["tokens"],
-                                         "flops": row["flops"]}, step=done_step)
+                    log_train(trackers[i], row, fpt, peak)
                 progress.update(done_step, sum(ls) / S, tps * S, (total - done_step) * tokens_per_step /
                                 max(tps, 1e-9))
                 if not any(live):

@@ -1,4 +1,5 @@
-"""`emergence sweep`: a Hydra multirun over the grid an experiment declares, then aggregation, analysis and report.
+"""`emergence sweep`: a Hydra multirun over the grid an experiment declares, then aggregation, analysis and report
+(the analysis entry points are in `emergence.analyze`).
 
 Hydra does the launching (basic, joblib, submitit local or SLURM: `hydra/launcher=...`); each job calls `train(cfg)`,
 which skips a finished run and resumes an unfinished one because a run's folder is named by the hash of its resolved
@@ -23,7 +24,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from emergence.config import ConfigError, compose, run_id, sweep_dir, validate
-from emergence.train import read_status
+from emergence.files import pid_alive, write_json
+from emergence.live import SweepProgress, bar_owns_terminal, latest_step
+from emergence.run import read_status
 
 DEFAULT_EXPERIMENT = "cpu_demo"
 RUN_COLUMNS = ["run_id", "sweep", "experiment", "model", "n_params", "n_params_nonembed", "n_layer", "d_model",
@@ -119,7 +122,7 @@ def calibrate(runs: list[dict], seconds: float = 1.0) -> dict[str, float]:
 
     from emergence.config import compose as _compose, gpt_config
     from emergence.model import GPT, flops_per_token
-    from emergence.train import make_optimizer
+    from emergence.optim import make_optimizer
 
     out = {}
     for run in {r["model"]: r for r in runs}.values():
@@ -143,7 +146,7 @@ def calibrate(runs: list[dict], seconds: float = 1.0) -> dict[str, float]:
     return out
 
 
-def dry_run(overrides: list[str]) -> int:
+def print_dry_run(overrides: list[str]) -> int:
     folder, runs = plan(overrides)
     calib = calibrate(runs)
     from emergence.checkpoint import schedule
@@ -176,13 +179,14 @@ def run_sweep(overrides: list[str], *, dry_run: bool = False) -> int:
     if not any(o.split("=", 1)[0].lstrip("+") == "experiment" for o in overrides):
         overrides.insert(0, f"experiment={DEFAULT_EXPERIMENT}")
     if dry_run:
-        return globals()["dry_run"](overrides)
+        return print_dry_run(overrides)
     folder, runs = plan(overrides)  # pre-flight: every point composes and validates before anything is trained
-    if compose(runs[0]["overrides"]).sweep.seeds:
+    first = compose(runs[0]["overrides"])
+    if first.sweep.seeds:
         raise ConfigError("sweep.seeds is set by `emergence sweep` for stacked jobs; give seeds as a grid axis "
                           "(seed=0,1) and stack them with sweep.stack_seeds=true")
     sizes = sorted({r["model"] for r in runs})
-    if len(sizes) == 1 and compose(runs[0]["overrides"]).sweep.analyze:
+    if len(sizes) == 1 and first.sweep.analyze:
         raise ConfigError(f"the grid has one model size ({sizes[0]}) and the analysis compares sizes: give several "
                           "(model=a,b,c) or set sweep.analyze=false to train this size alone")
     folder.mkdir(parents=True, exist_ok=True)
@@ -194,7 +198,8 @@ def run_sweep(overrides: list[str], *, dry_run: bool = False) -> int:
     todo = [r for r in runs if r["state"] not in ("done", "diverged")]  # what train() skips
     print(f"sweep {folder}: {len(runs)} runs, {len(runs) - len(todo)} already done", file=sys.stderr)
     t0 = time.time()
-    _launch(stacked_overrides(overrides, runs) if compose(runs[0]["overrides"]).sweep.stack_seeds else overrides)
+    with SweepProgress(folder):
+        _launch(stacked_overrides(overrides, runs) if first.sweep.stack_seeds else overrides)
     summary = load_runs(folder)
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     meta["wall_s"] = time.time() - t0
@@ -242,8 +247,7 @@ def sweep_job(cfg: DictConfig) -> dict:
         cfg.train.threads = threads_for_launcher()
     if cfg.sweep.stack_seeds and len(cfg.sweep.seeds) > 1:
         return _seeds_job(cfg, [int(s) for s in cfg.sweep.seeds])
-    print(f"[run {job_position(cfg)}] {run_id(cfg)}: model {cfg.model.name}, seed {cfg.seed}", file=sys.stderr,
-          flush=True)
+    _say(f"[run {job_position(cfg)}] {run_id(cfg)}: model {cfg.model.name}, seed {cfg.seed}")
     try:
         summary = train(cfg)
     except KeyboardInterrupt:
@@ -258,7 +262,7 @@ def sweep_job(cfg: DictConfig) -> dict:
 def _record_failure(cfg: DictConfig, e: Exception) -> None:
     """Mark the run `cfg` failed with the error, unless it already finished (done or diverged)."""
     from emergence.config import run_dir
-    from emergence.train import write_status
+    from emergence.run import write_status
 
     folder = run_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
@@ -269,7 +273,13 @@ def _record_failure(cfg: DictConfig, e: Exception) -> None:
 def _print_outcome(summary: dict) -> None:
     msg = f"already {summary.get('state')}, skipped" if summary.get("skipped") else \
         f"{summary.get('state')} in {summary.get('wall_s', 0):.0f}s, loss {summary.get('final_loss', float('nan')):.3f}"
-    print(f"[{summary['run_id']}] {msg}", file=sys.stderr, flush=True)
+    _say(f"[{summary['run_id']}] {msg}")
+
+
+def _say(line: str) -> None:
+    """A job's line on stderr, unless the sweep's bar draws this terminal (the bar prints a line per finished run)."""
+    if not bar_owns_terminal():
+        print(line, file=sys.stderr, flush=True)
 
 
 def _seeds_job(cfg: DictConfig, seeds: list[int]) -> dict:
@@ -280,8 +290,7 @@ def _seeds_job(cfg: DictConfig, seeds: list[int]) -> dict:
     n = validate(cfg)["n_params"]
     stack = n <= cfg.sweep.stack_max_params
     how = "stacked" if stack else f"one after another ({n:,} parameters > sweep.stack_max_params)"
-    print(f"[job {job_position(cfg, per_job=len(seeds))}] model {cfg.model.name}, seeds {seeds} {how}",
-          file=sys.stderr, flush=True)
+    _say(f"[job {job_position(cfg, per_job=len(seeds))}] model {cfg.model.name}, seeds {seeds} {how}")
     try:
         summaries = train_seeds(cfg, seeds, stack=stack)
     except KeyboardInterrupt:
@@ -331,6 +340,8 @@ class SweepCallback(Callback):
         folder = sweep_dir(config)
         aggregate(folder)
         if config.sweep.analyze:
+            from emergence.analyze import finish_sweep
+
             finish_sweep(folder, config)
 
 
@@ -354,7 +365,7 @@ def load_runs(folder: Path) -> pd.DataFrame:
         st = read_status(folder / "runs" / rid)
         g = grid.get(rid, {})
         state = st.get("state", "not_started")
-        if state == "running" and not _alive(st.get("pid")):
+        if state == "running" and not pid_alive(st.get("pid")):
             state = "stopped"
         row = {c: g.get(c) for c in RUN_COLUMNS}
         row.update({"run_id": rid, "status": state, "error": st.get("error", "") or "",
@@ -370,20 +381,10 @@ def load_runs(folder: Path) -> pd.DataFrame:
     return df
 
 
-def _alive(pid) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-        return True
-    except (OSError, ValueError):
-        return False
-
-
 def aggregate(folder: Path) -> dict[str, int]:
     """Merge the runs' files into the sweep's tables, atomically and under a lock (two aggregations at once lose no
     rows and write no duplicates). Rows of runs that diverged or failed keep their status."""
-    from emergence.checkpoint import atomic_write_parquet
+    from emergence.files import atomic_write_parquet
 
     folder = Path(folder)
     with FileLock(str(folder / ".aggregate.lock")):
@@ -415,7 +416,7 @@ def environment() -> dict[str, Any]:
     """What a reader needs to reproduce the sweep: code revision, package versions, machine."""
     import importlib.metadata as md
 
-    from emergence.checkpoint import code_version
+    from emergence.files import code_version
 
     versions = {}
     for pkg in ("emergence", "torch", "hydra-core", "omegaconf", "numpy", "pandas", "scipy", "matplotlib", "wandb"):
@@ -426,12 +427,6 @@ def environment() -> dict[str, Any]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"git_rev": code_version(), "versions": versions, "python": platform.python_version(),
             "machine": f"{platform.system()} {platform.machine()}, {cores} cores, {platform.processor() or ''}".strip()}
-
-
-def write_json(path: Path, obj) -> None:
-    from emergence.checkpoint import atomic_write_bytes
-
-    atomic_write_bytes(Path(path), json.dumps(obj, indent=1, default=str).encode())
 
 
 def print_summary(runs: pd.DataFrame, wall: float, skipped: int = 0) -> None:
@@ -446,183 +441,23 @@ def print_summary(runs: pd.DataFrame, wall: float, skipped: int = 0) -> None:
         print(f"  {r['run_id']}: {r['status']} {r['error'] or ''}", file=sys.stderr)
 
 
-def print_status(folder: Path) -> int:
-    """`emergence status SWEEP_DIR`: each run's state from the files alone (works from a cluster's login node)."""
-    from emergence.checkpoint import list_checkpoints
-
+def require_sweep_folder(folder: Path) -> None:
+    """Refuse a path that holds no sweep (the one line of `emergence status`)."""
     if not folder.is_dir() or not (folder / "runs").is_dir() and not (folder / "grid.json").exists():
         raise ConfigError(f"{folder} is not a sweep folder (no runs/ or grid.json); give results/<sweep>")
+
+
+def print_status(folder: Path) -> int:
+    """`emergence status SWEEP_DIR`: each run's state from the files alone (works from a cluster's login node)."""
+    require_sweep_folder(folder)
     runs = load_runs(folder)
     print(f"{'run_id':<28} {'model':<12} {'seed':>4} {'status':<12} {'step':>12} {'wall':>8}  error")
     for _, r in runs.iterrows():
-        cks = list_checkpoints(folder / "runs" / r["run_id"] / "checkpoints")
-        step = cks[-1][0] if cks else 0
+        step = latest_step(folder / "runs" / r["run_id"])
         steps = r.get("max_steps")
         prog = f"{step}/{int(steps)}" if steps == steps and steps is not None else str(step)
         wall = f"{r['wall_s']:.0f}s" if r["wall_s"] == r["wall_s"] else "-"
         seed = "" if r["seed"] is None or r["seed"] != r["seed"] else int(r["seed"])
         print(f"{r['run_id']:<28} {str(r['model']):<12} {seed:>4} {r['status']:<12} {prog:>12} {wall:>8}  "
               f"{r['error'] or ''}")
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Analysis and report at the end of a sweep.
-
-def finish_sweep(folder: Path, config: DictConfig | None = None) -> None:
-    """Analysis (every view), then the report, then the analysis run of the tracker; a failure here is reported but
-    leaves the sweep's tables in place (`emergence analyze` / `emergence report` can redo it)."""
-    try:
-        written = analyze(folder, views="all", flag_options=flag_options(config))
-    except Exception as e:  # the tables are written; analysis can be rerun with `emergence analyze`
-        print(f"warning: analysis failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return
-    paths: dict = {}
-    try:
-        from analysis.report import write_report
-
-        paths = write_report(folder) or {}
-    except Exception as e:
-        print(f"warning: report failed: {type(e).__name__}: {e}", file=sys.stderr)
-    if config is not None and config.tracker.kind != "none":
-        from emergence.tracking import make_tracker
-
-        name = str(config.sweep.name)
-        t = make_tracker(config.tracker, run_id=f"{name}-analysis", group=name, job_type="analysis",
-                         config={"sweep": name, "experiment": str(config.experiment)},
-                         tags=[str(config.experiment), "analysis"], resume_id=None, dir=str(folder))
-        images = {p.stem: p for p in sorted((folder / "plots").glob("*.png"))}
-        t.log_analysis(_maybe_csv(written.get("flags")), _maybe_csv(written.get("fits")), images,
-                       paths.get("html"))
-        t.finish("done")
-
-
-def _maybe_csv(path):
-    return pd.read_csv(path) if path is not None and Path(path).exists() and Path(path).stat().st_size else None
-
-
-def flag_options(config: DictConfig | None = None, *, jump_width: float | None = None) -> dict:
-    """The verdict's settings from the config's `analysis` group (W0, alpha, bootstrap draws)."""
-    opts: dict = {}
-    a = config.get("analysis") if config is not None else None
-    if a is not None:
-        opts = {"w0": float(a.jump_width), "alpha": float(a.alpha), "n_boot": int(a.n_boot)}
-    if jump_width is not None:
-        if not jump_width > 0:
-            raise ConfigError(f"--jump-width must be a positive number of decades, got {jump_width}")
-        opts["w0"] = float(jump_width)
-    return opts
-
-
-def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=None, mapping=None,
-            constants=None, flag_options: dict | None = None) -> dict[str, Path]:
-    """Fit scaling laws and flag emergence; write fits.csv, flags.csv (and each view's CSV) beside the input."""
-    import analysis as an
-    from analysis.schema import measured
-
-    path = Path(path)
-    if source == "lm-eval":
-        df = an.import_lm_eval(path)
-    elif source == "csv":
-        if not mapping and not constants:
-            raise ConfigError("--from csv needs the column mapping: --map task=Benchmark --map value=Acc ... "
-                              "(and --set metric=acc for columns the file lacks)")
-        df = an.import_csv(path, dict(mapping or {}), constants=dict(constants or {}))
-    else:
-        df = an.load_results(path)
-    if x in df.columns:  # one value of x (one model size, say) leaves nothing to compare
-        values = measured(df)[x].dropna().unique()
-        if len(values) == 1:
-            raise ConfigError(f"{path}: every measured row has {x}={values[0]}, so there is nothing to compare: "
-                              "add sizes to the sweep (model=a,b,c) or analyse another axis (--x tokens)")
-    out_dir = path if path.is_dir() else path.parent
-    written = an.run_analysis(df, out_dir, x=x, views=views, runs=_maybe_runs(out_dir),
-                              instances=_maybe(out_dir / "instances.parquet"),
-                              flag_options={"answer_lengths": answer_lengths(df["task"].unique()),
-                                            **(flag_options or {})})
-    return written
-
-
-def answer_lengths(tasks) -> dict[str, float]:
-    """Mean answer length in tokens (with the end token) of each registered task's probe set: the L of the p^L
-    prediction of exact match from token accuracy (Schaeffer et al. 2023)."""
-    from emergence.tasks import VOCAB, get_task
-
-    out = {}
-    for name in tasks:
-        try:
-            _, answers, _ = get_task(str(name)).heldout_set(64, seed=0)
-        except ValueError:
-            continue
-        out[str(name)] = float((answers != VOCAB.pad).sum(1).mean()) if len(answers) else float("nan")
-    return out
-
-
-def _maybe(p: Path):
-    return pd.read_parquet(p) if p.exists() else None
-
-
-def _maybe_runs(folder: Path):
-    return _maybe(folder / "runs.parquet")
-
-
-def analyze_cli(path: Path, *, x: str = "n_params", source: str = "results", views=None, mapping=None,
-                constants=None, jump_width: float | None = None) -> int:
-    if not path.exists():
-        raise ConfigError(f"{path} does not exist; give a sweep folder or a results table")
-    written = analyze(path, x=x, source=source, views=views, mapping=mapping, constants=constants,
-                      flag_options=flag_options(jump_width=jump_width))
-    flags_path = written.get("flags")
-    if flags_path is not None and Path(flags_path).exists():
-        flags = pd.read_csv(flags_path)
-        cols = [c for c in ("task", "metric", "verdict", "jump_at", "width", "width_lo", "width_hi", "q_value",
-                            "per_run", "mirage") if c in flags]
-        with pd.option_context("display.width", 160, "display.max_rows", 200, "display.max_colwidth", 40):
-            print(flags[cols].to_string(index=False))
-    for name, p in written.items():
-        print(f"wrote {p}")
-    return 0
-
-
-def stability_cli(path: Path, *, runs_per_size: int, replicates: int | None = None, jump_width: float | None = None,
-                  seed: int = 0) -> int:
-    """`emergence stability`: stability.csv beside the input, and a table of each row's modal verdict."""
-    import analysis as an
-    from analysis.pipeline import _write_csv
-    from analysis.stability import stability
-
-    if not path.exists():
-        raise ConfigError(f"{path} does not exist; give a sweep folder or a results table")
-    if runs_per_size < 1:
-        raise ConfigError(f"--runs-per-size must be at least 1, got {runs_per_size}")
-    df = an.load_results(path)
-    table = stability(df, runs_per_size, replicates, seed=seed,
-                      **{"answer_lengths": answer_lengths(df["task"].unique()), **flag_options(jump_width=jump_width)})
-    out = (path if path.is_dir() else path.parent) / "stability.csv"
-    _write_csv(table, out)
-    with pd.option_context("display.width", 160, "display.max_rows", 200):
-        print(table[["task", "metric", "modal", "modal_share", "modal_lo", "modal_hi", "verdicts"]].to_string(
-            index=False))
-    print(f"wrote {out}")
-    return 0
-
-
-def budget_cli(base: Path, more: Path) -> int:
-    """`emergence budget`: budget.csv in BASE, and its sentences."""
-    import analysis as an
-    from analysis.budget import budget_shift
-    from analysis.pipeline import _write_csv
-
-    for p in (base, more):
-        if not p.exists():
-            raise ConfigError(f"{p} does not exist; give two sweep folders or results tables")
-    table = budget_shift(an.load_results(base), an.load_results(more))
-    if table.empty:
-        raise ConfigError(f"{base} and {more} share no size with an all-or-nothing metric (exact match) measured in "
-                          "both; train some of BASE's sizes again with a larger train.tokens")
-    out = (base if base.is_dir() else base.parent) / "budget.csv"
-    _write_csv(table, out)
-    for e in table["evidence"]:
-        print(e)
-    print(f"wrote {out}")
     return 0

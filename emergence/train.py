@@ -8,14 +8,11 @@ Files, under `results/<sweep>/runs/<run_id>/`: `config.yaml`, `status.json`, `ch
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 import sys
 import time
 import traceback
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,74 +21,19 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from emergence import checkpoint as ckpt
-from emergence.config import ConfigError, gpt_config, run_dir, run_id, validate
+from emergence import files
+from emergence.config import gpt_config, run_dir, run_id, validate
 from emergence.data import build_source
+from emergence.device import autocast_for, distributed, matmul_peak_flops, pick_device
+from emergence.live import RunProgress
 from emergence.model import GPT
-from emergence.optim import FlatAdamW, model_groups
+from emergence.optim import lr_at, make_optimizer
+from emergence.run import (log_row, log_train, make_run_tracker, payload, prepare_folder, probe_hook, read_status,
+                           save_checkpoint, write_status)
 
 
 class Diverged(RuntimeError):
     pass
-
-
-def lr_at(step: int, total: int, peak: float, warmup: int, min_ratio: float) -> float:
-    """Linear warm-up to `peak`, then cosine decay to `min_ratio * peak` at the last step (Pythia's schedule)."""
-    if warmup > 0 and step < warmup:
-        return peak * (step + 1) / warmup
-    if total <= warmup:
-        return peak
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas, device_type: str) -> FlatAdamW:
-    """AdamW with weight decay on matrices and embeddings only; biases and LayerNorm parameters are not decayed.
-
-    Fused (one kernel per parameter group) on CUDA, and on CPU where torch has it (2.4 and later), over flat parameter
-    buffers (`emergence.optim`): at the smallest sizes the optimizer was a fifth of a CPU training step, and fused
-    AdamW over two buffers makes it a small fraction of that (`emergence bench`)."""
-    return FlatAdamW(model_groups(model, weight_decay), lr, betas, device_type)
-
-
-def pick_device(cfg) -> torch.device:
-    want = cfg.train.device
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    if want == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA device is available; use train.device=auto or cpu")
-    return torch.device(want)
-
-
-def autocast_for(cfg, device: torch.device):
-    """bf16 autocast on CUDA; fp32 on CPU, where bf16 matrix products are about 100x slower."""
-    dtype = cfg.train.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if device.type == "cuda" else "float32"
-    if dtype == "bfloat16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def distributed() -> tuple[int, int]:
-    """(rank, world size) under torchrun, else (0, 1)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def write_status(folder: Path, **fields) -> None:
-    path = folder / "status.json"
-    old = {}
-    if path.exists():
-        with contextlib.suppress(ValueError, OSError):
-            old = json.loads(path.read_text())
-    old.update(fields)
-    ckpt.atomic_write_bytes(path, json.dumps(old, indent=1, default=str).encode())
-
-
-def read_status(folder: Path) -> dict:
-    try:
-        return json.loads((Path(folder) / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def loss_estimate(sums, counts) -> tuple[float, float, int]:
@@ -144,50 +86,6 @@ def heldout_loss(model, source, cfg, device, amp) -> tuple[float, float, int]:
     return loss_estimate(torch.cat(sums).numpy(), torch.cat(counts).numpy())
 
 
-_PEAK: dict[str, float] = {}
-
-
-def matmul_peak_flops(device: torch.device) -> float:
-    """A quick measure of this device's dense fp32 matmul rate (FLOP/s), cached per process: the MFU denominator.
-    `emergence bench` measures it more carefully."""
-    if device.type in _PEAK:
-        return _PEAK[device.type]
-    n = 1024
-    g = torch.Generator(device).manual_seed(0)  # a private generator: the run's RNG stream must not depend on this
-    a, b = torch.randn(n, n, device=device, generator=g), torch.randn(n, n, device=device, generator=g)
-    a @ b
-    best = 0.0
-    for _ in range(3):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = max(best, 2 * n**3 / (time.perf_counter() - t))
-    _PEAK[device.type] = best
-    return best
-
-
-class Progress:
-    """One progress line: step, loss, tokens/s and ETA (rewritten in place on a terminal)."""
-
-    def __init__(self, enabled: bool, name: str, total: int, every: int):
-        self.enabled, self.name, self.total, self.every = enabled, name, total, every
-        self.tty = sys.stderr.isatty()
-
-    def update(self, step: int, loss: float, tps: float, eta_s: float) -> None:
-        if not self.enabled or (not self.tty and step % self.every and step != self.total):
-            return  # in a log file: one line per log interval (not also at every early checkpoint)
-        line = (f"{self.name} step {step}/{self.total} loss {loss:.4f} {tps:,.0f} tok/s "
-                f"ETA {time.strftime('%H:%M:%S', time.gmtime(max(0, eta_s)))}")
-        print(("\r" + line + " " * 4) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
-
-    def close(self):
-        if self.enabled and self.tty:
-            print(file=sys.stderr, flush=True)
-
-
 def train(cfg) -> dict:
     """Train (or resume, or recognise as finished) the run that `cfg` describes; return its summary."""
     derived = validate(cfg)
@@ -220,10 +118,7 @@ def train(cfg) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
     resolved.pop("hydra", None)  # what config.yaml and every checkpoint record
     if is_main:
-        ckdir.mkdir(parents=True, exist_ok=True)
-        ckpt.remove_stale_temporaries(folder, ckdir)
-        cfg_text = OmegaConf.to_yaml(OmegaConf.create(resolved))
-        ckpt.atomic_write_bytes(folder / "config.yaml", cfg_text.encode())
+        prepare_folder(folder, resolved)
 
     torch.manual_seed(cfg.seed)
     model = GPT(gc).to(device)
@@ -256,51 +151,23 @@ def train(cfg) -> dict:
 
         train_model = DDP(train_model)
 
-    tracker = _make_tracker(cfg, rid, derived, tracker_id) if is_main else None
-    probe_hook = _probe_hook(cfg, folder, tracker) if is_main else None
+    tracker = make_run_tracker(cfg, rid, derived, tracker_id) if is_main else None
+    hook = probe_hook(cfg, folder, tracker) if is_main else None
     ck_steps = set(ckpt.schedule(total, cfg.train.ckpt_log_until, cfg.train.ckpt_every))
-    progress = Progress(cfg.train.progress and is_main, rid, total, cfg.train.log_interval)
+    progress = RunProgress(cfg.train.progress and is_main, rid, total, cfg.train.log_interval)
     peak = matmul_peak_flops(device) if is_main else float("nan")
     if is_main:
         write_status(folder, state="running", run_id=rid, started=status.get("started", time.time()), error="",
                      pid=os.getpid(), steps=total)
 
-    def save_checkpoint(step: int, wall: float, heldout: tuple[float, float, int]) -> None:
+    def save(step: int, wall: float, heldout: tuple[float, float, int]) -> None:
         if not is_main:
             return
-        val_loss, val_stderr, val_n = heldout
-        payload = {
-            "model": model.state_dict(),
-            "model_config": gc.to_dict(),
-            "config": resolved,
-            "run_id": rid,
-            "step": step,
-            "tokens": step * tokens_per_step,
-            "flops": float(step * tokens_per_step * fpt),
-            "flops_per_token": fpt,
-            "n_params": derived["n_params"],
-            "n_params_nonembed": derived["n_params_nonembed"],
-            "seed": cfg.seed,
-            "val_loss": val_loss,
-            "val_loss_stderr": val_stderr,
-            "val_loss_n": val_n,
-            "wall_s": wall,
-            "rng": {"torch": torch.get_rng_state()},
-            "code_version": ckpt.code_version(),
-            "format_version": ckpt.FORMAT_VERSION,
-            "tracker_id": tracker.id if tracker is not None else None,
-        }
-        if cfg.train.ckpt_keep_optimizer:
-            payload["optimizer"] = opt.state_dict()
-        if log_rows:  # the log first: a kill between the two leaves rows past the checkpoint, dropped on resume
-            ckpt.atomic_write_parquet(pd.DataFrame(log_rows), folder / "train_log.parquet")
-        path = ckpt.save(ckdir / f"step_{step}.pt", payload)
-        if probe_hook is not None:
-            probe_hook(path, payload)
-        if tracker is not None:
-            tracker.log({"val/loss": val_loss, "tokens": step * tokens_per_step,
-                         "flops": float(step * tokens_per_step * fpt)}, step=step)
-            tracker.log_checkpoint(str(path), step)
+        state = payload(model_state=model.state_dict(), model_config=gc.to_dict(), resolved=resolved, rid=rid,
+                        seed=cfg.seed, step=step, derived=derived, heldout=heldout, wall=wall,
+                        rng=torch.get_rng_state(), tracker=tracker,
+                        optimizer_state=opt.state_dict() if cfg.train.ckpt_keep_optimizer else None)
+        save_checkpoint(folder, state, log_rows, hook, tracker)
 
     t0 = time.perf_counter()
     state_name, error = "done", ""
@@ -309,12 +176,12 @@ def train(cfg) -> dict:
         if start_step == 0 and found is None and 0 in ck_steps:
             heldout = heldout_loss(model, source, cfg, device, amp)
             val = heldout[0]
-            save_checkpoint(0, 0.0, heldout)
-        if found is not None and probe_hook is not None:  # a kill can fall between writing a checkpoint and probing it
+            save(0, 0.0, heldout)
+        if found is not None and hook is not None:  # a kill can fall between writing a checkpoint and probing it
             from emergence.probe import unprobed_checkpoints
 
             for path in unprobed_checkpoints(folder):
-                probe_hook(path)
+                hook(path)
         model.train()
         # the loop reads plain values: one attribute of an OmegaConf config costs about 20 us, and the dozen read
         # per step were 8% of the smallest sizes' step
@@ -346,7 +213,7 @@ def train(cfg) -> dict:
                     raise Diverged(f"loss became {last_loss} at step {done_step}")
             opt.step()
             opt.zero_grad()
-            ckpt.fault_point(f"step:{done_step}")
+            files.fault_point(f"step:{done_step}")
             window_tokens += tokens_per_step
             if step == t["fail_at_step"]:
                 raise RuntimeError(f"injected failure at step {step} (train.fail_at_step)")
@@ -356,20 +223,15 @@ def train(cfg) -> dict:
                 window_t, window_tokens = now, 0
                 wall = wall_before + now - t0
                 eta = (total - done_step) * tokens_per_step / max(tps, 1e-9)
-                row = {"step": done_step, "tokens": done_step * tokens_per_step,
-                       "flops": float(done_step * tokens_per_step * fpt), "loss": last_loss, "lr": lr,
-                       "grad_norm": float(gnorm), "tokens_per_s": tps, "wall_s": wall}
+                row = log_row(done_step, derived, last_loss, lr, float(gnorm), tps, wall)
                 log_rows.append(row)
                 progress.update(done_step, last_loss, tps, eta)
-                if tracker is not None:
-                    tracker.log({"train/loss": last_loss, "train/lr": lr, "train/grad_norm": float(gnorm),
-                                 "train/tokens_per_s": tps, "train/mfu": tps * fpt / peak,
-                                 "tokens": row["tokens"], "flops": row["flops"]}, step=done_step)
+                log_train(tracker, row, fpt, peak)
             if done_step in ck_steps or (t["eval_interval"] and done_step % t["eval_interval"] == 0):
                 heldout = heldout_loss(model, source, cfg, device, amp)
                 val = heldout[0]
                 if done_step in ck_steps:
-                    save_checkpoint(done_step, wall_before + time.perf_counter() - t0, heldout)
+                    save(done_step, wall_before + time.perf_counter() - t0, heldout)
                 elif tracker is not None:
                     tracker.log({"val/loss": val, "tokens": done_step * tokens_per_step}, step=done_step)
                 window_t = time.perf_counter()  # tokens/s measures training, not evaluation or checkpointing
@@ -384,11 +246,11 @@ def train(cfg) -> dict:
             traceback.print_exc(file=sys.stderr)
     finally:
         progress.close()
-        if probe_hook is not None:
-            probe_hook.flush()
+        if hook is not None:
+            hook.flush()
         wall = wall_before + time.perf_counter() - t0
         if is_main:
-            probe_s = probe_before + (probe_hook.seconds if probe_hook is not None else 0.0)
+            probe_s = probe_before + (hook.seconds if hook is not None else 0.0)
             write_status(folder, state=state_name, error=error, finished=time.time(), wall_s=wall,
                          final_loss=last_loss, final_val_loss=val, steps=total, tokens=total * tokens_per_step,
                          n_params=derived["n_params"], flops=derived["flops"], probe_s=probe_s)
@@ -404,50 +266,3 @@ def train(cfg) -> dict:
     return summary
 
 
-def _make_tracker(cfg, rid: str, derived: dict, resume_id):
-    from emergence.tracking import make_tracker
-
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config.pop("hydra", None)
-    config["derived"] = {k: v for k, v in derived.items() if isinstance(v, (int, float, str))}
-    tags = [str(cfg.model.name), f"seed{cfg.seed}", str(cfg.experiment)]
-    t = make_tracker(cfg.tracker, run_id=rid, group=str(cfg.sweep.name), job_type="train", config=config, tags=tags,
-                     resume_id=resume_id, dir=str(run_dir(cfg).parents[1]))
-    t.define_axes()
-    if getattr(t, "url", None):
-        print(f"{rid}: W&B run {t.url}", file=sys.stderr)
-    elif getattr(t, "run_dir", None):
-        print(f"{rid}: W&B offline copy in {t.run_dir} (upload later: wandb sync {t.run_dir})", file=sys.stderr)
-    return t
-
-
-class _ProbeHook:
-    """Inline probing: score each checkpoint as it is written, so a sweep needs no second pass (rows go to the
-    tracker at once and to the run's files in batches; `flush` at the end of the run)."""
-
-    def __init__(self, cfg, folder: Path, tracker):
-        from emergence.probe import InlineProber
-
-        self.prober, self.tracker = InlineProber(folder, cfg.probe), tracker
-
-    def __call__(self, path: Path, state: dict | None = None) -> None:
-        rows = self.prober(path, state)
-        if self.tracker is not None and rows:
-            from emergence.probe import rows_frame
-
-            self.tracker.log_probes(rows_frame(rows), step=int(rows[0]["step"]))
-
-    def flush(self) -> None:
-        try:
-            self.prober.flush()
-        except Exception as e:  # the run's outcome stands; its checkpoints can be probed again at any time
-            print(f"warning: could not write the probe rows of {self.prober.run_dir} ({type(e).__name__}: {e}); "
-                  f"run `emergence probe {self.prober.run_dir}` to probe its checkpoints again", file=sys.stderr)
-
-    @property
-    def seconds(self) -> float:
-        return self.prober.seconds
-
-
-def _probe_hook(cfg, folder: Path, tracker) -> _ProbeHook | None:
-    return _ProbeHook(cfg, folder, tracker) if cfg.probe.inline else None

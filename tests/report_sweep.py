@@ -148,6 +148,13 @@ def _write_analysis(root: Path, jump_task: str, smooth_task: str) -> None:
             fits.append(dict(task=jump_task, metric="exact_match", x="n_params", law=law, param=p, value=v,
                              stderr=np.nan, lo=np.nan, hi=np.nan, aicc=aicc, bic=aicc, rmse=0.05))
     pd.DataFrame(fits).to_csv(root / "fits.csv", index=False)
+    bands = []  # the power laws above on the analysis's grid, with a band of +-3%
+    for x, lo_hi in (("n_params", (2e4, 2e6)), ("flops", (1e11, 1e15))):
+        grid = np.logspace(np.log10(lo_hi[0]), np.log10(lo_hi[1]), 50)
+        y = 0.45 + 40.0 * grid ** -0.45
+        bands += [dict(task="lm", metric="loss", x=x, law="power", x_value=g, predicted=v, lo=0.97 * v, hi=1.03 * v)
+                  for g, v in zip(grid, y)]
+    pd.DataFrame(bands).to_csv(root / "fit_bands.csv", index=False)
     w0 = 0.5
     new = dict(w0=w0, noise="binomial per probe, between-run variance per size")
     flags = [

@@ -5,14 +5,16 @@ import json
 import pytest
 import torch
 
-from emergence import bench
+from emergence.bench import cli, gpu, measure, reference, report
+from emergence.bench import shapes as shapes_mod
+from emergence.device import matmul_peak
 from emergence.model import GPT, GPTConfig, flops_per_token, n_params
 
-TINY = bench.Shape(name="tiny", n_layer=1, d_model=16, n_head=2, seq_len=12, batch_size=4, vocab_size=30,
+TINY = shapes_mod.Shape(name="tiny", n_layer=1, d_model=16, n_head=2, seq_len=12, batch_size=4, vocab_size=30,
                    warmup_steps=2)
 
 
-def copy_into_reference(ours: GPT, ref: bench.RefGPT) -> None:
+def copy_into_reference(ours: GPT, ref: reference.RefGPT) -> None:
     """Our weights into the reference's layout (nanoGPT's names)."""
     names = {"tok.": "wte.", "pos.": "wpe.", "ln_f.": "ln_f.", "head.": "lm_head."}
     block = {"ln1.": "ln_1.", "ln2.": "ln_2.", "attn.qkv.": "attn.c_attn.", "attn.proj.": "attn.c_proj.",
@@ -33,7 +35,7 @@ def test_reference_gpt_is_the_same_model_written_plainly(tie):
     """Same parameter count and, with the same weights, the same loss: the ratio compares code, not models."""
     c = GPTConfig(n_layer=2, d_model=32, n_head=4, vocab_size=40, block_size=16, tie_embeddings=tie)
     torch.manual_seed(0)
-    ours, ref = GPT(c), bench.RefGPT(c)
+    ours, ref = GPT(c), reference.RefGPT(c)
     assert sum(p.numel() for p in ref.parameters()) == n_params(c)
     copy_into_reference(ours, ref)
     x = torch.randint(0, 40, (3, 16))
@@ -47,11 +49,11 @@ def test_reference_gpt_is_the_same_model_written_plainly(tie):
 
 def test_reference_refuses_rotary_positions():
     with pytest.raises(ValueError, match="learned positions"):
-        bench.RefGPT(GPTConfig(n_layer=1, d_model=16, n_head=2, vocab_size=20, block_size=8, pos="rotary"))
+        reference.RefGPT(GPTConfig(n_layer=1, d_model=16, n_head=2, vocab_size=20, block_size=8, pos="rotary"))
 
 
 def test_matmul_peak_reports_every_size():
-    r = bench.matmul_peak(sizes=(32, 64), min_seconds=0.01)
+    r = matmul_peak(sizes=(32, 64), min_seconds=0.01)
     assert set(r["by_n"]) == {32, 64}
     assert r["gflops"] == max(r["by_n"].values()) > 0
     assert r["dtype"] == "float32" and r["device"] == "cpu"
@@ -66,7 +68,7 @@ def test_time_interleaved_alternates_and_counts():
             return tokens
         return fn
 
-    r = bench.time_interleaved({"a": make("a", 10), "b": make("b", 30)}, seconds=0.0, warmup=1, min_samples=4)
+    r = measure.time_interleaved({"a": make("a", 10), "b": make("b", 30)}, seconds=0.0, warmup=1, min_samples=4)
     assert calls[:2] == ["a", "b"]  # warm-up, then strictly alternating steps
     timed = calls[2:]
     assert timed == ["a", "b"] * (len(timed) // 2)
@@ -76,7 +78,7 @@ def test_time_interleaved_alternates_and_counts():
 
 def test_measure_training_row_has_the_documented_fields_and_consistent_values():
     peak = 50.0
-    r = bench.measure_training(TINY, peak, seconds=0.05)
+    r = measure.measure_training(TINY, peak, seconds=0.05)
     for key in ("name", "n_layer", "d_model", "n_head", "seq_len", "batch_size", "vocab_size", "n_params",
                 "flops_per_token", "tokens_per_s", "mfu", "ref_tokens_per_s", "ref_mfu", "ratio"):
         assert key in r, key
@@ -90,8 +92,8 @@ def test_measure_training_row_has_the_documented_fields_and_consistent_values():
 
 def test_trainer_step_trains_like_train():
     """The timed step is a real training step: the loss falls on a repeated batch."""
-    tr = bench.our_trainer(TINY)
-    batches = bench.make_batches(TINY, 1)
+    tr = measure.our_trainer(TINY)
+    batches = measure.make_batches(TINY, 1)
     first = float(tr.step(batches))
     for _ in range(30):
         last = float(tr.step(batches))
@@ -99,32 +101,32 @@ def test_trainer_step_trains_like_train():
 
 
 def test_ladder_composes_the_real_config():
-    names = bench.ladder_names()
+    names = shapes_mod.ladder_names()
     assert names and all(n.startswith("l") for n in names)
-    shapes = bench.ladder(names[:3], base=bench.default_base())
+    shapes = shapes_mod.ladder(names[:3], base=shapes_mod.default_base())
     from emergence.config import compose, gpt_config
     from emergence.tasks import VOCAB
 
     sizes = [n_params(s.gpt_config()) for s in shapes]
     assert sizes == sorted(sizes)
     for s in shapes:
-        cfg = compose([*bench.default_base(), f"model={s.name}"])
+        cfg = compose([*shapes_mod.default_base(), f"model={s.name}"])
         assert s.gpt_config() == gpt_config(cfg)
         assert (s.vocab_size, s.seq_len, s.batch_size) == (VOCAB.size, cfg.data.seq_len, cfg.train.batch_size)
         assert s.task_weights == dict(cfg.task.train)
-    x, y = bench.make_batches(shapes[0], 1)[0]
+    x, y = measure.make_batches(shapes[0], 1)[0]
     assert x.shape == (shapes[0].batch_size, shapes[0].seq_len) and (y != -100).any()
 
 
 def test_quick_pick_takes_three_sizes_one_wide():
-    shapes = bench.ladder(base=bench.default_base())
-    picked = bench.quick_pick(shapes)
+    shapes = shapes_mod.ladder(base=shapes_mod.default_base())
+    picked = shapes_mod.quick_pick(shapes)
     assert len(picked) == 3 and picked[0] == shapes[0]
     assert any(s.d_model >= 256 for s in picked) == any(s.d_model >= 256 for s in shapes)
 
 
 def test_measure_stacked_reports_both_sides():
-    r = bench.measure_stacked(TINY, seeds=2, seconds=0.05)
+    r = measure.measure_stacked(TINY, seeds=2, seconds=0.05)
     assert r["seeds"] == 2 and r["n_params"] == n_params(TINY.gpt_config())
     assert r["separate_tokens_per_s"] > 0 and r["stacked_tokens_per_s"] > 0
     assert r["ratio"] == pytest.approx(r["stacked_tokens_per_s"] / r["separate_tokens_per_s"])
@@ -132,8 +134,8 @@ def test_measure_stacked_reports_both_sides():
 
 def test_measure_probe_uses_the_runs_probe_tasks(tiny):
     cfg = tiny()
-    r = bench.measure_probe(cfg)
-    assert r["tasks"] == bench.probe_tasks(cfg) and r["tasks"]
+    r = measure.measure_probe(cfg)
+    assert r["tasks"] == measure.probe_tasks(cfg) and r["tasks"]
     assert r["examples"] == cfg.probe.n * len(r["tasks"])
     assert r["forced_examples_per_s"] > 0 and r["examples_per_s"] > 0 and r["seconds_per_checkpoint"] > 0
 
@@ -146,7 +148,7 @@ def test_targets_are_judged_from_the_figures():
               "stacked": [{"n_params": 1000, "ratio": 1.8}, {"n_params": 50_000, "ratio": 1.4},
                           {"n_params": 200_000, "ratio": 0.9}],
               "probe_share": [{"share": 0.04}, {"share": 0.12}]}
-    t = {x["target"].split(",")[0]: x for x in bench.targets(result)}
+    t = {x["target"].split(",")[0]: x for x in report.targets(result)}
     mfu = next(v for k, v in t.items() if k.startswith("MFU"))
     assert mfu["value"] == 0.7 and mfu["met"] is False
     every = next(v for k, v in t.items() if "1.0 x" in k)
@@ -160,16 +162,16 @@ def test_targets_are_judged_from_the_figures():
 
 
 def test_main_writes_json_with_nulls_for_missing_figures(tmp_path, monkeypatch, capsys):
-    fake = {"machine": bench.machine() | {"load_after": [0.0, 0.0, 0.0]}, "matmul_peak_gflops": 100.0,
+    fake = {"machine": report.machine() | {"load_after": [0.0, 0.0, 0.0]}, "matmul_peak_gflops": 100.0,
             "matmul_peak": {"gflops": 100.0, "by_n": {512: 100.0}},
             "sizes": [dict(name="l1d4", n_params=728, n_layer=1, d_model=4, n_head=2, seq_len=20, batch_size=32,
                            vocab_size=99, flops_per_token=5000, tokens_per_s=1e5, mfu=0.005,
                            ref_tokens_per_s=None, ref_mfu=None, ratio=None, ratio_median=None)],
             "analysis": {"wall_s": None, "status": "not measured: no module"},
             "smoke_sweep": {"wall_s": float("nan"), "status": "not measured: it failed"}}
-    monkeypatch.setattr(bench, "run", lambda **kw: fake)
+    monkeypatch.setattr(cli, "run", lambda **kw: fake)
     out = tmp_path / "b.json"
-    assert bench.main(out=str(out)) == 0
+    assert cli.main(out=str(out)) == 0
     data = json.loads(out.read_text())
     assert data["matmul_peak_gflops"] == 100.0 and data["sizes"][0]["name"] == "l1d4"
     assert data["smoke_sweep"]["wall_s"] is None  # NaN is written as null, never as 0
@@ -181,22 +183,22 @@ def test_main_writes_json_with_nulls_for_missing_figures(tmp_path, monkeypatch, 
                                     (dict(threads=0), "at least 1")])
 def test_main_refuses_bad_arguments(kw, msg):
     with pytest.raises(ValueError, match=msg):
-        bench.main(**kw)
+        cli.main(**kw)
 
 
 def test_gpu_path_logic_runs_on_cpu_and_refuses_without_cuda():
-    r = bench.run_gpu(seconds=0.05, shapes=[TINY], device="cpu", compile=False, stacked_shape=TINY)
+    r = gpu.run_gpu(seconds=0.05, shapes=[TINY], device="cpu", compile=False, stacked_shape=TINY)
     row = r["sizes"][0]
     assert row["name"] == "tiny" and row["ref_tokens_per_s"] is None
     assert row["mfu_datasheet"] == pytest.approx(row["tokens_per_s"] * row["flops_per_token"] / 989e12)
     assert r["stacked"]["seeds"] == 8
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="needs a CUDA GPU"):
-            bench.run_gpu(device="cuda")
+            gpu.run_gpu(device="cuda")
 
 
 def test_gpu_shapes_are_pythias():
-    s70, s160 = bench.gpu_shapes()
+    s70, s160 = shapes_mod.gpu_shapes()
     assert (s70.n_layer, s70.d_model, s70.n_head) == (6, 512, 8)
     assert (s160.n_layer, s160.d_model, s160.n_head) == (12, 768, 12)
     for s in (s70, s160):
@@ -223,7 +225,7 @@ def test_smoke_sweep_failure_is_reported_not_zero(monkeypatch, tmp_path):
         returncode, stdout, stderr = 1, "", "some output\nerror: the sweep broke\n"
 
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: Done())
-    r = bench.measure_smoke_sweep(tmp_path)
+    r = measure.measure_smoke_sweep(tmp_path)
     assert r["wall_s"] is None and "the sweep broke" in r["status"]
 
 

@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from emergence.tasks import HELDOUT_FRACTION, VOCAB, TaskMixture, get_task, list_tasks
+from emergence.data import TaskMixture
+from emergence.tasks import HELDOUT_FRACTION, VOCAB, get_task, list_tasks
 from emergence.tasks.base import PAD
 
 ENUMERABLE = ["add1", "add2", "mult2", "mod97", "parity"]

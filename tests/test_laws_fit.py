@@ -8,8 +8,8 @@ from pathlib import Path
 
 from scipy.optimize import lsq_linear
 
-from analysis.fit import (FitResult, _bootstrap_samples, batched_lm, compute_optimal, design, fit_law, guess,
-                          information_criteria, profile_linear)
+from analysis.fit import FitResult, _bootstrap_samples, compute_optimal, fit_law, information_criteria
+from analysis.solver import batched_lm, design, guess, profile_linear
 from analysis.laws import LAWS, bnsl_law, get_law, logistic, saturating
 
 X = np.logspace(4, 7, 9)

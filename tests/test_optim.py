@@ -5,7 +5,7 @@ import torch
 
 from emergence.model import GPT, GPTConfig
 from emergence.optim import FlatAdamW, implementation, model_groups
-from emergence.train import make_optimizer
+from emergence.optim import make_optimizer
 
 # no biases: the key bias gets a zero gradient (softmax ignores it), which AdamW turns rounding noise into full steps
 CFG = GPTConfig(n_layer=2, d_model=16, n_head=2, vocab_size=30, block_size=12, bias=False)

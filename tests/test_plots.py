@@ -15,7 +15,7 @@ from matplotlib.patches import Rectangle
 sys.path.insert(0, str(Path(__file__).parent))
 from report_sweep import SIZES, STEPS, make_sweep  # noqa: E402
 
-from analysis import plots  # noqa: E402
+from analysis import plots, tables  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +56,18 @@ def test_fmt_count_and_num():
 
 def test_final_values_take_last_checkpoint_of_completed_runs(sweep):
     res, runs = sweep["results"], sweep["runs"]
-    fin = plots.final_values(res, "lm", "loss", runs=runs)
+    fin = tables.final_values(res, "lm", "loss", runs=runs)
     assert set(fin["run_id"]) == set(runs.loc[runs["status"] == "done", "run_id"])
     assert (fin["step"] == STEPS[-1]).all()
     row = res[(res["run_id"] == "tiny-s0") & (res["task"] == "lm") & (res["step"] == STEPS[-1])]
     assert fin.loc[fin["run_id"] == "tiny-s0", "value"].item() == row["value"].item()
     # without runs.parquet, the row statuses alone still exclude the diverged run
-    assert "xl-s1" not in set(plots.final_values(res, "lm", "loss")["run_id"])
+    assert "xl-s1" not in set(tables.final_values(res, "lm", "loss")["run_id"])
 
 
 def test_seed_summary_is_mean_with_student_t_interval():
     df = pd.DataFrame({"n_params": [10, 10, 10, 20], "value": [1.0, 2.0, 3.0, 5.0], "stderr": [np.nan] * 3 + [0.1]})
-    s = plots.seed_summary(df).set_index("n_params")
+    s = tables.seed_summary(df).set_index("n_params")
     assert s.loc[10, "mean"] == 2.0
     assert s.loc[10, "hi"] - 2.0 == pytest.approx(4.302653 / np.sqrt(3), rel=1e-5)  # t_{0.975, 2} * sd / sqrt(n)
     assert (s.loc[20, "lo"], s.loc[20, "hi"]) == pytest.approx((5 - 0.196, 5 + 0.196))  # one seed: 1.96 stderr
@@ -75,7 +75,7 @@ def test_seed_summary_is_mean_with_student_t_interval():
 
 def test_frontier_is_running_minimum():
     pts = pd.DataFrame({"flops": [1, 2, 3, 4, 5, 0], "value": [5.0, 6.0, 4.0, 4.5, 3.0, 1.0]})
-    fr = plots.frontier(pts)
+    fr = tables.frontier(pts)
     assert fr["flops"].tolist() == [1, 3, 5]  # x = 0 has no place on a log axis
     assert fr["value"].tolist() == [5.0, 4.0, 3.0]
 
@@ -110,7 +110,7 @@ def test_scaling_draws_final_points_fit_band_and_frontier(sweep):
     assert ax_n.get_xscale() == "log" and ax_c.get_xscale() == "log"
     assert "FLOP" in ax_c.get_xlabel() and "nats/token" in ax_n.get_ylabel()
     # the faint seed points are exactly the final losses of the completed runs
-    fin = plots.final_values(sweep["results"], "lm", "loss", runs=sweep["runs"])
+    fin = tables.final_values(sweep["results"], "lm", "loss", runs=sweep["runs"])
     offsets = np.concatenate([c.get_offsets() for c in ax_n.collections if isinstance(c, PathCollection)])
     assert sorted(offsets[:, 1]) == pytest.approx(sorted(fin["value"]))
     # the fitted curve and its band
@@ -141,7 +141,7 @@ def test_capability_shades_the_flagged_jump_and_states_evidence(sweep):
     pytest.importorskip("analysis.laws")
     fig = plots.plot_capability(sweep["results"], runs=sweep["runs"], flags=sweep["flags"], fits=sweep["fits"])
     axes = visible_axes(fig)
-    n_panels = sum(len(plots.ordered_metrics(g["metric"].unique()))
+    n_panels = sum(len(tables.ordered_metrics(g["metric"].unique()))
                    for t, g in sweep["results"].groupby("task") if t != "lm")
     assert len(axes) == n_panels
     em = next(ax for ax in axes if ax.get_title(loc="left").startswith("task: add2"))
@@ -164,7 +164,7 @@ def test_capability_shades_the_flagged_jump_and_states_evidence(sweep):
     assert "W 1.6 [1.1, 2.4] dec" in plots.verdict_text(sweep["flags"], "add2", ["token_accuracy"])
     assert plots.width_text(sweep["flags"].iloc[2]) == "W 2.5 [1.7, inf] dec"
     # means drawn for each size are the means of the completed runs' final values
-    fin = plots.final_values(sweep["results"], "add2", "exact_match", runs=sweep["runs"])
+    fin = tables.final_values(sweep["results"], "add2", "exact_match", runs=sweep["runs"])
     black = next(ln for ln in em.lines if ln.get_color() == "black" and ln.get_linestyle() == "-")
     assert list(black.get_ydata()) == pytest.approx(fin.groupby("n_params")["value"].mean().tolist())
 
@@ -204,8 +204,8 @@ def test_training_curve_of_a_run_that_stopped_is_dotted():
 
 
 def test_heatmap_is_the_mean_final_exact_match(sweep):
-    table = plots.heatmap_table(sweep["results"], runs=sweep["runs"])
-    fin = plots.final_values(sweep["results"], "recall", "exact_match", runs=sweep["runs"])
+    table = tables.heatmap_table(sweep["results"], runs=sweep["runs"])
+    fin = tables.final_values(sweep["results"], "recall", "exact_match", runs=sweep["runs"])
     assert table.loc["recall"].tolist() == pytest.approx(fin.groupby("n_params")["value"].mean().tolist())
     fig = plots.plot_heatmap(sweep["results"], runs=sweep["runs"])
     img = visible_axes(fig)[0].images[0]
@@ -214,11 +214,11 @@ def test_heatmap_is_the_mean_final_exact_match(sweep):
 
 
 def test_family_table(sweep):
-    t = plots.family_table(sweep["runs"])
+    t = tables.family_table(sweep["runs"])
     assert t["model"].tolist() == [s[0] for s in SIZES]
     assert t.set_index("model").loc["small", "done"] == "2/3"
     assert t.set_index("model").loc["large", "n_layer"] == 3
-    shown = plots.family_display(sweep["runs"])
+    shown = tables.family_display(sweep["runs"])
     assert shown.columns[0] == "model" and shown.set_index("model").loc["xl", "parameters"] == "1.8M"
     fig = plots.plot_family_table(sweep["runs"])
     cells = fig.axes[0].tables[0].get_celld()
@@ -279,7 +279,7 @@ def test_save_figure_writes_palette_png_and_svg_reproducibly(tmp_path):
     (lambda: plots.plot_capability(pd.DataFrame({c: [] for c in ["run_id", "n_params", "step", "task", "metric",
                                                                     "value"]})), "no probed task"),
     (lambda: plots.plot_backtest(pd.DataFrame({"task": ["t"], "metric": ["m"]})), "held-out size"),
-    (lambda: plots.family_table(None), "no table given"),
+    (lambda: tables.family_table(None), "no table given"),
 ])
 def test_bad_input_is_one_clear_value_error(call, message):
     with pytest.raises(ValueError, match=message):
@@ -288,13 +288,13 @@ def test_bad_input_is_one_clear_value_error(call, message):
 
 def test_slug_is_a_plain_file_name():
     for name in ("../../etc/passwd", "<script>", ".hidden", "a/b\\c", ""):
-        s = plots.slug(name)
+        s = tables.slug(name)
         assert s and "/" not in s and "\\" not in s and not s.startswith(".")
 
 
 def test_seed_intervals_stay_inside_the_metric_bounds():
     final = pd.DataFrame({"n_params": [1e3, 1e3, 1e4, 1e4], "value": [0.0, 0.9, 0.95, 1.0],
                           "stderr": [0.01] * 4, "metric": ["exact_match"] * 4})
-    s = plots.seed_summary(final)
+    s = tables.seed_summary(final)
     assert (s["lo"] >= 0).all() and (s["hi"] <= 1).all()
     assert s["hi"].iloc[0] == 1.0  # 2 seeds at 0 and 0.9: a t interval far wider than [0, 1], clipped

@@ -1,7 +1,7 @@
 """Reliability, proven by injecting the faults: kill -9 at chosen moments, corrupt checkpoints, NaN losses, jobs that
 raise inside a multirun, concurrent aggregation and probing, a full disk, bad input and hostile names.
 
-Precise kills use the fault-injection hook `emergence.checkpoint.fault_point`: a subprocess started with
+Precise kills use the fault-injection hook `emergence.files.fault_point`: a subprocess started with
 EMERGENCE_FAULT=<label> SIGKILLs itself at that point (half-way through writing a file, after an optimizer step, ...),
 exactly as a preemption would, with no `finally` and no cleanup. Already covered in test_checkpoint.py and not repeated
 here: the checksum refusing a flipped bit, a truncated file falling back with a warning, a pickle that runs code refused
@@ -23,8 +23,10 @@ import torch
 
 from conftest import TINY
 from emergence import checkpoint as ckpt
+from emergence import files
 from emergence.config import compose, run_dir
-from emergence.train import read_status, train
+from emergence.run import read_status
+from emergence.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["model=l1d16"]  # the smallest ladder size: every run here takes a second or two
@@ -126,7 +128,7 @@ def test_kill_9_at_six_moments_and_rerun_ends_bit_identical(reference, tmp_path)
     folder = run_dir(compose(overrides))
     resumes_from = None
     for label, newest in KILLS:
-        p = emergence_cli("train", *overrides, env={ckpt.FAULT_ENV: label})
+        p = emergence_cli("train", *overrides, env={files.FAULT_ENV: label})
         assert p.returncode == -signal.SIGKILL, f"{label}: exit {p.returncode}\n{p.stderr[-3000:]}"
         # no half-written checkpoint was ever offered to the loader (the fallback would have warned)
         assert "checksum" not in p.stderr, p.stderr

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report_sweep import SIZES, make_sweep  # noqa: E402
 
 from analysis import report  # noqa: E402
+from analysis.report import document  # noqa: E402
 
 EVIL_TASK = "<script>alert(1)</script>"
 ODD_TASK = "cost $5 | *bold* [link](http://x) `tick` & co"
@@ -189,7 +190,7 @@ def test_definition_of_a_jump_in_html_and_md(built):
     _, _, html_text, md = built
     definition = jumps.DEFINITION.format(w0=0.5)
     assert "W0 = 0.5 here" in definition
-    assert report._h(definition) in section(html_text, "emergent")
+    assert document._h(definition) in section(html_text, "emergent")
     assert report.md_escape(definition) in md
     assert md.index(report.md_escape(definition)) < md.index("## Smooth and flat abilities")
 
@@ -303,7 +304,7 @@ def test_flags_without_the_width_columns_still_report(tmp_path):
     flags = pd.read_csv(root / "flags.csv")
     old = flags[["task", "metric", "x", "verdict", "jump_at", "jump_lo", "jump_hi", "n_sizes", "evidence"]]
     html_text = report.render_html(report.build_document(report.load_sweep(root, {"flags": old})), {}, "t")
-    assert report._h(jumps.DEFINITION.format(w0=jumps.W0)) in html_text
+    assert document._h(jumps.DEFINITION.format(w0=jumps.W0)) in html_text
     assert ">370k [230k, 600k] (n_params)</td>" in html_text and "decades of n_params" not in html_text
     md = report.render_md(report.build_document(report.load_sweep(root, {"flags": flags.assign(w0=0.25)})), {})
     assert report.md_escape(jumps.DEFINITION.format(w0=0.25)) in md and "W0 = 0.25 here" in md
@@ -335,21 +336,30 @@ def test_bad_analyses_value_is_a_value_error(tmp_path):
         report.write_report(root, analyses={"flags": [1, 2]})
 
 
-def test_capability_curve_is_the_flags_own_law(tmp_path):
-    """Where fits.csv has no fit of a task, its panel's curve is the law its flag chose, fitted to the data."""
-    pytest.importorskip("analysis.fit")
-    root = make_sweep(tmp_path / "c", with_views=False, sizes=SIZES, seeds=[0])
-    fits = pd.read_csv(root / "fits.csv")
-    fits[fits["task"] == "lm"].to_csv(root / "fits.csv", index=False)
-    flags = pd.read_csv(root / "flags.csv").assign(jump_model="logistic", smooth_model="linear_log")
-    sw = report.load_sweep(root, {"flags": flags})
-    curves = report.capability_curves(sw)
-    assert set(curves) == {("add2", "exact_match"), ("add2", "token_accuracy"), ("add3", "exact_match")}
-    fit = curves[("add2", "exact_match")]
-    assert fit.law == "logistic"
-    fin = report.plots.final_values(sw.results, "add2", "exact_match", runs=sw.runs)
-    residual = fin["value"].to_numpy() - fit.predict(fin["n_params"].to_numpy(float))
-    assert np.sqrt(np.mean(residual ** 2)) < 0.1  # it follows the points
+def test_the_report_draws_the_analysis_fits_and_never_fits(tmp_path, monkeypatch):
+    """The scaling figure's curve and band are fit_bands.csv's, its parameters fits.csv's; no fitting function runs
+    while the report is made. Without fit_bands.csv the curve comes from fits.csv's parameters, without a band, and
+    the report says so."""
+    import analysis.fit
+
+    def refuse(*a, **k):
+        raise AssertionError("the report fitted a law")
+
+    monkeypatch.setattr(analysis.fit, "fit_law", refuse)
+    root = make_sweep(tmp_path / "f", sizes=SIZES, seeds=[0, 1])
+    paths = report.write_report(root)
+    assert paths["html"].exists()
+    sw = report.load_sweep(root)
+    fit = sw.scaling_fits["n_params"]
+    bands = pd.read_csv(root / "fit_bands.csv").query("x == 'n_params'")
+    x = bands["x_value"].to_numpy()[[3, 20]]
+    assert np.allclose(fit.predict(x), bands["predicted"].to_numpy()[[3, 20]])
+    assert np.allclose(fit.predict_interval(x)[1], bands["hi"].to_numpy()[[3, 20]])
+    assert fit.params["alpha"] == 0.45 and fit.ci["alpha"] == (0.41, 0.49)
+    (root / "fit_bands.csv").unlink()
+    sw = report.load_sweep(root)
+    assert not hasattr(sw.scaling_fits["n_params"], "predict_interval")
+    assert any("fit_bands.csv not found" in n for n in sw.scaling_notes)
 
 
 # ----------------------------------------------------------------------------------------------- escaping units

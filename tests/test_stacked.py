@@ -7,7 +7,8 @@ from emergence import checkpoint as ckpt
 from emergence.config import run_dir
 from emergence.model import GPT, GPTConfig
 from emergence.stacked import StackedGPT, StackedTrainer, build_models, stacked_optimizer, train_seeds
-from emergence.train import make_optimizer, train
+from emergence.optim import make_optimizer
+from emergence.train import train
 
 SHAPES = [
     dict(n_layer=2, d_model=16, n_head=2, vocab_size=30, block_size=12),
@@ -138,6 +139,48 @@ def test_train_seeds_matches_separate_train_runs(tiny, tmp_path):
         assert b["final_loss"] == pytest.approx(a["final_loss"], abs=1e-4)
     # different seeds really are different runs
     assert len({round(r["final_loss"], 6) for r in st}) == 3
+
+
+def test_single_and_stacked_runs_tell_the_tracker_the_same_metrics(tiny, tmp_path, monkeypatch):
+    """One run lifecycle (`emergence.run`): a single run and stacked seeds log the same train/* keys, MFU included,
+    each MFU the run's own tokens/s x FLOPs per token over the measured peak; and the same checkpoint keys."""
+    import emergence.run as run
+
+    logged: dict[str, list[dict]] = {}
+
+    class Tracker:
+        def __init__(self, rid):
+            self.id, self.rid = rid, rid
+
+        def log(self, metrics, step):
+            logged.setdefault(self.rid, []).append(dict(metrics, step=step))
+
+        def log_checkpoint(self, path, step):
+            pass
+
+        def finish(self, state):
+            pass
+
+    import emergence.train
+
+    for module in (run, emergence.train):
+        monkeypatch.setattr(module, "make_run_tracker", lambda cfg, rid, derived, resume_id: Tracker(rid))
+    single = train(tiny("seed=5", f"paths.results={tmp_path / 'one'}", "probe.inline=false"))
+    stacked = train_seeds(tiny(f"paths.results={tmp_path / 'st'}", "probe.inline=false"), [0, 1])
+    fpt = single["flops_per_token"]
+    keys, peaks = set(), []
+    for r in [single] + stacked:
+        rows = [m for m in logged[r["run_id"]] if "train/loss" in m]
+        assert len(rows) >= 3
+        keys.add(frozenset(rows[0]))
+        assert all(0 < m["train/mfu"] < 1 for m in rows)
+        peaks += [m["train/tokens_per_s"] * fpt / m["train/mfu"] for m in rows]  # the one measured peak
+    assert peaks == pytest.approx([peaks[0]] * len(peaks))
+    assert len(keys) == 1 and {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s",
+                                "train/mfu"} <= set(next(iter(keys)))
+    a = ckpt.load(ckpt.list_checkpoints(f"{single['run_dir']}/checkpoints")[-1][1])
+    b = ckpt.load(ckpt.list_checkpoints(f"{stacked[0]['run_dir']}/checkpoints")[-1][1])
+    assert set(a) == set(b)
 
 
 def test_stacked_checkpoints_resume_with_train_and_done_runs_are_skipped(tiny, tmp_path):

@@ -57,12 +57,14 @@ def test_smoke_sweep_end_to_end_then_skip(tmp_path):
     assert {"task", "metric", "verdict", "evidence"} <= set(flags.columns) and len(flags)
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["command"].startswith("emergence sweep") and "torch" in meta["versions"]
-    # a second run of the same command trains nothing
+    # a second run of the same command trains nothing, and analyses nothing: its inputs have not changed
     before = {p: p.stat().st_mtime_ns for p in folder.glob("runs/*/checkpoints/*.pt")}
+    analysed = {n: (folder / n).stat().st_mtime_ns for n in ("flags.csv", "fits.csv", "report.html")}
     p = emergence("sweep", "experiment=smoke", f"paths.results={tmp_path}")
     assert p.returncode == 0
-    assert "4 already done" in p.stderr
+    assert "4 already done" in p.stderr and "unchanged since the last analysis" in p.stderr
     assert {p: p.stat().st_mtime_ns for p in folder.glob("runs/*/checkpoints/*.pt")} == before
+    assert {n: (folder / n).stat().st_mtime_ns for n in analysed} == analysed
     # status from files alone
     s = emergence("status", str(folder))
     assert s.returncode == 0 and s.stdout.count(" done ") == 4
@@ -187,3 +189,24 @@ def test_a_shrunk_demo_runs_one_stacked_job_per_size(tmp_path):
         assert st.get("stacked_with") == 6
     flags = pd.read_csv(tmp_path / "cpu_demo" / "flags.csv")
     assert len(flags) and set(flags["verdict"]) <= {"emergent", "smooth", "inconclusive", "flat"}
+
+
+def test_the_analysis_key_follows_the_tables_and_the_settings(tmp_path):
+    """A rerun skips the analysis only when the tables, the verdict's settings and the analysis code are the same;
+    an analysis written by hand (`emergence analyze`) makes the sweep's own analysis run again."""
+    from emergence.analyze import ANALYSIS_KEY, analysis_key
+
+    pd.DataFrame({"a": [1, 2]}).to_parquet(tmp_path / "results.parquet")
+    pd.DataFrame({"run_id": ["r"]}).to_parquet(tmp_path / "runs.parquet")
+    k = analysis_key(tmp_path, {"w0": 0.5})
+    assert k == analysis_key(tmp_path, {"w0": 0.5}) and len(k) == 64
+    assert k != analysis_key(tmp_path, {"w0": 0.4})
+    pd.DataFrame({"a": [1, 3]}).to_parquet(tmp_path / "results.parquet")
+    assert k != analysis_key(tmp_path, {"w0": 0.5})
+    (tmp_path / ANALYSIS_KEY).write_text(k)
+    from emergence.analyze import analyze
+
+    with pytest.raises(Exception):  # not a results table: the analysis fails, but the key is gone first
+        analyze(tmp_path)
+    assert not (tmp_path / ANALYSIS_KEY).exists()
+

@@ -13,7 +13,8 @@ import pytest
 import torch
 import yaml
 
-from emergence.tasks import (TASKS, VOCAB, KShot, Task, TaskMixture, get_task, join_examples,
+from emergence.data import TaskMixture
+from emergence.tasks import (TASKS, VOCAB, KShot, Task, get_task, join_examples,
                              list_tasks, register)
 from emergence.tasks.base import PAD, hash_tokens
 
@@ -136,7 +137,7 @@ def test_kshot_variants_built_on_demand_once():
 
 
 class _Double(Task):
-    """A toy task written the way the README says: a file's worth of code plus one register() line."""
+    """A toy task written the way emergence/README.md ("Adding a task") says: a file's worth of code plus one register() line."""
 
     name = "double_test"
     description = "double a digit"

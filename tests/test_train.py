@@ -8,7 +8,8 @@ import torch
 
 from emergence import checkpoint as ckpt
 from emergence.config import ConfigError, run_dir, run_id, validate
-from emergence.train import lr_at, train
+from emergence.optim import lr_at
+from emergence.train import train
 
 
 def final_weights(cfg):

@@ -1,6 +1,7 @@
-"""Generated tasks: a registry, the built-in tasks, and the mixture that feeds the trainer.
+"""Generated tasks: a registry and the built-in tasks (the mixture that feeds the trainer is `emergence.data.TaskMixture`).
 
-    from emergence.tasks import get_task, TaskMixture
+    from emergence.tasks import get_task
+    from emergence.data import TaskMixture
     task = get_task("add3")
     prompts, answers = task.sample(np.random.default_rng(0), 4, "train")    # token ids of VOCAB
     prompts, answers, ids = task.heldout_set(512, seed=1234)               # the fixed probe set
@@ -74,7 +75,5 @@ register(TwoHop())
 register(Dyck())
 register(KShot(TASKS["add2"], 2))
 
-from .mixture import TaskMixture  # noqa: E402  (imports torch; after the registry it draws from)
-
-__all__ = ["VOCAB", "Vocab", "Task", "IndexedTask", "TASKS", "register", "get_task", "list_tasks", "TaskMixture",
+__all__ = ["VOCAB", "Vocab", "Task", "IndexedTask", "TASKS", "register", "get_task", "list_tasks",
            "KShot", "HELDOUT_FRACTION", "ENUMERATE_LIMIT", "SPLITS", "join_examples"]

@@ -128,7 +128,7 @@ class Task:
     """
 
     name: str = ""
-    description: str = ""  # one or two sentences, shown in the README
+    description: str = ""  # one or two sentences, shown in emergence/README.md
     answer_format: str = ""  # what the answer looks like
     example: tuple[str, str] = ("", "")  # (prompt, answer without <eos>), checked against `solve` at registration
     prompt_len: int = 0  # widest prompt, tokens

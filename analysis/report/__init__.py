@@ -1,0 +1,54 @@
+"""The report of a sweep: figures in `plots/` (PNG and SVG), one self-contained `report.html`, and `report.md`.
+
+`write_report(sweep_dir)` reads what the sweep and its analysis wrote (results.parquet, runs.parquet, fits.csv,
+flags.csv, the views' CSVs, samples.parquet, instances, meta.json), draws the figures with `analysis.plots`, and
+writes one document in two renderings. A file that is missing or unreadable is said so in its section; nothing is
+invented to fill the gap.
+
+The package: `inputs` reads the sweep folder (`load_sweep`), `figures` draws, `sections` builds the document
+(`build_document`), `document` holds its blocks and renders them to HTML and Markdown.
+
+Safety: the document is built as a list of blocks whose text is plain strings, and each renderer escapes every
+string it writes (HTML: `html.escape`; Markdown: backslash escapes, entities for `<`, `>` and `&`, code spans and
+fences longer than any backtick run inside). No string from data or config is ever emitted as markup, so a task
+named `<script>` is shown, not run. The HTML also carries a Content-Security-Policy that allows no script and no
+network at all: images come from data URIs, styles are inline.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from analysis.report.document import md_code, md_escape, render_html, render_md
+from analysis.report.figures import make_figures
+from analysis.report.inputs import fits_long, load_sweep
+from analysis.report.sections import build_document
+
+__all__ = ["write_report", "load_sweep", "build_document", "make_figures", "render_html", "render_md", "md_escape",
+           "md_code", "fits_long"]
+
+def write_report(sweep_dir, *, analyses: dict | None = None) -> dict[str, Path]:
+    """Write `plots/*.png` and `plots/*.svg`, `report.html` (self-contained) and `report.md` into `sweep_dir`.
+
+    analyses: optional results already computed, which take precedence over the files: {"flags": DataFrame,
+    "fits": DataFrame, "transitions" | "loss" | "resolution" | "backtest": DataFrame, "scaling_fit": FitResult
+    (or a dict of them; a FitResult's x says whether it is against n_params or flops; a "chinchilla" one draws
+    the compute-optimal frontier)}.
+    Returns {"html": path, "md": path, "plots/<name>.png": path, "plots/<name>.svg": path, ...}.
+    """
+    sw = load_sweep(sweep_dir, analyses)
+    plots_dir = sw.folder / "plots"
+    figs = make_figures(sw, plots_dir)
+    doc = build_document(sw)
+    title = f"Sweep report: {sw.folder.name}"
+    html_text = render_html(doc, figs, title)
+    md_text = render_md(doc, figs)
+    out: dict[str, Path] = {}
+    (sw.folder / "report.html").write_text(html_text, encoding="utf-8")
+    (sw.folder / "report.md").write_text(md_text, encoding="utf-8")
+    out["html"] = sw.folder / "report.html"
+    out["md"] = sw.folder / "report.md"
+    for ff in figs.values():
+        for p in (ff.png, ff.svg):
+            if p is not None:
+                out[f"plots/{p.name}"] = p
+    return out

@@ -1,0 +1,168 @@
+"""The report's figures, drawn with `analysis.plots` into `plots/` (PNG and SVG), each with its caption."""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import plots, tables
+from analysis.report.document import FigureFile
+from analysis.report.inputs import Sweep, compute_optimal_curve
+from analysis.resolution import resolution_points
+
+
+# ------------------------------------------------------------------------------------------------------ figures
+def _figure(key: str, title: str, caption: str, plots_dir: Path, make) -> FigureFile:
+    """Draw one figure and save it as PNG and SVG; a figure that cannot be drawn is reported with its reason."""
+    ff = FigureFile(key, title, caption)
+    try:
+        fig = make()
+    except Exception as e:
+        ff.error = f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e)
+        if not isinstance(e, ValueError):
+            warnings.warn(f"figure {key!r} failed: {ff.error}", stacklevel=2)
+        return ff
+    png, svg = plots.save_figure(fig, plots_dir / key)
+    ff.png, ff.svg = png, svg
+    ff.size = _png_size(png)
+    return ff
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """Width and height of a PNG, from its IHDR chunk (bytes 16-24; PNG specification, section 11.2.2)."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def _fig_key(prefix: str, name: str) -> str:
+    """A file stem for a figure about `name` (a task): readable slug plus a short hash, so two names never
+    collide and no name can reach outside plots/."""
+    digest = hashlib.sha1(str(name).encode("utf-8", "surrogatepass")).hexdigest()[:6]
+    return f"{prefix}_{tables.slug(name, 30)}_{digest}"
+
+
+def make_figures(sw: Sweep, plots_dir: Path) -> dict[str, FigureFile]:
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    figs: dict[str, FigureFile] = {}
+    res, runs, flags = sw.results, sw.runs, sw.flags
+
+    def need_results():
+        if res is None:
+            raise ValueError(f"results.parquet {sw.notes.get('results.parquet', 'not available')}")
+        return res
+
+    fit_labels = {}
+    for x, fit in sw.scaling_fits.items():
+        if hasattr(fit, "params") and "alpha" in getattr(fit, "params", {}):
+            lo, hi = getattr(fit, "ci", {}).get("alpha", (np.nan, np.nan))
+            var = "N" if x == "n_params" else "C"
+            fit_labels[x] = (f"$E + A {var}^{{-\\alpha}}$, $\\alpha$ = {plots.fmt_num(fit.params['alpha'], 3)}"
+                             + (f" [{plots.fmt_num(lo, 2)}, {plots.fmt_num(hi, 2)}]" if np.isfinite(lo) else ""))
+    optimal = compute_optimal_curve(sw.chinchilla, res["flops"]) if res is not None and sw.chinchilla else None
+    figs["scaling"] = _figure(
+        "scaling", "Scaling of held-out loss",
+        "(a) Final held-out LM loss of every completed run against parameters (faint: seeds; filled: mean with 95% "
+        "interval) and the fitted power law with its 95% bootstrap band. (b) The loss of every run along training "
+        "against training compute, with the empirical frontier (the lowest loss reached at each compute)"
+        + (", the fitted law of final loss against compute" if "flops" in sw.scaling_fits else "")
+        + (" and the compute-optimal frontier of the Chinchilla fit" if optimal is not None else "") + ".",
+        plots_dir, lambda: plots.plot_scaling(need_results(), runs, fits=sw.scaling_fits, optimal=optimal,
+                                              fit_labels=fit_labels))
+    figs["capability"] = _figure(
+        "capability", "Capability against scale, every metric beside exact match",
+        "Each task's metrics at the final checkpoint against parameters: faint points are seeds, filled points the "
+        "mean over seeds with a 95% interval, the dashed curve a fitted law where there is one; a flagged jump is "
+        "shaded over the 95% interval of its location and labelled with the 10%-90% width W of its rise in decades. "
+        "The right column gives each metric's verdict and the numbers behind it. A jump in exact match with smooth "
+        "continuous metrics is the signature of a metric artefact (Schaeffer et al. 2023).",
+        plots_dir, lambda: plots.plot_capability(need_results(), runs=runs, flags=_flags_at(flags, "n_params"),
+                                                 fits=sw.fits))
+    for task in _emergent_tasks(sw):
+        x = _flag_x(sw, task)
+        figs[_fig_key("capability", task)] = _figure(
+            _fig_key("capability", task), f"{task} against scale",
+            f"Every metric of this task against {plots.X_LABELS.get(x, x)} at the final checkpoint (faint: seeds; "
+            "filled: mean with 95% interval), the flagged jump shaded over the 95% interval of its location and "
+            "labelled with the width W of its rise, and the verdicts with their evidence on the right.",
+            plots_dir, lambda task=task, x=x: plots.plot_capability(
+                need_results(), runs=runs, flags=_flags_at(flags, x), fits=sw.fits, tasks=[task], x=x))
+    figs["heatmap"] = _figure(
+        "heatmap", "Exact match by task and size",
+        "Exact match at the final checkpoint, mean over seeds, for every task (rows) and model size (columns).",
+        plots_dir, lambda: plots.plot_heatmap(need_results(), runs=runs))
+    figs["training"] = _figure(
+        "training", "Training curves",
+        "Held-out LM loss and each task's metrics against training tokens (log axis), one line per run, coloured by "
+        "size. Dotted lines ending in a cross are runs that failed or diverged. Triangles mark phase changes "
+        "flagged within a run (transitions view), with the bar over their interval.",
+        plots_dir, lambda: plots.plot_training(need_results(), runs=runs, transitions=sw.views.get("transitions")))
+    if sw.views.get("loss") is not None:
+        figs["loss_threshold"] = _figure(
+            "loss_threshold", "Capability against held-out loss",
+            "Every checkpoint of every size, its metric against its held-out LM loss (high loss on the left), with "
+            "the loss threshold \u03b7 and its 95% interval where one was found (Du et al. 2024).",
+            plots_dir, lambda: plots.plot_loss_threshold(need_results(), _loss_panels(sw.views["loss"]), runs=runs))
+    if sw.views.get("backtest") is not None:
+        figs["backtest"] = _figure(
+            "backtest", "Backtest: predicting the largest sizes from the smaller ones",
+            "Measured means over seeds (black) and, for each held-out size, the prediction of the law fitted on the "
+            "smaller sizes with its 95% interval (vermillion).",
+            plots_dir, lambda: plots.plot_backtest(sw.views["backtest"], res, runs=runs))
+    if sw.views.get("resolution") is not None:
+        figs["resolution"] = _figure(
+            "resolution", "Infinite-resolution view",
+            "log(\u2212log P) of the mean answer probability P at the final checkpoint against parameters, per task, "
+            "with the least-squares line of the task scaling law (Hu et al. 2023). A straight line is predictable; a "
+            "downward bend is accelerated emergence.",
+            plots_dir, lambda: plots.plot_resolution(_resolution_points(sw), sw.views["resolution"]))
+    if runs is not None:
+        figs["family"] = _figure("family", "Model family", "The model family of this sweep.", plots_dir,
+                                 lambda: plots.plot_family_table(runs))
+    return figs
+
+
+def _resolution_points(sw: Sweep) -> pd.DataFrame:
+    if sw.instances is None:
+        raise ValueError(f"instances.parquet {sw.notes.get('instances.parquet', 'not available')}: the per-example "
+                         "probabilities the view needs")
+
+    return resolution_points(sw.instances, runs=sw.runs if "n_params" not in sw.instances.columns else None)
+
+
+def _loss_panels(loss: pd.DataFrame, n: int = 6) -> pd.DataFrame:
+    """The loss-view rows worth a panel: emergent ones, then exact match, then the rest."""
+    if "verdict" not in loss.columns:
+        return loss.head(n)
+    order = (~loss["verdict"].astype(str).eq("emergent")).astype(int) * 2 + \
+        (~loss["metric"].astype(str).eq("exact_match")).astype(int)
+    return loss.assign(_o=order).sort_values("_o", kind="stable").drop(columns="_o").head(n)
+
+
+def _flags_at(flags: pd.DataFrame | None, x: str) -> pd.DataFrame | None:
+    if flags is None or "x" not in flags.columns:
+        return flags
+    return flags[flags["x"].astype(str) == x]
+
+
+def _emergent(sw: Sweep) -> pd.DataFrame:
+    f = sw.flags
+    if f is None or not {"task", "metric", "verdict"} <= set(f.columns):
+        return pd.DataFrame()
+    return f[f["verdict"].astype(str) == "emergent"]
+
+
+def _emergent_tasks(sw: Sweep) -> list[str]:
+    return list(dict.fromkeys(_emergent(sw)["task"].astype(str))) if len(_emergent(sw)) else []
+
+
+def _flag_x(sw: Sweep, task: str) -> str:
+    e = _emergent(sw)
+    xs = e.loc[e["task"].astype(str) == task, "x"].astype(str) if "x" in e.columns else pd.Series(dtype=str)
+    for x in xs:
+        if sw.results is not None and x in sw.results.columns:
+            return x
+    return "n_params"

@@ -1,0 +1,204 @@
+"""The analysis entry points: `emergence analyze`, `emergence stability`, `emergence budget`, and the analysis and
+report at the end of a sweep (`finish_sweep`, skipped when its inputs have not changed: `analysis_key`). They read
+a sweep folder or an imported table and call `analysis`; nothing here trains.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from emergence.config import ConfigError
+
+ANALYSIS_KEY = ".analysis.key"
+ANALYSIS_OUTPUTS = ("fits.csv", "flags.csv", "report.html")
+
+
+def analysis_key(folder: Path, options: dict) -> str:
+    """What the sweep's analysis and report are a function of: the aggregated tables, the verdict's settings and
+    the analysis code (its source files). Equal keys: the same analysis would come out again."""
+    import analysis
+
+    h = hashlib.sha256()
+    for name in ("results.parquet", "runs.parquet", "instances.parquet"):
+        p = Path(folder) / name
+        h.update(name.encode() + (p.read_bytes() if p.exists() else b"missing"))
+    h.update(json.dumps(options, sort_keys=True, default=str).encode())
+    for src in sorted(Path(analysis.__file__).parent.glob("*.py")):
+        h.update(src.name.encode() + src.read_bytes())
+    return h.hexdigest()
+
+
+def finish_sweep(folder: Path, config: DictConfig | None = None) -> None:
+    """Analysis (every view), then the report, then the analysis run of the tracker; a failure here is reported but
+    leaves the sweep's tables in place (`emergence analyze` / `emergence report` can redo it). Skipped when the
+    results, the settings and the analysis code are those of the last complete analysis (`analysis_key`)."""
+    options = flag_options(config)
+    key_file = folder / ANALYSIS_KEY
+    key = analysis_key(folder, options)
+    if (key_file.exists() and key_file.read_text().strip() == key
+            and all((folder / name).exists() for name in ANALYSIS_OUTPUTS)):
+        print(f"analysis: results, settings and analysis code unchanged since the last analysis of {folder}; "
+              "kept its flags and report (`emergence analyze` and `emergence report` redo them)", file=sys.stderr)
+        return
+    key_file.unlink(missing_ok=True)
+    try:
+        written = analyze(folder, views="all", flag_options=options)
+    except Exception as e:  # the tables are written; analysis can be rerun with `emergence analyze`
+        print(f"warning: analysis failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return
+    paths: dict = {}
+    try:
+        from analysis.report import write_report
+
+        paths = write_report(folder) or {}
+        key_file.write_text(key + "\n")
+    except Exception as e:
+        print(f"warning: report failed: {type(e).__name__}: {e}", file=sys.stderr)
+    if config is not None and config.tracker.kind != "none":
+        from emergence.tracking import make_tracker
+
+        name = str(config.sweep.name)
+        t = make_tracker(config.tracker, run_id=f"{name}-analysis", group=name, job_type="analysis",
+                         config={"sweep": name, "experiment": str(config.experiment)},
+                         tags=[str(config.experiment), "analysis"], resume_id=None, dir=str(folder))
+        images = {p.stem: p for p in sorted((folder / "plots").glob("*.png"))}
+        t.log_analysis(_maybe_csv(written.get("flags")), _maybe_csv(written.get("fits")), images,
+                       paths.get("html"))
+        t.finish("done")
+
+
+def _maybe_csv(path):
+    return pd.read_csv(path) if path is not None and Path(path).exists() and Path(path).stat().st_size else None
+
+
+def flag_options(config: DictConfig | None = None, *, jump_width: float | None = None) -> dict:
+    """The verdict's settings from the config's `analysis` group (W0, alpha, bootstrap draws)."""
+    opts: dict = {}
+    a = config.get("analysis") if config is not None else None
+    if a is not None:
+        opts = {"w0": float(a.jump_width), "alpha": float(a.alpha), "n_boot": int(a.n_boot)}
+    if jump_width is not None:
+        if not jump_width > 0:
+            raise ConfigError(f"--jump-width must be a positive number of decades, got {jump_width}")
+        opts["w0"] = float(jump_width)
+    return opts
+
+
+def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=None, mapping=None,
+            constants=None, flag_options: dict | None = None) -> dict[str, Path]:
+    """Fit scaling laws and flag emergence; write fits.csv, flags.csv (and each view's CSV) beside the input."""
+    import analysis as an
+    from analysis.schema import measured
+
+    path = Path(path)
+    out_dir = path if path.is_dir() else path.parent
+    (out_dir / ANALYSIS_KEY).unlink(missing_ok=True)  # whatever comes out, it is not the sweep's last analysis
+    if source == "lm-eval":
+        df = an.import_lm_eval(path)
+    elif source == "csv":
+        if not mapping and not constants:
+            raise ConfigError("--from csv needs the column mapping: --map task=Benchmark --map value=Acc ... "
+                              "(and --set metric=acc for columns the file lacks)")
+        df = an.import_csv(path, dict(mapping or {}), constants=dict(constants or {}))
+    else:
+        df = an.load_results(path)
+    if x in df.columns:  # one value of x (one model size, say) leaves nothing to compare
+        values = measured(df)[x].dropna().unique()
+        if len(values) == 1:
+            raise ConfigError(f"{path}: every measured row has {x}={values[0]}, so there is nothing to compare: "
+                              "add sizes to the sweep (model=a,b,c) or analyse another axis (--x tokens)")
+    written = an.run_analysis(df, out_dir, x=x, views=views, runs=_maybe_runs(out_dir),
+                              instances=_maybe(out_dir / "instances.parquet"),
+                              flag_options={"answer_lengths": answer_lengths(df["task"].unique()),
+                                            **(flag_options or {})})
+    return written
+
+
+def answer_lengths(tasks) -> dict[str, float]:
+    """Mean answer length in tokens (with the end token) of each registered task's probe set: the L of the p^L
+    prediction of exact match from token accuracy (Schaeffer et al. 2023)."""
+    from emergence.tasks import VOCAB, get_task
+
+    out = {}
+    for name in tasks:
+        try:
+            _, answers, _ = get_task(str(name)).heldout_set(64, seed=0)
+        except ValueError:
+            continue
+        out[str(name)] = float((answers != VOCAB.pad).sum(1).mean()) if len(answers) else float("nan")
+    return out
+
+
+def _maybe(p: Path):
+    return pd.read_parquet(p) if p.exists() else None
+
+
+def _maybe_runs(folder: Path):
+    return _maybe(folder / "runs.parquet")
+
+
+def analyze_cli(path: Path, *, x: str = "n_params", source: str = "results", views=None, mapping=None,
+                constants=None, jump_width: float | None = None) -> int:
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist; give a sweep folder or a results table")
+    written = analyze(path, x=x, source=source, views=views, mapping=mapping, constants=constants,
+                      flag_options=flag_options(jump_width=jump_width))
+    flags_path = written.get("flags")
+    if flags_path is not None and Path(flags_path).exists():
+        flags = pd.read_csv(flags_path)
+        cols = [c for c in ("task", "metric", "verdict", "jump_at", "width", "width_lo", "width_hi", "q_value",
+                            "per_run", "mirage") if c in flags]
+        with pd.option_context("display.width", 160, "display.max_rows", 200, "display.max_colwidth", 40):
+            print(flags[cols].to_string(index=False))
+    for name, p in written.items():
+        print(f"wrote {p}")
+    return 0
+
+
+def stability_cli(path: Path, *, runs_per_size: int, replicates: int | None = None, jump_width: float | None = None,
+                  seed: int = 0) -> int:
+    """`emergence stability`: stability.csv beside the input, and a table of each row's modal verdict."""
+    import analysis as an
+    from analysis.pipeline import _write_csv
+    from analysis.stability import stability
+
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist; give a sweep folder or a results table")
+    if runs_per_size < 1:
+        raise ConfigError(f"--runs-per-size must be at least 1, got {runs_per_size}")
+    df = an.load_results(path)
+    table = stability(df, runs_per_size, replicates, seed=seed,
+                      **{"answer_lengths": answer_lengths(df["task"].unique()), **flag_options(jump_width=jump_width)})
+    out = (path if path.is_dir() else path.parent) / "stability.csv"
+    _write_csv(table, out)
+    with pd.option_context("display.width", 160, "display.max_rows", 200):
+        print(table[["task", "metric", "modal", "modal_share", "modal_lo", "modal_hi", "verdicts"]].to_string(
+            index=False))
+    print(f"wrote {out}")
+    return 0
+
+
+def budget_cli(base: Path, more: Path) -> int:
+    """`emergence budget`: budget.csv in BASE, and its sentences."""
+    import analysis as an
+    from analysis.budget import budget_shift
+    from analysis.pipeline import _write_csv
+
+    for p in (base, more):
+        if not p.exists():
+            raise ConfigError(f"{p} does not exist; give two sweep folders or results tables")
+    table = budget_shift(an.load_results(base), an.load_results(more))
+    if table.empty:
+        raise ConfigError(f"{base} and {more} share no size with an all-or-nothing metric (exact match) measured in "
+                          "both; train some of BASE's sizes again with a larger train.tokens")
+    out = (base if base.is_dir() else base.parent) / "budget.csv"
+    _write_csv(table, out)
+    for e in table["evidence"]:
+        print(e)
+    print(f"wrote {out}")
+    return 0
