@@ -22,6 +22,7 @@ so probing, aggregation and analysis cannot tell the two apart.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -34,11 +35,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from emergence.model import GPT, GPTConfig, apply_rotary, rotary_tables
-from emergence.optim import FlatAdamW
+from emergence.optim import FlatAdamW, Step, lr_at
 
 # A stacked parameter is a seed-strided view of its group's (seeds, n) buffer, and so is its gradient: autograd adds each
 # step's gradient into that view in place, as intended, but warns that the two are not dense. Only that warning is muted.
 _LAYOUT_WARNING = "grad and param do not obey the gradient layout contract"
+
+
+@contextlib.contextmanager
+def _quiet_layout_warning():
+    """The stacked weights' gradients come out in another memory layout than the parameters, which torch warns about
+    once per backward; it costs nothing here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_LAYOUT_WARNING)
+        yield
 
 
 def _key(name: str) -> str:
@@ -183,33 +193,19 @@ class StackedTrainer:
         self.stack = StackedGPT(models).to(device)
         self.opt = stacked_optimizer(self.stack, lr, weight_decay, betas, device.type)
         self.template_model = models[0]
-        self.peak_lr, self.grad_clip = lr, grad_clip
-        self.total, self.warmup, self.min_ratio = total_steps, warmup_steps, min_lr_ratio
-        self.amp = amp
+        self.amp = amp if amp is not None else contextlib.nullcontext()
         self.forward = torch.compile(self.stack) if compile else self.stack
+        self.stepper = Step(self.forward, self.opt,
+                            lambda s: lr_at(s, total_steps, lr, warmup_steps, min_lr_ratio), grad_clip, self.amp,
+                            backward_context=_quiet_layout_warning)
         self.step_count = 0
 
     def step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, float]:
         """One optimizer step on `micro_batches` of (x, y), each (S, B, T). Returns (S mean losses, S gradient norms
         before clipping, lr); no host sync."""
-        from emergence.optim import lr_at
-
-        lr = lr_at(self.step_count, self.total, self.peak_lr, self.warmup, self.min_ratio)
-        self.opt.set_lr(lr)
-        k = len(micro_batches)
-        loss_sum = None
-        for x, y in micro_batches:
-            with self.amp if self.amp is not None else _null():
-                losses = self.forward(x, y)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=_LAYOUT_WARNING)
-                (losses.sum() / k).backward()
-            loss_sum = losses.detach() if loss_sum is None else loss_sum + losses.detach()
-        norms = self.opt.clip(self.grad_clip if self.grad_clip > 0 else float("inf"))
-        self.opt.step()
-        self.opt.zero_grad()
+        total, norms, lr = self.stepper(self.step_count, micro_batches)
         self.step_count += 1
-        return loss_sum / k, norms, lr
+        return total / len(micro_batches), norms, lr
 
     @torch.no_grad()
     def losses(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[float, float, int]]:
@@ -219,7 +215,7 @@ class StackedTrainer:
 
         sums, counts = [], []
         for x, y in batches:
-            with self.amp if self.amp is not None else _null():
+            with self.amp:
                 s, c = self.stack(x, y, per_sequence=True)
             sums.append(s.double().cpu())
             counts.append(c.cpu())
@@ -235,14 +231,6 @@ class StackedTrainer:
         """Seed i's AdamW state as the optimizer `make_optimizer` builds for one run would hold it, so `train()` can
         resume the run from this checkpoint. Parameter order is the same: both list GPT's parameters in order."""
         return self.opt.state_dict(seed=i)
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def stack_batches(source, seeds: list[int], step: int, grad_accum: int, batch_size: int, device,

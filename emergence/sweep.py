@@ -122,7 +122,7 @@ def calibrate(runs: list[dict], seconds: float = 1.0) -> dict[str, float]:
 
     from emergence.config import compose as _compose, gpt_config
     from emergence.model import GPT, flops_per_token
-    from emergence.optim import make_optimizer
+    from emergence.optim import Step, make_optimizer
 
     out = {}
     for run in {r["model"]: r for r in runs}.values():
@@ -130,16 +130,14 @@ def calibrate(runs: list[dict], seconds: float = 1.0) -> dict[str, float]:
         gc = gpt_config(cfg)
         torch.manual_seed(0)
         model = GPT(gc)
-        opt = make_optimizer(model, 1e-3, 0.1, (0.9, 0.98), "cpu")
+        step = Step(lambda x, y: model(x, y)[1], make_optimizer(model, 1e-3, 0.1, (0.9, 0.98), "cpu"),
+                    lambda i: 1e-3, cfg.train.grad_clip)
         x = torch.randint(0, gc.vocab_size, (cfg.train.batch_size, gc.block_size))
         steps, t0 = 0, time.perf_counter()
         while steps < 3 or (time.perf_counter() - t0 < seconds and steps < 50):
             if steps == 1:
                 t0 = time.perf_counter()
-            _, loss = model(x, x)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
+            step(steps, [(x, x)])
             steps += 1
         elapsed = time.perf_counter() - t0
         out[run["model"]] = flops_per_token(gc) * x.numel() * (steps - 1) / max(elapsed, 1e-9)

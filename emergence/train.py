@@ -27,7 +27,7 @@ from emergence.data import build_source
 from emergence.device import autocast_for, distributed, matmul_peak_flops, pick_device
 from emergence.live import RunProgress
 from emergence.model import GPT
-from emergence.optim import lr_at, make_optimizer
+from emergence.optim import Step, lr_at, make_optimizer
 from emergence.run import (log_row, log_train, make_run_tracker, payload, prepare_folder, probe_hook, read_status,
                            save_checkpoint, write_status)
 
@@ -187,32 +187,29 @@ def train(cfg) -> dict:
         # per step were 8% of the smallest sizes' step
         t = OmegaConf.to_container(cfg.train, resolve=True) if not isinstance(cfg.train, dict) else dict(cfg.train)
         seed, accum, batch_size, log_interval = int(cfg.seed), t["grad_accum"], t["batch_size"], t["log_interval"]
-        clip = t["grad_clip"] if t["grad_clip"] > 0 else float("inf")
+        stepper = Step(lambda x, y: train_model(x, y)[1], opt,
+                       lambda s: lr_at(s, total, derived["lr"], t["warmup_steps"], t["min_lr_ratio"]),
+                       t["grad_clip"], amp)
+
+        def micro_batch(i: int):
+            x, y = source.batch(seed, i, batch_size)
+            if world > 1:  # each rank takes its share of the same global batch
+                x, y = x[rank::world], y[rank::world]
+            return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
         window_t, window_tokens = time.perf_counter(), 0
         for step in range(start_step, total):
-            lr = lr_at(step, total, derived["lr"], t["warmup_steps"], t["min_lr_ratio"])
-            opt.set_lr(lr)
-            loss_sum = torch.zeros((), device=device)
-            for micro in range(accum):
-                x, y = source.batch(seed, step * accum + micro, batch_size)
-                if world > 1:  # each rank takes its share of the same global batch
-                    x, y = x[rank::world], y[rank::world]
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with amp:
-                    _, loss = train_model(x, y)
-                if step == t["nan_at_step"]:
-                    loss = loss * float("nan")
-                (loss / accum).backward()
-                loss_sum += loss.detach()
-            gnorm = opt.clip(clip)
+            lr = stepper.set_lr(step)
+            loss_sum = stepper.backward([micro_batch(step * accum + m) for m in range(accum)],
+                                        (lambda loss: loss * float("nan")) if step == t["nan_at_step"] else None)
+            gnorm = stepper.clip()
             done_step = step + 1
             log_now = done_step % log_interval == 0 or done_step in ck_steps or done_step == total
             if log_now:  # the only host syncs of the step, and only at log points
                 last_loss = float(loss_sum) / accum
                 if not math.isfinite(last_loss) or not math.isfinite(float(gnorm)):
                     raise Diverged(f"loss became {last_loss} at step {done_step}")
-            opt.step()
-            opt.zero_grad()
+            stepper.apply()
             files.fault_point(f"step:{done_step}")
             window_tokens += tokens_per_step
             if step == t["fail_at_step"]:

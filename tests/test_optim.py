@@ -110,3 +110,28 @@ def test_seed_axis_state_is_each_seeds_own():
     assert s0["state"][0]["exp_avg"].shape == (3, 4)
     torch.testing.assert_close(s0["state"][0]["exp_avg"], torch.full((3, 4), 0.2))
     torch.testing.assert_close(s1["state"][0]["exp_avg"], torch.full((3, 4), 0.1))
+
+
+def test_the_one_step_accumulates_schedules_clips_and_steps():
+    """`Step`, the step every trainer takes: two micro-batches of 2 rows give the update of one batch of 4 (the
+    mean of their mean losses), at the scheduled learning rate, with the norm before clipping returned."""
+    from emergence.optim import Step
+
+    torch.manual_seed(0)
+    a, b = GPT(CFG), GPT(CFG)
+    b.load_state_dict(a.state_dict())
+    oa, ob = make_optimizer(a, 1.0, 0.1, (0.9, 0.98), "cpu"), make_optimizer(b, 1.0, 0.1, (0.9, 0.98), "cpu")
+    x, y = data(3)
+    step = Step(lambda x, y: a(x, y)[1], oa, lambda i: 1e-2 * (i + 1), grad_clip=0.05)
+    total, norm, lr = step(1, [(x[:2], y[:2]), (x[2:], y[2:])])
+    assert lr == pytest.approx(2e-2) and oa.param_groups[0]["lr"] == pytest.approx(2e-2)
+    ob.set_lr(2e-2)
+    _, loss = b(x, y)
+    loss.backward()
+    norm_b = ob.clip(0.05)
+    ob.step()
+    assert torch.allclose(norm, norm_b, rtol=1e-4) and float(norm) > 0.05  # clipping was active
+    assert float(total) / 2 == pytest.approx(float(loss), rel=1e-5)
+    for (k, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(pa, pb, atol=1e-6, rtol=1e-4, msg=k)
+    assert all(p.grad is None or not p.grad.any() for p in a.parameters())  # gradients cleared after the step

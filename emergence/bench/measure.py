@@ -2,7 +2,6 @@
 separate runs, probing, the analysis and the smoke sweep, and the profiler."""
 from __future__ import annotations
 
-import contextlib
 import math
 import statistics
 import subprocess
@@ -16,6 +15,7 @@ import torch.nn as nn
 from analysis.bench_analysis import bench_analysis
 from emergence.bench.reference import RefGPT, RefOptimizer
 from emergence.device import sync
+from emergence.optim import Step, lr_at
 from emergence.bench.shapes import Shape, default_base, ladder
 from emergence.model import GPT, n_params
 
@@ -43,30 +43,19 @@ class Trainer:
     gradient accumulation), clip, step, zero. No host sync inside a step (train() syncs only at log points)."""
 
     def __init__(self, model: nn.Module, opt, shape: Shape, total_steps: int, amp=None, compiled=None):
-        from emergence.optim import lr_at
-
         self.model, self.opt, self.shape, self.total = model, opt, shape, total_steps
-        self.forward = compiled if compiled is not None else model
-        self.amp = amp or contextlib.nullcontext()
-        self.lr_at = lr_at
+        forward = compiled if compiled is not None else model
+        s = shape
+        self.stepper = Step(lambda x, y: forward(x, y)[1], opt,
+                            lambda i: lr_at(i, total_steps, s.lr, s.warmup_steps, s.min_lr_ratio), s.grad_clip, amp)
         self.step_count = 0
         self.loss_sum = None
 
     def step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        s = self.shape
-        self.opt.set_lr(self.lr_at(self.step_count, self.total, s.lr, s.warmup_steps, s.min_lr_ratio))
-        loss_sum = None
-        for x, y in batches:
-            with self.amp:
-                _, loss = self.forward(x, y)
-            (loss / len(batches)).backward()
-            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
-        self.opt.clip(s.grad_clip if s.grad_clip > 0 else float("inf"))
-        self.opt.step()
-        self.opt.zero_grad()
+        """`emergence.optim.Step`, the step every trainer takes; returns the summed loss of the batches."""
+        self.loss_sum, _, _ = self.stepper(self.step_count, batches)
         self.step_count += 1
-        self.loss_sum = loss_sum
-        return loss_sum
+        return self.loss_sum
 
 
 def _trainer(model_cls, make_opt, shape: Shape, device, amp, compile: bool, seed: int) -> Trainer:
