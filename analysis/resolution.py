@@ -20,7 +20,7 @@ import pandas as pd
 # rows are: a task not probed there gives the run no point rather than an earlier, less-trained one. Only the
 # checkpoint rule applies here: an instances table has no status column, so `schema.measured` (which also drops
 # runs that diverged or failed) cannot; an unmeasured answer (NaN log-probability) is left out by `_log_mean_p`.
-from analysis.schema import final_checkpoints
+from analysis.schema import final_checkpoints, require_columns
 
 INSTANCE_COLUMNS = ["run_id", "step", "task", "example_id", "answer_logprob"]
 
@@ -63,12 +63,8 @@ def _task_arrays(g: pd.DataFrame, x: str):
 
 
 def _join_sizes(instances: pd.DataFrame, x: str, runs: pd.DataFrame | None) -> pd.DataFrame:
-    if not isinstance(instances, pd.DataFrame):
-        raise ValueError(f"instances: expected a pandas DataFrame, got {type(instances).__name__}")
-    missing = [c for c in INSTANCE_COLUMNS if c not in instances.columns]
-    if missing:
-        raise ValueError(f"instances table is missing column(s) {', '.join(map(repr, missing))}; it needs "
-                         f"{', '.join(INSTANCE_COLUMNS)} (as in a run's instances.parquet)")
+    require_columns(instances, INSTANCE_COLUMNS, "instances table",
+                    f"it needs {', '.join(INSTANCE_COLUMNS)} (as in a run's instances.parquet)")
     df = instances
     if x not in df.columns:
         if runs is None or x not in getattr(runs, "columns", []) or "run_id" not in runs.columns:

@@ -134,18 +134,23 @@ def coerce(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def require_columns(df, columns, where: str, needs: str) -> None:
+    """Raise ValueError, naming what is wrong, unless `df` is a DataFrame with every one of `columns`; `needs` says
+    what a valid table holds."""
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{where}: expected a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{where} is missing column(s) {', '.join(repr(c) for c in missing)}; {needs}")
+
+
 def validate(df: pd.DataFrame, *, where: str = "results table") -> pd.DataFrame:
     """Check a results table against the schema; return it with schema dtypes, or raise ValueError naming the column.
 
     Checks: every required column present; numeric columns numeric; statuses known; a value that is not "ok" is NaN
     (a failed measurement must not read as a number).
     """
-    if not isinstance(df, pd.DataFrame):
-        raise ValueError(f"{where}: expected a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise ValueError(f"{where} is missing column(s) {', '.join(repr(c) for c in missing)}; "
-                         f"a results table needs: {', '.join(REQUIRED)}")
+    require_columns(df, REQUIRED, where, f"a results table needs: {', '.join(REQUIRED)}")
     for col, dtype in COLUMNS.items():
         if dtype in ("Int64", "float64"):
             try:

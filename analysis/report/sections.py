@@ -617,14 +617,18 @@ def section_views(sw: Sweep) -> list:
     return blocks
 
 
+def _has(frame: pd.DataFrame | None, column: str) -> bool:
+    """Whether an optional table (written on demand) is there, has rows and the column a section reads."""
+    return frame is not None and not frame.empty and column in frame.columns
+
+
 def section_stability(sw: Sweep) -> list:
     """How often each row's verdict survives disjoint sets of runs (`emergence stability`, stability.csv)."""
     blocks: list = [Heading(2, "Stability of the verdicts", "stability")]
     st = sw.stability
-    if st is None or st.empty or "modal" not in st.columns:
-        blocks.append(Note("No stability.csv: `emergence stability SWEEP_DIR --runs-per-size S` judges disjoint "
-                           "sets of S runs per size and counts how often each verdict comes out."))
-        return blocks
+    if not _has(st, "modal"):
+        return blocks + [Note("No stability.csv: `emergence stability SWEEP_DIR --runs-per-size S` judges disjoint "
+                              "sets of S runs per size and counts how often each verdict comes out.")]
     k = int(st["replicates"].max()) if "replicates" in st.columns else len(str(st["verdicts"].iloc[0]).split(";"))
     s_ = int(st["runs_per_size"].max()) if "runs_per_size" in st.columns else 0
     blocks.append(Para([f"Each row judged on {k} disjoint sets of {s_} runs per size (dealt at random within each "
@@ -643,11 +647,11 @@ def section_budget(sw: Sweep) -> list:
     """Whether the transition moves with the token budget (`emergence budget`, budget.csv)."""
     blocks: list = [Heading(2, "Capacity or budget?", "budget")]
     b = sw.budget
-    if b is None or b.empty or "evidence" not in b.columns:
-        blocks.append(Note("No budget.csv: train some sizes of the transition again with a larger train.tokens and "
-                           "run `emergence budget SWEEP_DIR LONGER_SWEEP_DIR` to see whether the jump moves with the "
-                           "token budget (a jump that only marks the end of the budget is not one in capacity)."))
-        return blocks
+    if not _has(b, "evidence"):
+        return blocks + [Note("No budget.csv: train some sizes of the transition again with a larger train.tokens "
+                              "and run `emergence budget SWEEP_DIR LONGER_SWEEP_DIR` to see whether the jump moves "
+                              "with the token budget (a jump that only marks the end of the budget is not one in "
+                              "capacity).")]
     blocks.append(Para(["The same sizes trained on more tokens: the runs whose last checkpoint acquired the ability "
                         "under each budget, with Fisher's exact test of the difference."]))
     blocks.extend(Para([_oneline(e, 600)]) for e in b["evidence"])
