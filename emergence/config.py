@@ -155,14 +155,17 @@ register_configs()
 CONFIG_MODULE = "sweeps"  # the Hydra config root, a package so that it is found in editable and wheel installs
 
 
-def compose(overrides: list[str] | None = None, *, config_name: str = "config") -> DictConfig:
-    """Compose the real config with overrides (the compose API; used by the CLI's pre-flight check and by tests)."""
+def compose(overrides: list[str] | None = None, *, config_name: str = "config",
+            return_hydra_config: bool = False) -> DictConfig:
+    """Compose the real config with overrides (the compose API; used by the CLI's pre-flight check, the sweep's grid
+    and by tests). `return_hydra_config` keeps the `hydra` node (the sweeper's grid, the launcher)."""
     from hydra import compose as hydra_compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []),
+                            return_hydra_config=return_hydra_config)
     return cfg
 
 

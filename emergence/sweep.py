@@ -49,11 +49,8 @@ def expand_grid(overrides: list[str]) -> tuple[DictConfig, list[list[str]]]:
         (sweeps if o.is_sweep_override() else fixed).append(o)
     first = [o.input_line for o in fixed] + [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}"
                                              for o in sweeps]
-    cfg = compose(first, config_name="config")
-    params = OmegaConf.select(cfg, "hydra.sweeper.params") if "hydra" in cfg else None
-    if params is None:
-        hcfg = compose_with_hydra(first)
-        params = hcfg.hydra.sweeper.get("params") or {}
+    cfg = compose(first)
+    params = compose(first, return_hydra_config=True).hydra.sweeper.get("params") or {}
     axes: dict[str, list[str]] = {}
     for key, value in dict(params).items():
         for o in parser.parse_overrides([f"{key}={value}"]):
@@ -68,15 +65,6 @@ def expand_grid(overrides: list[str]) -> tuple[DictConfig, list[list[str]]]:
     base = [b for b in base if b.split("=", 1)[0].lstrip("+~") not in axes]
     points = [base + [f"{k}={v}" for k, v in zip(axes, combo)] for combo in itertools.product(*axes.values())]
     return cfg, points
-
-
-def compose_with_hydra(overrides: list[str]) -> DictConfig:
-    from hydra import compose as hydra_compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="sweeps", version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
 
 
 def plan(overrides: list[str]) -> tuple[Path, list[dict[str, Any]]]:
