@@ -28,8 +28,9 @@ def analysis_key(folder: Path, options: dict) -> str:
         p = Path(folder) / name
         h.update(name.encode() + (p.read_bytes() if p.exists() else b"missing"))
     h.update(json.dumps(options, sort_keys=True, default=str).encode())
-    for src in sorted(Path(analysis.__file__).parent.glob("*.py")):
-        h.update(src.name.encode() + src.read_bytes())
+    root = Path(analysis.__file__).parent
+    for src in sorted(root.rglob("*.py")):  # subpackages too (analysis/report)
+        h.update(str(src.relative_to(root)).encode() + src.read_bytes())
     return h.hexdigest()
 
 

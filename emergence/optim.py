@@ -227,7 +227,7 @@ class Step:
             if transform is not None:
                 loss = transform(loss)
             with self.backward_context():
-                (loss.sum() / k).backward()
+                ((loss.sum() if loss.dim() else loss) / k).backward()  # a single run's loss is already a scalar
             total = loss.detach() if total is None else total + loss.detach()
         return total
 
