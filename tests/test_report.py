@@ -222,7 +222,7 @@ def test_emergent_ability_with_evidence_numbers_figure_and_samples(built):
 
 @pytest.mark.slow
 def test_smooth_flat_and_mirage_tables(built):
-    _, _, html_text, _ = built
+    html_text = built[2]
     s = section(html_text, "smooth")
     assert "improves smoothly" in s and "range 0.01 is within noise" in s and ">flat</td>" in s
     assert ">1.6 [1.1, 2.4]</td>" in s and ">200k [120k, 350k]</td>" in s  # width and location of the rise
@@ -384,10 +384,10 @@ def test_md_code_holds_backticks_literally():
     assert report.md_code("`x`") == "`` `x` ``"
 
 
-def test_fits_long_unfolds_the_wide_layout():
+def test_fits_in_another_layout_are_named_not_guessed(tmp_path):
     wide = pd.DataFrame([{"law": "power", "x": "n_params", "y": "loss", "aicc": 1.0, "E": 0.5, "E_stderr": 0.1,
-                          "E_ci_low": 0.3, "E_ci_high": 0.7, "alpha": 0.3, "alpha_stderr": 0.01,
-                          "alpha_ci_low": 0.28, "alpha_ci_high": 0.32}])
-    long = report.fits_long(wide)
-    assert long.set_index("param").loc["alpha", ["value", "lo", "hi"]].tolist() == [0.3, 0.28, 0.32]
-    assert set(long["param"]) == {"E", "alpha"}
+                          "E_ci_low": 0.3, "E_ci_high": 0.7}])
+    wide.to_csv(tmp_path / "fits.csv", index=False)
+    sw = report.load_sweep(tmp_path)
+    assert sw.fits is None
+    assert "no 'param', 'value', 'lo', 'hi' column" in sw.notes["fits.csv"] and "rerun" in sw.notes["fits.csv"]

@@ -20,11 +20,11 @@ from pathlib import Path
 
 from analysis.report.document import md_code, md_escape, render_html, render_md
 from analysis.report.figures import make_figures
-from analysis.report.inputs import fits_long, load_sweep
+from analysis.report.inputs import load_sweep
 from analysis.report.sections import build_document
 
 __all__ = ["write_report", "load_sweep", "build_document", "make_figures", "render_html", "render_md", "md_escape",
-           "md_code", "fits_long"]
+           "md_code"]
 
 def write_report(sweep_dir, *, analyses: dict | None = None) -> dict[str, Path]:
     """Write `plots/*.png` and `plots/*.svg`, `report.html` (self-contained) and `report.md` into `sweep_dir`.

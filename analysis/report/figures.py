@@ -20,7 +20,8 @@ def _figure(key: str, title: str, caption: str, plots_dir: Path, make) -> Figure
     ff = FigureFile(key, title, caption)
     try:
         fig = make()
-    except Exception as e:
+    except Exception as e:  # the report's one broad catch: a figure that fails costs that figure, not the report;
+        # a ValueError is a figure the data do not support (its message says why), anything else is warned as a bug
         ff.error = f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e)
         if not isinstance(e, ValueError):
             warnings.warn(f"figure {key!r} failed: {ff.error}", stacklevel=2)

@@ -43,6 +43,11 @@ class Sweep:
     budget: pd.DataFrame | None = None
 
 
+# what reading a damaged or foreign file raises: OSError (unreadable), ValueError (pandas' and pyarrow's parse errors,
+# JSON and Unicode decoding), TypeError and KeyError (a file of another shape)
+READ_ERRORS = (OSError, ValueError, TypeError, KeyError)
+
+
 def _read(sw: Sweep, name: str, reader):
     path = sw.folder / name
     if not path.exists():
@@ -50,7 +55,7 @@ def _read(sw: Sweep, name: str, reader):
         return None
     try:
         out = reader(path)
-    except Exception as e:  # an unreadable file is reported in its section, not fatal
+    except READ_ERRORS as e:  # an unreadable file is reported in its section, not fatal
         sw.notes[name] = f"could not be read ({type(e).__name__}: {e})"
         return None
     sw.inputs.append(path)
@@ -105,7 +110,7 @@ def load_sweep(folder, analyses: dict | None = None) -> Sweep:
         sw.notes["meta.json"] = "is not a JSON object"
     sw.instances = _load_instances(sw)
     if sw.fits is not None:
-        sw.fits = fits_long(sw.fits)
+        _check_fits(sw)
     _scaling_fits(sw, analyses)
     return sw
 
@@ -125,35 +130,24 @@ def _load_instances(sw: Sweep) -> pd.DataFrame | None:
         return None
     try:
         df = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
-    except Exception as e:
+    except READ_ERRORS as e:
         sw.notes["instances.parquet"] = f"could not be read ({type(e).__name__}: {e})"
         return None
     sw.inputs += paths if len(paths) == 1 else [sw.folder / "runs" / "*" / "instances.parquet"]
     return df
 
 
-def fits_long(fits: pd.DataFrame) -> pd.DataFrame:
-    """fits.csv in long form (one row per law parameter: param, value, stderr, lo, hi), from either layout.
+# the columns of fits.csv the report reads (`analysis.pipeline.FIT_COLUMNS`: one row per law parameter)
+FITS_READ = ("law", "param", "value", "lo", "hi")
 
-    The wide layout (`FitResult.to_row`: a column per parameter, with `<p>_stderr`, `<p>_ci_low`, `<p>_ci_high`)
-    is unfolded; the long one is returned with its interval columns named lo and hi.
-    """
-    f = fits.copy()
-    if {"param", "value"} <= set(f.columns):
-        return f.rename(columns={"ci_low": "lo", "ci_high": "hi"})
-    if "law" not in f.columns:
-        return f
-    keep = [c for c in ("task", "metric", "x", "y", "law", "loss", "n", "aic", "aicc", "bic", "rmse", "n_boot")
-            if c in f.columns]
-    rows = []
-    for _, r in f.iterrows():
-        names = [c[: -len("_stderr")] for c in f.columns if c.endswith("_stderr") and c[: -len("_stderr")] in f]
-        for p in names:
-            if pd.isna(r.get(p)):
-                continue
-            rows.append({**{k: r[k] for k in keep}, "param": p, "value": r[p], "stderr": r.get(f"{p}_stderr"),
-                         "lo": r.get(f"{p}_ci_low"), "hi": r.get(f"{p}_ci_high")})
-    return pd.DataFrame(rows)
+
+def _check_fits(sw: Sweep) -> None:
+    """Keep fits.csv only if it has the layout `analysis.pipeline` writes; otherwise say so where it is used."""
+    lacking = [c for c in FITS_READ if c not in sw.fits.columns]
+    if lacking:
+        sw.notes["fits.csv"] = (f"has no {', '.join(repr(c) for c in lacking)} column (the layout `emergence "
+                                "analyze` writes has one row per law parameter: rerun it)")
+        sw.fits = None
 
 
 def _lm_loss_fits(fits: pd.DataFrame | None) -> pd.DataFrame:
@@ -254,7 +248,7 @@ def _predicts(fit) -> bool:
     try:
         x = np.array([[1e6, 1e7], [1e8, 1e9]]) if getattr(fit, "law", "") == "chinchilla" else np.array([1e6, 1e7])
         return bool(np.all(np.isfinite(np.asarray(fit.predict(x), float))))
-    except Exception:
+    except (ValueError, TypeError, KeyError, ArithmeticError):
         return False
 
 
@@ -285,7 +279,7 @@ def compute_optimal_curve(fit, flops: pd.Series) -> pd.DataFrame | None:
         C = np.logspace(np.log10(f.min()), np.log10(f.max()), 60)
         N, D = compute_optimal(fit, C)
         L = fit.predict(np.stack([N, D]))
-    except Exception as e:
+    except (ValueError, TypeError, KeyError, ArithmeticError) as e:
         warnings.warn(f"compute-optimal frontier not drawn: {e}", stacklevel=2)
         return None
     return pd.DataFrame({"flops": C, "n_params": N, "tokens": D, "loss": L})

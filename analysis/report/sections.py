@@ -61,6 +61,16 @@ def _unusable(sw: Sweep, frame: pd.DataFrame | None, name: str, columns: tuple[s
     return Note(f"{name} has no {', '.join(repr(c) for c in lacking)} column.") if lacking else None
 
 
+def _rows_other_than(sw: Sweep, frame: pd.DataFrame | None, name: str, column: str, value: str,
+                     when_none: str) -> tuple[pd.DataFrame | None, list]:
+    """The rows of a table whose `column` is not `value` (a copy), or None with the block that says why there is
+    nothing to show: the table is missing or lacks the column, or every row has that value (`when_none`)."""
+    if (note := _unusable(sw, frame, name, (column,))) is not None:
+        return None, [note]
+    rest = frame[~frame[column].astype(str).eq(value)].copy()
+    return (None, [Para([when_none])]) if rest.empty else (rest, [])
+
+
 def section_overview(sw: Sweep) -> list:
     blocks: list = []
     m = sw.meta
@@ -417,12 +427,9 @@ def section_emergent(sw: Sweep) -> list:
 def section_smooth(sw: Sweep) -> list:
     blocks: list = [Heading(2, "Smooth and flat abilities", "smooth")]
     f = sw.flags
-    if (note := _unusable(sw, f, "flags.csv", ("verdict",))) is not None:
-        return blocks + [note]
-    rest = f[~f["verdict"].astype(str).eq("emergent")].copy()
-    if rest.empty:
-        blocks.append(Para(["Every flagged curve is emergent."]))
-        return blocks
+    rest, why = _rows_other_than(sw, f, "flags.csv", "verdict", "emergent", "Every flagged curve is emergent.")
+    if rest is None:
+        return blocks + why
     order = {"smooth": 0, "flat": 1, "inconclusive": 2}
     rest["_o"] = rest["verdict"].astype(str).map(order).fillna(3)
     rest = rest.sort_values(["_o", "task", "metric"], kind="stable")
@@ -553,67 +560,76 @@ LOSS_COLUMNS = [
 ]
 
 
+def _numeric_except(cols, text) -> set[int]:
+    """Indices of the table columns shown right-aligned: all but the text ones."""
+    return {i for i, c in enumerate(cols) if c not in text}
+
+
+def _transitions_body(tr: pd.DataFrame) -> list:
+    if "verdict" not in tr.columns:
+        return []
+    jumps = tr[tr["verdict"].astype(str) == "emergent"]
+    blocks: list = [Para([f"{len(jumps)} of {len(tr)} run x task x metric curves change abruptly during training."])]
+    if len(jumps):
+        cols = [c for c in TRANSITION_COLUMNS if c[1] in jumps.columns]
+        rows = [[get(r) for _, _, get in cols] for _, r in jumps.head(30).iterrows()]
+        blocks.append(Table([h for h, _, _ in cols], rows,
+                            caption="Phase changes (first 30); x = training tokens, widths in decades of tokens, "
+                                    "intervals 95%.",
+                            numeric={i for i, c in enumerate(cols) if c[1] in TRANSITION_NUMERIC}))
+    return blocks
+
+
+def _loss_body(lv: pd.DataFrame) -> list:
+    cols = [c for c in LOSS_COLUMNS if c[1] in lv.columns]
+    rows = [[get(r) for _, _, get in cols] for _, r in _loss_panels(lv, n=len(lv)).iterrows()]
+    return [Para(["Du et al. 2024: an ability is emergent in loss if it is absent above a loss threshold \u03b7 and "
+                  "appears below it; \u201csize still matters\u201d tests whether model size explains the metric "
+                  "once the loss is known."]),
+            Table([h for h, _, _ in cols], rows, numeric=_numeric_except([c[1] for c in cols],
+                                                                        ("task", "metric", "verdict")))]
+
+
+def _backtest_body(bt: pd.DataFrame) -> list:
+    cols = [c for c in ("task", "metric", "law", "x_value", "n_fit", "prediction", "lo", "hi", "actual", "error",
+                        "inside") if c in bt.columns]
+    rows = [[plots.fmt_count(r[c]) if c == "x_value" else str(r[c]) if c in ("task", "metric", "law")
+             else _fmt(r[c]) for c in cols] for _, r in bt.iterrows()]
+    names = {"x_value": "held-out size", "n_fit": "sizes fitted", "inside": "inside interval"}
+    return [Para(["Each law is fitted on all but the largest sizes and predicts them: an interval that misses the "
+                  "measured value marks a capability the smaller models did not foretell."]),
+            Table([names.get(c, c) for c in cols], rows, numeric=_numeric_except(cols, ("task", "metric", "law")))]
+
+
+def _resolution_body(rv: pd.DataFrame) -> list:
+    text = ("task", "shape", "evidence")
+    cols = [c for c in ("task", "shape", "slope", "curvature", "curvature_lo", "curvature_hi", "n_sizes",
+                        "evidence") if c in rv.columns]
+    rows = [[_oneline(r[c], 400) if c in text else _fmt(r[c]) for c in cols] for _, r in rv.iterrows()]
+    return [Table([c.replace("_", " ") for c in cols], rows, numeric=_numeric_except(cols, text))]
+
+
+# the views' subsections: (view, title, anchor, body from its table, figure, what a missing table means)
+VIEW_SUBSECTIONS = [
+    ("transitions", "Training curves and phase changes", "training", _transitions_body, "training",
+     ": no phase changes are marked"),
+    ("loss", "Against held-out loss", "loss-view", _loss_body, "loss_threshold", ""),
+    ("backtest", "Backtest", "backtest", _backtest_body, "backtest", ""),
+    ("resolution", "Infinite resolution", "resolution", _resolution_body, "resolution", ""),
+]
+
+
 def section_views(sw: Sweep) -> list:
     blocks: list = [Heading(2, "Along training, against loss, at full resolution, and predicted ahead", "views")]
-    # training and transitions
-    blocks.append(Heading(3, "Training curves and phase changes", "training"))
-    tr = sw.views.get("transitions")
-    if tr is None:
-        blocks.append(_view_note(sw, "transitions", ": no phase changes are marked"))
-    elif "verdict" in tr.columns:
-        jumps = tr[tr["verdict"].astype(str) == "emergent"]
-        blocks.append(Para([f"{len(jumps)} of {len(tr)} run x task x metric curves change abruptly during training."]))
-        if len(jumps):
-            cols = [c for c in TRANSITION_COLUMNS if c[1] in jumps.columns]
-            rows = [[get(r) for _, _, get in cols] for _, r in jumps.head(30).iterrows()]
-            blocks.append(Table([h for h, _, _ in cols], rows,
-                                caption="Phase changes (first 30); x = training tokens, widths in decades of "
-                                        "tokens, intervals 95%.",
-                                numeric={i for i, c in enumerate(cols) if c[1] in TRANSITION_NUMERIC}))
-    blocks.append(FigureRef("training"))
-    # loss view
-    blocks.append(Heading(3, "Against held-out loss", "loss-view"))
-    lv = sw.views.get("loss")
-    if lv is None:
-        blocks.append(_view_note(sw, "loss"))
-    else:
-        cols = [c for c in LOSS_COLUMNS if c[1] in lv.columns]
-        rows = [[get(r) for _, _, get in cols] for _, r in _loss_panels(lv, n=len(lv)).iterrows()]
-        blocks.append(Para(["Du et al. 2024: an ability is emergent in loss if it is absent above a loss threshold "
-                            "\u03b7 and appears below it; \u201csize still matters\u201d tests whether model size "
-                            "explains the metric once the loss is known."]))
-        blocks.append(Table([h for h, _, _ in cols], rows,
-                            numeric={i for i, c in enumerate(cols) if c[1] not in ("task", "metric", "verdict")}))
-        blocks.append(FigureRef("loss_threshold"))
-    # backtest
-    blocks.append(Heading(3, "Backtest", "backtest"))
-    bt = sw.views.get("backtest")
-    if bt is None:
-        blocks.append(_view_note(sw, "backtest"))
-    else:
-        cols = [c for c in ("task", "metric", "law", "x_value", "n_fit", "prediction", "lo", "hi", "actual",
-                            "error", "inside") if c in bt.columns]
-        rows = [[plots.fmt_count(r[c]) if c == "x_value" else str(r[c]) if c in ("task", "metric", "law")
-                 else _fmt(r[c]) for c in cols] for _, r in bt.iterrows()]
-        blocks.append(Para(["Each law is fitted on all but the largest sizes and predicts them: an interval that "
-                            "misses the measured value marks a capability the smaller models did not foretell."]))
-        blocks.append(Table([{"x_value": "held-out size", "n_fit": "sizes fitted", "inside": "inside interval"}
-                             .get(c, c) for c in cols], rows,
-                            numeric={i for i, c in enumerate(cols) if c not in ("task", "metric", "law")}))
-        blocks.append(FigureRef("backtest"))
-    # resolution
-    blocks.append(Heading(3, "Infinite resolution", "resolution"))
-    rv = sw.views.get("resolution")
-    if rv is None:
-        blocks.append(_view_note(sw, "resolution"))
-    else:
-        cols = [c for c in ("task", "shape", "slope", "curvature", "curvature_lo", "curvature_hi", "n_sizes",
-                            "evidence") if c in rv.columns]
-        rows = [[_oneline(r[c], 400) if c in ("task", "shape", "evidence") else _fmt(r[c]) for c in cols]
-                for _, r in rv.iterrows()]
-        blocks.append(Table([c.replace("_", " ") for c in cols], rows,
-                            numeric={i for i, c in enumerate(cols) if c not in ("task", "shape", "evidence")}))
-        blocks.append(FigureRef("resolution"))
+    for key, title, anchor, body, figure, consequence in VIEW_SUBSECTIONS:
+        blocks.append(Heading(3, title, anchor))
+        frame = sw.views.get(key)
+        if frame is None:
+            blocks.append(_view_note(sw, key, consequence))
+        else:
+            blocks += body(frame)
+        if frame is not None or key == "transitions":  # the training curves are drawn without transitions too
+            blocks.append(FigureRef(figure))
     return blocks
 
 
@@ -661,12 +677,10 @@ def section_budget(sw: Sweep) -> list:
 def section_failures(sw: Sweep) -> list:
     blocks: list = [Heading(2, "Runs that failed or diverged", "failures")]
     runs = sw.runs
-    if (note := _unusable(sw, runs, "runs.parquet", ("status",))) is not None:
-        return blocks + [note]
-    bad = runs[~runs["status"].astype(str).eq(STATUS_DONE)]
-    if bad.empty:
-        blocks.append(Para([f"All {len(runs)} runs finished."]))
-        return blocks
+    n = 0 if runs is None else len(runs)
+    bad, why = _rows_other_than(sw, runs, "runs.parquet", "status", STATUS_DONE, f"All {n} runs finished.")
+    if bad is None:
+        return blocks + why
     blocks.append(Para([f"{len(bad)} of {len(runs)} runs did not finish. Their values are left out of every fit "
                         "and figure of final results (their training curves are dotted)."]))
     cols = [c for c in ("run_id", "model", "seed", "status", "wall_s", "error") if c in bad.columns]
