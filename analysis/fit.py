@@ -119,25 +119,35 @@ class FitResult:
         kept inside `y_bounds`."""
         return self._clip(self._law.func(self._x(x), *[self.params[p] for p in self._law.params]))
 
-    def predict_interval(self, x, level: float = 0.95, kind: str = "prediction") -> tuple[np.ndarray, np.ndarray]:
-        """Bootstrap interval at x: `kind="confidence"` for the curve itself, `"prediction"` for a new measurement
-        (each bootstrap curve plus a resampled residual, on the fitted scale). Needs n_boot > 0. Both ends are kept
-        inside `y_bounds`."""
+    def draws(self, x, kind: str = "prediction", rng: np.random.Generator | None = None,
+              per_draw: bool = False) -> np.ndarray:
+        """The bootstrap's curves at x, (B, n): `kind="confidence"` the refitted curves themselves, `"prediction"`
+        each plus a resampled residual (on the fitted scale), a draw of a new measurement. Kept inside `y_bounds`.
+        With `per_draw`, x is (m, n) with m at most the number of bootstrap sets: the b-th set is evaluated at the
+        b-th row (to chain one fit's draws into another's). Needs n_boot > 0."""
         if self.boot is None or len(self.boot) == 0:
             raise ValueError("this fit has no bootstrap: refit with n_boot > 0 to get intervals")
         if kind not in ("confidence", "prediction"):
             raise ValueError(f"kind must be 'confidence' or 'prediction', got {kind!r}")
         X = self._x(x)
-        law = self._law
         B = self.boot[np.all(np.isfinite(self.boot), axis=1)]
-        F = law.func(X, *[B[:, j:j + 1] for j in range(B.shape[1])])
-        F = np.atleast_2d(F)
+        if per_draw:
+            if self._law.n_inputs != 1 or X.ndim != 2 or X.shape[0] > len(B):
+                raise ValueError(f"per_draw needs x of shape (m, n) with m <= {len(B)} for a one-input law")
+            B = B[: X.shape[0]]
+        F = np.atleast_2d(self._law.func(X, *[B[:, j:j + 1] for j in range(B.shape[1])]))
         if kind == "prediction" and self.residuals is not None and len(self.residuals):
-            rng = np.random.default_rng(self.options.get("seed", 0) + 1)
+            rng = np.random.default_rng(self.options.get("seed", 0) + 1) if rng is None else rng
             eps = rng.choice(self.residuals, size=F.shape)
             F = from_space(to_space(F, self._space) + eps, self._space)
+        return self._clip(F)
+
+    def predict_interval(self, x, level: float = 0.95, kind: str = "prediction") -> tuple[np.ndarray, np.ndarray]:
+        """Bootstrap interval at x: `kind="confidence"` for the curve itself, `"prediction"` for a new measurement
+        (`draws`). Needs n_boot > 0. Both ends are kept inside `y_bounds`."""
+        F = self.draws(x, kind)
         q = (1 - level) / 2
-        return self._clip(np.nanquantile(F, q, axis=0)), self._clip(np.nanquantile(F, 1 - q, axis=0))
+        return np.nanquantile(F, q, axis=0), np.nanquantile(F, 1 - q, axis=0)
 
     def to_row(self) -> dict:
         """A flat dict for fits.csv: law, n, criteria, and value/stderr/ci_low/ci_high for each parameter."""

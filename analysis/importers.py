@@ -8,7 +8,9 @@ Two sources:
   "config" (with "num_fewshot"). This includes the folder of Pythia's published evaluations
   (github.com/EleutherAI/pythia, `evals/pythia-v1/pythia-<size>/zero-shot/<size>_step<N>.json`), whose model size
   and checkpoint are read from the path and completed from `PYTHIA_SIZES`.
-- any table with a column mapping (`import_csv`).
+- any table with a column mapping (`import_csv`): a long table (one row per measurement) or a wide one (one row per
+  step, one column per task and metric, as W&B exports and model-ladder repositories publish them), whose column
+  names are matched against a pattern such as "eval/{task}/{metric}".
 
 Every imported row has status "imported": it was measured elsewhere. A value the file gives as null or NaN is kept
 as NaN with status "not_measured", never as 0.
@@ -50,14 +52,16 @@ PYTHIA_TOKENS_PER_STEP = 1024 * 2048  # sequences per batch x sequence length (B
 PYTHIA_OLD_NAMES = {"19m": "70m", "125m": "160m", "350m": "410m", "800m": "1b", "1.3b": "1.4b", "2.7b": "2.8b",
                     "6.7b": "6.9b", "13b": "12b"}
 
-# lm-evaluation-harness metric names that mean one of our registered metrics.
-LM_EVAL_ALIASES = {"ppl": "perplexity"}
+# Other tools' names for our registered metrics (lm-evaluation-harness's "ppl"; "bpb", as training codebases such as
+# OLMo log bits per byte). Applied to every imported metric name; the harness's "acc_norm" and "bits_per_byte" are
+# registered under those names.
+METRIC_ALIASES = {"ppl": "perplexity", "bpb": "bits_per_byte"}
 # Directions of metrics lm-evaluation-harness reports that our registry does not know, as the harness declares them
 # (its `higher_is_better` for each metric: lm_eval/api/metrics.py and the task definitions, e.g. crows_pairs).
 # A file's own "higher_is_better" block, where present, takes precedence.
 LM_EVAL_DIRECTIONS = {
     "acc_mutual_info": True, "f1": True, "mcc": True, "bleu": True, "chrf": True, "ter": False,
-    "word_perplexity": False, "byte_perplexity": False, "bits_per_byte": False, "brier_score": False,
+    "word_perplexity": False, "byte_perplexity": False, "brier_score": False,
     "likelihood_difference": False, "pct_stereotype": False, "exact_match": True,
 }
 # Keys inside a task's block that are not metrics.
@@ -187,7 +191,7 @@ def _rows_from_doc(path: Path, doc: dict, *, metrics, skipped: set) -> list[dict
             n = ns
         declared = declared_all.get(task) if isinstance(declared_all.get(task), dict) else {}
         for (name, filt), value in values.items():
-            metric = LM_EVAL_ALIASES.get(name, name)
+            metric = METRIC_ALIASES.get(name, name)
             if metrics is not None and metric not in metrics and name not in metrics:
                 continue
             direction = _metric_direction(metric, declared)
@@ -228,6 +232,16 @@ def _load_json(path: Path):
         raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
 
 
+IMPORT_RECORD = "meta.json"  # what an import writes beside its results.parquet: the source, the command, the time
+
+
+def _is_import_record(path: Path, root: Path, doc) -> bool:
+    """Whether `path` is the record of an earlier import of the folder `root` (its top-level meta.json naming an
+    "importer"), rather than a results file."""
+    return (path.parent == root and path.name == IMPORT_RECORD and isinstance(doc, dict) and "importer" in doc
+            and "results" not in doc)
+
+
 def import_lm_eval(path, *, metrics=None, sweep: str | None = None, model: str | None = None,
                    n_params: int | None = None) -> pd.DataFrame:
     """Read lm-evaluation-harness results (one JSON file, or a folder searched recursively) into a results table.
@@ -244,13 +258,16 @@ def import_lm_eval(path, *, metrics=None, sweep: str | None = None, model: str |
       parameters. NaN where unknown.
     - `task`: the harness's task name; a filter other than "none" is appended ("gsm8k/strict-match") and so is a
       few-shot setting ("piqa/5shot"), so that differently measured numbers never share a task name.
-    - `metric`: the harness's name, "ppl" renamed "perplexity". Metrics whose direction is unknown (neither in our
-      registry, nor declared by the file's `higher_is_better`, nor in `LM_EVAL_DIRECTIONS`) are skipped and listed in
-      `df.attrs["skipped_metrics"]` (with a warning), because no flag can be computed without a direction.
+    - `metric`: the harness's name, renamed by `METRIC_ALIASES` ("ppl" -> "perplexity"). Metrics whose direction is
+      unknown (neither in our registry, nor declared by the file's `higher_is_better`, nor in `LM_EVAL_DIRECTIONS`)
+      are skipped and listed in `df.attrs["skipped_metrics"]` (with a warning), because no flag can be computed
+      without a direction.
     - `stderr`: the "<metric>_stderr" entry ("N/A" -> NaN); `n`: `n-samples` (effective) where the file has it.
     - `status`: "imported"; a null or NaN value keeps NaN with status "not_measured".
 
     `metrics`: an iterable of metric names to keep (default: all with a known direction).
+    In a folder, a `meta.json` at its top that names an importer (what `emergence analyze --from lm-eval` writes
+    beside the imported results.parquet) is not a results file and is passed over, so a folder can be imported again.
     If the same (model, step, task, metric) appears in several files (a rerun), the last file in path order wins;
     the harness names its files results_<timestamp>.json, so that is the newest.
     Raises ValueError naming the file for malformed JSON or a file that is not a harness results file.
@@ -270,7 +287,10 @@ def import_lm_eval(path, *, metrics=None, sweep: str | None = None, model: str |
     skipped: set[str] = set()
     rows: list[dict] = []
     for f in files:
-        rows.extend(_rows_from_doc(f, _load_json(f), metrics=keep, skipped=skipped))
+        doc = _load_json(f)
+        if root.is_dir() and _is_import_record(f, root, doc):
+            continue
+        rows.extend(_rows_from_doc(f, doc, metrics=keep, skipped=skipped))
     if not rows:
         raise ValueError(f"{root}: no metrics with a known direction in {len(files)} file(s)"
                          + (f" (skipped: {', '.join(sorted(skipped))})" if skipped else "")
@@ -302,6 +322,83 @@ def import_lm_eval(path, *, metrics=None, sweep: str | None = None, model: str |
     return out
 
 
+# A column pattern names the columns of a wide table: "{name}" stands for any text without a slash, "{name:REGEX}"
+# for text matching REGEX; the text each column name has there becomes that results column of its rows.
+_FIELD_RE = re.compile(r"\{(\w+)(?::([^{}]*))?\}")
+_NOT_FIELDS = ("value", "stderr", "n", "status")  # what a cell holds, never what its column's name says
+_PER_COLUMN = ("stderr", "n")  # mapping entries that may follow the value's pattern, one column per value column
+
+
+def _column_pattern(src: Path, role: str, text: str) -> tuple[re.Pattern, list[str]]:
+    """The regular expression of a column pattern such as "eval/{task}/{metric}", and the results columns its
+    placeholders fill, in order."""
+    fillable = [c for c in schema.COLUMNS if c not in _NOT_FIELDS]
+    parts, fields, last = [], [], 0
+    for m in _FIELD_RE.finditer(text):
+        name, rx = m.group(1), m.group(2)
+        if name not in fillable:
+            raise ValueError(f"{src}: {role}={text!r}: {{{name}}} is not a results column a column name can give; "
+                             f"use one of {', '.join('{' + c + '}' for c in fillable)}")
+        if name in fields:
+            raise ValueError(f"{src}: {role}={text!r}: {{{name}}} appears twice; name each part of the column once")
+        parts += [re.escape(text[last:m.start()]), f"(?P<{name}>{rx or '[^/]+'})"]
+        fields.append(name)
+        last = m.end()
+    parts.append(re.escape(text[last:]))
+    try:
+        return re.compile("".join(parts)), fields
+    except re.error as e:
+        raise ValueError(f"{src}: {role}={text!r} is not a valid column pattern ({e}); write {{name}} for any text "
+                         "without a slash, or {name:REGEX}") from None
+
+
+def _wide_cells(src: Path, table: pd.DataFrame, pattern: str, per_column: dict[str, str]) -> pd.DataFrame:
+    """The cells of a wide table's columns whose names match `pattern`: one row per non-empty cell, with `_row`
+    (its row in the table), `value`, the results columns the pattern's placeholders fill, and `stderr` / `n` from
+    the columns their own patterns name for that column (NaN where there is none)."""
+    regex, fields = _column_pattern(src, "value", pattern)
+    for role, text in per_column.items():
+        extra = [f for f in _column_pattern(src, role, text)[1] if f not in fields]
+        if extra:
+            raise ValueError(f"{src}: {role}={text!r} uses {', '.join('{' + f + '}' for f in extra)}, which "
+                             f"value={pattern!r} does not; a {role} column is named from its value column's parts")
+    matched = [(c, m) for c in table.columns if (m := regex.fullmatch(str(c)))]
+    companions = {_FIELD_RE.sub(lambda g, m=m: m.group(g.group(1)), text) for _, m in matched
+                  for text in per_column.values()}
+    matched = [(c, m) for c, m in matched if str(c) not in companions]  # "eval/piqa/acc_stderr" is not a value
+    if not matched:
+        shown = ", ".join(map(str, table.columns[:10])) + (", ..." if len(table.columns) > 10 else "")
+        raise ValueError(f"{src}: no column matches value={pattern!r} (the file's columns: {shown}); write the parts "
+                         "of the column names that vary as {task} and {metric}, the rest as it is")
+    parts, seen = [], {}
+    for col, m in matched:
+        named = {f: (METRIC_ALIASES.get(m.group(f), m.group(f)) if f == "metric" else m.group(f)) for f in fields}
+        key = tuple(named.items())
+        if key in seen:
+            raise ValueError(f"{src}: columns {seen[key]!r} and {col!r} both give "
+                             f"{', '.join(f'{k} {v!r}' for k, v in key)}; narrow value={pattern!r} to one of them "
+                             "({metric:acc|acc_norm})")
+        seen[key] = col
+        raw = table[col]
+        value = pd.to_numeric(raw, errors="coerce")
+        bad = raw.notna() & value.isna()
+        if bad.any():
+            raise ValueError(f"{src}: column {col!r} must be numeric, found {raw[bad].iloc[0]!r}")
+        keep = value.notna().to_numpy()
+        part = pd.DataFrame({"_row": np.flatnonzero(keep), "value": value.to_numpy(dtype=float)[keep]})
+        for f, v in named.items():
+            part[f] = v
+        for role, text in per_column.items():
+            name = _FIELD_RE.sub(lambda g: m.group(g.group(1)), text)
+            part[role] = table[name].to_numpy()[keep] if name in table.columns else np.nan
+        parts.append(part)
+    cells = pd.concat(parts, ignore_index=True)
+    if cells.empty:
+        names = ", ".join(repr(c) for c, _ in matched[:5]) + (", ..." if len(matched) > 5 else "")
+        raise ValueError(f"{src}: the {len(matched)} column(s) matching value={pattern!r} ({names}) hold no values")
+    return cells
+
+
 def import_csv(path, mapping: dict[str, str], *, constants: dict | None = None, sep: str | None = None
                ) -> pd.DataFrame:
     """Read any table (CSV, TSV or parquet) into a results table, given which of its columns holds what.
@@ -309,21 +406,53 @@ def import_csv(path, mapping: dict[str, str], *, constants: dict | None = None, 
     `mapping` is {schema column: column in the file}, e.g.
     `{"model": "Model", "n_params": "Params", "task": "Benchmark", "value": "Accuracy"}`;
     `constants` gives fixed values for schema columns the file does not have, e.g. `{"metric": "acc"}`.
-    `task`, `metric` and `value` must come from one or the other. Defaults for the rest: `run_id` = model if given,
-    else "n_params=<N>" when n_params is given, else the file name; `status` = "imported" (rows whose value is
-    missing get "not_measured"); every other column NA. Raises ValueError naming the file and the column.
+    `task`, `metric` and `value` must come from one or the other.
+
+    A wide table (one row per step, one column per task and metric, as W&B exports it) is read by giving `value` a
+    column pattern: `{"value": "eval/{task}/{metric}", "step": "_step"}` reads column "eval/arc_easy/acc" as task
+    "arc_easy", metric "acc", one row per step. `{name}` stands for any text without a slash, `{name:REGEX}` for
+    text matching REGEX, a regular expression without braces (`"{task}_{metric:acc|acc_norm}"`); each placeholder
+    fills that results column (any but value, stderr, n and status). `stderr` and `n` may be patterns too, naming
+    each value column's companion (`"eval/{task}/{metric}_stderr"`; NaN where it is absent). An empty cell is a step
+    at which that column was not logged and gives no row; metrics whose direction is unknown (not in
+    `analysis.schema.METRICS`) are skipped with a warning and listed in `df.attrs["skipped_metrics"]`; two columns
+    that name the same task and metric are refused; a step logged twice keeps its last row.
+
+    `constants` may also give `tokens_per_step`: tokens = step x tokens_per_step (instead of a tokens column).
+    Defaults for the rest: `run_id` = model if given, else "n_params=<N>" when n_params is given, else the file
+    name; `sweep` = the file name; `flops` = 6 N D with N = n_params and D = tokens where both are known (Kaplan et
+    al. 2020, as for lm-evaluation-harness imports); `status` = "imported" (rows whose value is missing get
+    "not_measured"); every other column NA. Metric names are renamed by `METRIC_ALIASES` ("bpb" ->
+    "bits_per_byte"). Raises ValueError naming the file and the column.
     """
     src = Path(path)
+    if src.is_dir():
+        raise ValueError(f"{src} is a folder; give one .csv, .tsv or .parquet table")
     if not src.is_file():
         raise ValueError(f"{src}: no such file; give a .csv, .tsv or .parquet table")
     if not isinstance(mapping, dict):
         raise ValueError(f"{src}: mapping must be a dict of {{schema column: column in the file}}, "
                          f"got {type(mapping).__name__}")
     constants = dict(constants or {})
+    tokens_per_step = constants.pop("tokens_per_step", None)
     bad = sorted(set(mapping) - set(schema.COLUMNS)) + sorted(set(constants) - set(schema.COLUMNS))
     if bad:
         raise ValueError(f"{src}: {', '.join(map(repr, bad))} is not a results-table column; "
-                         f"map onto: {', '.join(schema.COLUMNS)}")
+                         f"map onto: {', '.join(schema.COLUMNS)} (or give constants tokens_per_step)")
+    wide_value = mapping.get("value")
+    wide = isinstance(wide_value, str) and _FIELD_RE.search(wide_value) is not None
+    per_column = {k: mapping[k] for k in _PER_COLUMN
+                  if isinstance(mapping.get(k), str) and _FIELD_RE.search(mapping[k]) is not None}
+    if per_column and not wide:
+        k = next(iter(per_column))
+        raise ValueError(f"{src}: {k}={mapping[k]!r} is a column pattern, but value is not; give value a pattern "
+                         "too (value=eval/{task}/{metric}) or name one column")
+    fields = _column_pattern(src, "value", wide_value)[1] if wide else []
+    clash = [f for f in fields if f in mapping or f in constants]
+    if clash:
+        raise ValueError(f"{src}: {', '.join(map(repr, clash))} comes both from value={wide_value!r} and from "
+                         "the mapping or constants; give it once")
+    plain = {k: v for k, v in mapping.items() if not (wide and (k == "value" or k in per_column))}
     try:
         if src.suffix == ".parquet":
             table = pd.read_parquet(src)
@@ -331,30 +460,37 @@ def import_csv(path, mapping: dict[str, str], *, constants: dict | None = None, 
             table = pd.read_csv(src, sep=sep if sep is not None else ("\t" if src.suffix == ".tsv" else ","))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
         raise ValueError(f"{src}: could not be read as a table: {str(e).splitlines()[0]}") from None
-    missing = [c for c in mapping.values() if c not in table.columns]
+    missing = [c for c in plain.values() if c not in table.columns]
     if missing:
         raise ValueError(f"{src}: column(s) {', '.join(map(repr, missing))} not in the file; "
                          f"it has: {', '.join(map(str, table.columns))}")
     for need in ("task", "metric", "value"):
-        if need not in mapping and need not in constants:
+        if need not in mapping and need not in constants and need not in fields:
             raise ValueError(f"{src}: say where {need!r} comes from (mapping={{{need!r}: <column>}}) or give it in "
                              f"constants={{{need!r}: ...}}")
-    out = pd.DataFrame(index=table.index)
+    if wide:
+        cells = _wide_cells(src, table, wide_value, per_column)
+        base = table.iloc[cells["_row"].to_numpy()].reset_index(drop=True)
+    else:
+        cells, base = pd.DataFrame(), table.reset_index(drop=True)
+    out = pd.DataFrame(index=base.index)
     for col in schema.COLUMNS:
-        if col in mapping:
-            out[col] = table[mapping[col]].to_numpy()
+        if col in cells.columns:
+            out[col] = cells[col].to_numpy()
+        elif col in plain:
+            out[col] = base[plain[col]].to_numpy()
         elif col in constants:
             out[col] = constants[col]
         else:
             out[col] = None
-    if "run_id" not in mapping and "run_id" not in constants:
+    if "run_id" not in mapping and "run_id" not in constants and "run_id" not in fields:
         if out["model"].notna().any():
             out["run_id"] = out["model"].astype("string")
         elif out["n_params"].notna().any():
             out["run_id"] = "n_params=" + out["n_params"].astype("string")
         else:
             out["run_id"] = src.stem
-    if "sweep" not in mapping and "sweep" not in constants:
+    if "sweep" not in mapping and "sweep" not in constants and "sweep" not in fields:
         out["sweep"] = src.stem
     value = pd.to_numeric(out["value"], errors="coerce")
     bad_vals = out["value"].notna() & value.isna()
@@ -362,6 +498,49 @@ def import_csv(path, mapping: dict[str, str], *, constants: dict | None = None, 
         first = out["value"][bad_vals].iloc[0]
         raise ValueError(f"{src}: column {mapping.get('value', 'value')!r} (value) must be numeric, found {first!r}")
     out["value"] = value
+    if tokens_per_step is not None:
+        out["tokens"] = _tokens_from_steps(src, out["step"], tokens_per_step,
+                                           given="tokens" in mapping or "tokens" in constants)
+    if "flops" not in mapping and "flops" not in constants:
+        n = pd.to_numeric(out["n_params"], errors="coerce").astype(float)
+        out["flops"] = 6.0 * n * pd.to_numeric(out["tokens"], errors="coerce").astype(float)
+    out["metric"] = out["metric"].map(lambda m: METRIC_ALIASES.get(m, m) if isinstance(m, str) else m)
+    skipped: list[str] = []
+    if wide:
+        known = out["metric"].map(lambda m: isinstance(m, str) and m in schema.METRICS).to_numpy(bool)
+        skipped = sorted(set(out.loc[~known, "metric"].astype(str)))
+        if not known.any():
+            raise ValueError(f"{src}: no metric of known direction among the columns matching value={wide_value!r} "
+                             f"(found: {', '.join(skipped[:8])}); register one with "
+                             "analysis.schema.register_metric(name, higher_is_better=...) or narrow the pattern "
+                             "({metric:acc|acc_norm})")
+        out = out[known].reset_index(drop=True)
     if "status" not in mapping and "status" not in constants:
-        out["status"] = np.where(value.notna(), "imported", "not_measured")
-    return schema.validate(out, where=str(src))
+        out["status"] = np.where(out["value"].notna(), "imported", "not_measured")
+    out = schema.validate(out, where=str(src))
+    if wide:
+        out = (out.drop_duplicates(["sweep", "run_id", "seed", "step", "task", "metric"], keep="last")
+               .sort_values(["run_id", "step", "task", "metric"], kind="stable").reset_index(drop=True))
+        out.attrs["skipped_metrics"] = skipped
+        if skipped:
+            warnings.warn(f"{src}: skipped column(s) of metric(s) with unknown direction: {', '.join(skipped)}; "
+                          "register them with analysis.schema.register_metric(name, higher_is_better=...) to import "
+                          "them", stacklevel=2)
+    return out
+
+
+def _tokens_from_steps(src: Path, step: pd.Series, tokens_per_step, *, given: bool) -> np.ndarray:
+    """tokens = step x tokens_per_step, for a table that gives steps but not tokens."""
+    if given:
+        raise ValueError(f"{src}: tokens comes from a column or constant and from tokens_per_step; give one")
+    try:
+        per = float(tokens_per_step)
+    except (TypeError, ValueError):
+        per = float("nan")
+    if not (math.isfinite(per) and per > 0):
+        raise ValueError(f"{src}: tokens_per_step must be a positive number (sequences x sequence length), "
+                         f"got {tokens_per_step!r}")
+    steps = pd.to_numeric(step, errors="coerce").astype(float)
+    if steps.isna().all():
+        raise ValueError(f"{src}: tokens_per_step needs each row's step: map the step column (step=_step)")
+    return steps.to_numpy() * per

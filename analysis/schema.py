@@ -97,8 +97,18 @@ register_metric("prefix_matching", higher_is_better=True, lower_bound=0.0, upper
 # Generic accuracy-like metrics used by imported tables (lm-evaluation-harness: acc, acc_norm, ...).
 register_metric("acc", higher_is_better=True, lower_bound=0.0, upper_bound=1.0, description="accuracy (imported)")
 register_metric("acc_norm", higher_is_better=True, lower_bound=0.0, upper_bound=1.0,
-                description="length-normalised accuracy (imported)")
+                description="accuracy with each choice's log-likelihood divided by its length in bytes "
+                            "(lm-evaluation-harness's acc_norm; imported)")
 register_metric("perplexity", higher_is_better=False, lower_bound=1.0, description="perplexity (imported)")
+register_metric("char_accuracy", higher_is_better=True, lower_bound=0.0, upper_bound=1.0,
+                description="share of the answer's characters the greedy generation matches position by position "
+                            "(tokenizer-independent; models probed through a tokenizer)")
+register_metric("answer_nll_char", higher_is_better=False, lower_bound=0.0,
+                description="teacher-forced negative log-likelihood of the answer per answer character, nats "
+                            "(tokenizer-independent; models probed through a tokenizer)")
+register_metric("bits_per_byte", higher_is_better=False, lower_bound=0.0,
+                description="language-model loss in bits per UTF-8 byte of text (imported): nats per token x tokens "
+                            "per byte / ln 2, comparable across tokenizers")
 
 
 def higher_is_better(metric: str) -> bool:

@@ -111,6 +111,20 @@ def capability_tasks(results: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(t))
 
 
+def heatmap_metric(results: pd.DataFrame, *, runs=None) -> str:
+    """The metric of the task x size heatmap: exact match where the results have it (our probes), else the
+    proportion (bounded by 0 and 1, higher is better) measured on the most tasks at the final checkpoint, accuracy
+    first among equals (an imported table: lm-evaluation-harness's acc)."""
+    fin = final_values(results, runs=runs)
+    fin = fin[fin["task"].astype(str) != "lm"]
+    tasks = fin.groupby(fin["metric"].astype(str))["task"].nunique()
+    unit = [m for m in tasks.index if (spec := METRICS.get(m)) is not None and spec.higher_is_better
+            and spec.lower_bound == 0.0 and spec.upper_bound == 1.0]
+    if "exact_match" in tasks.index or not unit:
+        return "exact_match"
+    return max(unit, key=lambda m: (tasks[m], m == "acc"))
+
+
 def heatmap_table(results: pd.DataFrame, metric: str = "exact_match", *, runs=None) -> pd.DataFrame:
     """Task x size table of the mean over seeds of `metric` at the final checkpoint (sizes smallest first)."""
     fin = final_values(results, metric=metric, runs=runs)

@@ -1,12 +1,15 @@
 """The analysis entry points: `emergence analyze`, `emergence stability`, `emergence budget`, and the analysis and
 report at the end of a sweep (`finish_sweep`, skipped when its inputs have not changed: `analysis_key`). They read
-a sweep folder or an imported table and call `analysis`; nothing here trains.
+a sweep folder or another tool's results (lm-evaluation-harness JSON, a CSV), which an import writes as a folder the
+report reads like a sweep's (`import_folder`, `write_import`), and call `analysis`; nothing here trains.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -90,15 +93,34 @@ def flag_options(config: DictConfig | None = None, *, jump_width: float | None =
     return opts
 
 
+IMPORT_SOURCES = ("lm-eval", "csv")  # `--from` values whose input is another tool's table, not ours
+
+
 def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=None, mapping=None,
-            constants=None, flag_options: dict | None = None) -> dict[str, Path]:
-    """Fit scaling laws and flag emergence; write fits.csv, flags.csv (and each view's CSV) beside the input."""
+            constants=None, flag_options: dict | None = None, out: Path | None = None,
+            command: str | None = None) -> dict[str, Path]:
+    """Fit scaling laws and flag emergence; write fits.csv, flags.csv (and each view's CSV).
+
+    Our own results (a sweep folder, or a results table) are analysed where they are: the outputs go into the
+    sweep folder, or the folder of the table. An import (`source` "lm-eval" or "csv") becomes a folder that
+    `emergence report` reads as it reads a sweep: the imported table as `results.parquet`, the record of the import
+    as `meta.json` (`write_import`), and the analysis beside them. That folder is `out` if given; else the folder
+    imported (lm-eval results in a folder); else, for a file, a folder named after it beside it (`scores.csv` ->
+    `scores/`), so that the input is never overwritten and two files of one folder never share outputs.
+    `command` is the command line recorded in meta.json (default: the `emergence analyze` line equivalent to the
+    arguments). Returns {"results": ..., "meta": ..., "fits": ..., "flags": ..., ...}: the paths written.
+    """
     import analysis as an
     from analysis.schema import measured
 
     path = Path(path)
-    out_dir = path if path.is_dir() else path.parent
-    (out_dir / ANALYSIS_KEY).unlink(missing_ok=True)  # whatever comes out, it is not the sweep's last analysis
+    if source not in ("results", *IMPORT_SOURCES):
+        raise ConfigError(f"unknown source {source!r}; use one of: results, {', '.join(IMPORT_SOURCES)}")
+    if out is not None and source not in IMPORT_SOURCES:
+        raise ConfigError("--out is where an import (--from lm-eval or csv) is written; a sweep's own results are "
+                          "analysed in their folder")
+    if source == "results":  # whatever comes out, it is not the sweep's last analysis
+        (path if path.is_dir() else path.parent).joinpath(ANALYSIS_KEY).unlink(missing_ok=True)
     if source == "lm-eval":
         df = an.import_lm_eval(path)
     elif source == "csv":
@@ -113,11 +135,98 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
         if len(values) == 1:
             raise ConfigError(f"{path}: every measured row has {x}={values[0]}, so there is nothing to compare: "
                               "add sizes to the sweep (model=a,b,c) or analyse another axis (--x tokens)")
-    written = an.run_analysis(df, out_dir, x=x, views=views, runs=_maybe_runs(out_dir),
-                              instances=_maybe(out_dir / "instances.parquet"),
-                              flag_options={"answer_lengths": answer_lengths(df["task"].unique()),
-                                            **(flag_options or {})})
+    if not len(measured(df)):
+        raise ConfigError(f"{path}: the results table has no measured values (every row is NaN or from a failed run)")
+    written: dict[str, Path] = {}
+    if source in IMPORT_SOURCES:
+        out_dir = import_folder(path, out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / ANALYSIS_KEY).unlink(missing_ok=True)
+        written.update(write_import(df, out_dir, path, source, mapping=mapping, constants=constants,
+                                    command=command or analyze_command(path, x=x, source=source, views=views,
+                                                                       mapping=mapping, constants=constants,
+                                                                       flag_options=flag_options, out=out)))
+    else:
+        out_dir = path if path.is_dir() else path.parent
+    written.update(an.run_analysis(df, out_dir, x=x, views=views, runs=_maybe_runs(out_dir),
+                                   instances=_maybe(out_dir / "instances.parquet"),
+                                   flag_options={"answer_lengths": answer_lengths(df["task"].unique()),
+                                                 **(flag_options or {})}))
     return written
+
+
+def import_folder(path: Path, out: Path | None = None) -> Path:
+    """Where the import of `path` is written (see `analyze`), after checking that nothing there would be lost: the
+    folder may hold an earlier import of the same input, never a sweep's results.parquet or meta.json, nor another
+    input's import."""
+    path = Path(path)
+    folder = Path(out) if out is not None else (path if path.is_dir() else path.parent / path.stem)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder} is a file, and the import of {path} is written into a folder of that name; "
+                          "give --out DIR")
+    res, meta = folder / "results.parquet", folder / "meta.json"
+    if path.resolve() in (res.resolve(), meta.resolve()):
+        raise ConfigError(f"{path} would be overwritten by the import written into {folder}; give --out DIR")
+    record = _import_record_of(meta)
+    if record is None and (res.exists() or meta.exists()):
+        raise ConfigError(f"{folder} already holds {'results.parquet' if res.exists() else 'meta.json'}, not written "
+                          f"by an import (a sweep's?); give --out DIR to write the import of {path} elsewhere")
+    if record is not None and record.get("source") not in (None, str(path.resolve())):
+        raise ConfigError(f"{folder} holds the import of {record['source']}; give --out DIR to write the import of "
+                          f"{path} elsewhere")
+    return folder
+
+
+def _import_record_of(meta: Path) -> dict | None:
+    """meta.json if an import wrote it (it names an "importer"), else None."""
+    try:
+        record = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "importer" in record else None
+
+
+def write_import(df: pd.DataFrame, folder: Path, path: Path, source: str, *, mapping=None, constants=None,
+                 command: str = "") -> dict[str, Path]:
+    """Write an imported table as `folder/results.parquet` and its record as `folder/meta.json`, each atomically:
+    the command, the input (absolute path, and its SHA-256 for a file), the importer and its mapping, the time,
+    and the code and machine that read it (as a sweep's meta.json records them)."""
+    from emergence.files import atomic_write_parquet, write_json
+    from emergence.sweep import environment
+
+    path = Path(path)
+    record = {"command": command, "source": str(path.resolve()), "importer": source,
+              "imported": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": int(len(df)),
+              "runs": int(df["run_id"].nunique()), "tasks": int(df["task"].nunique())}
+    if path.is_file():
+        record["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    if source == "csv":
+        record["mapping"] = dict(mapping or {})
+        record["constants"] = dict(constants or {})
+    record.update(environment())
+    atomic_write_parquet(df, folder / "results.parquet")
+    write_json(folder / "meta.json", record)
+    return {"results": folder / "results.parquet", "meta": folder / "meta.json"}
+
+
+def analyze_command(path: Path, *, x: str = "n_params", source: str = "results", views=None, mapping=None,
+                    constants=None, flag_options: dict | None = None, out: Path | None = None) -> str:
+    """The `emergence analyze` command line that does what these arguments do (recorded in an import's meta.json)."""
+    from analysis.pipeline import VIEWS
+
+    words = ["emergence", "analyze", str(path), "--from", source]
+    if x != "n_params":
+        words += ["--x", x]
+    for v in (VIEWS if views == "all" else views or ()):
+        words += ["--view", str(v)]
+    for flag, pairs in (("--map", mapping), ("--set", constants)):
+        for k, v in (pairs or {}).items():
+            words += [flag, f"{k}={v}"]
+    if (flag_options or {}).get("w0") is not None:
+        words += ["--jump-width", str(flag_options["w0"])]
+    if out is not None:
+        words += ["--out", str(out)]
+    return shlex.join(words)
 
 
 def answer_lengths(tasks) -> dict[str, float]:
@@ -144,11 +253,13 @@ def _maybe_runs(folder: Path):
 
 
 def analyze_cli(path: Path, *, x: str = "n_params", source: str = "results", views=None, mapping=None,
-                constants=None, jump_width: float | None = None) -> int:
+                constants=None, jump_width: float | None = None, out: Path | None = None) -> int:
+    """`emergence analyze`: the analysis (and, for an import, the folder the report reads), a table of the flags,
+    the files written and, for an import, the command that reports it."""
     if not path.exists():
         raise ConfigError(f"{path} does not exist; give a sweep folder or a results table")
     written = analyze(path, x=x, source=source, views=views, mapping=mapping, constants=constants,
-                      flag_options=flag_options(jump_width=jump_width))
+                      flag_options=flag_options(jump_width=jump_width), out=out)
     flags_path = written.get("flags")
     if flags_path is not None and Path(flags_path).exists():
         flags = pd.read_csv(flags_path)
@@ -158,6 +269,8 @@ def analyze_cli(path: Path, *, x: str = "n_params", source: str = "results", vie
             print(flags[cols].to_string(index=False))
     for name, p in written.items():
         print(f"wrote {p}")
+    if "results" in written:
+        print(f"report: emergence report {shlex.quote(str(Path(written['results']).parent))}")
     return 0
 
 

@@ -11,13 +11,15 @@ from pathlib import Path
 
 VERBS = {
     "train": "train one run from the config and overrides (resumes if it was stopped)",
-    "probe": "probe the checkpoints of a run that are not yet probed",
+    "probe": "probe the checkpoints of a run not yet probed, or Hugging Face models (--hf) into a sweep folder",
     "sweep": "train, probe, aggregate, analyse and report a family of runs (default experiment: cpu_demo)",
     "status": "show each run of a sweep: done, running, failed (with its error), not started",
     "analyze": "fit scaling laws and flag emergent abilities in a sweep folder or results table",
     "report": "write plots, report.html and report.md for a sweep folder",
     "stability": "how often a verdict survives: judge disjoint sets of runs of one sweep (stability.csv)",
     "budget": "does a jump move with the token budget: compare a sweep with its sizes trained longer (budget.csv)",
+    "forecast": "predict a larger model's score on a task from a ladder of runs, with a backtested interval",
+    "export": "write a checkpoint as a Hugging Face folder (transformers' from_pretrained reads it)",
     "generate": "continue a prompt from a checkpoint (greedy or sampled)",
     "bench": "measure training and probing speed against this machine's matmul peak",
 }
@@ -83,6 +85,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_probe(args) -> int:
+    if args.hf:
+        from emergence.hf import probe_hf_cli
+
+        return probe_hf_cli(args)
+    if args.revision or args.out or args.tokens_per_step is not None or args.shots is not None:
+        raise UsageError("--revision, --tokens-per-step, --shots and --out go with --hf PATH_OR_NAME")
+    if not args.run_dir:
+        raise UsageError("give a run folder (results/<sweep>/runs/<run_id>) or --hf PATH_OR_NAME --out SWEEP_DIR")
     from emergence.probe import probe_cli
 
     return probe_cli(Path(args.run_dir), args.overrides)
@@ -122,8 +132,11 @@ def cmd_analyze(args) -> int:
     mapping, constants = pairs(args.map, "--map"), pairs(args.set, "--set")
     if (mapping or constants) and args.source != "csv":
         raise UsageError("--map and --set describe a CSV: use them with --from csv")
+    if args.out is not None and args.source == "results":
+        raise UsageError("--out is where an import is written: use it with --from lm-eval or --from csv")
     return analyze_cli(Path(args.path), x=args.x, source=args.source, views=args.view,
-                       mapping=mapping, constants=constants, jump_width=args.jump_width)
+                       mapping=mapping, constants=constants, jump_width=args.jump_width,
+                       out=Path(args.out) if args.out else None)
 
 
 def cmd_stability(args) -> int:
@@ -148,6 +161,51 @@ def cmd_report(args) -> int:
     paths = write_report(folder)
     print(f"wrote {paths.get('html', folder / 'report.html')}")
     return 0
+
+
+def parse_target(text: str) -> dict[str, float]:
+    """`--at n_params=1.3e10,tokens=5e12[,flops=...]` as a dict of numbers."""
+    out = {}
+    for item in text.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep or key not in ("n_params", "tokens", "flops"):
+            raise UsageError(f"--at {text!r}: write n_params=N,tokens=D (and optionally flops=C)")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise UsageError(f"--at {text!r}: {key}={value!r} is not a number") from None
+    return out
+
+
+def cmd_forecast(args) -> int:
+    import pandas as pd
+
+    import analysis as an
+    from analysis.forecast import write_forecast
+
+    path = Path(args.path)
+    if not path.exists():
+        raise UsageError(f"{path} does not exist; give a sweep folder or a results table")
+    out = write_forecast(an.load_results(path), path if path.is_dir() else path.parent,
+                         [parse_target(a) for a in args.at], args.task, args.metric, via=args.via,
+                         method=args.method, level=args.level, floor=args.floor, n_boot=args.n_boot)
+    with pd.option_context("display.width", 160, "display.max_colwidth", 60):
+        print(out["forecast"].to_string(index=False))
+        cov = out["coverage"]
+        for _, r in cov.iterrows():
+            print(f"backtest {r['method']}: {r['coverage']:.0%} of {r['n_predicted']} runs inside their "
+                  f"{r['level']:.0%} interval over {r['n_origins']} origins, mean |error| {r['mae']:.3g}")
+        if cov.empty:
+            print("backtest: the ladder has too few sizes to hold one out; the interval is untested")
+    folder = path if path.is_dir() else path.parent
+    print(f"wrote {folder / 'forecast.csv'} and {folder / 'forecast_backtest.csv'}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from emergence.export import export_cli
+
+    return export_cli(args.checkpoint, args.out_dir)
 
 
 def cmd_generate(args) -> int:
@@ -184,8 +242,19 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=l1d32 train.max_steps=50")
         q.set_defaults(fn=fn)
     q = sub.add_parser("probe", help=VERBS["probe"], description=VERBS["probe"])
-    q.add_argument("run_dir", help="a run folder, results/<sweep>/runs/<run_id>")
+    q.add_argument("run_dir", nargs="?", help="a run folder, results/<sweep>/runs/<run_id> (not with --hf)")
     q.add_argument("overrides", nargs="*", help="probe settings, e.g. probe.tasks=[add2] probe.n=256")
+    q.add_argument("--hf", action="append", default=None, metavar="PATH_OR_NAME",
+                   help="probe a Hugging Face causal LM: a model folder, or a name in the local hub cache (never "
+                        "downloaded); repeat for several sizes")
+    q.add_argument("--revision", action="append", default=None, metavar="R1,R2",
+                   help="with --hf: revisions, comma-separated (subfolders of a local model, or hub revisions)")
+    q.add_argument("--tokens-per-step", type=float, default=None, metavar="N",
+                   help="with --hf: training tokens per step, for revisions whose name gives no tokens "
+                        "(Pythia's step<N> defaults to 2,097,152)")
+    q.add_argument("--shots", type=int, default=None, metavar="K",
+                   help="with --hf: solved training examples before each query (default 3; 0: zero-shot)")
+    q.add_argument("--out", default=None, metavar="SWEEP_DIR", help="with --hf: the sweep folder to write")
     q.set_defaults(fn=cmd_probe)
     q = sub.add_parser("status", help=VERBS["status"], description=VERBS["status"])
     q.add_argument("sweep_dir")
@@ -202,12 +271,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--view", action="append", choices=["transitions", "loss", "resolution", "backtest"],
                    help="also write this view's CSV (repeatable)")
     q.add_argument("--map", action="append", default=[], metavar="COLUMN=SOURCE",
-                   help="--from csv: a results column and the file's column that holds it, e.g. n_params=Params")
+                   help="--from csv: a results column and the file's column that holds it, e.g. n_params=Params; "
+                        "for a wide table (one column per task and metric) a column pattern, e.g. "
+                        "value='eval/{task}/{metric}'")
     q.add_argument("--set", action="append", default=[], metavar="COLUMN=VALUE",
-                   help="--from csv: a fixed value for a results column the file lacks, e.g. metric=acc")
+                   help="--from csv: a fixed value for a results column the file lacks, e.g. metric=acc; "
+                        "tokens_per_step=N gives tokens = step x N")
     q.add_argument("--jump-width", type=float, default=None, metavar="W0",
                    help="a jump rises from 10%% to 90%% within W0 decades of x (default 0.5; the sweep's "
                         "analysis.jump_width); choose it before looking")
+    q.add_argument("--out", default=None, metavar="DIR",
+                   help="--from lm-eval|csv: the folder the import is written to (default: the folder imported, or a "
+                        "folder named after the file beside it)")
     q.set_defaults(fn=cmd_analyze)
     q = sub.add_parser("stability", help=VERBS["stability"], description=VERBS["stability"] + ". Each size's runs "
                        "are shuffled and dealt into disjoint sets (no retraining); replicate j takes the j-th set at "
@@ -228,6 +303,23 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("report", help=VERBS["report"], description=VERBS["report"])
     q.add_argument("sweep_dir")
     q.set_defaults(fn=cmd_report)
+    q = sub.add_parser("forecast", help=VERBS["forecast"], description=VERBS["forecast"] + ". Writes forecast.csv "
+                       "and forecast_backtest.csv beside the input (analysis/README.md, Forecast).")
+    q.add_argument("path", help="a sweep folder or results table: a ladder of sizes (x budgets) with checkpoints")
+    q.add_argument("--task", required=True)
+    q.add_argument("--metric", required=True, help="the score to predict, e.g. exact_match or acc")
+    q.add_argument("--via", default=None, metavar="LOSS", help="the task loss of the two-step route, e.g. answer_nll")
+    q.add_argument("--at", action="append", required=True, metavar="n_params=N,tokens=D",
+                   help="a model to predict (repeatable)")
+    q.add_argument("--method", default="auto", choices=["auto", "two_step", "direct"])
+    q.add_argument("--floor", type=float, default=None, help="the metric's chance level (multiple choice), else fitted")
+    q.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    q.add_argument("--n-boot", type=int, default=200, help="bootstrap draws of each fit (default 200)")
+    q.set_defaults(fn=cmd_forecast)
+    q = sub.add_parser("export", help=VERBS["export"], description=VERBS["export"])
+    q.add_argument("checkpoint", help="a checkpoint file, .../checkpoints/step_<N>.pt")
+    q.add_argument("out_dir", help="the folder to create (must not exist, or be empty)")
+    q.set_defaults(fn=cmd_export)
     q = sub.add_parser("generate", help=VERBS["generate"], description=VERBS["generate"])
     q.add_argument("checkpoint", help="a checkpoint file, .../checkpoints/step_<N>.pt")
     q.add_argument("prompt")

@@ -7,6 +7,7 @@ are computed here and never typed into YAML.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -74,12 +75,21 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "tasks"  # tasks | text
+    source: str = "tasks"  # tasks | text | tokens
     seq_len: int = 32
-    pack: bool = False  # tasks: several examples per row (True) or one example per row at position 0 (False)
+    # task rows (the task stream, and tasks mixed into text): several examples per row (True) or one example per
+    # row at position 0 (False)
+    pack: bool = False
     text_path: Optional[str] = None  # a .txt file or a folder of them (source=text)
-    text_heldout_fraction: float = 0.1
+    text_heldout_fraction: float = 0.1  # the tail of each text file (or of one tokens .bin) that is held out
     text_weight: float = 0.0  # source=tasks: share of each batch's rows taken from text_path (0: none)
+    # source=text: bytes (UTF-8 bytes + <bos> <eos> <pad>, 259 ids) | bpe (a byte-level BPE of vocab_size tokens
+    # learned on the training part of text_path, kept as tokenizer.json in the run folder)
+    tokenizer: str = "bytes"
+    vocab_size: int = 0  # tokenizer=bpe: tokens of the BPE (>= 259); source=tokens: the corpus's vocabulary size
+    task_weight: float = 0.0  # source=text: share of each batch's rows that are task examples (task.train) as text
+    tokens_path: Optional[str] = None  # source=tokens: a folder with train.bin and val.bin, or one .bin file
+    tokens_dtype: str = "uint16"  # source=tokens: uint16 | uint32
 
 
 @dataclass
@@ -100,6 +110,9 @@ class ProbeConfig:
     samples: int = 4  # held-out prompts per task whose answers are kept for the report
     mechanistic: bool = True
     steps: List[int] = field(default_factory=list)  # probe only these steps (empty: every checkpoint)
+    # solved training examples before each query when a model is probed through a tokenizer (--hf, data.tokenizer=bpe
+    # runs); 0: zero-shot
+    shots: int = 3
 
 
 @dataclass
@@ -117,6 +130,9 @@ class SweepConfig:
     stack_seeds: bool = False
     stack_max_params: int = 100_000
     seeds: list[int] = field(default_factory=list)  # a stacked job's seeds: set by `emergence sweep`, not by hand
+    # memory of one GPU that a remote launcher (SLURM) gets, in GiB: the launch warns about runs that need more
+    # (null: unknown, only the estimate is printed)
+    gpu_mem_gb: Optional[float] = None
 
 
 @dataclass
@@ -176,11 +192,82 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=,+-]*$")
 
 
 def vocab_size_for(cfg) -> int:
-    if cfg.data.source == "text":
+    """The model's vocabulary: the task vocabulary, the byte tokenizer's 259 ids, or data.vocab_size (a learned BPE,
+    whose tokenizer has exactly that many tokens, or a corpus tokenized elsewhere)."""
+    d = cfg.data
+    if d.source == "tokens" or (d.source == "text" and d.get("tokenizer", "bytes") == "bpe"):
+        return int(d.vocab_size)
+    if d.source == "text":
         from emergence.data import TEXT_VOCAB_SIZE
         return TEXT_VOCAB_SIZE
     from emergence.tasks import VOCAB
     return VOCAB.size
+
+
+DATA_SOURCES = ("tasks", "text", "tokens")
+TOKENIZERS = ("bytes", "bpe")
+
+
+def check_data(cfg) -> None:
+    """The data settings the schema cannot check, each refused with one line that says what to set. The corpus files
+    themselves (their size, their ids) are checked when the source opens them (`emergence.data.build_source`)."""
+    d = cfg.data
+    if d.source not in DATA_SOURCES:
+        raise ConfigError(f"data.source must be one of {', '.join(DATA_SOURCES)}, got {d.source!r}")
+    if d.tokenizer not in TOKENIZERS:
+        raise ConfigError(f"data.tokenizer must be one of {', '.join(TOKENIZERS)}, got {d.tokenizer!r}")
+    if not 0 < d.text_heldout_fraction < 1:
+        raise ConfigError(f"data.text_heldout_fraction must be in (0, 1), got {d.text_heldout_fraction}")
+    for key in ("text_weight", "task_weight"):
+        if not 0 <= d[key] < 1:
+            raise ConfigError(f"data.{key} must be in [0, 1), got {d[key]}")
+    if d.tokenizer == "bpe" and d.source != "text":
+        raise ConfigError("data.tokenizer=bpe learns a vocabulary from text: it needs data.source=text")
+    if d.task_weight > 0 and d.source != "text":
+        raise ConfigError("data.task_weight mixes task rows into text and needs data.source=text (to mix text into "
+                          "the task stream, set data.text_weight)")
+    if d.text_weight > 0 and d.source != "tasks":
+        raise ConfigError("data.text_weight mixes text into the task stream and needs data.source=tasks (to mix task "
+                          "rows into text, set data.task_weight)")
+    if (d.source == "tasks" or d.task_weight > 0) and not cfg.task.train:
+        raise ConfigError(f"the task suite {cfg.task.name!r} has an empty training list: set task.train "
+                          "(task name -> weight) or pick a suite with task=<name>")
+    if d.vocab_size < 0 or (d.vocab_size and d.source != "tokens" and d.tokenizer != "bpe"):
+        raise ConfigError(f"data.vocab_size={d.vocab_size} applies to data.tokenizer=bpe and data.source=tokens only "
+                          "(the task and byte vocabularies are fixed): set data.tokenizer=bpe or leave it 0")
+    if d.source == "text":
+        _need_path(d, "text_path", "a .txt file or a folder of them", " (no corpus ships with emergence)")
+        if d.tokenizer == "bpe":
+            from emergence.data import BPE_MIN_VOCAB, HF_EXTRA
+
+            if d.vocab_size < BPE_MIN_VOCAB:
+                raise ConfigError(f"data.tokenizer=bpe needs data.vocab_size >= {BPE_MIN_VOCAB} (256 bytes + <pad>, "
+                                  f"<bos>, <eos>), got {d.vocab_size}")
+            try:
+                importlib.import_module("tokenizers")  # the optional extra, needed on this path only
+            except ImportError:
+                raise ConfigError(f"data.tokenizer=bpe needs the tokenizers library: {HF_EXTRA}") from None
+    if d.source == "tokens":
+        from emergence.data import TOKEN_DTYPES
+
+        _need_path(d, "tokens_path", "a folder with train.bin and val.bin, or one .bin file of token ids")
+        if d.vocab_size < 1:
+            raise ConfigError("data.source=tokens needs data.vocab_size=<the vocabulary size of the corpus's "
+                              "tokenizer>")
+        if d.tokens_dtype not in TOKEN_DTYPES:
+            raise ConfigError(f"data.tokens_dtype must be one of {', '.join(TOKEN_DTYPES)}, got {d.tokens_dtype!r}")
+        if d.tokens_dtype == "uint16" and d.vocab_size > 1 << 16:
+            raise ConfigError(f"data.vocab_size={d.vocab_size} does not fit in data.tokens_dtype=uint16; set "
+                              "data.tokens_dtype=uint32")
+
+
+def _need_path(d, key: str, what: str, note: str = "") -> None:
+    """A path the data source reads: given, and there."""
+    value = getattr(d, key)
+    if not value:
+        raise ConfigError(f"data.source={d.source} needs data.{key}=<{what}>{note}")
+    if not Path(value).exists():
+        raise ConfigError(f"data.{key}={value} does not exist; point it at {what}")
 
 
 def gpt_config(cfg) -> GPTConfig:
@@ -228,7 +315,9 @@ def peak_lr(cfg) -> float:
 
 
 def validate(cfg) -> dict[str, Any]:
-    """Check what the schema cannot (ranges, names, divisibility, memory) and return the derived values."""
+    """Check what the schema cannot (ranges, names, divisibility) and return the derived values, with the run's memory
+    estimate. Memory is checked against a device where the run runs (`device.check_run_memory`), and at launch against
+    this machine for local launchers only (`sweep.plan`)."""
     a = cfg.get("analysis") if hasattr(cfg, "get") else None
     if a is not None:
         if not float(a.jump_width) > 0:
@@ -253,13 +342,7 @@ def validate(cfg) -> dict[str, Any]:
         if not SAFE_NAME.match(value) or ".." in value:
             raise ConfigError(f"{key}={value!r} is not a safe folder name: use letters, digits, '_', '-', '.' "
                               "(no '/', no '..')")
-    if cfg.data.source not in ("tasks", "text"):
-        raise ConfigError(f"data.source must be 'tasks' or 'text', got {cfg.data.source!r}")
-    if cfg.data.source == "tasks" and not cfg.task.train:
-        raise ConfigError(f"the task suite {cfg.task.name!r} has an empty training list: set task.train "
-                          "(task name -> weight) or pick a suite with task=<name>")
-    if cfg.data.source == "text" and not cfg.data.text_path:
-        raise ConfigError("data.source=text needs data.text_path=<a .txt file or a folder of them>")
+    check_data(cfg)
     gc = gpt_config(cfg)
     budget = resolve_budget(cfg, gc)
     derived = {
@@ -271,28 +354,59 @@ def validate(cfg) -> dict[str, Any]:
         **budget,
     }
     derived["flops"] = float(derived["flops_per_token"]) * derived["tokens"]
-    derived["memory_bytes"] = estimate_memory(gc, t.batch_size)
-    limit = available_memory()
-    if limit and derived["memory_bytes"] > 0.8 * limit:
-        raise ConfigError(f"model {cfg.model.name} at batch {t.batch_size} needs about "
-                          f"{derived['memory_bytes'] / 2**30:.1f} GiB but this machine has "
-                          f"{limit / 2**30:.1f} GiB: lower train.batch_size (raise train.grad_accum) or pick a "
-                          "smaller model")
+    derived["precision"] = run_precision(cfg)
+    derived["memory_bytes"] = estimate_memory(gc, t.batch_size, derived["precision"])
     return derived
 
 
-def estimate_memory(gc: GPTConfig, batch_size: int) -> int:
-    """Pre-flight estimate of training memory in bytes (fp32): weights, gradients and two AdamW moments (16 bytes per
-    parameter), plus activations kept for the backward pass (about 34 d + 5 H T values per token per layer,
-    Korthikanti et al. 2022, eq. 1 without sequence parallelism, here in 4-byte floats) and the logits."""
+def run_precision(cfg, device_type: str | None = None) -> str:
+    """"bf16" for a run under bf16 autocast, else "fp32": train.dtype, or with dtype=auto bf16 on CUDA only. The
+    device is `device_type` where known (the run's own), else train.device (auto: CUDA if this machine has it)."""
+    if cfg.train.dtype in ("bfloat16", "float32"):
+        return "bf16" if cfg.train.dtype == "bfloat16" else "fp32"
+    if device_type is None:
+        device_type = cfg.train.device
+        if device_type == "auto":
+            import torch
+
+            device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    return "bf16" if device_type == "cuda" else "fp32"
+
+
+def estimate_memory(gc: GPTConfig, batch_size: int, precision: str = "fp32") -> int:
+    """Pre-flight estimate of training memory in bytes.
+
+        16 N + a B T L (34 d + 5 H T) / 2 + B T V l
+
+    - 16 N: fp32 master weights, gradients and two AdamW moments, 4 bytes each per parameter, in either precision
+      (autocast keeps the weights in fp32); under bf16 autocast add 2 N for the bf16 copies of the weights it casts.
+    - Activations kept for the backward pass: 34 d + 5 H T values per token per layer (Korthikanti et al. 2022,
+      eq. 1 without sequence parallelism), a = 2 bytes each under bf16 autocast, a = 4 in fp32.
+    - Logits: l bytes per position and vocabulary entry: fp32 logits, their softmax and its gradient (l = 12); under
+      autocast the bf16 logits and their fp32 copy for the loss come first (l = 2 + 4 + 4 + 4 = 14).
+    """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     N = n_params(gc)
     T, d, L, H = gc.block_size, gc.d_model, gc.n_layer, gc.n_head
-    acts = batch_size * T * L * (34 * d + 5 * H * T) * 4 // 2
-    logits = 3 * batch_size * T * gc.vocab_size * 4
-    return 16 * N + acts + logits
+    a, w, lg = (2, 18, 14) if precision == "bf16" else (4, 16, 12)
+    acts = batch_size * T * L * (34 * d + 5 * H * T) * a // 2
+    return w * N + acts + batch_size * T * gc.vocab_size * lg
+
+
+def check_memory(cfg, device_type: str, available: int, where: str = "this machine", copies: int = 1) -> None:
+    """Refuse a run whose estimate (`estimate_memory`, at the precision it runs in on `device_type`, times `copies`
+    models trained together) exceeds 80% of `available` bytes, the memory of the device it trains on."""
+    need = copies * estimate_memory(gpt_config(cfg), cfg.train.batch_size, run_precision(cfg, device_type))
+    if available and need > 0.8 * available:
+        what = f"{copies} stacked copies of model {cfg.model.name}" if copies > 1 else f"model {cfg.model.name}"
+        raise ConfigError(f"{what} at batch {cfg.train.batch_size} needs about {need / 2**30:.1f} GiB but {where} "
+                          f"has {available / 2**30:.1f} GiB: lower train.batch_size (raise train.grad_accum) or pick "
+                          "a smaller model")
 
 
 def available_memory() -> int:
+    """Host RAM in bytes (0 where it cannot be read)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -305,6 +419,12 @@ NON_IDENTITY = ("paths", "sweep", "tracker", "probe", "analysis", "experiment", 
                 "train.fail_at_step", "train.nan_at_step")
 
 
+# Settings added after runs were trained without them: left at these defaults they change nothing, and are left out
+# of a run's identity so that earlier runs keep their ids (and a rerun of an earlier sweep skips them).
+ADDED_DEFAULTS = {"data.tokenizer": "bytes", "data.vocab_size": 0, "data.task_weight": 0.0, "data.tokens_path": None,
+                  "data.tokens_dtype": "uint16"}
+
+
 def identity(cfg) -> dict:
     """The part of the resolved config that determines the trained weights."""
     d = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
@@ -315,6 +435,10 @@ def identity(cfg) -> dict:
         for p in parts[:-1]:
             node = node.get(p, {})
         node.pop(parts[-1], None)
+    for key, default in ADDED_DEFAULTS.items():  # a setting added later, left at its default, keeps old run ids
+        section, name = key.split(".")
+        if d.get(section, {}).get(name, default) == default:
+            d.get(section, {}).pop(name, None)
     return d
 
 

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from emergence.config import ConfigError
+from emergence.config import ConfigError, available_memory, check_memory
 
 
 def pick_device(cfg) -> torch.device:
@@ -18,6 +18,20 @@ def pick_device(cfg) -> torch.device:
     if want == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device=cuda but no CUDA device is available; use train.device=auto or cpu")
     return torch.device(want)
+
+
+def device_memory(device: torch.device) -> tuple[int, str]:
+    """Bytes a run can use on `device` and a name for it: free CUDA memory on a GPU, host RAM on the CPU."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free), f"GPU {device.index or 0} ({torch.cuda.get_device_name(device)})"
+    return available_memory(), "this machine"
+
+
+def check_run_memory(cfg, device: torch.device, copies: int = 1) -> None:
+    """The memory pre-flight, where the run runs: its estimate at its own precision against its device's memory."""
+    available, where = device_memory(device)
+    check_memory(cfg, device.type, available, where, copies)
 
 
 def autocast_for(cfg, device: torch.device):

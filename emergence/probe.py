@@ -298,8 +298,15 @@ def probe_checkpoints(files: list[tuple[int, Path]], probe_cfg, done: set[tuple[
                 print(f"warning: {e}; skipping it and probing the rest", file=sys.stderr)
                 continue
         run_cfg = state["config"]
-        text_run = run_cfg["data"]["source"] == "text"
-        tasks = [] if text_run else probe_tasks_for(run_cfg, probe_cfg)
+        text_run = run_cfg["data"]["source"] in ("text", "tokens")  # no task vocabulary: only a tokenizer renders tasks
+        tok = run_tokenizer(path)
+        if tok is not None:  # a run trained with a tokenizer reads the tasks as text (emergence.textprobe)
+            from emergence import textprobe
+
+            shots = textprobe.probe_shots(probe_cfg)
+            tasks = [textprobe.shot_task(t, shots) for t in probe_tasks_for(run_cfg, probe_cfg)]
+        else:
+            tasks = [] if text_run else probe_tasks_for(run_cfg, probe_cfg)
         wanted = [t for t in ["lm", *tasks, *([MECHANISTIC] if probe_cfg.mechanistic else [])]
                   if (step, t) not in done]
         if not wanted:
@@ -313,7 +320,10 @@ def probe_checkpoints(files: list[tuple[int, Path]], probe_cfg, done: set[tuple[
                 "flops": float(state["flops"])}
         if "lm" in wanted:
             out.rows.append({**base, "task": "lm", "metric": "loss", **lm_loss(state, model, device)})
-        for name in wanted:
+        if tok is not None:
+            textprobe.probe_model(textprobe.GPTCausalLM(model), tok, [t for t in wanted if t in tasks], probe_cfg,
+                                  base, out)
+        for name in ([] if tok is not None else wanted):
             if name in ("lm", MECHANISTIC):
                 continue
             prompts, answers, ids = probe_set(name, probe_cfg.n, probe_cfg.seed)
@@ -328,12 +338,33 @@ def probe_checkpoints(files: list[tuple[int, Path]], probe_cfg, done: set[tuple[
                                     "model": [base["model"]] * k, "n_params": np.full(k, base["n_params"]),
                                     "seed": np.full(k, base["seed"])})
         if MECHANISTIC in wanted:
-            vocab_ids = VOCAB.ids(VOCAB.chars) if not text_run \
-                else np.arange(32, 127, dtype=np.int64)
+            vocab_ids = textprobe.nonspecial_ids(tok, model.config.vocab_size) if tok is not None \
+                else VOCAB.ids(VOCAB.chars) if not text_run \
+                else np.arange(min(32, model.config.vocab_size), min(127, model.config.vocab_size), dtype=np.int64)
             for metric, r in mechanistic_scores(model, vocab_ids, device, seed=probe_cfg.seed).items():
                 out.rows.append({**base, "task": MECHANISTIC, "metric": metric,
                                  **measurement(r["value"], r["stderr"], r["n"])})
     return out.rows[first:]
+
+
+def run_tokenizer(checkpoint: Path | None):
+    """The tokenizer a run trained with, as a `textprobe.TextTokenizer`, when its folder holds `tokenizer.json`
+    (data.tokenizer=bpe); None for runs in the task or byte vocabulary, which the char-level probe scores."""
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint)
+    run_dir = next((p.parent for p in path.parents if p.name == "checkpoints"), path.parent.parent)
+    tok_file = run_dir / "tokenizer.json"
+    if not tok_file.is_file():
+        return None
+    return _read_tokenizer(str(tok_file), tok_file.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _read_tokenizer(path: str, mtime_ns: int):
+    from emergence.textprobe import load_tokenizer_file
+
+    return load_tokenizer_file(path)
 
 
 def lm_loss(state: dict, model: GPT, device) -> dict:
@@ -467,7 +498,16 @@ def generate_text(path: Path, prompt: str, *, max_new_tokens: int = 32, temperat
     """Continue `prompt` from a checkpoint; stops at the end-of-answer token for task-trained models."""
     state = ckpt.load(path)
     model = load_model(state)
-    if state["config"]["data"]["source"] == "text":
+    tok = run_tokenizer(path)
+    if tok is not None:  # a run trained with a learned tokenizer (data.tokenizer=bpe)
+        from emergence.data import load_tokenizer
+
+        bpe = load_tokenizer(Path(path).parent.parent)
+        ids, eos, decode = [bpe.bos, *bpe.encode_batch([prompt])[0]], bpe.eos, bpe.decode
+    elif state["config"]["data"]["source"] == "tokens":
+        raise ValueError(f"{path} was trained on pre-tokenized ids (data.source=tokens): its tokenizer is not part of "
+                         "the run, so a text prompt cannot be encoded for it")
+    elif state["config"]["data"]["source"] == "text":
         from emergence.data import TEXT_SPECIALS
 
         ids = [TEXT_SPECIALS["bos"], *prompt.encode("utf-8")]

@@ -19,8 +19,12 @@ from emergence.config import run_dir
 
 
 def prepare_folder(folder: Path, resolved: dict) -> None:
-    """The run's folder and checkpoints folder, cleared of the temporaries a killed writer left, and its resolved
-    config as config.yaml."""
+    """The run's folder and checkpoints folder, cleared of the temporaries a killed writer left, its resolved
+    config as config.yaml, and for a data.tokenizer=bpe run its tokenizer as tokenizer.json (kept once written, so a
+    resumed run reads its text exactly as before)."""
+    from emergence.data import save_run_tokenizer
+
+    save_run_tokenizer(folder, resolved)  # first: a corpus too small for its vocabulary leaves nothing written
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
     files.remove_stale_temporaries(folder, folder / "checkpoints")
     files.atomic_write_bytes(folder / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)).encode())

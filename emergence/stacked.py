@@ -268,7 +268,7 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
     from emergence import files
     from emergence.config import gpt_config, run_dir, run_id, validate
     from emergence.data import build_source
-    from emergence.device import autocast_for, matmul_peak_flops, pick_device
+    from emergence.device import autocast_for, check_run_memory, matmul_peak_flops, pick_device
     from emergence.live import RunProgress
     from emergence.run import (log_row, log_train, make_run_tracker, payload, prepare_folder, probe_hook,
                                read_status, save_checkpoint, write_status)
@@ -301,6 +301,7 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     device = pick_device(cfg)
+    check_run_memory(cfg, device, copies=len(fresh))
     amp = autocast_for(cfg, device)
     gc = gpt_config(cfg)
     total, tokens_per_step, fpt = derived["steps"], derived["tokens_per_step"], derived["flops_per_token"]

@@ -39,8 +39,8 @@ RUN_COLUMNS = ["run_id", "sweep", "experiment", "model", "n_params", "n_params_n
 
 def expand_grid(overrides: list[str]) -> tuple[DictConfig, list[list[str]]]:
     """Every point of the sweep: the experiment's `hydra.sweeper.params` and the command line's comma lists, expanded
-    with Hydra's own override parser (the same expansion the basic sweeper does). Returns the first point's config and
-    the override list of each point."""
+    with Hydra's own override parser (the same expansion the basic sweeper does). Returns the first point's config,
+    with its `hydra` node (the sweeper and the launcher), and the override list of each point."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
@@ -49,8 +49,8 @@ def expand_grid(overrides: list[str]) -> tuple[DictConfig, list[list[str]]]:
         (sweeps if o.is_sweep_override() else fixed).append(o)
     first = [o.input_line for o in fixed] + [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}"
                                              for o in sweeps]
-    cfg = compose(first)
-    params = compose(first, return_hydra_config=True).hydra.sweeper.get("params") or {}
+    cfg = compose(first, return_hydra_config=True)
+    params = cfg.hydra.sweeper.get("params") or {}
     axes: dict[str, list[str]] = {}
     for key, value in dict(params).items():
         for o in parser.parse_overrides([f"{key}={value}"]):
@@ -67,13 +67,33 @@ def expand_grid(overrides: list[str]) -> tuple[DictConfig, list[list[str]]]:
     return cfg, points
 
 
+# Launchers that run jobs on this machine: the grid is checked against its memory before anything starts. Any other
+# (SLURM) runs them elsewhere, where each run checks its own device when it starts.
+LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher", "LocalLauncher")
+
+
+def is_remote(launcher) -> bool:
+    """Whether a Hydra launcher config (`hydra.launcher`) runs its jobs on other machines."""
+    return str(launcher.get("_target_", "")).rsplit(".", 1)[-1] not in LOCAL_LAUNCHERS
+
+
 def plan(overrides: list[str]) -> tuple[Path, list[dict[str, Any]]]:
-    """Compose and validate every point of the grid; return the sweep folder and one record per run."""
-    _, points = expand_grid(overrides)
+    """Compose and validate every point of the grid; return the sweep folder and one record per run.
+
+    With a local launcher each run's memory estimate is checked against this machine (its GPU for a CUDA run); with
+    a remote one (SLURM) nothing is refused for this machine's memory: each record carries `warnings` that compare
+    the estimate with what the launcher config asks for (`remote_warnings`)."""
+    from emergence.device import check_run_memory, pick_device
+
+    full, points = expand_grid(overrides)
+    launcher = full.hydra.launcher
+    remote = is_remote(launcher)
     runs, folder = [], None
     for point in points:
         cfg = compose(point)
         d = validate(cfg)
+        if not remote:
+            check_run_memory(cfg, pick_device(cfg))
         folder = sweep_dir(cfg)
         rid = run_id(cfg)
         st = read_status(folder / "runs" / rid)
@@ -86,6 +106,9 @@ def plan(overrides: list[str]) -> tuple[Path, list[dict[str, Any]]]:
                      "task_suite": str(cfg.task.name), "batch_size": cfg.train.batch_size,
                      "seq_len": cfg.data.seq_len, "ckpt_log_until": cfg.train.ckpt_log_until,
                      "ckpt_every": cfg.train.ckpt_every, "memory_bytes": d["memory_bytes"],
+                     "precision": d["precision"], "device": str(cfg.train.device), "remote": remote,
+                     "warnings": remote_warnings(cfg, d, launcher) if remote else [],
+                     "launcher": launcher_ask(launcher),
                      "state": st.get("state", "not_started"), "overrides": point})
     if not runs:
         raise ConfigError("the sweep's grid is empty")
@@ -93,6 +116,25 @@ def plan(overrides: list[str]) -> tuple[Path, list[dict[str, Any]]]:
     if len(sweeps) > 1:
         raise ConfigError(f"one sweep cannot write to several folders ({sorted(sweeps)}); fix sweep.name")
     return folder, runs
+
+
+def remote_warnings(cfg, derived: dict, launcher) -> list[str]:
+    """What may not fit where a remote launcher puts a run: its estimate (at the run's precision on the device it
+    asks for) against the launcher's `gpus_per_node` and `mem_gb`, and against `sweep.gpu_mem_gb` where given."""
+    need = derived["memory_bytes"] / 2**30
+    gpus = launcher.get("gpus_per_node") or 0
+    mem_gb = launcher.get("mem_gb")
+    out = []
+    on_gpu = cfg.train.device == "cuda" or (cfg.train.device == "auto" and gpus > 0)
+    if cfg.train.device == "cuda" and not gpus:
+        out.append("train.device=cuda but the launcher asks for no GPU (hydra.launcher.gpus_per_node)")
+    if on_gpu and cfg.sweep.gpu_mem_gb and need > 0.8 * cfg.sweep.gpu_mem_gb:
+        out.append(f"needs about {need:.1f} GiB of GPU memory, more than 80% of sweep.gpu_mem_gb="
+                   f"{cfg.sweep.gpu_mem_gb:g}: lower train.batch_size (raise train.grad_accum)")
+    if not on_gpu and mem_gb and need > 0.8 * mem_gb:
+        out.append(f"trains on the CPU and needs about {need:.1f} GiB, more than 80% of hydra.launcher.mem_gb="
+                   f"{mem_gb:g}: raise mem_gb or lower train.batch_size")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -134,26 +176,44 @@ def calibrate(runs: list[dict], seconds: float = 1.0) -> dict[str, float]:
 
 def print_dry_run(overrides: list[str]) -> int:
     folder, runs = plan(overrides)
-    calib = calibrate(runs)
+    remote = runs[0]["remote"]
+    # a remote launcher's machines are not this one: their speed cannot be measured here
+    calib = {} if remote else calibrate(runs)
     from emergence.checkpoint import schedule
 
     total_s, total_disk = 0.0, 0
-    print(f"sweep {folder}: {len(runs)} runs")
-    header = f"{'run_id':<28} {'model':<12} {'params':>10} {'seed':>4} {'steps':>7} {'tokens':>11} {'FLOPs':>9} " \
-             f"{'est. wall':>9} {'ckpt disk':>9}  state"
-    print(header)
+    print(f"sweep {folder}: {len(runs)} runs" + (" on a remote launcher (memory checked where each run starts)"
+                                                 if remote else ""))
+    print(f"{'run_id':<28} {'model':<12} {'params':>10} {'seed':>4} {'steps':>7} {'tokens':>11} {'FLOPs':>9} "
+          f"{'memory':>13} {'est. wall':>9} {'ckpt disk':>9}  state")
     for r in runs:
-        s = estimate_seconds(r, calib)
+        s = estimate_seconds(r, calib) if calib else float("nan")
         n_ck = len(schedule(r["max_steps"], r["ckpt_log_until"], r["ckpt_every"]))
         disk = n_ck * r["n_params"] * 12  # weights + two AdamW moments, fp32
         total_s += s if r["state"] != "done" else 0
         total_disk += disk
+        wall = f"{s:>8.0f}s" if calib else f"{'n/a':>9}"
+        mem = f"{r['memory_bytes'] / 2**30:.1f}GiB {r['precision']}"
         print(f"{r['run_id']:<28} {r['model']:<12} {r['n_params']:>10,} {r['seed']:>4} {r['max_steps']:>7} "
-              f"{r['tokens']:>11,} {r['flops']:>9.2e} {s:>8.0f}s {disk / 2**20:>7.1f}MB  {r['state']}")
+              f"{r['tokens']:>11,} {r['flops']:>9.2e} {mem:>13} {wall} {disk / 2**20:>7.1f}MB  {r['state']}")
+        for w in r["warnings"]:
+            print(f"  warning: {r['run_id']}: {w}")
     done = sum(r["state"] == "done" for r in runs)
-    print(f"{done} done, {len(runs) - done} to run; estimated training time {total_s / 60:.1f} min sequential "
-          f"(probing adds a little), checkpoints {total_disk / 2**20:.0f} MB")
+    timing = "not measured (a remote launcher's machines)" if remote else f"{total_s / 60:.1f} min sequential " \
+        "(probing adds a little)"
+    print(f"{done} done, {len(runs) - done} to run; estimated training time {timing}, checkpoints "
+          f"{total_disk / 2**20:.0f} MB")
+    if remote:
+        print(f"the launcher asks for {runs[0]['launcher']}; memory is the estimate at each run's precision "
+              "(`config.estimate_memory`)")
     return 0
+
+
+def launcher_ask(launcher) -> str:
+    """The resources a launcher config asks for per job, as one phrase."""
+    parts = [f"{k}={launcher.get(k)}" for k in ("partition", "gpus_per_node", "cpus_per_task", "mem_gb",
+                                                 "timeout_min") if launcher.get(k) is not None]
+    return ", ".join(parts) or "nothing specific"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -167,6 +227,9 @@ def run_sweep(overrides: list[str], *, dry_run: bool = False) -> int:
     if dry_run:
         return print_dry_run(overrides)
     folder, runs = plan(overrides)  # pre-flight: every point composes and validates before anything is trained
+    for r in runs:  # a remote launcher's runs are checked where they start; say here what may not fit there
+        for w in r["warnings"]:
+            print(f"warning: {r['run_id']}: {w}", file=sys.stderr)
     first = compose(runs[0]["overrides"])
     if first.sweep.seeds:
         raise ConfigError("sweep.seeds is set by `emergence sweep` for stacked jobs; give seeds as a grid axis "

@@ -292,6 +292,9 @@ class WandbTracker(Tracker):
             # "immutable": reference the file instead of copying it (checkpoints are written once, atomically, and
             # can be large); keep the file until the run is synced.
             artifact.add_file(str(path), policy="immutable")
+            sidecar = Path(str(path) + ".sha256")  # its checksum: checkpoint.load refuses a .pt without it
+            if sidecar.exists():
+                artifact.add_file(str(sidecar), policy="immutable")
             self._run.log_artifact(artifact, aliases=[f"step_{int(step)}", "latest"])
         except Exception as exc:  # noqa: BLE001
             self._fail("log_checkpoint", exc)

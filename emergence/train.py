@@ -24,7 +24,7 @@ from emergence import checkpoint as ckpt
 from emergence import files
 from emergence.config import gpt_config, run_dir, run_id, validate
 from emergence.data import build_source
-from emergence.device import autocast_for, distributed, matmul_peak_flops, pick_device
+from emergence.device import autocast_for, check_run_memory, distributed, matmul_peak_flops, pick_device
 from emergence.live import RunProgress
 from emergence.model import GPT
 from emergence.optim import Step, lr_at, make_optimizer
@@ -108,6 +108,7 @@ def train(cfg) -> dict:
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(device)
+    check_run_memory(cfg, device)
     amp = autocast_for(cfg, device)
     gc = gpt_config(cfg)
     total = derived["steps"]
@@ -117,13 +118,13 @@ def train(cfg) -> dict:
     is_main = rank == 0
     resolved = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
     resolved.pop("hydra", None)  # what config.yaml and every checkpoint record
+    source = build_source(cfg, folder)  # before anything is written: a corpus it cannot use leaves no folder behind
     if is_main:
         prepare_folder(folder, resolved)
 
     torch.manual_seed(cfg.seed)
     model = GPT(gc).to(device)
     opt = make_optimizer(model, derived["lr"], cfg.train.weight_decay, (cfg.train.beta1, cfg.train.beta2), device.type)
-    source = build_source(cfg)
 
     start_step, wall_before, tracker_id, log_rows = 0, 0.0, None, []
     probe_before = float(status.get("probe_s") or 0.0)  # seconds spent probing, summed over the run's processes

@@ -35,3 +35,14 @@ def text_file(tmp_path):
     p = tmp_path / "corpus.txt"
     p.write_text("\n".join(lines))
     return p
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests: tiny models on a busy 2-core machine run many times slower with two."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -1,12 +1,23 @@
-"""`emergence analyze` at the command line: our tables and other people's (lm-eval JSON, a CSV with a mapping)."""
+"""`emergence analyze` at the command line: our tables and other people's (lm-eval JSON, a CSV with a mapping), and
+the folder an import writes, which `emergence report` reads as it reads a sweep's."""
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
+from conftest import SHARED
+
+from emergence.analyze import analyze
+from emergence.cli import main
+from emergence.config import ConfigError
 
 FIX = Path(__file__).parent / "fixtures"
+PYTHIA = SHARED / "data" / "pythia-evals" / "pythia-v1"
+CSV_ARGS = ["--from", "csv", "--map", "model=Model", "--map", "n_params=Params", "--map", "task=Benchmark", "--map",
+            "value=Accuracy", "--set", "metric=acc"]
 
 
 def run(*args):
@@ -29,7 +40,7 @@ def test_analyze_csv_with_mapping(tmp_path):
     p = run(str(src), "--from", "csv", "--map", "model=Model", "--map", "n_params=Params", "--map", "task=Benchmark",
             "--map", "value=Accuracy", "--set", "metric=acc")
     assert p.returncode == 0, p.stderr
-    flags = pd.read_csv(tmp_path / "flags.csv")
+    flags = pd.read_csv(tmp_path / "scores" / "flags.csv")  # an imported file gets a folder of its own
     row = flags[(flags["task"] == "addition") & (flags["metric"] == "acc")].iloc[0]
     assert row["n_sizes"] == 3  # the row without a value is left out, not read as 0
     assert row["verdict"] == "inconclusive"  # fewer than 4 sizes: no claim
@@ -53,6 +64,124 @@ def test_jump_width_reaches_the_flags_and_a_bad_one_is_refused(tmp_path):
             "task=Benchmark", "--map", "value=Accuracy", "--set", "metric=acc"]
     p = run(*args, "--jump-width", "0.25")
     assert p.returncode == 0, p.stderr
-    assert (pd.read_csv(tmp_path / "flags.csv")["w0"] == 0.25).all()
+    assert (pd.read_csv(tmp_path / "scores" / "flags.csv")["w0"] == 0.25).all()
     bad = run(*args, "--jump-width", "-1")
     assert bad.returncode == 2 and "--jump-width" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+# --- an import is a folder the report reads ----------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PYTHIA.exists(), reason="../shared/data/pythia-evals is not beside the checkout")
+def test_imported_pythia_evals_get_the_whole_report(tmp_path):
+    """EleutherAI's published zero-shot evals of the Pythia suite, all 7 sizes at 3 checkpoints on 4 tasks (a subset
+    of the files and tasks, to stay fast): the import writes results.parquet and meta.json beside the flags, and the
+    report then draws capability against size, the heatmap and the views along training from them."""
+    src = tmp_path / "pythia-v1"
+    tasks = {"arc_easy", "lambada_openai", "piqa", "sciq"}
+    for f in sorted(PYTHIA.glob("pythia-*/zero-shot/*_step*.json")):
+        if int(f.stem.rsplit("step", 1)[1]) in (1000, 13000, 143000):
+            doc = json.loads(f.read_text())
+            doc["results"] = {t: v for t, v in doc["results"].items() if t in tasks}
+            (src / f.relative_to(PYTHIA)).parent.mkdir(parents=True, exist_ok=True)
+            (src / f.relative_to(PYTHIA)).write_text(json.dumps(doc))
+    p = run(str(src), "--from", "lm-eval", "--view", "transitions")
+    assert p.returncode == 0, p.stderr
+    assert f"report: emergence report {src}" in p.stdout
+    res = pd.read_parquet(src / "results.parquet")
+    assert res["model"].nunique() == 7 and set(res["step"]) == {1000, 13000, 143000} and set(res["task"]) == tasks
+    assert len(res) == 7 * 3 * 8  # acc and acc_norm of arc_easy, piqa, sciq; acc and perplexity of lambada_openai
+    lam = res[(res["model"] == "pythia-70m") & (res["step"] == 143000) & (res["task"] == "lambada_openai")
+              & (res["metric"] == "acc")]
+    assert lam["value"].tolist() == [pytest.approx(0.18455268775470599)]
+    meta = json.loads((src / "meta.json").read_text())
+    assert meta["importer"] == "lm-eval" and meta["source"] == str(src.resolve()) and meta["rows"] == len(res)
+    assert meta["command"] == f"emergence analyze {src} --from lm-eval --view transitions" and meta["imported"]
+    p = subprocess.run([sys.executable, "-m", "emergence", "report", str(src)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    for name in ("capability", "heatmap", "training"):
+        png = src / "plots" / f"{name}.png"
+        assert png.exists() and png.stat().st_size > 10_000, name
+    html = (src / "report.html").read_text()
+    assert "results.parquet not found" not in html and "meta.json not found" not in html
+    assert html.count("data:image/png;base64,") >= 3
+    assert "emergence analyze" in html  # the import's command, in "What was run"
+
+
+def test_an_imported_file_gets_a_folder_of_its_own_and_the_input_is_untouched(tmp_path):
+    src = tmp_path / "scores.csv"
+    shutil.copy(FIX / "published_scores.csv", src)
+    before = src.read_bytes()
+    assert main(["analyze", str(src), *CSV_ARGS]) == 0
+    out = tmp_path / "scores"
+    assert src.read_bytes() == before
+    res = pd.read_parquet(out / "results.parquet")
+    assert list(res["model"]) == ["tiny", "small", "medium", "large"] and res["value"].isna().sum() == 1
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["importer"] == "csv" and meta["source"] == str(src.resolve())
+    assert meta["mapping"]["value"] == "Accuracy" and meta["constants"] == {"metric": "acc"}
+    assert len(meta["sha256"]) == 64 and meta["command"].startswith(f"emergence analyze {src} --from csv --map ")
+    assert {"fits.csv", "flags.csv"} <= {p.name for p in out.iterdir()}
+    assert not (tmp_path / "flags.csv").exists() and not (tmp_path / "results.parquet").exists()
+    assert main(["analyze", str(src), *CSV_ARGS]) == 0  # the same import again replaces its own folder
+
+
+def test_an_import_never_overwrites_what_it_did_not_write(tmp_path):
+    csv = tmp_path / "scores.csv"
+    shutil.copy(FIX / "published_scores.csv", csv)
+    args = dict(source="csv", mapping={"model": "Model", "n_params": "Params", "task": "Benchmark",
+                                       "value": "Accuracy"}, constants={"metric": "acc"})
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "results.parquet").write_bytes(b"a sweep's table")
+    with pytest.raises(ConfigError, match="already holds results.parquet, not written by an import.*--out"):
+        analyze(csv, out=sweep, **args)
+    assert (sweep / "results.parquet").read_bytes() == b"a sweep's table"
+    table = tmp_path / "t" / "results.parquet"  # an input that has the name of the import's table
+    table.parent.mkdir()
+    pd.read_csv(csv).to_parquet(table)
+    with pytest.raises(ConfigError, match="would be overwritten"):
+        analyze(table, out=table.parent, **args)
+    (tmp_path / "scores").write_text("a file where the folder would go")
+    with pytest.raises(ConfigError, match="is a file"):
+        analyze(csv, **args)
+    written = analyze(csv, out=tmp_path / "elsewhere", **args)
+    assert written["results"] == tmp_path / "elsewhere" / "results.parquet" and written["flags"].exists()
+    other = tmp_path / "other.csv"
+    shutil.copy(csv, other)
+    with pytest.raises(ConfigError, match=f"holds the import of {csv.resolve()}"):
+        analyze(other, out=tmp_path / "elsewhere", **args)
+    with pytest.raises(ConfigError, match="--out is where an import"):
+        analyze(tmp_path / "elsewhere", out=tmp_path / "x")
+
+
+def test_a_folder_imports_again_over_its_own_record(tmp_path):
+    src = tmp_path / "evals"
+    shutil.copytree(FIX / "pythia_evals", src)
+    first = analyze(src, source="lm-eval")
+    rows = pd.read_parquet(first["results"])
+    again = analyze(src, source="lm-eval")  # meta.json of the first import is not read as a results file
+    pd.testing.assert_frame_equal(pd.read_parquet(again["results"]), rows)
+    assert json.loads((src / "meta.json").read_text())["importer"] == "lm-eval"
+
+
+def test_wide_table_in_one_command(tmp_path, capsys):
+    """A W&B export of one run (one row per step, one column per task and metric), analysed along training."""
+    src = tmp_path / "olmo.csv"
+    steps = [1000, 2000, 4000, 8000, 16000, 32000]
+    lines = ["_step,train/loss,eval/arc_easy/acc,eval/piqa/bits_per_byte"]
+    lines += [f"{s},{4 - i * 0.1:.2f},{0.25 + 0.05 * i:.2f},{1.3 - 0.05 * i:.2f}" for i, s in enumerate(steps)]
+    src.write_text("\n".join(lines) + "\n")
+    assert main(["analyze", str(src), "--from", "csv", "--x", "tokens", "--map", "value=eval/{task}/{metric}",
+                 "--map", "step=_step", "--set", "model=olmo-1b", "--set", "n_params=1176764416",
+                 "--set", "tokens_per_step=4194304"]) == 0
+    res = pd.read_parquet(tmp_path / "olmo" / "results.parquet")
+    assert sorted(set(zip(res["task"], res["metric"]))) == [("arc_easy", "acc"), ("piqa", "bits_per_byte")]
+    assert sorted(res["step"].unique()) == steps and (res["tokens"] == res["step"] * 4194304.0).all()
+    flags = pd.read_csv(tmp_path / "olmo" / "flags.csv")
+    assert set(zip(flags["task"], flags["metric"])) == {("arc_easy", "acc"), ("piqa", "bits_per_byte")}
+    capsys.readouterr()
+    assert main(["analyze", str(src), "--from", "csv", "--map", "value=evals/{task}/{metric}",
+                 "--map", "step=_step", "--set", "n_params=1"]) == 2
+    err = capsys.readouterr().err
+    assert "no column matches value='evals/{task}/{metric}'" in err and len(err.strip().splitlines()) == 1

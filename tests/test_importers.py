@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +241,135 @@ def test_random_json_gives_a_table_or_a_clear_error(doc):
             return
         schema.validate(df)
         assert ((df["status"] == "imported") == df["value"].notna()).all()
+
+
+# --- wide tables (one row per step, one column per task and metric: W&B exports) ---------------------------------
+
+WIDE = ("_step,train/loss,eval/arc_easy/acc,eval/arc_easy/acc_stderr,eval/hellaswag/acc_norm,eval/piqa/bpb,"
+        "eval/pile/CrossEntropyLoss\n"
+        "0,10.9,,,,,\n"
+        "1000,4.2,0.30,0.01,0.27,1.20,3.1\n"
+        "1500,4.0,,,,,\n"
+        "2000,3.8,0.35,0.02,0.31,1.10,3.0\n"
+        "2000,3.8,0.41,0.02,0.33,1.05,2.9\n")  # step 2000 logged again after a resume: the last row wins
+WIDE_MAP = {"value": "eval/{task}/{metric}", "stderr": "eval/{task}/{metric}_stderr", "step": "_step"}
+
+
+@pytest.fixture
+def wide_csv(tmp_path):
+    p = tmp_path / "olmo_1b.csv"
+    p.write_text(WIDE)
+    return p
+
+
+def test_wide_table_becomes_one_row_per_task_metric_and_step(wide_csv):
+    with pytest.warns(UserWarning, match="CrossEntropyLoss"):
+        df = import_csv(wide_csv, WIDE_MAP, constants={"model": "olmo-1b", "n_params": "1176764416",
+                                                       "tokens_per_step": 4_194_304})
+    schema.validate(df)
+    got = {(r.task, r.metric, int(r.step)): r.value for r in df.itertuples()}
+    assert got == pytest.approx({
+        ("arc_easy", "acc", 1000): 0.30, ("hellaswag", "acc_norm", 1000): 0.27,
+        ("piqa", "bits_per_byte", 1000): 1.20,
+        ("arc_easy", "acc", 2000): 0.41, ("hellaswag", "acc_norm", 2000): 0.33,
+        ("piqa", "bits_per_byte", 2000): 1.05})
+    # the stderr column is read as the companion of its value, not as a metric
+    assert df.attrs["skipped_metrics"] == ["CrossEntropyLoss"]
+    arc = one(df, task="arc_easy", step=1000)
+    assert arc["stderr"] == pytest.approx(0.01) and math.isnan(one(df, task="piqa", step=1000)["stderr"])
+    assert arc["tokens"] == 1000 * 4_194_304 and arc["flops"] == pytest.approx(6 * 1176764416 * 1000 * 4_194_304)
+    assert (df["run_id"] == "olmo-1b").all() and (df["n_params"] == 1176764416).all()
+    assert (df["sweep"] == "olmo_1b").all() and (df["status"] == "imported").all()
+    assert 0 not in set(df["step"]) and 1500 not in set(df["step"])  # empty cells: not logged there, no rows
+
+
+def test_wide_table_placeholder_with_a_regex_and_a_tokens_column(tmp_path):
+    p = tmp_path / "ladder.csv"
+    p.write_text("step,tokens,size,arc_easy_acc,arc_easy_acc_norm,piqa_acc\n"
+                 "10,1e6,s,0.25,0.26,0.5\n10,1e6,m,0.3,0.31,0.55\n")
+    df = import_csv(p, {"value": "{task}_{metric:acc|acc_norm}", "step": "step", "tokens": "tokens", "model": "size"})
+    assert set(zip(df["model"], df["task"], df["metric"])) == {
+        (m, t, k) for m in "sm" for t, k in (("arc_easy", "acc"), ("arc_easy", "acc_norm"), ("piqa", "acc"))}
+    assert one(df, model="m", task="arc_easy", metric="acc_norm")["value"] == pytest.approx(0.31)
+    assert (df["tokens"] == 1e6).all() and df["flops"].isna().all()  # no n_params: no FLOPs
+
+
+@pytest.mark.parametrize("mapping,constants,msg", [
+    ({"value": "evals/{task}/{metric}", "step": "_step"}, {}, r"no column matches value='evals/\{task\}/\{metric\}' "
+                                                               r"\(the file's columns: _step, train/loss"),
+    ({"value": "eval/{task}/{metric:loss}"}, {}, "no column matches"),
+    ({"value": "eval/{task}/{size}"}, {"metric": "acc"}, r"\{size\} is not a results column"),
+    ({"value": "eval/{task}/{task}"}, {"metric": "acc"}, "appears twice"),
+    ({"value": "eval/{task}/{metric:(}"}, {}, "not a valid column pattern"),
+    ({"value": "eval/{task}/{metric}"}, {"metric": "acc"}, "'metric' comes both from"),
+    ({"value": "eval/{task}/{metric}", "stderr": "se/{model}"}, {}, r"uses \{model\}"),
+    ({"value": "eval/arc_easy/acc", "stderr": "eval/{task}/se"}, {"task": "a", "metric": "acc"},
+     "stderr=.* is a column pattern, but value is not"),
+    ({"value": "eval/{task}/{metric}"}, {"tokens_per_step": 4096}, "tokens_per_step needs each row's step"),
+    ({"value": "eval/{task}/{metric}", "step": "_step"}, {"tokens_per_step": "many"}, "must be a positive number"),
+    ({"value": "eval/{task}/{metric}", "step": "_step", "tokens": "_step"}, {"tokens_per_step": 8}, "give one"),
+    ({"value": "eval/pile/{metric}"}, {"task": "pile"}, "no metric of known direction"),
+])
+def test_wide_table_errors_are_one_line(wide_csv, mapping, constants, msg):
+    with pytest.raises(ValueError, match=msg) as e:
+        import_csv(wide_csv, mapping, constants=constants)
+    assert "\n" not in str(e.value) and str(wide_csv) in str(e.value)
+
+
+def test_wide_table_two_columns_for_one_measurement_are_refused(tmp_path):
+    p = tmp_path / "w.csv"
+    p.write_text("_step,eval/piqa/bits_per_byte,eval/piqa/bpb\n1,0.9,0.95\n")
+    with pytest.raises(ValueError, match=r"columns 'eval/piqa/bits_per_byte' and 'eval/piqa/bpb' both give task "
+                                         r"'piqa', metric 'bits_per_byte'"):
+        import_csv(p, {"value": "eval/{task}/{metric}", "step": "_step"}, constants={"n_params": 10})
+    df = import_csv(p, {"value": "eval/{task}/{metric:bpb}", "step": "_step"}, constants={"n_params": 10})
+    assert list(df["metric"]) == ["bits_per_byte"] and list(df["value"]) == [0.95]  # "bpb" is bits per byte
+
+
+def test_wide_table_non_numeric_cell_names_the_column(tmp_path):
+    p = tmp_path / "w.csv"
+    p.write_text("_step,eval/arc/acc\n1,0.5\n2,oops\n")
+    with pytest.raises(ValueError, match=r"column 'eval/arc/acc' must be numeric, found 'oops'"):
+        import_csv(p, {"value": "eval/{task}/{metric}", "step": "_step"}, constants={"n_params": 10})
+
+
+def test_long_table_tokens_per_step_and_flops(tmp_path):
+    p = tmp_path / "long.csv"
+    p.write_text("Model,Params,Step,Benchmark,Acc\na,1000,10,t,0.5\nb,2000,20,t,0.6\n")
+    df = import_csv(p, {"model": "Model", "n_params": "Params", "step": "Step", "task": "Benchmark", "value": "Acc"},
+                    constants={"metric": "ppl", "tokens_per_step": 100})
+    assert list(df["tokens"]) == [1000.0, 2000.0] and list(df["flops"]) == [6.0 * 1000 * 1000, 6.0 * 2000 * 2000]
+    assert (df["metric"] == "perplexity").all()  # the one name map, for every importer
+    with pytest.raises(ValueError, match="is a folder"):
+        import_csv(tmp_path, {"value": "Acc"})
+
+
+# --- metrics other tools report ----------------------------------------------------------------------------------
+
+def test_bits_per_byte_and_acc_norm_are_registered_with_direction_and_bounds():
+    bpb, norm = schema.METRICS["bits_per_byte"], schema.METRICS["acc_norm"]
+    assert bpb.higher_is_better is False and (bpb.lower_bound, bpb.upper_bound) == (0.0, None)
+    assert norm.higher_is_better is True and (norm.lower_bound, norm.upper_bound) == (0.0, 1.0)
+
+
+def test_lm_eval_names_map_onto_the_registered_metrics(tmp_path):
+    f = tmp_path / "results.json"
+    f.write_text(json.dumps({"results": {
+        "wikitext": {"bits_per_byte,none": 0.95, "byte_perplexity,none": 1.93, "alias": "wikitext"},
+        "hellaswag": {"acc_norm,none": 0.41, "acc_norm_stderr,none": 0.005},
+        "pile": {"bpb": 0.88}}}))
+    df = import_lm_eval(f)
+    assert one(df, task="wikitext", metric="bits_per_byte")["value"] == pytest.approx(0.95)
+    assert one(df, task="pile", metric="bits_per_byte")["value"] == pytest.approx(0.88)
+    assert one(df, task="hellaswag", metric="acc_norm")["stderr"] == pytest.approx(0.005)
+    assert schema.METRICS["bits_per_byte"].lower_bound == 0.0  # the registry's entry, not one made up on import
+
+
+def test_folder_import_passes_over_its_own_record_but_not_other_json(tmp_path):
+    shutil.copytree(FIX / "pythia_evals", tmp_path / "evals")
+    before = import_lm_eval(tmp_path / "evals")
+    (tmp_path / "evals" / "meta.json").write_text(json.dumps({"importer": "lm-eval", "source": "x"}))
+    pd.testing.assert_frame_equal(import_lm_eval(tmp_path / "evals"), before)
+    (tmp_path / "evals" / "meta.json").write_text(json.dumps({"command": "emergence sweep"}))
+    with pytest.raises(ValueError, match=r"meta\.json: not an lm-evaluation-harness results file"):
+        import_lm_eval(tmp_path / "evals")

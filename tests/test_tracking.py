@@ -322,6 +322,7 @@ def test_an_error_mid_run_warns_once_and_stops_only_tracking(tmp_path, monkeypat
 def test_checkpoints_become_artifacts_only_when_asked(tmp_path):
     ckpt = tmp_path / "step_100.pt"
     ckpt.write_bytes(b"\0" * 1000)
+    (tmp_path / "step_100.pt.sha256").write_text("sha256 " + "0" * 64 + " format 2\n")
     quiet = make(tmp_path / "a")
     quiet.log_checkpoint(str(ckpt), 100)
     quiet.finish("done")
@@ -333,7 +334,8 @@ def test_checkpoints_become_artifacts_only_when_asked(tmp_path):
     [art] = only_run(tmp_path / "b" / "sweep" / "wandb").artifacts
     assert art.type == "model" and art.name == "checkpoint-l2d64-s0-abc"
     assert set(art.aliases) == {"step_100", "latest"}
-    assert [(e.path, e.size) for e in art.manifest.contents] == [("step_100.pt", 1000)]
+    assert sorted((e.path, e.size) for e in art.manifest.contents) == [("step_100.pt", 1000),
+                                                                        ("step_100.pt.sha256", 81)]
     assert art.manifest.contents[0].local_path == str(ckpt)  # referenced, not copied
 
 

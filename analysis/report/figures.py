@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import plots, tables
+from analysis import forecast, plots, tables
 from analysis.report.document import FigureFile
 from analysis.report.inputs import Sweep, compute_optimal_curve
 from analysis.resolution import resolution_points
@@ -91,10 +91,13 @@ def make_figures(sw: Sweep, plots_dir: Path) -> dict[str, FigureFile]:
             "labelled with the width W of its rise, and the verdicts with their evidence on the right.",
             plots_dir, lambda task=task, x=x: plots.plot_capability(
                 need_results(), runs=runs, flags=_flags_at(flags, x), fits=sw.fits, tasks=[task], x=x))
+    heat_metric = tables.heatmap_metric(res, runs=runs) if res is not None else "exact_match"
+    heat_label = plots.METRIC_LABELS.get(heat_metric, heat_metric)
+    heat_label = heat_label[:1].upper() + heat_label[1:]
     figs["heatmap"] = _figure(
-        "heatmap", "Exact match by task and size",
-        "Exact match at the final checkpoint, mean over seeds, for every task (rows) and model size (columns).",
-        plots_dir, lambda: plots.plot_heatmap(need_results(), runs=runs))
+        "heatmap", f"{heat_label} by task and size",
+        f"{heat_label} at the final checkpoint, mean over seeds, for every task (rows) and model size (columns).",
+        plots_dir, lambda: plots.plot_heatmap(need_results(), heat_metric, runs=runs))
     figs["training"] = _figure(
         "training", "Training curves",
         "Held-out LM loss and each task's metrics against training tokens (log axis), one line per run, coloured by "
@@ -113,6 +116,16 @@ def make_figures(sw: Sweep, plots_dir: Path) -> dict[str, FigureFile]:
             "Measured means over seeds (black) and, for each held-out size, the prediction of the law fitted on the "
             "smaller sizes with its 95% interval (vermillion).",
             plots_dir, lambda: plots.plot_backtest(sw.views["backtest"], res, runs=runs))
+    fb = sw.forecast_backtest
+    if fb is not None and {"method", "predicted", "actual", "n_params"} <= set(fb.columns) and len(fb):
+        best = forecast.choose_method(fb)
+        shown = fb[fb["method"].astype(str).str.startswith(best)].rename(columns={"method": "law"})
+        figs["forecast"] = _figure(
+            "forecast", "Forecast backtest: each size predicted from the smaller ones",
+            f"Rolling-origin backtest of `emergence forecast` ({best}, the method with the smaller error): each "
+            "run's measured value (black) and its prediction from the runs of every smaller size, with the 95% "
+            "prediction interval (vermillion).",
+            plots_dir, lambda: plots.plot_backtest(shown, None))
     if sw.views.get("resolution") is not None:
         figs["resolution"] = _figure(
             "resolution", "Infinite-resolution view",

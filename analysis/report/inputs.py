@@ -41,6 +41,8 @@ class Sweep:
     chinchilla: Any = None
     stability: pd.DataFrame | None = None
     budget: pd.DataFrame | None = None
+    forecast: pd.DataFrame | None = None  # forecast.csv and forecast_backtest.csv (`emergence forecast`, on demand)
+    forecast_backtest: pd.DataFrame | None = None
 
 
 # what reading a damaged or foreign file raises: OSError (unreadable), ValueError (pandas' and pyarrow's parse errors,
@@ -99,6 +101,9 @@ def load_sweep(folder, analyses: dict | None = None) -> Sweep:
             sw.notes[name] = "has no rows (the view had nothing it could compute on this sweep)"
             view = None
         sw.views[key] = view
+    for name in ("forecast", "forecast_backtest"):  # written by `emergence forecast`, on demand
+        if (folder / f"{name}.csv").exists():
+            setattr(sw, name, _read(sw, f"{name}.csv", _read_csv))
     if (folder / "stability.csv").exists():  # written by `emergence stability`, on demand
         sw.stability = _read(sw, "stability.csv", _read_csv)
     if (folder / "budget.csv").exists():  # written by `emergence budget`, on demand

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import jumps, plots, tables
+from analysis import forecast, jumps, plots, tables
 from analysis.fmt import cell as _fmt
 from analysis.report.document import Bullets, Code, FigureRef, Heading, Note, Para, Pre, Strong, Table
 from analysis.report.figures import _emergent, _emergent_tasks, _fig_key, _loss_panels
@@ -630,6 +630,35 @@ def section_views(sw: Sweep) -> list:
             blocks += body(frame)
         if frame is not None or key == "transitions":  # the training curves are drawn without transitions too
             blocks.append(FigureRef(figure))
+    return blocks + _forecast_blocks(sw)
+
+
+def _forecast_blocks(sw: Sweep) -> list:
+    """`emergence forecast`'s predictions and how often its intervals held on this ladder (its backtest)."""
+    blocks: list = [Heading(3, "Forecast", "forecast")]
+    bt, pred = sw.forecast_backtest, sw.forecast
+    if bt is None:
+        return blocks + [Note("No forecast_backtest.csv: `emergence forecast SWEEP_DIR --task T --metric M --via "
+                              "answer_nll --at n_params=N,tokens=D` predicts a larger model and backtests the "
+                              "prediction on this ladder.")]
+    if (note := _unusable(sw, bt, "forecast_backtest.csv", ("method", "inside", "origin", "error"))) is not None:
+        return blocks + [note]
+    cov = forecast.coverage(bt.assign(inside=bt["inside"].astype(str).str.lower().eq("true")))
+    if cov.empty:
+        blocks.append(Para(["The ladder has too few sizes to hold one out: the forecast's interval is untested."]))
+    for _, r in cov.iterrows():
+        blocks.append(Para([f"{r['task']} {r['metric']}, {r['method']}: {_fmt(100 * r['coverage'])}% of "
+                            f"{r['n_predicted']} runs inside their 95% prediction interval over {r['n_origins']} "
+                            f"origins (each size predicted from every smaller one); mean absolute error "
+                            f"{_fmt(r['mae'])}."]))
+    if _has(pred, "predicted"):
+        cols = [c for c in ("task", "metric", "n_params", "tokens", "predicted", "lo", "hi", "via_predicted",
+                            "method") if c in pred.columns]
+        rows = [[_oneline(r[c], 200) if c in ("task", "metric", "method") else _fmt(r[c]) for c in cols]
+                for _, r in pred.iterrows()]
+        blocks.append(Table([{"via_predicted": "loss predicted"}.get(c, c) for c in cols], rows,
+                            numeric=_numeric_except(cols, ("task", "metric", "method"))))
+    blocks.append(FigureRef("forecast"))
     return blocks
 
 
@@ -697,7 +726,8 @@ def section_repro(sw: Sweep) -> list:
         blocks.append(_missing(sw, "meta.json"))
     else:
         rows = []
-        for k, label in (("command", "command"), ("experiment", "experiment"), ("git_rev", "git revision"),
+        for k, label in (("command", "command"), ("experiment", "experiment"), ("source", "source"),
+                         ("importer", "importer"), ("imported", "imported"), ("git_rev", "git revision"),
                          ("machine", "machine"), ("python", "python"), ("started", "started"),
                          ("finished", "finished"), ("wall_s", "wall time (s)")):
             if k in m and m[k] not in (None, ""):

@@ -49,6 +49,11 @@ class Addition(IndexedTask):
         a, b = self.operands(prompts)
         return with_eos(digits_to_tokens(a + b, self.k + 1)[:, ::-1])
 
+    def natural(self, prompt, answer):
+        """Operands and sum most significant digit first, without zero padding: "012+007=" -> "19"."""
+        a, b = prompt.rstrip("=").split("+")
+        return f"{int(a)}+{int(b)}=", str(int(answer[::-1]))
+
     def split_key(self, prompts):
         # a+b and b+a are one example for the split (addition commutes)
         a, b = self.operands(prompts)
@@ -83,6 +88,11 @@ class Multiplication(IndexedTask):
     def solve(self, prompts):
         a, b = self.operands(prompts)
         return with_eos(digits_to_tokens(a * b, 2 * self.k)[:, ::-1])
+
+    def natural(self, prompt, answer):
+        """Operands and product most significant digit first, without zero padding: "47*97=" -> "4559"."""
+        a, b = prompt.rstrip("=").split("*")
+        return f"{int(a)}*{int(b)}=", str(int(answer[::-1]))
 
     def split_key(self, prompts):
         a, b = self.operands(prompts)
@@ -133,6 +143,12 @@ class Modular(IndexedTask):
             sel = op == i
             out[sel] = self.OPS[o](a[sel], b[sel]) % self.p
         return with_eos(digits_to_tokens(out, 2))
+
+    def natural(self, prompt, answer):
+        """The operation written out, without zero padding: "M:17*05=" -> "(17*5) mod 97=" -> "85"."""
+        body = prompt[2:].rstrip("=")
+        a, op, b = body[:2], body[2], body[3:]
+        return f"({int(a)}{op}{int(b)}) mod {self.p}=", str(int(answer))
 
     def split_key(self, prompts):
         # commutative operations: (a, b) and (b, a) are one example

@@ -149,6 +149,27 @@ class Task:
         """The canonical form of each prompt whose hash decides its split (default: the prompt itself)."""
         return prompts
 
+    def natural(self, prompt: str, answer: str) -> tuple[str, str]:
+        """One example in the natural form a pretrained LM reads (see `text`), from its prompt and answer as decoded
+        characters. The default keeps the task's own text; tasks override it where their training format is not how
+        text on the web writes the same thing (digits least significant first, zero padding, one-letter tags)."""
+        return prompt, answer
+
+    def text(self, prompts: np.ndarray, answers: np.ndarray) -> tuple[list[str], list[str]]:
+        """Examples (token-id arrays as `sample` and `heldout_set` give them) as natural text for a pretrained LM's
+        tokenizer: (prompt strings, answer strings).
+
+        A prompt ends where its answer starts; answers carry no stop sequence (no <eos>, no newline): a probe appends
+        its own. Rendering is per example and never changes which examples a split holds, so `heldout_set(n, seed)`
+        rendered is the same probe set as the token ids. Every prompt of a built-in task ends with "=".
+        """
+        prompts, answers = np.asarray(prompts), np.asarray(answers)
+        if prompts.ndim != 2 or answers.ndim != 2 or len(prompts) != len(answers):
+            raise ValueError(f"task {self.name!r}: text() takes 2-d prompt and answer arrays with one row per "
+                             f"example, got shapes {prompts.shape} and {answers.shape}")
+        pairs = [self.natural(VOCAB.decode(p), VOCAB.decode(a)) for p, a in zip(prompts, answers)]
+        return [p for p, _ in pairs], [a for _, a in pairs]
+
     # --- derived ------------------------------------------------------------------------------------------------
     @property
     def max_example_len(self) -> int:

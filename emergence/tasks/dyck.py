@@ -54,6 +54,10 @@ class Dyck(Task):
         prompts[rows, 2 + length] = VOCAB.id("=")
         return prompts.astype(np.int64)
 
+    def natural(self, prompt, answer):
+        """Close the brackets: "D:([]([=" -> "close ([]([=" -> "]))"."""
+        return f"close {prompt[2:]}", answer
+
     def solve(self, prompts):
         n, width = prompts.shape
         stack = np.zeros((n, width + 1), dtype=np.int64)

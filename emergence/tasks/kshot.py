@@ -74,6 +74,24 @@ class KShot(Task):
         out[:, :w] = q[:, :w]
         return out
 
+    def natural(self, prompt, answer):
+        """The k solved examples and the query, each in the base task's natural form, separated by newlines: add2_2shot
+        "84+99=381\\n63+58=121\\n40+97=" -> "48+99=147\\n36+85=121\\n40+97=" -> "137". A solved example is split into
+        its prompt and answer after its last "=" (every built-in prompt ends with one, and no answer holds one)."""
+        *shots, query = prompt.split(SHOT_SEPARATOR)
+        if len(shots) != self.k:
+            raise ValueError(f"{self.name}: every prompt must hold exactly {self.k} solved examples, each ended by "
+                             f"{SHOT_SEPARATOR!r}")
+        parts = []
+        for shot in shots:
+            p, eq, a = shot.rpartition("=")
+            if not eq:
+                raise ValueError(f"{self.name}: a solved example {shot!r} has no '=' to split its prompt from its "
+                                 f"answer; natural text needs base prompts that end with '='")
+            parts.append("".join(self.base.natural(p + eq, a)))
+        q, a = self.base.natural(query, answer)
+        return SHOT_SEPARATOR.join([*parts, q]), a
+
     def sample_prompts(self, rng, n):
         sp, sa = self.base.sample(rng, n * self.k, "train")
         return self.build(sp, sa, self.base.sample_prompts(rng, n))

@@ -33,6 +33,10 @@ class Parity(IndexedTask):
         n = len(idx)
         return np.concatenate([const("P:", n), bits + self._zero, const("=", n)], axis=1).astype(np.int64)
 
+    def natural(self, prompt, answer):
+        """Named as a function call: "P:1101001110=" -> "parity(1101001110)=" -> "0"."""
+        return f"parity({prompt[2:].rstrip('=')})=", answer
+
     def solve(self, prompts):
         ones = (prompts[:, 2:2 + self.n_bits] - self._zero).sum(axis=1)
         return with_eos((ones % 2 + self._zero)[:, None])

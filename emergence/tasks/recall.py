@@ -56,6 +56,11 @@ class Recall(Task):
         return np.concatenate([const("K:", n), _interleave(keys, values), const("|", n), query[:, None],
                                const("=", n)], axis=1).astype(np.int64)
 
+    def natural(self, prompt, answer):
+        """The map as assignments, then the key: "K:a1b7|b=" -> "a=1, b=7. b=" -> "7"."""
+        pairs, key = prompt[2:].rstrip("=").split("|")
+        return ", ".join(f"{pairs[i]}={pairs[i + 1]}" for i in range(0, len(pairs), 2)) + f". {key}=", answer
+
     def solve(self, prompts):
         k = self.k
         pairs = prompts[:, 2:2 + 2 * k]
@@ -95,6 +100,12 @@ class TwoHop(Task):
         return np.concatenate([const("H:", n), _interleave(keys, mids), const("|", n),
                                _interleave(mids[rows, order], values[rows, order]), const("|", n), query[:, None],
                                const("=", n)], axis=1).astype(np.int64)
+
+    def natural(self, prompt, answer):
+        """Both maps as assignments, then the key: "H:aXbY|Y3X7|b=" -> "a=X, b=Y. Y=3, X=7. b=" -> "3"."""
+        m1, m2, key = prompt[2:].rstrip("=").split("|")
+        maps = [", ".join(f"{m[i]}={m[i + 1]}" for i in range(0, len(m), 2)) for m in (m1, m2)]
+        return f"{maps[0]}. {maps[1]}. {key}=", answer
 
     def solve(self, prompts):
         k = self.k

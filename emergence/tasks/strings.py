@@ -47,6 +47,10 @@ class _StringTask(IndexedTask):
     def solve(self, prompts):
         return with_eos(self.transform(prompts[:, 2:2 + self.length]))
 
+    def natural(self, prompt, answer):
+        """The operation named as a function call: "R:q7c2xa=" -> "reverse(q7c2xa)=" -> "ax2c7q"."""
+        return f"{self.name}({prompt[2:].rstrip('=')})=", answer
+
 
 class Copy(_StringTask):
     name, tag, verb = "copy", "C", "copy"

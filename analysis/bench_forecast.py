@@ -1,0 +1,170 @@
+"""How well `analysis.forecast` predicts, measured: `python -m analysis.bench_forecast`.
+
+1. A public ladder (Gadre et al. 2024, `../shared/data/gadre2024`): for each of its three training sets, the models
+   of 11M to 411M parameters (every token multiplier, 0.25x to 32x Chinchilla) predict the 1.4B and 6.9B models on
+   the seven tasks of Bhagia et al. 2024's set that these sizes lift above chance (HellaSwag, ARC-Easy,
+   ARC-Challenge, PIQA, WinoGrande, OpenBookQA, SocialIQA; MMLU, the eighth, stays at chance below 7B), by the
+   two-step route: the C4 validation loss from (N, D), then accuracy as a sigmoid of that loss with the task's
+   random-guess floor (`eval_metadata.csv`). Each model was evaluated once: the interval is for that measurement.
+2. Synthetic ladders with a known L(N, D) and a known sigmoid of the loss: the share of new runs inside their 95%
+   prediction interval (nominal coverage).
+3. A CPU ladder of this repository's own runs, when its results are here (`--ladder results/cpu_demo
+   results/cpu_demo_x2`): the rolling-origin backtest's coverage, with the number of origins.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import forecast as fc
+from analysis.io import load_results
+
+TASKS = ["hellaswag", "arc_easy", "arc_challenge", "piqa", "winogrande", "openbook_qa", "siqa"]
+GADRE = Path(__file__).resolve().parents[2] / "shared" / "data" / "gadre2024" / "exp_data"
+LADDER_MAX = 5e8  # ladder: up to 411M parameters; targets: the open_lm 1B and 7B models
+# the synthetic ladders' truth: L(N, D) = E + A / N^alpha + B / D^beta, score = the sigmoid of 1/L
+TRUE = dict(E=1.6, A=400.0, alpha=0.34, B=410.0, beta=0.28, floor=0.25, ceiling=0.95, k=12.0, x0=1 / 2.6)
+
+
+def true_loss(N, D):
+    return TRUE["E"] + TRUE["A"] / N ** TRUE["alpha"] + TRUE["B"] / D ** TRUE["beta"]
+
+
+def true_score(loss):
+    """The known sigmoid of the loss: floor + (ceiling - floor) / (1 + ((1/L) / x0)^-k)."""
+    return TRUE["floor"] + (TRUE["ceiling"] - TRUE["floor"]) / (1 + ((1 / loss) / TRUE["x0"]) ** (-TRUE["k"]))
+
+
+def synthetic_ladder(rng, sizes=np.logspace(6.5, 8.5, 6), budgets=(3e8, 1e9, 3e9), seeds=2, n=500, checkpoints=6,
+                     scatter=0.01):
+    """Runs of every size x budget x seed; each checkpoint's loss is the law times a run's own scatter and a little
+    per-checkpoint noise, its exact match a binomial proportion of n at the sigmoid of that loss."""
+    rows = []
+    for N in sizes:
+        for D in budgets:
+            for s in range(seeds):
+                run = rng.normal(0, scatter)
+                for j in range(1, checkpoints + 1):
+                    d = D * j / checkpoints
+                    L = true_loss(N, d) * np.exp(run + rng.normal(0, scatter / 3))
+                    a = rng.binomial(n, true_score(L)) / n
+                    base = dict(sweep="ladder", run_id=f"N{N:.0f}_D{D:.0f}_s{s}", model=f"N{N:.0f}", n_params=int(N),
+                                n_params_nonembed=int(N), n_layer=1, d_model=1, seed=s, step=j, tokens=int(d),
+                                flops=6 * N * d, task="t", n=n, status="ok")
+                    rows.append({**base, "metric": "answer_nll", "value": L, "stderr": 0.01})
+                    rows.append({**base, "metric": "exact_match", "value": a, "stderr": np.sqrt(a * (1 - a) / n)})
+    return pd.DataFrame(rows)
+
+
+def load_gadre(root: Path = GADRE, tasks=TASKS) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Gadre et al. 2024's models as a results table (one 'run' per model, step 1): per task, `acc` and the model's
+    C4 validation loss `c4_loss`; and each task's random-guess floor (a proportion)."""
+    meta = pd.read_csv(root / "eval_metadata.csv").set_index("Eval Task")
+    floors = {t: float(meta.loc[t, "Random baseline"]) / 100 for t in tasks}
+    sizes = {t: int(meta.loc[t, "#datapoints"]) for t in tasks}
+    rows = []
+    for path in sorted((root / "models").glob("*.json")):
+        m = json.loads(path.read_text())
+        h, name = m["hyperparameters"], m["name"]
+        ev = root / "evals" / f"evaluation_{name}_heavy.json"
+        if not ev.exists():
+            continue
+        icl = json.loads(ev.read_text())["eval_metrics"]["icl"]
+        c4 = [r["loss"] for r in m["results"] if any("c4_val" in v for v in r["val_data"])]
+        if not c4:
+            continue
+        base = dict(sweep=m["dataset_name"], run_id=name, model=h["model"], n_params=int(h["params"]),
+                    n_params_nonembed=int(h["params_no_embed"]), n_layer=0, d_model=0, seed=0, step=1,
+                    tokens=int(h["tokens"]), flops=6.0 * h["params"] * h["tokens"], status="imported")
+        for t in tasks:
+            a, n = float(icl[t]), sizes[t]
+            rows.append({**base, "task": t, "metric": "acc", "value": a, "stderr": np.sqrt(a * (1 - a) / n), "n": n})
+            rows.append({**base, "task": t, "metric": "c4_loss", "value": float(c4[0]), "stderr": np.nan, "n": 0})
+    return pd.DataFrame(rows), floors
+
+
+def public_ladder(n_boot: int = 200) -> pd.DataFrame:
+    """Predict every >= 1B model of each training set from its <= 411M ladder, on each task."""
+    df, floors = load_gadre()
+    out = []
+    for dataset, d in df.groupby("sweep"):
+        lad = d[d["n_params"] <= LADDER_MAX]
+        big = d[d["n_params"] > LADDER_MAX]
+        targets = big[["run_id", "model", "n_params", "tokens"]].drop_duplicates("run_id").reset_index(drop=True)
+        for task in TASKS:
+            pred = fc.forecast(lad, targets[["n_params", "tokens"]], task, "acc", via="c4_loss", method="two_step",
+                               floor=floors[task], n_boot=n_boot)
+            actual = big[(big["task"] == task) & (big["metric"] == "acc")].set_index("run_id")["value"]
+            loss = big[(big["task"] == task) & (big["metric"] == "c4_loss")].set_index("run_id")["value"]
+            for i, r in targets.iterrows():
+                p = pred.iloc[i]
+                out.append({"dataset": dataset, "task": task, "target": r["run_id"], "n_params": r["n_params"],
+                            "tokens": r["tokens"], "predicted": p["predicted"], "lo": p["lo"], "hi": p["hi"],
+                            "actual": actual[r["run_id"]], "loss_predicted": p["via_predicted"],
+                            "loss_actual": loss[r["run_id"]]})
+    t = pd.DataFrame(out)
+    t["error"] = t["predicted"] - t["actual"]
+    t["rel_error"] = t["error"] / t["actual"]
+    t["inside"] = (t["lo"] <= t["actual"]) & (t["actual"] <= t["hi"])
+    return t
+
+
+def synthetic_coverage(ladders: int = 30, n_boot: int = 200) -> dict:
+    """Share of new runs inside their 95% prediction interval, over synthetic ladders (`synthetic_ladder`: 6 sizes
+    x 3 budgets x 2 seeds x 6 checkpoints; each ladder's largest size predicted from the rest)."""
+    hits = {m: [] for m in fc.METHODS}
+    for r in range(ladders):
+        df = synthetic_ladder(np.random.default_rng(100 + r))
+        top = df["n_params"].max()
+        new = df[(df["n_params"] == top) & (df["metric"] == "exact_match")]
+        new = new[new["step"] == new["step"].max()].reset_index(drop=True)
+        for m in hits:
+            out = fc.forecast(df[df["n_params"] < top], new[["n_params", "tokens"]], "t", "exact_match",
+                              via="answer_nll", method=m, n_boot=n_boot, seed=r)
+            hits[m] += list((out["lo"] <= new["value"]) & (new["value"] <= out["hi"]))
+    return {m: (float(np.mean(h)), len(h)) for m, h in hits.items()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis.bench_forecast", description=__doc__.splitlines()[0])
+    p.add_argument("--ladders", type=int, default=30, help="synthetic ladders (0: skip)")
+    p.add_argument("--ladder", nargs="*", default=[], help="results of a CPU ladder to backtest (folders or tables)")
+    p.add_argument("--tasks", nargs="*", default=["add2", "add3", "sort"], help="tasks of the CPU ladder")
+    p.add_argument("--n-boot", type=int, default=200)
+    a = p.parse_args(argv)
+    t0 = time.time()
+    if GADRE.exists():
+        t = public_ladder(a.n_boot)
+        print(f"public ladder (Gadre et al. 2024): <= 411M parameters predicting the 1.4B and 6.9B models, "
+              f"{len(t)} predictions ({time.time() - t0:.0f} s)")
+        for size, g in t.groupby(t["n_params"] > 3e9):
+            name = "6.9B" if size else "1.4B"
+            print(f"  {name}: mean |error| {g['error'].abs().mean():.3f}, mean |relative error| "
+                  f"{g['rel_error'].abs().mean():.1%}, inside the 95% interval {g['inside'].sum()} of {len(g)}")
+            by_task = g.groupby("task").agg(abs_error=("error", lambda e: e.abs().mean()),
+                                            rel_error=("rel_error", lambda e: e.abs().mean()),
+                                            inside=("inside", "sum"), n=("inside", "size"))
+            print(by_task.round(3).to_string())
+    if a.ladders:
+        t1 = time.time()
+        cov = synthetic_coverage(a.ladders, a.n_boot)
+        print(f"synthetic ladders ({a.ladders}): " + ", ".join(f"{m} {c:.1%} of {n} runs inside the 95% interval"
+                                                               for m, (c, n) in cov.items())
+              + f" ({time.time() - t1:.0f} s)")
+    if a.ladder:
+        df = pd.concat([load_results(p) for p in a.ladder], ignore_index=True)
+        for task in a.tasks:
+            bt = fc.forecast_backtest(df, task, "exact_match", via="answer_nll", n_boot=a.n_boot)
+            for _, r in fc.coverage(bt).iterrows():
+                print(f"CPU ladder {task} exact_match {r['method']}: {r['coverage']:.0%} of {r['n_predicted']} runs "
+                      f"inside the 95% interval over {r['n_origins']} origins, mean |error| {r['mae']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,287 @@
+"""Forecast: a larger model's score on a task, predicted from a ladder of smaller runs, with intervals that are
+measured to hold.
+
+Two methods, each with a prediction interval for one new run's measurement:
+
+- `two_step` (Bhagia et al. 2024, "Establishing Task Scaling Laws via Compute-Efficient Model Ladders"):
+  1. the task loss `via` (e.g. the answer's NLL or bits per byte) from the runs' final checkpoints as
+     L(N, D) = E + A / N^alpha + B / D^beta (`chinchilla`) where the ladder varies N and D independently, else as a
+     power law in compute C = 6 N D (a ladder with one token budget, or with D tied to N, cannot separate them);
+  2. the metric as a sigmoid of that loss, fitted on every checkpoint of every run (intermediate ones too): the
+     `logistic` law in x = 1 / loss, so that its floor is the score as the loss grows without bound (chance, for
+     multiple choice: give it as `floor`, or it is fitted) and its ceiling the score as the loss goes to 0.
+  Chained: each bootstrap draw of step 1's prediction (a refitted curve plus a resampled residual: where the new
+  run's loss may land) is carried through one bootstrap draw of step 2 (its refitted sigmoid plus a resampled
+  residual), so the interval carries the uncertainty of both steps and the scatter of a single run.
+- `direct`: the metric as a sigmoid (`logistic`) in compute C (the `flops` column, else 6 N D) from the final
+  checkpoints.
+- `auto`: the method with the smaller mean absolute error in the rolling-origin backtest of this ladder.
+
+Every curve and interval stays inside the metric's bounds (`analysis.schema.METRICS`). The bootstrap is
+`analysis.fit.fit_law`'s: over runs where the table has enough of them, parametric otherwise.
+
+The rolling-origin backtest (`forecast_backtest`): for each size k of the ladder (smallest first, from the first that
+leaves enough sizes below it to fit), fit on every run smaller than size k, all budgets, and predict each run of size
+k: its error and whether its measured value lies inside the interval. `coverage` summarises it per method, with the
+number of origins and of predicted runs, the figure to quote beside any forecast of this ladder.
+
+This module imports numpy, scipy and pandas only.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis import schema
+from analysis.fit import FitResult, fit_law
+
+METHODS = ("two_step", "direct")
+COLUMNS = ["task", "metric", "n_params", "tokens", "predicted", "lo", "hi", "method"]
+VIA_COLUMNS = ["via_predicted", "via_lo", "via_hi"]
+BACKTEST_COLUMNS = ["task", "metric", "method", "laws", "origin", "n_fit_sizes", "run_id", "n_params", "tokens",
+                    "predicted", "lo", "hi", "actual", "error", "rel_error", "inside"]
+COVERAGE_COLUMNS = ["task", "metric", "method", "level", "n_origins", "n_predicted", "coverage", "mae", "mean_rel_error"]
+MIN_SIZES = 3  # distinct sizes a fit needs below the size it predicts
+MIN_RUNS = 4  # runs a fit needs
+
+
+# --------------------------------------------------------------------------------------------------- the ladder
+def check_targets(at) -> pd.DataFrame:
+    """The target models: a DataFrame (or list of dicts) with positive, finite `n_params` and `tokens` (and `flops`
+    where given). Raises ValueError with one line otherwise."""
+    at = pd.DataFrame(at)
+    if at.empty:
+        raise ValueError("no target given: name at least one model to predict, e.g. n_params=1.3e10,tokens=5e12")
+    missing = [c for c in ("n_params", "tokens") if c not in at.columns]
+    if missing:
+        raise ValueError(f"a forecast target needs {' and '.join(missing)}: give each as n_params=...,tokens=...")
+    for c in [c for c in ("n_params", "tokens", "flops") if c in at.columns]:
+        v = pd.to_numeric(at[c], errors="coerce")
+        if not (np.isfinite(v) & (v > 0)).all():
+            raise ValueError(f"forecast target {c} must be a positive number, got {list(at[c])}")
+        at[c] = v.astype(float)
+    return at.reset_index(drop=True)
+
+
+def _bounds(metric: str) -> tuple[float | None, float | None]:
+    m = schema.METRICS.get(metric)
+    return (None, None) if m is None else (m.lower_bound, m.upper_bound)
+
+
+def ladder(results: pd.DataFrame, task: str, metric: str, via: str | None = None
+           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs of a ladder for one task: `final` (one row per run at its last checkpoint: run_id, seed, n_params,
+    tokens, flops, value and, with `via`, the loss) and `points` (one row per run and checkpoint where both the
+    metric and `via` were measured). Raises ValueError with one line when the table has neither."""
+    df = schema.measured(schema.validate(results, where="forecast input"))
+    rows = df[df["task"].astype(str) == task]
+    if rows.empty:
+        known = ", ".join(sorted(df["task"].astype(str).unique())[:12])
+        raise ValueError(f"no measured rows for task {task!r}; the table's tasks: {known}")
+    for m in [metric] + ([via] if via else []):
+        if not (rows["metric"].astype(str) == m).any():
+            raise ValueError(f"task {task!r} has no measured metric {m!r}; it has "
+                             f"{', '.join(sorted(rows['metric'].astype(str).unique()))}")
+    keys = ["run_id", "step"]
+    wide = rows.pivot_table(index=keys, columns="metric", values="value", aggfunc="mean")
+    info = rows.groupby(keys)[["seed", "n_params", "tokens", "flops"]].first()
+    wide = wide.join(info).reset_index()
+    wide = wide.rename(columns={metric: "value", **({via: "via"} if via else {})})
+    wide = wide[np.isfinite(wide["value"].astype(float))]
+    last = wide.loc[wide.groupby("run_id")["step"].idxmax()]
+    final = last[["run_id", "seed", "n_params", "tokens", "flops", "value"] + (["via"] if via else [])]
+    points = wide[np.isfinite(wide["via"].astype(float)) & (wide["via"] > 0)] if via else wide.iloc[:0]
+    return final.reset_index(drop=True), points.reset_index(drop=True)
+
+
+def _compute(frame: pd.DataFrame) -> np.ndarray:
+    """Training compute: the `flops` column where given, else 6 N D (Kaplan et al. 2020)."""
+    six_nd = 6.0 * frame["n_params"].to_numpy(float) * frame["tokens"].to_numpy(float)
+    if "flops" in frame.columns:
+        f = pd.to_numeric(frame["flops"], errors="coerce").to_numpy(float)
+        return np.where(np.isfinite(f) & (f > 0), f, six_nd)
+    return six_nd
+
+
+def _enough(final: pd.DataFrame, what: str) -> None:
+    sizes = final["n_params"].nunique()
+    if sizes < MIN_SIZES or len(final) < MIN_RUNS:
+        raise ValueError(f"{what}: the ladder has {sizes} size(s) and {len(final)} run(s) with this task measured; "
+                         f"a forecast needs at least {MIN_SIZES} sizes and {MIN_RUNS} runs")
+
+
+# ------------------------------------------------------------------------------------------------------ methods
+class _Fitted:
+    """One method fitted on a ladder: `predict(targets)` gives the point prediction and a (B, n) array of draws of a
+    new run's measurement at each target (and of its loss, for two_step)."""
+
+    def __init__(self, method: str, final: pd.DataFrame, points: pd.DataFrame, bounds, floor, n_boot: int, seed: int):
+        self.method, self.seed = method, seed
+        lo, hi = bounds
+        level_bounds = {"floor": (floor, floor)} if floor is not None else None
+        run_index = {r: i for i, r in enumerate(final["run_id"])}
+        if method == "direct":
+            _enough(final, "direct")
+            pts = final.assign(compute=_compute(final), seed=final["run_id"].map(run_index))
+            self.fit = fit_law(pts, "logistic", "compute", "value", y_bounds=(lo, hi), bounds=level_bounds,
+                               n_boot=n_boot, seed=seed)
+            self.name = "direct (logistic in compute)"
+            return
+        _enough(final, "two_step")
+        if final["via"].isna().any() or (final["via"] <= 0).any():
+            raise ValueError("two_step: every run needs a positive task loss (via) at its final checkpoint")
+        separable = final[["n_params", "tokens"]].drop_duplicates().shape[0] > final["n_params"].nunique()
+        if separable:
+            self.loss_fit = fit_law(final, "chinchilla", ("n_params", "tokens"), "via", n_boot=n_boot, seed=seed,
+                                    loss="l2", space="log")
+            self.loss_x = "chinchilla"
+        else:
+            self.loss_fit = fit_law(final.assign(compute=_compute(final)), "power", "compute", "via", n_boot=n_boot,
+                                    seed=seed, space="log")
+            self.loss_x = "power in compute"
+        if len(points) < 2 * MIN_RUNS:
+            raise ValueError(f"two_step: {len(points)} checkpoints have both the metric and the loss; the sigmoid "
+                             f"of step 2 needs at least {2 * MIN_RUNS}")
+        pts = points.assign(inv_loss=1.0 / points["via"].astype(float), seed=points["run_id"].map(run_index))
+        self.fit = fit_law(pts, "logistic", "inv_loss", "value", y_bounds=(lo, hi), bounds=level_bounds,
+                           n_boot=n_boot, seed=seed)
+        self.name = f"two_step ({self.loss_x}, then a sigmoid of the loss)"
+
+    def _loss_x(self, at: pd.DataFrame):
+        if self.loss_x == "chinchilla":
+            return np.stack([at["n_params"].to_numpy(float), at["tokens"].to_numpy(float)])
+        return _compute(at)
+
+    def predict(self, at: pd.DataFrame) -> dict:
+        rng = np.random.default_rng(self.seed + 7)
+        if self.method == "direct":
+            x = _compute(at)
+            return {"predicted": self.fit.predict(x), "draws": self.fit.draws(x, "prediction", rng)}
+        X = self._loss_x(at)
+        loss = self.loss_fit.predict(X)
+        loss_draws = self.loss_fit.draws(X, "prediction", rng)
+        m = min(len(loss_draws), _n_finite(self.fit))
+        draws = self.fit.draws(1.0 / loss_draws[:m], "prediction", rng, per_draw=True)
+        return {"predicted": self.fit.predict(1.0 / loss), "draws": draws, "via": loss, "via_draws": loss_draws}
+
+
+def _n_finite(fit: FitResult) -> int:
+    return int(np.all(np.isfinite(fit.boot), axis=1).sum()) if fit.boot is not None else 0
+
+
+def _interval(draws: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    q = (1 - level) / 2
+    return np.nanquantile(draws, q, axis=0), np.nanquantile(draws, 1 - q, axis=0)
+
+
+# ------------------------------------------------------------------------------------------------------ the API
+def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None = None, method: str = "auto",
+             level: float = 0.95, floor: float | None = None, n_boot: int = 200, seed: int = 0,
+             backtest: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Predict `metric` on `task` for each target model in `at` (n_params, tokens, optionally flops) from the ladder
+    in `results` (the tidy results table: sizes x budgets x checkpoints). One row per target: task, metric,
+    n_params, tokens, predicted, lo, hi (a `level` prediction interval for one run's measurement), method, and with
+    `via` (the task loss) via_predicted, via_lo, via_hi. `floor`: the metric's chance level where known (multiple
+    choice), else fitted. method: two_step (needs via), direct, or auto (by rolling-origin backtest; `backtest`, if
+    given, is that of `forecast_backtest` with the same arguments)."""
+    at = check_targets(at)
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level}")
+    if method not in ("auto", *METHODS):
+        raise ValueError(f"method must be auto, two_step or direct, got {method!r}")
+    if method == "two_step" and not via:
+        raise ValueError("method two_step needs via: the task loss metric (e.g. answer_nll or bits_per_byte)")
+    final, points = ladder(results, task, metric, via)
+    bounds = _bounds(metric)
+    if method == "auto" and not via:
+        method = "direct"
+    elif method == "auto":
+        if backtest is None:
+            backtest = forecast_backtest(results, task, metric, via, level=level, floor=floor, n_boot=n_boot,
+                                         seed=seed)
+        method = choose_method(backtest)
+    model = _Fitted(method, final, points, bounds, floor, n_boot, seed)
+    p = model.predict(at)
+    lo, hi = _interval(p["draws"], level)
+    out = pd.DataFrame({"task": task, "metric": metric, "n_params": at["n_params"], "tokens": at["tokens"],
+                        "predicted": p["predicted"], "lo": lo, "hi": hi, "method": model.name})
+    if "via" in p:
+        vlo, vhi = _interval(p["via_draws"], level)
+        out = out.assign(via_predicted=p["via"], via_lo=vlo, via_hi=vhi)
+    return out
+
+
+def choose_method(backtest: pd.DataFrame) -> str:
+    """The method with the smaller mean absolute error over the backtest's predictions (two_step on a tie, or when
+    the backtest predicted nothing)."""
+    if backtest.empty or backtest["error"].notna().sum() == 0:
+        return "two_step"
+    mae = backtest.assign(abs_error=backtest["error"].abs()).groupby("method")["abs_error"].mean()
+    return "direct" if mae.get("direct", np.inf) < mae.get("two_step", np.inf) else "two_step"
+
+
+def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | None = None, methods=None,
+                      level: float = 0.95, floor: float | None = None, n_boot: int = 200, seed: int = 0
+                      ) -> pd.DataFrame:
+    """Rolling-origin backtest on the ladder itself: for each size k with at least MIN_SIZES sizes below it, fit each
+    method on the runs smaller than size k (all budgets) and predict every run of size k. One row per (method,
+    origin, predicted run): BACKTEST_COLUMNS."""
+    methods = list(methods or (METHODS if via else ("direct",)))
+    final, points = ladder(results, task, metric, via)
+    bounds = _bounds(metric)
+    sizes = np.sort(final["n_params"].unique())
+    rows = []
+    for k in range(MIN_SIZES, len(sizes)):
+        below = final["n_params"] < sizes[k]
+        fit_runs = set(final.loc[below, "run_id"])
+        targets = final[final["n_params"] == sizes[k]]
+        for method in methods:
+            try:
+                model = _Fitted(method, final[below], points[points["run_id"].isin(fit_runs)], bounds, floor,
+                                n_boot, seed)
+            except ValueError:
+                continue  # too few runs below this origin for this method: no prediction, nothing to score
+            p = model.predict(targets)
+            lo, hi = _interval(p["draws"], level)
+            actual = targets["value"].to_numpy(float)
+            err = p["predicted"] - actual
+            for i, (_, r) in enumerate(targets.iterrows()):
+                rows.append({"task": task, "metric": metric, "method": method, "laws": model.name,
+                             "origin": float(sizes[k]),
+                             "n_fit_sizes": int(k), "run_id": r["run_id"], "n_params": float(r["n_params"]),
+                             "tokens": float(r["tokens"]), "predicted": float(p["predicted"][i]),
+                             "lo": float(lo[i]), "hi": float(hi[i]), "actual": actual[i], "error": float(err[i]),
+                             "rel_error": float(err[i] / actual[i]) if actual[i] != 0 else np.nan,
+                             "inside": bool(lo[i] <= actual[i] <= hi[i])})
+    return pd.DataFrame(rows, columns=BACKTEST_COLUMNS)
+
+
+def coverage(backtest: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Per method: how many origins and predicted runs the backtest has, the share of runs inside their interval,
+    the mean absolute error and the mean absolute relative error."""
+    if backtest.empty:
+        return pd.DataFrame(columns=COVERAGE_COLUMNS)
+    g = backtest.groupby(["task", "metric", "method"], sort=False)
+    out = g.agg(n_origins=("origin", "nunique"), n_predicted=("inside", "size"),
+                coverage=("inside", "mean"), mae=("error", lambda e: float(np.mean(np.abs(e)))),
+                mean_rel_error=("rel_error", lambda e: float(np.nanmean(np.abs(e))) if e.notna().any() else np.nan))
+    return out.reset_index().assign(level=level)[COVERAGE_COLUMNS]
+
+
+def write_forecast(results: pd.DataFrame, out_dir, at, task: str, metric: str, via: str | None = None,
+                   method: str = "auto", level: float = 0.95, floor: float | None = None, n_boot: int = 200,
+                   seed: int = 0) -> dict[str, pd.DataFrame]:
+    """`forecast` and `forecast_backtest` of one task, written to `out_dir` as forecast.csv and
+    forecast_backtest.csv (each replaced whole, or not at all); returns the two tables and the coverage."""
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    at = check_targets(at)
+    bt = forecast_backtest(results, task, metric, via, methods=[method] if method != "auto" else None, level=level,
+                           floor=floor, n_boot=n_boot, seed=seed)
+    pred = forecast(results, at, task, metric, via, method, level, floor, n_boot, seed, backtest=bt)
+    for frame, name in ((pred, "forecast.csv"), (bt, "forecast_backtest.csv")):
+        tmp = out_dir / f".{name}.tmp"
+        frame.to_csv(tmp, index=False)
+        tmp.replace(out_dir / name)
+    return {"forecast": pred, "backtest": bt, "coverage": coverage(bt, level)}

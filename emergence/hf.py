@@ -1,0 +1,489 @@
+"""`emergence probe --hf`: probe Hugging Face causal LMs (any size, any revision) into a sweep folder.
+
+Each model becomes one run of the sweep (one size), each revision one of its checkpoints: a model family (Pythia
+70M ... 12B) gives the size axis, a model's revisions (Pythia's step1000, step2000, ...) the training axis, and the
+folder is read by `emergence analyze` and `emergence report` like one we trained. Probing is `emergence.textprobe`:
+the task suite in natural text, k-shot by default, scored through the model's own tokenizer.
+
+Loading is safe or refused. Models come from a local folder (`--revision R` reads its subfolder R) or from the
+local Hugging Face cache by name (`--revision R` is the hub revision; nothing is ever downloaded). Remote code is
+never run: a config or tokenizer config with an `auto_map`, or a model type transformers does not know, is refused.
+The model must be a causal LM (its architecture one that AutoModelForCausalLM builds). Weights in safetensors are
+preferred; a folder with only pickled weights (pytorch_model.bin) is read only if `torch.load(weights_only=True)`
+reads every file of it, which runs no pickled code. Every model and revision is checked before anything is written:
+a refusal is one line and leaves the output folder as it was.
+
+Step and tokens come from the revision's name: Pythia's `step<N>` (tokens = N x 2,097,152, Pythia's 1024 sequences
+of 2048 tokens per step, Biderman et al. 2023; or N x --tokens-per-step), OLMo's `stage1-step<N>-tokens<T>B`
+(tokens = T x 10^9); any other name with `step<N>` needs --tokens-per-step. Without --revision a model is one
+checkpoint with unknown step and tokens (NA), enough for a comparison across sizes.
+
+transformers, tokenizers and huggingface_hub are imported inside functions: they are the optional `hf` extra.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+PYTHIA_TOKENS_PER_STEP = 2_097_152  # 1024 sequences x 2048 tokens per optimizer step (Biderman et al. 2023)
+HF_EXTRA = 'pip install "emergence[hf]"'
+EXPERIMENT = "hf"
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+_OLMO = re.compile(r"(?:^|-)step(\d+)-tokens(\d+(?:\.\d+)?)B$")
+_PYTHIA = re.compile(r"^step(\d+)$")
+_ANY_STEP = re.compile(r"(?:^|[^a-z])step[-_]?(\d+)", re.IGNORECASE)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+class ModelRefused(ValueError):
+    """A model, revision or argument that `probe_hf` will not load or use (one line: what is wrong, what to do)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Revisions: step and tokens.
+
+def parse_revision(revision: str, tokens_per_step: float | None = None) -> tuple[int, float]:
+    """(step, tokens) named by a revision: OLMo's "stage1-step1000-tokens4B" -> (1000, 4e9); Pythia's "step1000" ->
+    (1000, 1000 x tokens_per_step, by default Pythia's 2,097,152); another name holding step<N> -> (N, N x
+    tokens_per_step), which it then needs."""
+    tokens_per_step = check_tokens_per_step(tokens_per_step)
+    rev = str(revision).strip().rstrip("/").split("/")[-1]
+    m = _OLMO.search(rev)
+    if m:
+        return int(m.group(1)), float(m.group(2)) * 1e9
+    m = _PYTHIA.match(rev)
+    if m:
+        step = int(m.group(1))
+        return step, step * float(tokens_per_step or PYTHIA_TOKENS_PER_STEP)
+    m = _ANY_STEP.search(rev)
+    if m is None:
+        raise ModelRefused(f"revision {revision!r} names no training step; use names like step1000 (Pythia) or "
+                           "stage1-step1000-tokens4B (OLMo), or leave out --revision to probe one checkpoint")
+    if tokens_per_step is None:
+        raise ModelRefused(f"revision {revision!r}: its tokens cannot be read from the name; give --tokens-per-step N "
+                           "(tokens per optimizer step of that model's training)")
+    return int(m.group(1)), int(m.group(1)) * float(tokens_per_step)
+
+
+def check_tokens_per_step(tokens_per_step) -> float | None:
+    if tokens_per_step is None:
+        return None
+    try:
+        v = float(tokens_per_step)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not (math.isfinite(v) and v > 0):
+        raise ModelRefused(f"--tokens-per-step must be a positive number of tokens, got {tokens_per_step!r}")
+    return v
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Finding and checking a model.
+
+def resolve(model: str, revision: str | None) -> tuple[Path, Path | None]:
+    """(the folder with the model's weights, the model's root folder for a local model or None) for a local path or
+    a name in the local Hugging Face cache. Never downloads."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelRefused(f"{model} is a file; give a model folder (with config.json) or a hub name")
+        if revision is None:
+            return path, path
+        folder = path / revision
+        if not folder.is_dir():
+            have = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / "config.json").exists())
+            raise ModelRefused(f"{model} has no revision {revision!r} ({folder} is not a folder); its revisions: "
+                               f"{', '.join(have) if have else 'none'}")
+        return folder, path
+    if not _HUB_ID.match(model) or model.startswith((".", "~")):
+        raise ModelRefused(f"{model}: no such folder; give a model folder (with config.json) or a hub name")
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError:
+        raise ModelRefused(f"{model}: no such folder, and reading the Hugging Face cache needs {HF_EXTRA}") from None
+    try:
+        return Path(snapshot_download(model, revision=revision, local_files_only=True)), None
+    except Exception:  # LocalEntryNotFoundError, a malformed name, a revision not cached
+        what = f"revision {revision!r} of {model}" if revision else model
+        raise ModelRefused(f"{what}: no such folder and not in the local Hugging Face cache ({HF_HUB_CACHE}); this "
+                           "command never downloads: download it first or give a folder") from None
+
+
+def _read_json(path: Path, label: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelRefused(f"{label}: {path.name} is not readable JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise ModelRefused(f"{label}: {path.name} is not a JSON object")
+    return data
+
+
+def check_config(folder: Path, label: str) -> dict:
+    """The model's config.json, refused unless transformers builds it as a causal LM without remote code."""
+    try:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    except ImportError:
+        raise ModelRefused(f"probing Hugging Face models needs transformers: {HF_EXTRA}") from None
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ModelRefused(f"{label}: {folder} has no config.json; it is not a Hugging Face model folder")
+    cfg = _read_json(path, label)
+    if cfg.get("auto_map"):
+        raise ModelRefused(f"{label}: its config.json asks for remote code (auto_map), which this command never runs; "
+                           "use a model whose architecture transformers ships")
+    kind = cfg.get("model_type")
+    if kind not in CONFIG_MAPPING_NAMES:
+        raise ModelRefused(f"{label}: model_type {kind!r} is not one transformers knows (it would need remote code); "
+                           "upgrade transformers or use another model")
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    archs = cfg.get("architectures") or []
+    ok = any(a in causal for a in archs) if archs else (kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+                                                         and not cfg.get("is_encoder_decoder"))
+    if not ok:
+        what = ", ".join(archs) if archs else f"a {kind} model"
+        raise ModelRefused(f"{label}: {what} is not a causal language model (AutoModelForCausalLM); probing needs a "
+                           "decoder-only LM that generates text")
+    return cfg
+
+
+def check_weights(folder: Path, label: str) -> bool:
+    """True for safetensors weights; False for pickled weights that `torch.load(weights_only=True)` reads (each
+    file is opened that way here, so no pickled code runs); refused otherwise."""
+    if any((folder / f).is_file() for f in SAFE_WEIGHTS) or list(folder.glob("*.safetensors")):
+        return True
+    pickles = sorted(folder.glob("pytorch_model*.bin"))
+    if not pickles:
+        raise ModelRefused(f"{label}: {folder} holds no weights (model.safetensors or pytorch_model.bin)")
+    import torch
+
+    for p in pickles:
+        try:
+            torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:
+            try:  # the legacy (non-zip) format cannot be memory-mapped
+                torch.load(p, map_location="cpu", weights_only=True)
+            except Exception as e:
+                raise ModelRefused(f"{label}: {p.name} is not a plain tensor pickle (torch.load weights_only=True "
+                                   f"refuses it: {type(e).__name__}); convert it to safetensors from a trusted "
+                                   "copy, this command never runs pickled code") from None
+    return False
+
+
+def tokenizer_folder(folder: Path, root: Path | None, label: str) -> Path:
+    """Where the tokenizer is: beside the weights, else (a revision subfolder of a local model) in the model's
+    folder. Its config is refused if it asks for remote code."""
+    for cand in (folder, root):
+        if cand is not None and any((cand / f).is_file() for f in TOKENIZER_FILES):
+            tc = cand / "tokenizer_config.json"
+            if tc.is_file() and _read_json(tc, label).get("auto_map"):
+                raise ModelRefused(f"{label}: its tokenizer_config.json asks for remote code (auto_map), which this "
+                                   "command never runs")
+            return cand
+    raise ModelRefused(f"{label}: no tokenizer in {folder}" + (f" or {root}" if root and root != folder else "") +
+                       " (tokenizer.json or tokenizer_config.json)")
+
+
+def load(folder: Path, tok_folder: Path, safetensors: bool, device, label: str):
+    """The checked model (eval mode, on `device`, float32 on CPU and bfloat16 on CUDA) and its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, trust_remote_code=False,
+                                                     use_safetensors=safetensors)
+        tok = AutoTokenizer.from_pretrained(tok_folder, local_files_only=True, trust_remote_code=False)
+    except Exception as e:  # transformers' own errors: a broken file, a shape mismatch
+        msg = " ".join(str(e).split())[:300]
+        raise ModelRefused(f"{label}: transformers could not load it ({type(e).__name__}: {msg})") from None
+    return model.to(device=device, dtype=dtype).eval(), tok
+
+
+def param_counts(model) -> tuple[int, int]:
+    """(all parameters, non-embedding parameters) of a transformers model, each shared tensor counted once.
+    Embedding parameters (Kaplan et al. 2020) are the input and learned position embeddings (every nn.Embedding)
+    and an output matrix not tied to the input one."""
+    import torch.nn as nn
+
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    emb = set()
+    for m in model.modules():
+        if isinstance(m, nn.Embedding):
+            emb.add(id(m.weight))
+    out = model.get_output_embeddings()
+    if out is not None:
+        emb.add(id(out.weight))
+    embed = sum(p.numel() for p in model.parameters() if id(p) in emb)  # parameters() yields a shared one once
+    return int(total), int(total - embed)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The sweep folder.
+
+def run_id_for(name: str, where: str) -> str:
+    """A run folder name from the model's name, with a hash of where it came from (two folders called "model" stay
+    two runs)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
+    return f"hf-{slug}-{hashlib.sha256(where.encode()).hexdigest()[:8]}"
+
+
+def _probe_config(overrides: list[str]):
+    from emergence.config import ProbeConfig
+
+    for o in overrides:
+        if not o.startswith("probe.") or "=" not in o:
+            raise ModelRefused(f"{o!r}: emergence probe --hf takes probe.* overrides only (probe.tasks=[add2], "
+                               "probe.n=256)")
+    cfg = OmegaConf.structured(ProbeConfig)
+    shots = None
+    rest = []
+    for o in overrides:
+        key, value = o[len("probe."):].split("=", 1)
+        if key == "shots" and "shots" not in cfg:
+            shots = value
+        else:
+            rest.append(o[len("probe."):])
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(rest))
+    except Exception as e:  # OmegaConf's errors: an unknown key, a value of the wrong type
+        raise ModelRefused(f"probe overrides {' '.join(overrides)}: {str(e).splitlines()[0]}") from None
+    if shots is not None:
+        try:
+            shots = int(shots)
+        except ValueError:
+            raise ModelRefused(f"probe.shots must be a whole number of solved examples, got {shots!r}") from None
+    return cfg, shots
+
+
+def default_tasks() -> list[str]:
+    """Every registered task (k-shot variants aside): what --hf probes when probe.tasks is not given."""
+    from emergence.tasks import TASKS
+    from emergence.tasks.kshot import KShot
+
+    return [name for name, t in TASKS.items() if not isinstance(t, KShot)]
+
+
+def _merge_grid(out: Path, entries: list[dict]) -> dict:
+    grid_path = out / "grid.json"
+    grid = json.loads(grid_path.read_text()) if grid_path.exists() else {"runs": [], "overrides": []}
+    new = {e["run_id"] for e in entries}
+    grid["runs"] = [r for r in grid.get("runs", []) if r.get("run_id") not in new] + entries
+    return grid
+
+
+@dataclass
+class Checkpoint:
+    """One revision of one model, checked and ready to load."""
+
+    revision: str | None
+    folder: Path  # the weights and config
+    tokenizer: Path  # the tokenizer's folder
+    safetensors: bool
+    label: str  # how messages name it
+
+
+@dataclass
+class Planned:
+    """One model: a run of the sweep, its checkpoints in revision order."""
+
+    model: str  # as given on the command line
+    name: str  # the `model` column: the folder's name or the hub name
+    run_id: str
+    source: str  # the folder, or the hub name
+    checkpoints: list[Checkpoint]
+
+
+def plan(models: list[str], revisions: list[str] | None) -> list[Planned]:
+    """Every model at every revision, found and checked (config, weights, tokenizer) before anything is loaded or
+    written; the first problem is refused with one line."""
+    out = []
+    for model in models:
+        cps = []
+        for rev in (revisions or [None]):
+            label = model if rev is None else f"{model} (revision {rev})"
+            folder, root = resolve(model, rev)
+            check_config(folder, label)
+            safe = check_weights(folder, label)
+            cps.append(Checkpoint(rev, folder, tokenizer_folder(folder, root, label), safe, label))
+        local = Path(model).expanduser()
+        where = str(local.resolve()) if local.exists() else f"hub:{model}"
+        name = local.resolve().name if local.exists() else model
+        out.append(Planned(model, name, run_id_for(name, where), where.removeprefix("hub:"), cps))
+    if len({p.run_id for p in out}) != len(out):
+        raise ModelRefused("a model is named twice in --hf; give each once")
+    return out
+
+
+def _sizes(model) -> dict:
+    n_params, nonembed = param_counts(model)
+    c = model.config
+
+    def whole(attr):
+        v = getattr(c, attr, None)
+        return int(v) if isinstance(v, int) and v > 0 else None
+
+    return {"n_params": n_params, "n_params_nonembed": nonembed, "n_layer": whole("num_hidden_layers"),
+            "d_model": whole("hidden_size"), "n_head": whole("num_attention_heads")}
+
+
+def training_flops(n_params_nonembed: int, tokens: float) -> float:
+    """C = 6 N D (Kaplan et al. 2020, section 2.1; N the non-embedding parameters): a published model's training
+    compute from its size and tokens, where its exact FLOPs per token are not ours to compute."""
+    return 6.0 * n_params_nonembed * tokens
+
+
+def probe_hf(models: list[str], revisions: list[str] | None, out: Path, overrides: list[str],
+             tokens_per_step: float | None, *, shots: int | None = None, device=None) -> Path:
+    """Probe each model (a folder or a name in the local hub cache) at each revision (None: the model as it is)
+    on the task suite, into the sweep folder `out` (one run per model); return `out`.
+
+    Writes `out/runs/<run_id>/` (config.yaml, status.json, probes.parquet, instances.parquet, samples.parquet),
+    `out/grid.json` and `out/meta.json`, then aggregates them into `out/results.parquet` and `out/runs.parquet`.
+    Probing a model again replaces its rows. Every model and revision is checked first; a refusal writes nothing.
+    `shots` (k solved examples before each query) overrides `probe.shots` (default 3).
+    """
+    import torch
+
+    from emergence import textprobe
+    from emergence.files import write_json
+    from emergence.sweep import aggregate, environment
+    from emergence.tasks import get_task
+
+    out = Path(out)
+    if not models:
+        raise ModelRefused("give at least one model: --hf PATH_OR_NAME")
+    if out.exists() and not out.is_dir():
+        raise ModelRefused(f"--out {out} is a file; give a folder for the sweep")
+    if revisions is not None:
+        revisions = [r.strip() for r in revisions if r.strip()]
+        if not revisions:
+            raise ModelRefused("--revision is empty; give revision names separated by commas (step1000,step2000)")
+        if len(set(revisions)) != len(revisions):
+            raise ModelRefused(f"--revision names a revision twice: {','.join(revisions)}")
+    check_tokens_per_step(tokens_per_step)
+    cfg, shots_override = _probe_config(list(overrides))
+    k = shots if shots is not None else shots_override if shots_override is not None else textprobe.probe_shots(cfg)
+    tasks = [str(t) for t in cfg.tasks] or default_tasks()
+    try:
+        names = [textprobe.shot_task(t, k) for t in tasks]
+        for name in names:
+            get_task(name)
+    except ValueError as e:
+        raise ModelRefused(str(e)) from None
+    steps = {None: (None, float("nan"))} if revisions is None else \
+        {r: parse_revision(r, tokens_per_step) for r in revisions}
+    if len({s for s, _ in steps.values()}) != len(steps):
+        raise ModelRefused(f"two revisions name the same step: {','.join(revisions)}")
+    planned = plan(models, revisions)
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    command = ["emergence", "probe", *(a for m in models for a in ("--hf", m)),
+               *(["--revision", ",".join(revisions)] if revisions else []),
+               *(["--tokens-per-step", str(tokens_per_step)] if tokens_per_step else []), "--out", str(out),
+               *overrides]
+    meta = {"command": shlex.join(command), "experiment": EXPERIMENT,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **environment()}
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for p in planned:
+        t0 = time.time()
+        probed, sizes = _probe_run(p, steps, names, cfg, device, out.name)
+        last = max((t for _, t in steps.values() if t == t), default=float("nan"))
+        flops = training_flops(sizes["n_params_nonembed"], last)
+        run_cfg = {"experiment": EXPERIMENT, "sweep": {"name": out.name}, "seed": None,
+                   "hf": {"model": p.model, "source": p.source, "revisions": revisions or [],
+                          "tokens_per_step": tokens_per_step, "shots": k},
+                   "model": {"name": p.name, **sizes}, "probe": OmegaConf.to_container(cfg, resolve=True)}
+        _write_run(out / "runs" / p.run_id, run_cfg, probed,
+                   {"state": "done", "wall_s": time.time() - t0, "n_params": sizes["n_params"], "tokens": last,
+                    "flops": flops})
+        entries.append({"run_id": p.run_id, "sweep": out.name, "experiment": EXPERIMENT, "model": p.name, **sizes,
+                        "seed": None, "budget": None,
+                        "max_steps": max((s for s, _ in steps.values() if s is not None), default=None),
+                        "tokens": last, "flops": flops,
+                        "flops_per_token": training_flops(sizes["n_params_nonembed"], 1), "lr": None,
+                        "task_suite": ",".join(tasks), "state": "done"})
+    write_json(out / "grid.json", _merge_grid(out, entries))
+    meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_json(out / "meta.json", meta)
+    aggregate(out)
+    return out
+
+
+def _probe_run(p: Planned, steps: dict, names: list[str], cfg, device, sweep: str):
+    """Load and probe each checkpoint of one model, one at a time; (the Probed rows, the model's sizes)."""
+    from emergence import textprobe
+    from emergence.probe import Probed
+
+    probed, sizes = Probed(), {}
+    for cp in p.checkpoints:
+        model, tok = load(cp.folder, cp.tokenizer, cp.safetensors, device, cp.label)
+        sizes = _sizes(model)
+        step, tokens = steps[cp.revision]
+        base = {"sweep": sweep, "run_id": p.run_id, "model": p.name, "n_params": sizes["n_params"],
+                "n_params_nonembed": sizes["n_params_nonembed"], "n_layer": sizes["n_layer"],
+                "d_model": sizes["d_model"], "seed": None, "step": step, "tokens": tokens,
+                "flops": training_flops(sizes["n_params_nonembed"], tokens)}
+        rows = textprobe.probe_model(textprobe.HFCausalLM(model), textprobe.TextTokenizer(tok), names, cfg, base,
+                                     probed)
+        print(f"{cp.label}: {textprobe.describe(rows)}", file=sys.stderr)
+        del model
+    return probed, sizes
+
+
+def _write_run(run_dir: Path, run_cfg: dict, probed, status: dict) -> None:
+    """A finished run's files, as training and probing leave them (each written atomically)."""
+    from filelock import FileLock
+
+    from emergence.files import atomic_write_bytes, write_json
+    from emergence.probe import write_probes
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(run_cfg)).encode())
+    with FileLock(str(run_dir / ".probe.lock")):
+        write_probes(run_dir, *probed.frames())
+    write_json(run_dir / "status.json", status)
+
+
+def probe_hf_cli(args) -> int:
+    """`emergence probe --hf PATH_OR_NAME [--hf ...] [--revision R1,R2] [--tokens-per-step N] [--shots K] --out
+    SWEEP_DIR [probe.* overrides]`."""
+    if not getattr(args, "out", None):
+        raise ModelRefused("emergence probe --hf needs --out SWEEP_DIR (the sweep folder to write)")
+    revisions = None
+    if getattr(args, "revision", None):
+        revisions = [r for part in args.revision for r in str(part).split(",")]
+    overrides = list(getattr(args, "overrides", None) or [])
+    first = getattr(args, "run_dir", None)  # argparse gives the first override to the optional RUN_DIR
+    if first:
+        if "=" not in str(first):
+            raise ModelRefused(f"give a run folder ({first}) or --hf models, not both")
+        overrides.insert(0, str(first))
+    t0 = time.time()
+    out = probe_hf(list(args.hf), revisions, Path(args.out), overrides, getattr(args, "tokens_per_step", None),
+                   shots=getattr(args, "shots", None))
+    print(f"wrote {out} ({len(args.hf)} model(s) x {len(revisions or [None])} revision(s) in "
+          f"{time.time() - t0:.0f} s); next: emergence analyze {out}" + (" --x tokens" if revisions else ""))
+    return 0
+
+
+__all__ = ["ModelRefused", "PYTHIA_TOKENS_PER_STEP", "parse_revision", "resolve", "check_config", "check_weights",
+           "param_counts", "plan", "probe_hf", "probe_hf_cli"]

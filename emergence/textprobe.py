@@ -1,0 +1,435 @@
+"""Probing a causal language model through its own tokenizer: the task suite as natural text.
+
+`emergence.probe` scores our character-level models on the tasks' own token ids. A model with another vocabulary (a
+pretrained Hugging Face model, or one of our runs trained on text with a BPE tokenizer) reads the tasks as text
+instead: each held-out example is rendered in its natural form (`Task.text`: "12+7=" -> "19"), k solved training
+examples before it by default (the k-shot template of `emergence.tasks.kshot`, each shot ended by a newline), and the
+model answers in its own tokens. The examples are exactly those of `emergence.probe.probe_set` (same `probe.n`, same
+`probe.seed`, same ids), so a k-shot score joins the zero-shot one and our char-level one example by example.
+
+Per task, on every example:
+- exact match: greedy generation (batched, left padding, the model's KV cache) up to a stop: a token whose text holds
+  a newline, or the end-of-text token; the text before the first newline, stripped, must equal the answer;
+- char accuracy and edit distance of that generated answer against the answer, character by character, so that
+  models with different tokenizers compare on one scale;
+- answer log-probability by teacher forcing, its NLL per answer token (`answer_nll`) and per answer character
+  (`answer_nll_char`, tokenizer-independent), and the teacher-forced argmax accuracy per answer token
+  (`token_accuracy`). The answer is tokenized on its own and its ids appended to the prompt's: a tokenizer that
+  would merge characters across the prompt/answer boundary ("=" + "19") is scored on the split it would not itself
+  produce, a small and constant bias for the numeric answers of this suite. The answer is scored without a stop.
+
+Every metric comes with its standard error (binomial for exact match, the standard error of the mean of per-example
+values for the rest) and n, the number of examples.
+
+A model is given as an adapter (`HFCausalLM` for transformers models, `GPTCausalLM` for ours) and a tokenizer (a
+transformers `PreTrainedTokenizer(Fast)` or a `tokenizers.Tokenizer`, wrapped by `TextTokenizer`). Nothing here
+imports transformers or tokenizers: both are optional, and arrive here as objects.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from emergence.probe import levenshtein, measurement, probe_set, proportion_stderr, sem
+
+DEFAULT_SHOTS = 3  # solved training examples before each query when a probe config does not say (probe.shots)
+STOP = "\n"  # ends an answer: the k-shot separator
+METRICS = ("exact_match", "token_accuracy", "answer_nll", "answer_nll_char", "char_accuracy", "edit_distance")
+EOS_NAMES = ("<eos>", "</s>", "<|endoftext|>", "<|eos|>", "[EOS]")  # end-of-text tokens of a bare tokenizers file
+LOGIT_BUDGET = 1 << 27  # most logits (floats) one teacher-forced batch may hold: 512 MiB of float32
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tokenizers.
+
+class TextTokenizer:
+    """One interface over a transformers tokenizer and a bare `tokenizers.Tokenizer` (a run's tokenizer.json).
+
+    Prompts are encoded with the tokenizer's own special tokens (a BOS where its template adds one), answers without.
+    A bare tokenizer that declares "<bos>" (data.tokenizer=bpe, whose runs train on "<bos> prompt answer <eos>")
+    starts every prompt with it.
+    """
+
+    def __init__(self, tok):
+        self.tok = tok
+        self.bare = hasattr(tok, "encode_batch") and hasattr(tok, "get_vocab_size")  # a tokenizers.Tokenizer
+        self.bos_id = None
+        if self.bare:
+            self.size = int(tok.get_vocab_size(with_added_tokens=True))
+            ids = [tok.token_to_id(name) for name in EOS_NAMES]
+            self.eos_id = next((int(i) for i in ids if i is not None), None)
+            self.bos_id = tok.token_to_id("<bos>")
+        elif callable(tok) and hasattr(tok, "batch_decode"):
+            self.size = len(tok)
+            self.eos_id = tok.eos_token_id
+        else:
+            raise ValueError(f"expected a transformers tokenizer or a tokenizers.Tokenizer, got {type(tok).__name__}")
+        self._stops: dict[int, torch.Tensor] = {}
+
+    def encode(self, texts: list[str], special: bool) -> list[list[int]]:
+        if not texts:
+            return []
+        if self.bare:
+            rows = [list(e.ids) for e in self.tok.encode_batch(list(texts), add_special_tokens=special)]
+            if special and self.bos_id is not None:
+                rows = [r if r[:1] == [self.bos_id] else [self.bos_id, *r] for r in rows]
+            return rows
+        return [list(ids) for ids in self.tok(list(texts), add_special_tokens=special)["input_ids"]]
+
+    def decode_many(self, rows: list[list[int]]) -> list[str]:
+        if not rows:
+            return []
+        if self.bare:
+            return list(self.tok.decode_batch(rows, skip_special_tokens=True))
+        return list(self.tok.batch_decode(rows, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+
+    def special_ids(self) -> set[int]:
+        if self.bare:
+            return {int(i) for i, t in self.tok.get_added_tokens_decoder().items() if t.special}
+        return {int(i) for i in self.tok.all_special_ids}
+
+    def stops(self, vocab_size: int) -> torch.Tensor:
+        """(vocab_size,) bool: the token ids that end a generated answer (their text holds a newline, or end of
+        text). Ids the tokenizer does not know (a model's vocabulary padded to a round size) never stop."""
+        if vocab_size not in self._stops:
+            known = min(self.size, vocab_size)
+            texts = self.decode_many([[i] for i in range(known)])
+            stop = torch.zeros(vocab_size, dtype=torch.bool)
+            stop[:known] = torch.tensor([STOP in t for t in texts], dtype=torch.bool)
+            if self.eos_id is not None and self.eos_id < vocab_size:
+                stop[self.eos_id] = True
+            self._stops[vocab_size] = stop
+        return self._stops[vocab_size]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Models.
+
+class CausalLM(Protocol):
+    """What the engine needs from a model. Batches are left-padded (mask 0 on padding) when `left_padding` is True;
+    otherwise the engine only batches rows of equal length, which need no padding."""
+
+    left_padding: bool
+    context: int | None  # most positions the model takes (None: unbounded)
+    vocab_size: int
+    device: torch.device
+
+    def logits(self, ids: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
+        """Logits (B, keep, V) at the last `keep` positions of the batch."""
+
+    def start(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """Read the prompts; return the last position's logits (B, V) and the KV cache."""
+
+    def step(self, ids: torch.Tensor, mask: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
+        """Feed one token per row (B,), `mask` covering every position so far; logits (B, V) and the cache."""
+
+
+class HFCausalLM:
+    """A transformers causal LM: left padding with an attention mask, positions counted from each row's first real
+    token, the model's own KV cache (`past_key_values`)."""
+
+    left_padding = True
+
+    def __init__(self, model):
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        cfg = model.config
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        ctx = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+        self.context = int(ctx) if ctx else None
+        params = inspect.signature(model.forward).parameters
+        self._positions = "position_ids" in params
+        self._keep = "logits_to_keep" in params
+        self._cache = "cache" if "cache" in params else "past_key_values"  # the name changed in transformers 5
+
+    def _call(self, ids, mask, positions, keep=None, cache=None, use_cache=False):
+        kw: dict = {"input_ids": ids, "attention_mask": mask, "use_cache": use_cache}
+        if self._positions:
+            kw["position_ids"] = positions
+        if keep is not None and self._keep:
+            kw["logits_to_keep"] = keep
+        if cache is not None:
+            kw[self._cache] = cache
+        out = self.model(**kw)
+        return out.logits, (getattr(out, "cache", None) if self._cache == "cache" else out.past_key_values)
+
+    @staticmethod
+    def _positions_of(mask):
+        return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+    @torch.no_grad()
+    def logits(self, ids, mask, keep):
+        return self._call(ids, mask, self._positions_of(mask), keep=keep)[0][:, -keep:]
+
+    @torch.no_grad()
+    def start(self, ids, mask):
+        logits, cache = self._call(ids, mask, self._positions_of(mask), keep=1, use_cache=True)
+        return logits[:, -1], cache
+
+    @torch.no_grad()
+    def step(self, ids, mask, cache):
+        positions = mask.long().sum(-1, keepdim=True) - 1
+        logits, cache = self._call(ids[:, None], mask, positions, keep=1, cache=cache, use_cache=True)
+        return logits[:, -1], cache
+
+
+class GPTCausalLM:
+    """Our `emergence.model.GPT`: no attention mask, so batches hold rows of one length; its KV cache for
+    generation."""
+
+    left_padding = False
+
+    def __init__(self, model):
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.vocab_size = int(model.config.vocab_size)
+        self.context = int(model.config.block_size)
+
+    @torch.no_grad()
+    def logits(self, ids, mask, keep):
+        return self.model(ids)[0][:, -keep:]
+
+    @torch.no_grad()
+    def start(self, ids, mask):
+        cache = [dict() for _ in self.model.blocks]
+        logits, _ = self.model(ids, cache=cache)
+        return logits[:, -1], (cache, ids.shape[1])
+
+    @torch.no_grad()
+    def step(self, ids, mask, state):
+        cache, pos = state
+        logits, _ = self.model(ids[:, None], start=pos, cache=cache)
+        return logits[:, -1], (cache, pos + 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Batching, scoring and generation.
+
+def _batches(lengths: np.ndarray, batch_size: int, equal_only: bool) -> list[np.ndarray]:
+    """Row indices in batches of at most batch_size, rows of similar length together (of equal length when the
+    model cannot take padding)."""
+    order = np.argsort(lengths, kind="stable")
+    out = []
+    if equal_only:
+        for L in np.unique(lengths):
+            rows = order[lengths[order] == L]
+            out += [rows[s:s + batch_size] for s in range(0, len(rows), batch_size)]
+        return out
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+
+
+def _left_pad(seqs: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros((len(seqs), width), dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        if s:
+            ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[r, width - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def teacher_forced(lm: CausalLM, prompts: list[list[int]], answers: list[list[int]],
+                   batch_size: int) -> dict[str, np.ndarray]:
+    """Per example: summed log-probability of the answer tokens after the prompt, and how many of them are the
+    argmax ("logprob", "correct"; float64 arrays)."""
+    n = len(prompts)
+    logprob, correct = np.zeros(n), np.zeros(n)
+    seqs = [p + a for p, a in zip(prompts, answers)]
+    lengths = np.array([len(s) for s in seqs])
+    for rows in _batches(lengths, batch_size, not lm.left_padding):
+        keep = 1 + max(len(answers[r]) for r in rows)
+        per = max(1, LOGIT_BUDGET // (keep * lm.vocab_size))  # keep the logits of one batch within budget
+        for s in range(0, len(rows), per):
+            sub = rows[s:s + per]
+            ids, mask = _left_pad([seqs[r] for r in sub], lm.device)
+            logp = lm.logits(ids, mask, keep).float().log_softmax(-1)  # (B, keep, V); column j predicts j + 1
+            for b, r in enumerate(sub):
+                la = len(answers[r])
+                target = ids[b, ids.shape[1] - la:]
+                lp = logp[b, keep - 1 - la:keep - 1]
+                logprob[r] = float(lp.gather(-1, target[:, None]).sum())
+                correct[r] = float((lp.argmax(-1) == target).sum())
+    return {"logprob": logprob, "correct": correct}
+
+
+def greedy(lm: CausalLM, prompts: list[list[int]], max_new: np.ndarray, stops: torch.Tensor,
+           batch_size: int) -> list[list[int]]:
+    """Greedy continuations with the KV cache: each row's new tokens, up to and including its first stop token, at
+    most max_new[i] of them (and never past the model's context)."""
+    out: list[list[int]] = [[] for _ in prompts]
+    lengths = np.array([len(p) for p in prompts])
+    stops = stops.to(lm.device)
+    for rows in _batches(lengths, batch_size, not lm.left_padding):
+        ids, mask = _left_pad([prompts[r] for r in rows], lm.device)
+        budget = int(max(max_new[r] for r in rows))
+        if lm.context is not None:
+            budget = min(budget, lm.context - ids.shape[1])
+        limit = torch.as_tensor(np.asarray([max_new[r] for r in rows]), device=lm.device)
+        if budget <= 0:
+            continue
+        logits, cache = lm.start(ids, mask)
+        done = torch.zeros(len(rows), dtype=torch.bool, device=lm.device)
+        new = []
+        for t in range(budget):
+            nxt = logits.float().argmax(-1)
+            new.append(torch.where(done, torch.full_like(nxt, -1), nxt))
+            done |= stops[nxt] | (t + 1 >= limit)
+            if bool(done.all()) or t == budget - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            logits, cache = lm.step(nxt, mask, cache)
+        gen = torch.stack(new, dim=1).cpu().numpy()
+        for b, r in enumerate(rows):
+            out[r] = [int(i) for i in gen[b] if i >= 0]
+    return out
+
+
+def answer_text(tok: TextTokenizer, ids: list[int]) -> str:
+    """The generated answer: the text before the end-of-text token and before the first newline, stripped."""
+    if tok.eos_id is not None and tok.eos_id in ids:
+        ids = ids[:ids.index(tok.eos_id)]
+    ids = [i for i in ids if i < tok.size]  # a vocabulary padded past the tokenizer's: those ids have no text
+    return tok.decode_many([ids])[0].split(STOP, 1)[0].strip()
+
+
+def char_scores(outputs: list[str], targets: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per example: the share of the target's characters matched position by position, and the Levenshtein
+    distance normalised by the longer string (0 = identical, 1 = nothing in common)."""
+    n = len(targets)
+    acc = np.array([sum(a == b for a, b in zip(o, t)) / max(len(t), 1) for o, t in zip(outputs, targets)])
+    la = np.array([len(o) for o in outputs], dtype=np.int64)
+    lb = np.array([len(t) for t in targets], dtype=np.int64)
+    width = max(1, int(la.max(initial=0)), int(lb.max(initial=0)))
+    pa, pb = np.full((n, width), -1, np.int64), np.full((n, width), -2, np.int64)
+    for i, (o, t) in enumerate(zip(outputs, targets)):
+        pa[i, :len(o)] = [ord(c) for c in o]
+        pb[i, :len(t)] = [ord(c) for c in t]
+    dist = levenshtein(pa, la, pb, lb) / np.maximum(np.maximum(la, lb), 1)
+    return acc, dist.astype(np.float64)
+
+
+def shot_task(name: str, shots: int) -> str:
+    """The task a tokenizer probe scores for `name` with k solved examples: "add3" -> "add3_3shot" (k = 3); a k-shot
+    task already, or k = 0, keeps its name."""
+    from emergence.tasks import get_task
+    from emergence.tasks.kshot import KShot
+
+    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 0:
+        raise ValueError(f"probe.shots must be a non-negative whole number of solved examples, got {shots!r}")
+    if shots == 0 or isinstance(get_task(name), KShot):
+        return name
+    return f"{name}_{int(shots)}shot"
+
+
+def probe_shots(probe_cfg) -> int:
+    """k from the probe config (`probe.shots`), DEFAULT_SHOTS where the config has no such key."""
+    try:
+        k = probe_cfg.get("shots", None)
+    except AttributeError:
+        k = getattr(probe_cfg, "shots", None)
+    return DEFAULT_SHOTS if k is None else k
+
+
+def _not_measured(name: str) -> list[dict]:
+    return [{"task": name, "metric": m, **measurement(None, None, 0)} for m in METRICS]
+
+
+def score_text_task(lm: CausalLM, tok: TextTokenizer, name: str, probe_cfg) -> tuple[list[dict], dict, dict]:
+    """Every metric of one task (a registered name, k-shot included: see `shot_task`) on its held-out probe set:
+    tidy rows {task, metric, value, stderr, n, status}, per-example instance columns (example_id, answer_logprob,
+    exact) and a few sample answers (`probe_cfg.samples`), as `emergence.probe.score_task` returns them."""
+    from emergence.tasks import get_task
+
+    task = get_task(name)
+    prompts, answers, ids = probe_set(name, int(probe_cfg.n), int(probe_cfg.seed))
+    n = len(prompts)
+    if n == 0:
+        return _not_measured(name), {}, {}
+    p_text, a_text = task.text(prompts, answers)
+    p_ids = tok.encode(p_text, special=True)
+    a_ids = tok.encode(a_text, special=False)
+    longest = max(len(p) + len(a) for p, a in zip(p_ids, a_ids))
+    if lm.context is not None and longest > lm.context:
+        print(f"warning: task {name}: an example takes {longest} tokens, more than the model's context of "
+              f"{lm.context}; its rows are not_measured (use fewer shots, probe.shots=0)", file=sys.stderr)
+        return _not_measured(name), {}, {}
+    top = max(max(p + a, default=0) for p, a in zip(p_ids, a_ids))
+    if top >= lm.vocab_size:
+        raise ValueError(f"the tokenizer gives id {top}, outside the model's vocabulary of {lm.vocab_size}; the "
+                         "tokenizer is not this model's")
+    bs = int(probe_cfg.batch_size)
+    tf = teacher_forced(lm, p_ids, a_ids, bs)
+    n_tok = np.array([max(len(a), 1) for a in a_ids], dtype=np.float64)
+    n_chr = np.array([max(len(a), 1) for a in a_text], dtype=np.float64)
+    max_new = np.array([len(a) + 1 for a in a_text])  # every token carries a character: answer + a stop fit
+    gen = greedy(lm, p_ids, max_new, tok.stops(lm.vocab_size), bs)
+    outputs = [answer_text(tok, g) for g in gen]
+    targets = [a.strip() for a in a_text]
+    exact = np.array([o == t for o, t in zip(outputs, targets)])
+    char_acc, dist = char_scores(outputs, targets)
+    nll, nll_char, tok_acc = -tf["logprob"] / n_tok, -tf["logprob"] / n_chr, tf["correct"] / n_tok
+    em = float(exact.mean())
+    values = {
+        "exact_match": (em, proportion_stderr(em, n)),
+        "token_accuracy": (float(tok_acc.mean()), sem(tok_acc)),
+        "answer_nll": (float(nll.mean()), sem(nll)),
+        "answer_nll_char": (float(nll_char.mean()), sem(nll_char)),
+        "char_accuracy": (float(char_acc.mean()), sem(char_acc)),
+        "edit_distance": (float(dist.mean()), sem(dist)),
+    }
+    rows = [{"task": name, "metric": m, **measurement(v, s, n)} for m, (v, s) in values.items()]
+    inst = {"task": [name] * n, "example_id": np.asarray(ids, dtype=np.int64),
+            "answer_logprob": tf["logprob"].copy(), "exact": exact.astype(bool)}
+    k = min(int(probe_cfg.samples), n)
+    samp = {"task": [name] * k, "example_id": np.asarray(ids[:k], dtype=np.int64), "prompt": p_text[:k],
+            "target": targets[:k], "output": outputs[:k], "correct": [bool(e) for e in exact[:k]]}
+    return rows, inst, samp
+
+
+def probe_model(lm: CausalLM, tok: TextTokenizer, tasks: list[str], probe_cfg, base: dict, out) -> list[dict]:
+    """Score `tasks` (names as `shot_task` gives them) and add the rows, labelled with `base` (run_id, step, sizes,
+    ...), to `out` (an `emergence.probe.Probed`); return the new rows."""
+    first = len(out.rows)
+    for name in tasks:
+        rows, inst, samp = score_text_task(lm, tok, name, probe_cfg)
+        out.rows += [{**base, **r} for r in rows]
+        if inst:
+            m = len(inst["example_id"])
+            out.instances.append({**inst, "run_id": [base["run_id"]] * m, "step": np.full(m, base["step"])})
+        if samp:
+            m = len(samp["example_id"])
+            out.samples.append({**samp, "run_id": [base["run_id"]] * m, "step": np.full(m, base["step"]),
+                                "model": [base["model"]] * m, "n_params": np.full(m, base["n_params"]),
+                                "seed": np.full(m, base["seed"])})
+    return out.rows[first:]
+
+
+def load_tokenizer_file(path) -> TextTokenizer:
+    """A run's tokenizer.json (the `tokenizers` library's format) as a TextTokenizer."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise ValueError(f"{path} needs the tokenizers package to be read: pip install 'emergence[hf]'") from None
+    try:
+        return TextTokenizer(Tokenizer.from_file(str(path)))
+    except Exception as e:  # the library's own error types: a file that is not a tokenizer
+        raise ValueError(f"{path} is not a readable tokenizers file ({type(e).__name__}: {e})") from None
+
+
+def nonspecial_ids(tok: TextTokenizer, vocab_size: int) -> np.ndarray:
+    """Ids of the ordinary tokens (what the mechanistic probe draws its random sequences from)."""
+    special = tok.special_ids()
+    ids = np.array([i for i in range(min(tok.size, vocab_size)) if i not in special], dtype=np.int64)
+    return ids if len(ids) else np.arange(vocab_size, dtype=np.int64)
+
+
+def describe(rows: list[dict]) -> str:
+    """A one-line summary of exact match per task, for the command line."""
+    em = [f"{r['task']} {r['value']:.2f}" for r in rows if r["metric"] == "exact_match" and math.isfinite(r["value"])]
+    return "exact match: " + (", ".join(em) if em else "none measured")

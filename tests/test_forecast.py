@@ -1,0 +1,121 @@
+"""Forecasts from a ladder: synthetic ladders with a known L(N, D) and a known sigmoid of the loss, the rolling
+backtest, bounds, and bad input."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import forecast as fc
+from analysis.bench_forecast import synthetic_ladder, true_loss, true_score
+
+
+@pytest.fixture(scope="module")
+def lad():
+    return synthetic_ladder(np.random.default_rng(1))
+
+
+def test_two_step_recovers_the_loss_and_the_score_within_their_intervals(lad):
+    at = pd.DataFrame({"n_params": [6e8], "tokens": [3e9]})
+    out = fc.forecast(lad, at, "t", "exact_match", via="answer_nll", method="two_step")
+    r = out.iloc[0]
+    L, y = true_loss(6e8, 3e9), true_score(true_loss(6e8, 3e9))
+    assert r["method"].startswith("two_step (chinchilla")  # the ladder varies N and D independently
+    assert r["via_lo"] <= L <= r["via_hi"] and abs(r["via_predicted"] - L) / L < 0.02
+    assert r["lo"] <= y <= r["hi"] and abs(r["predicted"] - y) < 0.05
+    assert 0 <= r["lo"] <= r["predicted"] <= r["hi"] <= 1
+
+
+def test_direct_stays_inside_the_metric_bounds_far_beyond_the_ladder(lad):
+    at = pd.DataFrame({"n_params": [1e10, 1e12], "tokens": [1e11, 1e13]})
+    out = fc.forecast(lad, at, "t", "exact_match", method="direct")
+    assert (out["lo"] >= 0).all() and (out["hi"] <= 1).all() and (out["lo"] <= out["hi"]).all()
+    assert out["method"].str.startswith("direct").all()
+    assert "via_predicted" not in out.columns
+
+
+def test_a_given_floor_is_the_sigmoid_floor(lad):
+    tiny = pd.DataFrame({"n_params": [1e3], "tokens": [1e3]})  # a model so small its loss is huge: chance level
+    out = fc.forecast(lad, tiny, "t", "exact_match", via="answer_nll", method="two_step", floor=0.25)
+    assert out["predicted"].iloc[0] == pytest.approx(0.25, abs=1e-3)
+
+
+def test_backtest_predicts_each_larger_size_from_the_smaller_ones(lad):
+    bt = fc.forecast_backtest(lad, "t", "exact_match", via="answer_nll", n_boot=100)
+    sizes = np.sort(lad["n_params"].unique())
+    # origins: every size with at least 3 sizes below it; each predicts the 6 runs (3 budgets x 2 seeds) of that size
+    assert sorted(bt["origin"].unique()) == list(sizes[3:])
+    assert (bt.groupby(["method", "origin"]).size() == 6).all()
+    assert set(bt["method"]) == {"two_step", "direct"} and bt["laws"].str.startswith(tuple(bt["method"])).all()
+    cov = fc.coverage(bt)
+    assert (cov["n_origins"] == 3).all() and (cov["n_predicted"] == 18).all()
+    assert ((cov["coverage"] >= 0) & (cov["coverage"] <= 1)).all()
+    assert np.allclose(bt["error"], bt["predicted"] - bt["actual"])
+    assert fc.choose_method(bt) in ("two_step", "direct")
+
+
+@pytest.mark.slow
+def test_prediction_intervals_hold_at_their_nominal_rate_over_repeated_ladders():
+    """20 ladders; each predicts the 6 runs of its largest size from the 5 below. A 95% prediction interval for a
+    run's measurement should hold about 95% of them: with 120 predictions, at least 85% (3 binomial standard errors
+    below 95%) and not every one of them on every ladder by being too wide (the mean width stays under 0.3)."""
+    hits, widths = [], []
+    for r in range(20):
+        df = synthetic_ladder(np.random.default_rng(100 + r))
+        top = df["n_params"].max()
+        new = df[(df["n_params"] == top) & (df["metric"] == "exact_match")]
+        new = new[new["step"] == new["step"].max()].reset_index(drop=True)
+        out = fc.forecast(df[df["n_params"] < top], new[["n_params", "tokens"]], "t", "exact_match",
+                          via="answer_nll", method="two_step", n_boot=100, seed=r)
+        hits += list((out["lo"] <= new["value"]) & (new["value"] <= out["hi"]))
+        widths += list(out["hi"] - out["lo"])
+    assert np.mean(hits) >= 0.85, np.mean(hits)
+    assert np.mean(widths) < 0.3
+
+
+@pytest.mark.parametrize("at, message", [
+    ({"n_params": [1e9]}, "needs tokens"),
+    ({"n_params": [0.0], "tokens": [1e9]}, "n_params must be a positive number"),
+    ({"n_params": [np.nan], "tokens": [1e9]}, "n_params must be a positive number"),
+    ({"n_params": [], "tokens": []}, "no target given"),
+])
+def test_bad_targets_are_refused_with_one_line(lad, at, message):
+    with pytest.raises(ValueError, match=message):
+        fc.forecast(lad, pd.DataFrame(at), "t", "exact_match", via="answer_nll")
+
+
+def test_a_ladder_too_small_or_a_wrong_name_is_refused(lad):
+    small = lad[lad["n_params"] <= np.sort(lad["n_params"].unique())[1]]
+    at = pd.DataFrame({"n_params": [1e9], "tokens": [1e9]})
+    with pytest.raises(ValueError, match="2 size\\(s\\).*at least 3 sizes"):
+        fc.forecast(small, at, "t", "exact_match", method="direct")
+    with pytest.raises(ValueError, match="no measured metric 'bits_per_byte'"):
+        fc.forecast(lad, at, "t", "exact_match", via="bits_per_byte", method="two_step")
+    with pytest.raises(ValueError, match="two_step needs via"):
+        fc.forecast(lad, at, "t", "exact_match", method="two_step")
+
+
+def test_cli_writes_both_tables_and_refuses_bad_targets(lad, tmp_path, capsys):
+    from emergence.cli import main
+
+    lad.to_parquet(tmp_path / "results.parquet")
+
+    def run(*args):
+        return main(["forecast", str(tmp_path), "--task", "t", "--metric", "exact_match", *args])
+
+    assert run("--via", "answer_nll", "--method", "two_step", "--n-boot", "50", "--at", "n_params=6e8,tokens=3e9") == 0
+    assert "inside their 95% interval over 3 origins" in capsys.readouterr().out
+    pred = pd.read_csv(tmp_path / "forecast.csv")
+    assert len(pred) == 1 and pred["lo"].iloc[0] <= pred["predicted"].iloc[0] <= pred["hi"].iloc[0]
+    assert set(pd.read_csv(tmp_path / "forecast_backtest.csv")["method"]) == {"two_step"}
+    from analysis.report import write_report
+
+    html = write_report(tmp_path)["html"].read_text()
+    section = html[html.index('id="forecast"'):]
+    assert "t exact_match, two_step:" in section
+    assert "runs inside their 95% prediction interval over 3 origins" in section
+    assert (tmp_path / "plots" / "forecast.png").exists()
+    for bad in ("n_params=6e8", "n_params=-1,tokens=3e9", "size=6e8,tokens=3e9"):
+        (tmp_path / "forecast.csv").unlink(missing_ok=True)
+        assert run("--at", bad) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "emergence forecast: error:" in err, err
+        assert not (tmp_path / "forecast.csv").exists()
