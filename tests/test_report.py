@@ -148,6 +148,11 @@ def test_markdown_renders_to_no_raw_html(built):
 
 
 # ------------------------------------------------------------------------------------------------ the content
+def section_of(built, anchor: str) -> str:
+    """The HTML of one section of the built report."""
+    return section(built[2], anchor)
+
+
 def section(html_text: str, anchor: str) -> str:
     start = html_text.index(f'id="{anchor}"')
     nxt = html_text.find("<h2", start)
@@ -166,8 +171,7 @@ def test_sections_in_order(built):
 
 @pytest.mark.slow
 def test_what_was_run(built):
-    _, _, html_text, _ = built
-    s = section(html_text, "what-was-run")
+    s = section_of(built, "what-was-run")
     assert "emergence sweep sweep.name=&#x27;&lt;b&gt;x&lt;/b&gt;&#x27; ```" in s
     for col in ("layers", "width", "parameters", "FLOPs/token", "tokens trained"):
         assert f">{col}</th>" in s
@@ -177,8 +181,7 @@ def test_what_was_run(built):
 
 @pytest.mark.slow
 def test_scaling_parameters_with_intervals(built):
-    _, _, html_text, _ = built
-    s = section(html_text, "scaling")
+    s = section_of(built, "scaling")
     assert ">alpha</td><td class=\"num\">0.45</td><td class=\"num\">[0.411, 0.492]</td>" in s
     assert 'id="fig-scaling"' in s
 
@@ -236,8 +239,7 @@ def test_smooth_flat_and_mirage_tables(built):
 
 @pytest.mark.slow
 def test_views_tables_and_figures(built):
-    _, _, html_text, _ = built
-    s = section(html_text, "views")
+    s = section_of(built, "views")
     assert "1 of 2 run x task x metric curves change abruptly" in s
     assert ">29k [20k, 45k]</td><td class=\"num\">0.21 [0.12, 0.33]</td>" in s  # a phase change's location, width
     assert ">0.04 [0.02, 0.07]</td>" in s and ">0.76</td>" in s  # the loss view: width against loss, eta

@@ -529,14 +529,19 @@ def _cell(col: str, fmt=None):
     return lambda r: (fmt or _fmt)(r.get(col, np.nan))
 
 
+def _rise_columns(x: str, width_header: str) -> list:
+    """The table columns of a rise: where it is (in x's units) and how wide, each with its 95% interval."""
+    return [(f"rise at ({x})", "jump_at",
+             lambda r: _with_interval(r, "jump_at", "jump_lo", "jump_hi", lambda v: _x_value(v, x))),
+            (width_header, "width", lambda r: _with_interval(r, "width", "width_lo", "width_hi", _fmt))]
+
+
 # Columns of the phase-change table: (header, the column that must be present, cell).
 TRANSITION_COLUMNS = [
     ("run id", "run_id", lambda r: _oneline(r.get("run_id", ""), 300)),
     ("task", "task", lambda r: _oneline(r.get("task", ""), 300)),
     ("metric", "metric", lambda r: _oneline(r.get("metric", ""), 300)),
-    ("rise at (tokens)", "jump_at", lambda r: _with_interval(r, "jump_at", "jump_lo", "jump_hi",
-                                                            lambda v: _x_value(v, "tokens"))),
-    ("width, decades", "width", lambda r: _with_interval(r, "width", "width_lo", "width_hi", _fmt)),
+    *_rise_columns("tokens", "width, decades"),
     ("p", "p_value", _cell("p_value")),
     ("q", "q_value", _cell("q_value")),
     ("coincides with induction", "coincides_with_induction", _cell("coincides_with_induction")),
@@ -551,9 +556,7 @@ LOSS_COLUMNS = [
     ("eta", "eta", _cell("eta")),
     ("eta lo", "eta_lo", _cell("eta_lo")),
     ("eta hi", "eta_hi", _cell("eta_hi")),
-    ("rise at (loss)", "jump_at", lambda r: _with_interval(r, "jump_at", "jump_lo", "jump_hi",
-                                                          lambda v: _x_value(v, "loss"))),
-    ("width, nats of loss", "width", lambda r: _with_interval(r, "width", "width_lo", "width_hi", _fmt)),
+    *_rise_columns("loss", "width, nats of loss"),
     ("q", "q_value", _cell("q_value")),
     ("size still matters", "size_still_matters", _cell("size_still_matters")),
     ("size explains p", "size_explains_p", _cell("size_explains_p")),

@@ -19,27 +19,42 @@ def _binary_prompts(a: np.ndarray, b: np.ndarray, width: int, op: str, tag: str 
                            const("=", n)], axis=1).astype(np.int64)
 
 
-class Addition(IndexedTask):
-    """a + b for k-digit a, b (0 .. 10^k - 1); the k+1-digit sum is written least significant digit first."""
+class _DigitOperation(IndexedTask):
+    """a OP b for k-digit a, b (0 .. 10^k - 1), zero-padded; the result is written with `width(k)` digits, least
+    significant digit first. Both operations commute, so a OP b and b OP a are one example for the split."""
+
+    op, word, result, prefix, max_k = "+", "addition", "sum", "add", 9
+
+    @staticmethod
+    def width(k: int) -> int:
+        raise NotImplementedError
+
+    @staticmethod
+    def apply(a, b):
+        raise NotImplementedError
+
+    @staticmethod
+    def example_operands(k: int) -> tuple[int, int]:
+        raise NotImplementedError
 
     def __init__(self, k: int):
-        if not 1 <= k <= 9:
-            raise ValueError(f"addition digits k must be in 1..9, got {k}")
+        if not 1 <= k <= self.max_k:
+            raise ValueError(f"{self.word} digits k must be in 1..{self.max_k}, got {k}")
         self.k = k
-        self.name = f"add{k}"
-        self.description = (f"{k}-digit addition: operands zero-padded to {k} digit{'s' * (k > 1)}; the sum is "
-                            f"written with {k + 1} digits, least significant digit first")
-        self.answer_format = f"{k + 1} digits, least significant first, then <eos>"
-        a, b = 10 ** k // 3 + 7 * (k > 1), 10 ** k - 3  # a readable example with a carry
-        s = str(a + b).zfill(k + 1)[::-1]
-        self.example = (f"{str(a).zfill(k)}+{str(b).zfill(k)}=", s)
+        self.name = f"{self.prefix}{k}"
+        w = self.width(k)
+        self.description = (f"{k}-digit {self.word}: operands zero-padded to {k} digit{'s' * (k > 1)}; the "
+                            f"{self.result} is written with {w} digits, least significant digit first")
+        self.answer_format = f"{w} digits, least significant first, then <eos>"
+        a, b = self.example_operands(k)
+        self.example = (f"{str(a).zfill(k)}{self.op}{str(b).zfill(k)}=", str(self.apply(a, b)).zfill(w)[::-1])
         self.prompt_len = 2 * k + 2
-        self.answer_len = k + 2
+        self.answer_len = w + 1
         self.space_size = 10 ** (2 * k)
 
     def prompts_from_index(self, idx):
         base = 10 ** self.k
-        return _binary_prompts(idx // base, idx % base, self.k, "+")
+        return _binary_prompts(idx // base, idx % base, self.k, self.op)
 
     def operands(self, prompts):
         k = self.k
@@ -47,56 +62,55 @@ class Addition(IndexedTask):
 
     def solve(self, prompts):
         a, b = self.operands(prompts)
-        return with_eos(digits_to_tokens(a + b, self.k + 1)[:, ::-1])
+        return with_eos(digits_to_tokens(self.apply(a, b), self.width(self.k))[:, ::-1])
 
     def natural(self, prompt, answer):
-        """Operands and sum most significant digit first, without zero padding: "012+007=" -> "19"."""
-        a, b = prompt.rstrip("=").split("+")
-        return f"{int(a)}+{int(b)}=", str(int(answer[::-1]))
+        """Operands and result most significant digit first, without zero padding: "012+007=" -> "19"."""
+        a, b = prompt.rstrip("=").split(self.op)
+        return f"{int(a)}{self.op}{int(b)}=", str(int(answer[::-1]))
 
     def split_key(self, prompts):
-        # a+b and b+a are one example for the split (addition commutes)
         a, b = self.operands(prompts)
-        return _binary_prompts(np.minimum(a, b), np.maximum(a, b), self.k, "+")
+        return _binary_prompts(np.minimum(a, b), np.maximum(a, b), self.k, self.op)
 
 
-class Multiplication(IndexedTask):
+class Addition(_DigitOperation):
+    """a + b for k-digit a, b (0 .. 10^k - 1); the k+1-digit sum is written least significant digit first."""
+
+    op, word, result, prefix, max_k = "+", "addition", "sum", "add", 9
+
+    @staticmethod
+    def width(k):
+        return k + 1
+
+    @staticmethod
+    def apply(a, b):
+        return a + b
+
+    @staticmethod
+    def example_operands(k):
+        return 10 ** k // 3 + 7 * (k > 1), 10 ** k - 3  # a readable example with a carry
+
+
+class Multiplication(_DigitOperation):
     """a * b for k-digit a, b; the 2k-digit product is written least significant digit first."""
 
+    op, word, result, prefix, max_k = "*", "multiplication", "product", "mult", 4
+
     def __init__(self, k: int = 2):
-        if not 1 <= k <= 4:
-            raise ValueError(f"multiplication digits k must be in 1..4, got {k}")
-        self.k = k
-        self.name = f"mult{k}"
-        self.description = (f"{k}-digit multiplication: operands zero-padded to {k} digit{'s' * (k > 1)}; the "
-                            f"product is written with {2 * k} digits, least significant digit first")
-        self.answer_format = f"{2 * k} digits, least significant first, then <eos>"
-        a, b = int("4" * k) + 3, int("9" * k) - 2
-        self.example = (f"{str(a).zfill(k)}*{str(b).zfill(k)}=", str(a * b).zfill(2 * k)[::-1])
-        self.prompt_len = 2 * k + 2
-        self.answer_len = 2 * k + 1
-        self.space_size = 10 ** (2 * k)
+        super().__init__(k)
 
-    def prompts_from_index(self, idx):
-        base = 10 ** self.k
-        return _binary_prompts(idx // base, idx % base, self.k, "*")
+    @staticmethod
+    def width(k):
+        return 2 * k
 
-    def operands(self, prompts):
-        k = self.k
-        return tokens_to_int(prompts[:, :k]), tokens_to_int(prompts[:, k + 1:2 * k + 1])
+    @staticmethod
+    def apply(a, b):
+        return a * b
 
-    def solve(self, prompts):
-        a, b = self.operands(prompts)
-        return with_eos(digits_to_tokens(a * b, 2 * self.k)[:, ::-1])
-
-    def natural(self, prompt, answer):
-        """Operands and product most significant digit first, without zero padding: "47*97=" -> "4559"."""
-        a, b = prompt.rstrip("=").split("*")
-        return f"{int(a)}*{int(b)}=", str(int(answer[::-1]))
-
-    def split_key(self, prompts):
-        a, b = self.operands(prompts)
-        return _binary_prompts(np.minimum(a, b), np.maximum(a, b), self.k, "*")
+    @staticmethod
+    def example_operands(k):
+        return int("4" * k) + 3, int("9" * k) - 2
 
 
 class Modular(IndexedTask):

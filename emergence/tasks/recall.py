@@ -33,21 +33,27 @@ def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray, what: str) 
     return values[np.arange(len(query)), np.argmax(match, axis=1)]
 
 
-class Recall(Task):
+class _InContextMap(Task):
+    """A task over `k` in-context pairs keyed by distinct letters (1..26 of them), answered with one digit."""
+
+    answer_format = "one digit, then <eos>"
+    answer_len = 2
+
+    def __init__(self, n_pairs: int, name: str, description: str):
+        if not 1 <= n_pairs <= 26:
+            raise ValueError(f"n_pairs must be in 1..26, got {n_pairs}")
+        self.k, self.name, self.description = n_pairs, name, description
+
+
+class Recall(_InContextMap):
     """Key-value pairs (distinct letter keys, digit values), then one key: answer its value."""
 
     def __init__(self, n_pairs: int = 6):
-        if not 1 <= n_pairs <= 26:
-            raise ValueError(f"n_pairs must be in 1..26, got {n_pairs}")
-        self.k = n_pairs
-        self.name = "recall"
-        self.description = (f"associative recall: {n_pairs} key-value pairs (distinct letters -> digits) in the "
-                            f"prompt, then one of the keys; answer its value (Olsson et al. 2022)")
-        self.answer_format = "one digit, then <eos>"
+        super().__init__(n_pairs, "recall", f"associative recall: {n_pairs} key-value pairs (distinct letters -> "
+                         f"digits) in the prompt, then one of the keys; answer its value (Olsson et al. 2022)")
         pairs = "a1b7c3d9e0f2g5h8i4j6k2l0m3n1o7p9q5r8s6t4u2v0w3x1y7z9"[:2 * n_pairs]
         self.example = (f"K:{pairs}|{pairs[-4]}=", pairs[-3])
         self.prompt_len = 2 * n_pairs + 5
-        self.answer_len = 2
 
     def sample_prompts(self, rng, n):
         keys = LOWER[_distinct(rng, n, self.k, 26)]
@@ -68,17 +74,13 @@ class Recall(Task):
         return with_eos(value[:, None])
 
 
-class TwoHop(Task):
+class TwoHop(_InContextMap):
     """Two in-context maps, letters -> capitals and capitals -> digits; answer map2(map1(query))."""
 
     def __init__(self, n_pairs: int = 4):
-        if not 1 <= n_pairs <= 26:
-            raise ValueError(f"n_pairs must be in 1..26, got {n_pairs}")
-        self.k = n_pairs
-        self.name = "twohop"
-        self.description = (f"two-hop recall: a map of {n_pairs} letters -> capitals, a map of those capitals -> "
-                            f"digits (listed in another order), then a letter; answer the digit its capital maps to")
-        self.answer_format = "one digit, then <eos>"
+        super().__init__(n_pairs, "twohop", f"two-hop recall: a map of {n_pairs} letters -> capitals, a map of those "
+                         "capitals -> digits (listed in another order), then a letter; answer the digit its capital "
+                         "maps to")
         if n_pairs == 4:
             self.example = ("H:aXbYcZdW|Y3X7W1Z5|b=", "3")
         else:
@@ -87,7 +89,6 @@ class TwoHop(Task):
             m2 = "".join(m + str(i % 10) for i, m in enumerate(mids[::-1]))
             self.example = (f"H:{m1}|{m2}|{keys[0]}=", str((n_pairs - 1) % 10))
         self.prompt_len = 4 * n_pairs + 6
-        self.answer_len = 2
 
     def sample_prompts(self, rng, n):
         k = self.k
