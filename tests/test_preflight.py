@@ -53,6 +53,8 @@ def test_launchers_local_or_remote():
 
 
 def ladder(tmp_path, *extra):
+    """pythia_ladder on a corpus written here: it learns a BPE, so its config needs the [hf] extra's tokenizers."""
+    pytest.importorskip("tokenizers")
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("a small corpus for a dry run\n" * 50)
     return ["sweep", "experiment=pythia_ladder", f"paths.results={tmp_path}", f"data.text_path={corpus}", *extra]
