@@ -119,3 +119,19 @@ def test_cli_writes_both_tables_and_refuses_bad_targets(lad, tmp_path, capsys):
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "emergence forecast: error:" in err, err
         assert not (tmp_path / "forecast.csv").exists()
+
+
+@pytest.mark.parametrize("inside, warned", [(10, True), (19, False)])
+def test_the_report_warns_when_the_backtest_intervals_held_too_rarely(tmp_path, inside, warned):
+    from analysis.report import build_document, load_sweep, render_md
+
+    bt = pd.DataFrame({"task": "t", "metric": "exact_match", "method": "two_step", "laws": "two_step (x)",
+                       "origin": np.repeat([1e6, 2e6], 10), "n_fit_sizes": 3, "run_id": [f"r{i}" for i in range(20)],
+                       "n_params": 1e6, "tokens": 1e9, "predicted": 0.5, "lo": 0.4, "hi": 0.6, "actual": 0.5,
+                       "error": 0.0, "rel_error": 0.0, "inside": [True] * inside + [False] * (20 - inside)})
+    bt.to_csv(tmp_path / "forecast_backtest.csv", index=False)
+    synthetic_ladder(np.random.default_rng(0), sizes=[1e6, 2e6], budgets=[1e9], seeds=1,
+                     checkpoints=1).to_parquet(tmp_path / "results.parquet")
+    md = render_md(build_document(load_sweep(tmp_path)), {})
+    assert f"{100 * inside / 20:g}% of 20 runs inside their 95% prediction interval over 2 origins" in md
+    assert ("too narrow here" in md) is warned

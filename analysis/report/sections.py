@@ -650,10 +650,14 @@ def _forecast_blocks(sw: Sweep) -> list:
     if cov.empty:
         blocks.append(Para(["The ladder has too few sizes to hold one out: the forecast's interval is untested."]))
     for _, r in cov.iterrows():
+        # a 95% interval should hold 95% of the runs; fewer than its binomial 2-sigma lower limit is a warning
+        low = 0.95 - 2 * math.sqrt(0.95 * 0.05 / max(int(r["n_predicted"]), 1))
+        warn = (" These intervals held far less often than 95% on this ladder: they are too narrow here, and a "
+                "forecast from it is more certain than it should be." if r["coverage"] < low else "")
         blocks.append(Para([f"{r['task']} {r['metric']}, {r['method']}: {_fmt(100 * r['coverage'])}% of "
                             f"{r['n_predicted']} runs inside their 95% prediction interval over {r['n_origins']} "
                             f"origins (each size predicted from every smaller one); mean absolute error "
-                            f"{_fmt(r['mae'])}."]))
+                            f"{_fmt(r['mae'])}.{warn}"]))
     if _has(pred, "predicted"):
         cols = [c for c in ("task", "metric", "n_params", "tokens", "predicted", "lo", "hi", "via_predicted",
                             "method") if c in pred.columns]
