@@ -13,8 +13,8 @@ Two methods, each with a prediction interval for one new run's measurement:
   Chained: each bootstrap draw of step 1's prediction (a refitted curve plus a resampled residual: where the new
   run's loss may land) is carried through one bootstrap draw of step 2 (its refitted sigmoid plus a resampled
   residual), so the interval carries the uncertainty of both steps and the scatter of a single run.
-- `direct`: the metric as a sigmoid (`logistic`) in compute C (the `flops` column, else 6 N D) from the final
-  checkpoints.
+- `direct`: the metric as a sigmoid (`logistic`) in compute C from the final checkpoints: 6 N D, or the `flops`
+  column where the targets give flops too (one convention for the ladder and its targets).
 - `auto`: the method with the smaller mean absolute error in the rolling-origin backtest of this ladder.
 
 Every curve and interval stays inside the metric's bounds (`analysis.schema.METRICS`). The bootstrap is
@@ -94,12 +94,17 @@ def ladder(results: pd.DataFrame, task: str, metric: str, via: str | None = None
     return final.reset_index(drop=True), points.reset_index(drop=True)
 
 
-def _compute(frame: pd.DataFrame) -> np.ndarray:
-    """Training compute: the `flops` column where given, else 6 N D (Kaplan et al. 2020)."""
+def _compute(frame: pd.DataFrame, use_flops: bool) -> np.ndarray:
+    """Training compute, on one convention for the ladder and its targets: the `flops` column (`use_flops`: where
+    every target gives it; a table's own count may include attention or leave out embeddings), else 6 N D (Kaplan
+    et al. 2020) with N all parameters."""
     six_nd = 6.0 * frame["n_params"].to_numpy(float) * frame["tokens"].to_numpy(float)
-    if "flops" in frame.columns:
-        f = pd.to_numeric(frame["flops"], errors="coerce").to_numpy(float)
-        return np.where(np.isfinite(f) & (f > 0), f, six_nd)
+    if use_flops:
+        f = pd.to_numeric(frame["flops"], errors="coerce").to_numpy(float) if "flops" in frame.columns else None
+        if f is None or not (np.isfinite(f) & (f > 0)).all():
+            raise ValueError("compute from the flops column needs it on every run of the ladder; leave flops out of "
+                             "the targets to use 6 N D for both")
+        return f
     return six_nd
 
 
@@ -115,14 +120,15 @@ class _Fitted:
     """One method fitted on a ladder: `predict(targets)` gives the point prediction and a (B, n) array of draws of a
     new run's measurement at each target (and of its loss, for two_step)."""
 
-    def __init__(self, method: str, final: pd.DataFrame, points: pd.DataFrame, bounds, floor, n_boot: int, seed: int):
-        self.method, self.seed = method, seed
+    def __init__(self, method: str, final: pd.DataFrame, points: pd.DataFrame, bounds, floor, n_boot: int, seed: int,
+                 use_flops: bool = False):
+        self.method, self.seed, self.use_flops = method, seed, use_flops
         lo, hi = bounds
         level_bounds = {"floor": (floor, floor)} if floor is not None else None
         run_index = {r: i for i, r in enumerate(final["run_id"])}
         if method == "direct":
             _enough(final, "direct")
-            pts = final.assign(compute=_compute(final), seed=final["run_id"].map(run_index))
+            pts = final.assign(compute=_compute(final, use_flops), seed=final["run_id"].map(run_index))
             self.fit = fit_law(pts, "logistic", "compute", "value", y_bounds=(lo, hi), bounds=level_bounds,
                                n_boot=n_boot, seed=seed)
             self.name = "direct (logistic in compute)"
@@ -136,7 +142,8 @@ class _Fitted:
                                     loss="l2", space="log")
             self.loss_x = "chinchilla"
         else:
-            self.loss_fit = fit_law(final.assign(compute=_compute(final)), "power", "compute", "via", n_boot=n_boot,
+            self.loss_fit = fit_law(final.assign(compute=_compute(final, use_flops)), "power", "compute", "via",
+                                    n_boot=n_boot,
                                     seed=seed, space="log")
             self.loss_x = "power in compute"
         if len(points) < 2 * MIN_RUNS:
@@ -150,12 +157,12 @@ class _Fitted:
     def _loss_x(self, at: pd.DataFrame):
         if self.loss_x == "chinchilla":
             return np.stack([at["n_params"].to_numpy(float), at["tokens"].to_numpy(float)])
-        return _compute(at)
+        return _compute(at, self.use_flops)
 
     def predict(self, at: pd.DataFrame) -> dict:
         rng = np.random.default_rng(self.seed + 7)
         if self.method == "direct":
-            x = _compute(at)
+            x = _compute(at, self.use_flops)
             return {"predicted": self.fit.predict(x), "draws": self.fit.draws(x, "prediction", rng)}
         X = self._loss_x(at)
         loss = self.loss_fit.predict(X)
@@ -198,9 +205,9 @@ def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None 
     elif method == "auto":
         if backtest is None:
             backtest = forecast_backtest(results, task, metric, via, level=level, floor=floor, n_boot=n_boot,
-                                         seed=seed)
+                                         seed=seed, use_flops="flops" in at.columns)
         method = choose_method(backtest)
-    model = _Fitted(method, final, points, bounds, floor, n_boot, seed)
+    model = _Fitted(method, final, points, bounds, floor, n_boot, seed, use_flops="flops" in at.columns)
     p = model.predict(at)
     lo, hi = _interval(p["draws"], level)
     out = pd.DataFrame({"task": task, "metric": metric, "n_params": at["n_params"], "tokens": at["tokens"],
@@ -216,13 +223,17 @@ def choose_method(backtest: pd.DataFrame) -> str:
     the backtest predicted nothing)."""
     if backtest.empty or backtest["error"].notna().sum() == 0:
         return "two_step"
-    mae = backtest.assign(abs_error=backtest["error"].abs()).groupby("method")["abs_error"].mean()
+    bt = backtest[backtest["error"].notna()]
+    # on the (origin, run) pairs both methods predicted: a method that could not fit an origin is not let off it
+    both = bt.groupby(["origin", "run_id"])["method"].transform("nunique") == bt["method"].nunique()
+    bt = bt[both] if both.any() else bt
+    mae = bt.assign(abs_error=bt["error"].abs()).groupby("method")["abs_error"].mean()
     return "direct" if mae.get("direct", np.inf) < mae.get("two_step", np.inf) else "two_step"
 
 
 def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | None = None, methods=None,
-                      level: float = 0.95, floor: float | None = None, n_boot: int = 200, seed: int = 0
-                      ) -> pd.DataFrame:
+                      level: float = 0.95, floor: float | None = None, n_boot: int = 200, seed: int = 0,
+                      use_flops: bool = False) -> pd.DataFrame:
     """Rolling-origin backtest on the ladder itself: for each size k with at least MIN_SIZES sizes below it, fit each
     method on the runs smaller than size k (all budgets) and predict every run of size k. One row per (method,
     origin, predicted run): BACKTEST_COLUMNS."""
@@ -238,7 +249,7 @@ def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | 
         for method in methods:
             try:
                 model = _Fitted(method, final[below], points[points["run_id"].isin(fit_runs)], bounds, floor,
-                                n_boot, seed)
+                                n_boot, seed, use_flops)
             except ValueError:
                 continue  # too few runs below this origin for this method: no prediction, nothing to score
             p = model.predict(targets)
@@ -278,7 +289,7 @@ def write_forecast(results: pd.DataFrame, out_dir, at, task: str, metric: str, v
     out_dir = Path(out_dir)
     at = check_targets(at)
     bt = forecast_backtest(results, task, metric, via, methods=[method] if method != "auto" else None, level=level,
-                           floor=floor, n_boot=n_boot, seed=seed)
+                           floor=floor, n_boot=n_boot, seed=seed, use_flops="flops" in at.columns)
     pred = forecast(results, at, task, metric, via, method, level, floor, n_boot, seed, backtest=bt)
     for frame, name in ((pred, "forecast.csv"), (bt, "forecast_backtest.csv")):
         tmp = out_dir / f".{name}.tmp"

@@ -262,14 +262,14 @@ def _tokenizer_for(checkpoint: Path, state: dict, vocab_size: int):
 
 
 def _write_tokenizer(tok, special: dict[str, int | None], kind: str, block_size: int, folder: Path) -> None:
-    """The tokenizer files, wrapped as transformers' fast tokenizer with its special tokens declared. Ours read
-    "<bos>" typed in a text as five characters (`split_special_tokens`), as emergence does; a learned tokenizer keeps
-    its own rule."""
+    """The tokenizer files, wrapped as transformers' fast tokenizer with its special tokens declared. "<bos>" typed
+    in a text is read as text (`split_special_tokens`), as emergence reads it in training, for the character, byte
+    and learned vocabularies alike."""
     from transformers import PreTrainedTokenizerFast
 
     names = {k: tok.id_to_token(i) for k, i in special.items() if i is not None}
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=block_size,
-                                      split_special_tokens=kind != "bpe", **{f"{k}_token": v for k, v in names.items()})
+                                      split_special_tokens=True, **{f"{k}_token": v for k, v in names.items()})
     wrapped.save_pretrained(folder)
     path = folder / "tokenizer_config.json"  # a class name that transformers 4.x knows too (5.x maps it to its own)
     path.write_text(json.dumps({**json.loads(path.read_text()), "tokenizer_class": "PreTrainedTokenizerFast"},

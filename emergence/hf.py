@@ -170,6 +170,10 @@ def check_weights(folder: Path, label: str) -> bool:
         raise ModelRefused(f"{label}: {folder} holds no weights (model.safetensors or pytorch_model.bin)")
     import torch
 
+    if tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) < (2, 6):
+        raise ModelRefused(f"{label}: its weights are pickled ({pickles[0].name}), and before torch 2.6 "
+                           "torch.load(weights_only=True) can still run code from a crafted pickle (CVE-2025-32434): "
+                           "upgrade torch to 2.6 or later, or convert the weights to safetensors from a trusted copy")
     for p in pickles:
         try:
             torch.load(p, map_location="cpu", weights_only=True, mmap=True)

@@ -14,9 +14,11 @@ Per task, on every example:
   models with different tokenizers compare on one scale;
 - answer log-probability by teacher forcing, its NLL per answer token (`answer_nll`) and per answer character
   (`answer_nll_char`, tokenizer-independent), and the teacher-forced argmax accuracy per answer token
-  (`token_accuracy`). The answer is tokenized on its own and its ids appended to the prompt's: a tokenizer that
-  would merge characters across the prompt/answer boundary ("=" + "19") is scored on the split it would not itself
-  produce, a small and constant bias for the numeric answers of this suite. The answer is scored without a stop.
+  (`token_accuracy`). The answer's ids are those that follow the prompt's in the tokenized prompt + answer
+  (`TextTokenizer.encode_answers`), so a tokenizer that marks word starts (SentencePiece's Metaspace) does not make
+  the answer a new word; where a merge crosses the boundary ("=" + "19" -> "=19") the prompt's ids are not a
+  prefix, and the answer is tokenized on its own: a split the tokenizer would not itself produce, a small bias for
+  the numeric answers of this suite. The answer is scored without a stop.
 
 Every metric comes with its standard error (binomial for exact match, the standard error of the mean of per-example
 values for the rest) and n, the number of examples.
@@ -79,7 +81,19 @@ class TextTokenizer:
             if special and self.bos_id is not None:
                 rows = [r if r[:1] == [self.bos_id] else [self.bos_id, *r] for r in rows]
             return rows
-        return [list(ids) for ids in self.tok(list(texts), add_special_tokens=special)["input_ids"]]
+        rows = [list(ids) for ids in self.tok(list(texts), add_special_tokens=special)["input_ids"]]
+        if special and self.eos_id is not None:  # a template that ends every text with eos (add_eos_token=True)
+            rows = [r[:-1] if len(r) > 1 and r[-1] == self.eos_id else r for r in rows]
+        return rows
+
+    def encode_answers(self, prompts: list[str], answers: list[str]) -> list[list[int]]:
+        """Each answer's ids as they follow its prompt: the tail of the tokenized prompt + answer where the prompt's
+        own tokens are a prefix of it (so a tokenizer that marks a word start, SentencePiece's Metaspace, does not
+        mark the answer as a new word), else the answer tokenized on its own."""
+        whole = self.encode([p + a for p, a in zip(prompts, answers)], special=False)
+        head = self.encode(list(prompts), special=False)
+        alone = self.encode(list(answers), special=False)
+        return [w[len(h):] if w[:len(h)] == h and len(w) > len(h) else a for w, h, a in zip(whole, head, alone)]
 
     def decode_many(self, rows: list[list[int]]) -> list[str]:
         if not rows:
@@ -267,10 +281,13 @@ def greedy(lm: CausalLM, prompts: list[list[int]], max_new: np.ndarray, stops: t
     stops = stops.to(lm.device)
     for rows in _batches(lengths, batch_size, not lm.left_padding):
         ids, mask = _left_pad([prompts[r] for r in rows], lm.device)
-        budget = int(max(max_new[r] for r in rows))
-        if lm.context is not None:
+        # each row's own limit: its budget, and never past the context from its own (unpadded) length
+        own = np.asarray([max_new[r] if lm.context is None else min(max_new[r], lm.context - lengths[r])
+                          for r in rows])
+        budget = int(own.max())
+        if lm.context is not None:  # the padded batch itself must fit as well
             budget = min(budget, lm.context - ids.shape[1])
-        limit = torch.as_tensor(np.asarray([max_new[r] for r in rows]), device=lm.device)
+        limit = torch.as_tensor(own, device=lm.device)
         if budget <= 0:
             continue
         logits, cache = lm.start(ids, mask)
@@ -353,7 +370,7 @@ def score_text_task(lm: CausalLM, tok: TextTokenizer, name: str, probe_cfg) -> t
         return _not_measured(name), {}, {}
     p_text, a_text = task.text(prompts, answers)
     p_ids = tok.encode(p_text, special=True)
-    a_ids = tok.encode(a_text, special=False)
+    a_ids = tok.encode_answers(p_text, a_text)
     longest = max(len(p) + len(a) for p, a in zip(p_ids, a_ids))
     if lm.context is not None and longest > lm.context:
         print(f"warning: task {name}: an example takes {longest} tokens, more than the model's context of "
@@ -417,7 +434,9 @@ def load_tokenizer_file(path) -> TextTokenizer:
     except ImportError:
         raise ValueError(f"{path} needs the tokenizers package to be read: pip install 'emergence[hf]'") from None
     try:
-        return TextTokenizer(Tokenizer.from_file(str(path)))
+        tok = Tokenizer.from_file(str(path))
+        tok.encode_special_tokens = True  # as in training: a literal "<eos>" in text is text (emergence.data)
+        return TextTokenizer(tok)
     except Exception as e:  # the library's own error types: a file that is not a tokenizer
         raise ValueError(f"{path} is not a readable tokenizers file ({type(e).__name__}: {e})") from None
 

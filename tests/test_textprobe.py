@@ -299,3 +299,27 @@ def test_a_bpe_run_is_probed_through_its_tokenizer(tmp_path):
     inst = pd.read_parquet(run / "instances.parquet")
     assert len(inst) == 2 * 2 * 6 and np.isfinite(inst["answer_logprob"]).all()
     assert len(probe_run(run, _cfg(n=6))) == 0  # incremental: nothing left to probe
+
+
+def test_an_answer_is_tokenized_as_it_follows_its_prompt():
+    """A SentencePiece-style tokenizer marks a word start (Metaspace): the answer "19" alone is "▁1 9", after
+    "12+7=" it is "=1 9"-like pieces. Scoring uses the tail of prompt + answer, as the model would produce it."""
+    tk = pytest.importorskip("tokenizers")
+    from emergence.textprobe import TextTokenizer
+
+    tok = tk.Tokenizer(tk.models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = tk.pre_tokenizers.Metaspace()
+    tok.decoder = tk.decoders.Metaspace()
+    trainer = tk.trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "<pad>", "<bos>", "<eos>"],
+                                     show_progress=False)
+    # prompts and numbers apart, so that no merge crosses "=" (one that did would leave the answer tokenized alone)
+    tok.train_from_iterator([f"{a}+{b}=" for a in range(40) for b in range(40)] + [str(n) for n in range(80)],
+                            trainer)
+    t = TextTokenizer(tok)
+    prompts, answers = ["12+7=", "3+4="], ["19", "7"]
+    got = t.encode_answers(prompts, answers)
+    assert got != t.encode(answers, special=False)  # alone, each answer would start a word
+    for p, a, ids in zip(prompts, answers, got):
+        whole, head = tok.encode(p + a).ids, tok.encode(p).ids
+        assert ids == whole[len(head):] and tok.decode(head + ids) == p + a
+        assert tok.id_to_token(ids[0]) != "\u2581"  # never a lone word-start marker before the answer
