@@ -57,7 +57,8 @@ METRIC_LABELS = {
     "exact_match": "exact match", "token_accuracy": "token accuracy", "answer_nll": "answer NLL (nats/token)",
     "brier": "Brier score", "edit_distance": "edit distance (normalised)", "loss": "held-out LM loss (nats/token)",
     "icl_score": "ICL score (nats)", "prefix_matching": "prefix-matching score", "acc": "accuracy",
-    "acc_norm": "accuracy (length-normalised)", "perplexity": "perplexity",
+    "acc_norm": "accuracy (length-normalised)", "perplexity": "perplexity", "bits_per_byte": "bits per byte",
+    "char_accuracy": "character accuracy", "answer_nll_char": "answer NLL (nats/character)",
 }
 X_LABELS = {"n_params": "parameters N", "n_params_nonembed": "non-embedding parameters",
             "flops": "training compute C (FLOP)", "tokens": "training tokens D",
