@@ -114,20 +114,27 @@ def public_ladder(n_boot: int = 200) -> pd.DataFrame:
     return t
 
 
-def synthetic_coverage(ladders: int = 30, n_boot: int = 200) -> dict:
-    """Share of new runs inside their 95% prediction interval, over synthetic ladders (`synthetic_ladder`: 6 sizes
-    x 3 budgets x 2 seeds x 6 checkpoints; each ladder's largest size predicted from the rest)."""
-    hits = {m: [] for m in fc.METHODS}
+def synthetic_predictions(ladders: int = 30, n_boot: int = 200, methods=fc.METHODS) -> dict[str, pd.DataFrame]:
+    """Each method's forecasts of new runs over synthetic ladders (`synthetic_ladder`: 6 sizes x 3 budgets x 2 seeds
+    x 6 checkpoints; each ladder's largest size predicted from the rest): lo, hi and the measured value, one row per
+    predicted run."""
+    out = {m: [] for m in methods}
     for r in range(ladders):
         df = synthetic_ladder(np.random.default_rng(100 + r))
         top = df["n_params"].max()
         new = df[(df["n_params"] == top) & (df["metric"] == "exact_match")]
         new = new[new["step"] == new["step"].max()].reset_index(drop=True)
-        for m in hits:
-            out = fc.forecast(df[df["n_params"] < top], new[["n_params", "tokens"]], "t", "exact_match",
-                              via="answer_nll", method=m, n_boot=n_boot, seed=r)
-            hits[m] += list((out["lo"] <= new["value"]) & (new["value"] <= out["hi"]))
-    return {m: (float(np.mean(h)), len(h)) for m, h in hits.items()}
+        for m in methods:
+            pred = fc.forecast(df[df["n_params"] < top], new[["n_params", "tokens"]], "t", "exact_match",
+                               via="answer_nll", method=m, n_boot=n_boot, seed=r)
+            out[m].append(pred[["lo", "hi"]].assign(value=new["value"]))
+    return {m: pd.concat(parts, ignore_index=True) for m, parts in out.items()}
+
+
+def synthetic_coverage(ladders: int = 30, n_boot: int = 200) -> dict:
+    """Share of new runs inside their 95% prediction interval, and how many, per method (`synthetic_predictions`)."""
+    return {m: (float(((p["lo"] <= p["value"]) & (p["value"] <= p["hi"])).mean()), len(p))
+            for m, p in synthetic_predictions(ladders, n_boot).items()}
 
 
 def main(argv=None) -> int:

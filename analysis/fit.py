@@ -119,6 +119,11 @@ class FitResult:
         kept inside `y_bounds`."""
         return self._clip(self._law.func(self._x(x), *[self.params[p] for p in self._law.params]))
 
+    @property
+    def finite_boot(self) -> np.ndarray:
+        """The bootstrap's parameter sets that are finite (a refit that failed is left out), (B, p)."""
+        return self.boot[np.all(np.isfinite(self.boot), axis=1)] if self.boot is not None else np.empty((0, 0))
+
     def draws(self, x, kind: str = "prediction", rng: np.random.Generator | None = None,
               per_draw: bool = False) -> np.ndarray:
         """The bootstrap's curves at x, (B, n): `kind="confidence"` the refitted curves themselves, `"prediction"`
@@ -130,7 +135,7 @@ class FitResult:
         if kind not in ("confidence", "prediction"):
             raise ValueError(f"kind must be 'confidence' or 'prediction', got {kind!r}")
         X = self._x(x)
-        B = self.boot[np.all(np.isfinite(self.boot), axis=1)]
+        B = self.finite_boot
         if per_draw:
             if self._law.n_inputs != 1 or X.ndim != 2 or X.shape[0] > len(B):
                 raise ValueError(f"per_draw needs x of shape (m, n) with m <= {len(B)} for a one-input law")

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import schema
-from analysis.fit import FitResult, fit_law
+from analysis.fit import fit_law
 
 METHODS = ("two_step", "direct")
 COLUMNS = ["task", "metric", "n_params", "tokens", "predicted", "lo", "hi", "method"]
@@ -167,13 +167,9 @@ class _Fitted:
         X = self._loss_x(at)
         loss = self.loss_fit.predict(X)
         loss_draws = self.loss_fit.draws(X, "prediction", rng)
-        m = min(len(loss_draws), _n_finite(self.fit))
+        m = min(len(loss_draws), len(self.fit.finite_boot))
         draws = self.fit.draws(1.0 / loss_draws[:m], "prediction", rng, per_draw=True)
         return {"predicted": self.fit.predict(1.0 / loss), "draws": draws, "via": loss, "via_draws": loss_draws}
-
-
-def _n_finite(fit: FitResult) -> int:
-    return int(np.all(np.isfinite(fit.boot), axis=1).sum()) if fit.boot is not None else 0
 
 
 def _interval(draws: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:

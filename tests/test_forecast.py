@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from analysis import forecast as fc
-from analysis.bench_forecast import synthetic_ladder, true_loss, true_score
+from analysis.bench_forecast import synthetic_ladder, synthetic_predictions, true_loss, true_score
 
 
 @pytest.fixture(scope="module")
@@ -57,18 +57,10 @@ def test_prediction_intervals_hold_at_their_nominal_rate_over_repeated_ladders()
     """20 ladders; each predicts the 6 runs of its largest size from the 5 below. A 95% prediction interval for a
     run's measurement should hold about 95% of them: with 120 predictions, at least 85% (3 binomial standard errors
     below 95%) and not every one of them on every ladder by being too wide (the mean width stays under 0.3)."""
-    hits, widths = [], []
-    for r in range(20):
-        df = synthetic_ladder(np.random.default_rng(100 + r))
-        top = df["n_params"].max()
-        new = df[(df["n_params"] == top) & (df["metric"] == "exact_match")]
-        new = new[new["step"] == new["step"].max()].reset_index(drop=True)
-        out = fc.forecast(df[df["n_params"] < top], new[["n_params", "tokens"]], "t", "exact_match",
-                          via="answer_nll", method="two_step", n_boot=100, seed=r)
-        hits += list((out["lo"] <= new["value"]) & (new["value"] <= out["hi"]))
-        widths += list(out["hi"] - out["lo"])
-    assert np.mean(hits) >= 0.85, np.mean(hits)
-    assert np.mean(widths) < 0.3
+    p = synthetic_predictions(20, n_boot=100, methods=("two_step",))["two_step"]
+    hits = (p["lo"] <= p["value"]) & (p["value"] <= p["hi"])
+    assert len(p) == 120 and np.mean(hits) >= 0.85, np.mean(hits)
+    assert np.mean(p["hi"] - p["lo"]) < 0.3
 
 
 @pytest.mark.parametrize("at, message", [
