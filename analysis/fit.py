@@ -28,7 +28,7 @@ parameters, and is what makes thousands of resamples affordable).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -123,6 +123,14 @@ class FitResult:
     def finite_boot(self) -> np.ndarray:
         """The bootstrap's parameter sets that are finite (a refit that failed is left out), (B, p)."""
         return self.boot[np.all(np.isfinite(self.boot), axis=1)] if self.boot is not None else np.empty((0, 0))
+
+    def with_scatter_of(self, x, y) -> "FitResult":
+        """The same fit, whose prediction draws resample the residuals of the points (x, y) on the fitted scale
+        instead of those of every point it was fitted on (points with a non-finite residual are left out)."""
+        yv = np.asarray(y, dtype=float)
+        with np.errstate(all="ignore"):
+            r = to_space(yv, self._space) - to_space(self.predict(x), self._space)
+        return replace(self, residuals=r[np.isfinite(r)])
 
     def draws(self, x, kind: str = "prediction", rng: np.random.Generator | None = None,
               per_draw: bool = False) -> np.ndarray:

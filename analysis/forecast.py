@@ -108,11 +108,36 @@ def _compute(frame: pd.DataFrame, use_flops: bool) -> np.ndarray:
     return six_nd
 
 
+def _check_levels(metric: str, floor: float | None, ceiling: float | None) -> None:
+    """A given floor and ceiling lie inside the metric's bounds, the floor below the ceiling; ValueError otherwise."""
+    lo, hi = _bounds(metric)
+    lo, hi = (-np.inf if lo is None else lo), (np.inf if hi is None else hi)
+    for name, v in (("floor", floor), ("ceiling", ceiling)):
+        if v is not None and not (np.isfinite(v) and lo <= v <= hi):
+            raise ValueError(f"the {name} {v} is outside {metric}'s range [{lo}, {hi}]")
+    if floor is not None and ceiling is not None and not floor < ceiling:
+        raise ValueError(f"the floor {floor} must lie below the ceiling {ceiling}")
+
+
 def _enough(final: pd.DataFrame, what: str) -> None:
     sizes = final["n_params"].nunique()
     if sizes < MIN_SIZES or len(final) < MIN_RUNS:
         raise ValueError(f"{what}: the ladder has {sizes} size(s) and {len(final)} run(s) with this task measured; "
                          f"a forecast needs at least {MIN_SIZES} sizes and {MIN_RUNS} runs")
+
+
+TOP_SIZES = 2  # the ladder's largest sizes, whose runs' scatter about the fit a new run's draws take
+
+
+def _top_scatter(fit, frame: pd.DataFrame, x, y: str):
+    """`fit` with the residuals a new run's draw resamples taken from the runs at the ladder's TOP_SIZES largest
+    sizes only: the scatter between runs is measured where it lives, nearest the targets. Where runs split between
+    a floor and an acquired level the scatter there is large, and it is small on a plateau; pooled over every size
+    it would be neither. The refitted curves (the fit's own uncertainty) are unchanged."""
+    top = frame[frame["n_params"].isin(np.sort(frame["n_params"].unique())[-TOP_SIZES:])]
+    X = top[list(x)].to_numpy(float).T if isinstance(x, tuple) else top[x].to_numpy(float)
+    out = fit.with_scatter_of(X, top[y].to_numpy(float))
+    return out if len(out.residuals) >= 2 else fit
 
 
 # ------------------------------------------------------------------------------------------------------ methods
@@ -121,9 +146,11 @@ class _Fitted:
     new run's measurement at each target (and of its loss, for two_step)."""
 
     def __init__(self, method: str, final: pd.DataFrame, points: pd.DataFrame, bounds, floor, n_boot: int, seed: int,
-                 use_flops: bool = False):
+                 use_flops: bool = False, ceiling: float | None = None):
         self.method, self.seed, self.use_flops = method, seed, use_flops
         lo, hi = bounds
+        # the floor is the score far from learning on either route; the ceiling given is the score at zero loss,
+        # step 2's alone (direct's ceiling, at unbounded compute, is fitted)
         level_bounds = {"floor": (floor, floor)} if floor is not None else None
         run_index = {r: i for i, r in enumerate(final["run_id"])}
         if method == "direct":
@@ -131,6 +158,7 @@ class _Fitted:
             pts = final.assign(compute=_compute(final, use_flops), seed=final["run_id"].map(run_index))
             self.fit = fit_law(pts, "logistic", "compute", "value", y_bounds=(lo, hi), bounds=level_bounds,
                                n_boot=n_boot, seed=seed)
+            self.fit = _top_scatter(self.fit, pts, "compute", "value")
             self.name = "direct (logistic in compute)"
             return
         _enough(final, "two_step")
@@ -141,15 +169,20 @@ class _Fitted:
             self.loss_fit = fit_law(final, "chinchilla", ("n_params", "tokens"), "via", n_boot=n_boot, seed=seed,
                                     loss="l2", space="log")
             self.loss_x = "chinchilla"
+            self.loss_fit = _top_scatter(self.loss_fit, final, ("n_params", "tokens"), "via")
         else:
             self.loss_fit = fit_law(final.assign(compute=_compute(final, use_flops)), "power", "compute", "via",
                                     n_boot=n_boot,
                                     seed=seed, space="log")
             self.loss_x = "power in compute"
+            self.loss_fit = _top_scatter(self.loss_fit, final.assign(compute=_compute(final, use_flops)), "compute",
+                                         "via")
         if len(points) < 2 * MIN_RUNS:
             raise ValueError(f"two_step: {len(points)} checkpoints have both the metric and the loss; the sigmoid "
                              f"of step 2 needs at least {2 * MIN_RUNS}")
         pts = points.assign(inv_loss=1.0 / points["via"].astype(float), seed=points["run_id"].map(run_index))
+        if ceiling is not None:
+            level_bounds = {**(level_bounds or {}), "ceiling": (ceiling, ceiling)}
         self.fit = fit_law(pts, "logistic", "inv_loss", "value", y_bounds=(lo, hi), bounds=level_bounds,
                            n_boot=n_boot, seed=seed)
         self.name = f"two_step ({self.loss_x}, then a sigmoid of the loss)"
@@ -180,12 +213,14 @@ def _interval(draws: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------------------------------------------ the API
 def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None = None, method: str = "auto",
              level: float = 0.95, floor: float | None = None, n_boot: int = 200, seed: int = 0,
-             backtest: pd.DataFrame | None = None) -> pd.DataFrame:
+             backtest: pd.DataFrame | None = None, ceiling: float | None = None) -> pd.DataFrame:
     """Predict `metric` on `task` for each target model in `at` (n_params, tokens, optionally flops) from the ladder
     in `results` (the tidy results table: sizes x budgets x checkpoints). One row per target: task, metric,
     n_params, tokens, predicted, lo, hi (a `level` prediction interval for one run's measurement), method, and with
     `via` (the task loss) via_predicted, via_lo, via_hi. `floor`: the metric's chance level where known (multiple
-    choice), else fitted. method: two_step (needs via), direct, or auto (by rolling-origin backtest; `backtest`, if
+    choice), else fitted. `ceiling`: the score at zero loss where known (two_step), else fitted: give the metric's
+    upper bound when `via` is the loss of the answer itself (answer_nll, bits_per_byte of the answer), whose zero
+    makes the answer certain. method: two_step (needs via), direct, or auto (by rolling-origin backtest; `backtest`, if
     given, is that of `forecast_backtest` with the same arguments)."""
     at = check_targets(at)
     if not 0 < level < 1:
@@ -194,6 +229,7 @@ def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None 
         raise ValueError(f"method must be auto, two_step or direct, got {method!r}")
     if method == "two_step" and not via:
         raise ValueError("method two_step needs via: the task loss metric (e.g. answer_nll or bits_per_byte)")
+    _check_levels(metric, floor, ceiling)
     final, points = ladder(results, task, metric, via)
     bounds = _bounds(metric)
     if method == "auto" and not via:
@@ -201,9 +237,10 @@ def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None 
     elif method == "auto":
         if backtest is None:
             backtest = forecast_backtest(results, task, metric, via, level=level, floor=floor, n_boot=n_boot,
-                                         seed=seed, use_flops="flops" in at.columns)
+                                         seed=seed, use_flops="flops" in at.columns, ceiling=ceiling)
         method = choose_method(backtest)
-    model = _Fitted(method, final, points, bounds, floor, n_boot, seed, use_flops="flops" in at.columns)
+    model = _Fitted(method, final, points, bounds, floor, n_boot, seed, use_flops="flops" in at.columns,
+                    ceiling=ceiling)
     p = model.predict(at)
     lo, hi = _interval(p["draws"], level)
     out = pd.DataFrame({"task": task, "metric": metric, "n_params": at["n_params"], "tokens": at["tokens"],
@@ -229,11 +266,12 @@ def choose_method(backtest: pd.DataFrame) -> str:
 
 def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | None = None, methods=None,
                       level: float = 0.95, floor: float | None = None, n_boot: int = 200, seed: int = 0,
-                      use_flops: bool = False) -> pd.DataFrame:
+                      use_flops: bool = False, ceiling: float | None = None) -> pd.DataFrame:
     """Rolling-origin backtest on the ladder itself: for each size k with at least MIN_SIZES sizes below it, fit each
     method on the runs smaller than size k (all budgets) and predict every run of size k. One row per (method,
     origin, predicted run): BACKTEST_COLUMNS."""
     methods = list(methods or (METHODS if via else ("direct",)))
+    _check_levels(metric, floor, ceiling)
     final, points = ladder(results, task, metric, via)
     bounds = _bounds(metric)
     sizes = np.sort(final["n_params"].unique())
@@ -245,7 +283,7 @@ def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | 
         for method in methods:
             try:
                 model = _Fitted(method, final[below], points[points["run_id"].isin(fit_runs)], bounds, floor,
-                                n_boot, seed, use_flops)
+                                n_boot, seed, use_flops, ceiling)
             except ValueError:
                 continue  # too few runs below this origin for this method: no prediction, nothing to score
             p = model.predict(targets)
@@ -277,7 +315,7 @@ def coverage(backtest: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
 
 def write_forecast(results: pd.DataFrame, out_dir, at, task: str, metric: str, via: str | None = None,
                    method: str = "auto", level: float = 0.95, floor: float | None = None, n_boot: int = 200,
-                   seed: int = 0) -> dict[str, pd.DataFrame]:
+                   seed: int = 0, ceiling: float | None = None) -> dict[str, pd.DataFrame]:
     """`forecast` and `forecast_backtest` of one task, written to `out_dir` as forecast.csv and
     forecast_backtest.csv (each replaced whole, or not at all); returns the two tables and the coverage."""
     from pathlib import Path
@@ -285,8 +323,8 @@ def write_forecast(results: pd.DataFrame, out_dir, at, task: str, metric: str, v
     out_dir = Path(out_dir)
     at = check_targets(at)
     bt = forecast_backtest(results, task, metric, via, methods=[method] if method != "auto" else None, level=level,
-                           floor=floor, n_boot=n_boot, seed=seed, use_flops="flops" in at.columns)
-    pred = forecast(results, at, task, metric, via, method, level, floor, n_boot, seed, backtest=bt)
+                           floor=floor, n_boot=n_boot, seed=seed, use_flops="flops" in at.columns, ceiling=ceiling)
+    pred = forecast(results, at, task, metric, via, method, level, floor, n_boot, seed, backtest=bt, ceiling=ceiling)
     for frame, name in ((pred, "forecast.csv"), (bt, "forecast_backtest.csv")):
         tmp = out_dir / f".{name}.tmp"
         frame.to_csv(tmp, index=False)

@@ -188,7 +188,8 @@ def cmd_forecast(args) -> int:
         raise UsageError(f"{path} does not exist; give a sweep folder or a results table")
     out = write_forecast(an.load_results(path), path if path.is_dir() else path.parent,
                          [parse_target(a) for a in args.at], args.task, args.metric, via=args.via,
-                         method=args.method, level=args.level, floor=args.floor, n_boot=args.n_boot)
+                         method=args.method, level=args.level, floor=args.floor, n_boot=args.n_boot,
+                         ceiling=args.ceiling)
     with pd.option_context("display.width", 160, "display.max_colwidth", 60):
         print(out["forecast"].to_string(index=False))
         cov = out["coverage"]
@@ -313,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a model to predict (repeatable)")
     q.add_argument("--method", default="auto", choices=["auto", "two_step", "direct"])
     q.add_argument("--floor", type=float, default=None, help="the metric's chance level (multiple choice), else fitted")
+    q.add_argument("--ceiling", type=float, default=None,
+                   help="the score at zero loss (two_step), else fitted: 1 when --via is the answer's own loss")
     q.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
     q.add_argument("--n-boot", type=int, default=200, help="bootstrap draws of each fit (default 200)")
     q.set_defaults(fn=cmd_forecast)

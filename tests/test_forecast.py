@@ -38,6 +38,52 @@ def test_a_given_floor_is_the_sigmoid_floor(lad):
     assert out["predicted"].iloc[0] == pytest.approx(0.25, abs=1e-3)
 
 
+def test_a_given_ceiling_is_the_score_at_zero_loss(lad):
+    """The ceiling of step 2 is the score as the loss goes to 0: given, the sigmoid reaches it there, and only there
+    (the direct route's ceiling, at unbounded compute, stays fitted)."""
+    at = pd.DataFrame({"n_params": [6e8], "tokens": [3e9]})
+    model = fc._Fitted("two_step", *fc.ladder(lad, "t", "exact_match", "answer_nll"), (0.0, 1.0), None, 50, 0,
+                       ceiling=1.0)
+    assert model.fit.params["ceiling"] == 1.0 and model.fit.predict([1e9]) == pytest.approx(1.0, abs=1e-6)
+    free = fc._Fitted("two_step", *fc.ladder(lad, "t", "exact_match", "answer_nll"), (0.0, 1.0), None, 50, 0)
+    assert free.fit.params["ceiling"] < 0.999  # the truth's is 0.95: fitted, it is not the bound
+    out = fc.forecast(lad, at, "t", "exact_match", via="answer_nll", method="direct", ceiling=1.0, n_boot=50)
+    assert out["method"].iloc[0].startswith("direct")
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"ceiling": 1.5}, "ceiling 1.5 is outside exact_match's range"),
+    ({"floor": -0.1}, "floor -0.1 is outside"),
+    ({"floor": 0.6, "ceiling": 0.5}, "floor 0.6 must lie below the ceiling 0.5"),
+])
+def test_impossible_levels_are_refused_with_one_line(lad, kw, message):
+    at = pd.DataFrame({"n_params": [6e8], "tokens": [3e9]})
+    with pytest.raises(ValueError, match=message):
+        fc.forecast(lad, at, "t", "exact_match", via="answer_nll", method="two_step", **kw)
+    with pytest.raises(ValueError, match=message):
+        fc.forecast_backtest(lad, "t", "exact_match", via="answer_nll", **kw)
+
+
+def test_a_new_run_scatters_as_the_runs_of_the_largest_sizes_do(lad):
+    """A new run's draws resample the residuals of the runs at the ladder's two largest sizes, not of every run:
+    where those runs split (some acquired the ability, some did not), the interval must hold either fate."""
+    final, points = fc.ladder(lad, "t", "exact_match", "answer_nll")
+    model = fc._Fitted("two_step", final, points, (0.0, 1.0), None, 50, 0)
+    top = final[final["n_params"].isin(np.sort(final["n_params"].unique())[-2:])]
+    assert len(model.loss_fit.residuals) == len(top) == 12  # 2 sizes x 3 budgets x 2 seeds
+    expect = np.log(top["via"].to_numpy()) - np.log(model.loss_fit.predict(top[["n_params", "tokens"]]))
+    assert np.allclose(np.sort(model.loss_fit.residuals), np.sort(expect))
+    # the largest size's runs split: half stay at the untrained loss; a run of the next size may too
+    split = lad.copy()
+    big = split["n_params"] == split["n_params"].max()
+    odd = big & split["run_id"].str.endswith("s1") & (split["metric"] == "answer_nll")
+    split.loc[odd, "value"] *= 3.0
+    at = pd.DataFrame({"n_params": [6e8], "tokens": [3e9]})
+    wide = fc.forecast(split, at, "t", "exact_match", via="answer_nll", method="two_step", n_boot=100)
+    narrow = fc.forecast(lad, at, "t", "exact_match", via="answer_nll", method="two_step", n_boot=100)
+    assert wide["via_hi"].iloc[0] > 2 * narrow["via_hi"].iloc[0] and wide["lo"].iloc[0] < narrow["lo"].iloc[0] - 0.05
+
+
 def test_backtest_predicts_each_larger_size_from_the_smaller_ones(lad):
     bt = fc.forecast_backtest(lad, "t", "exact_match", via="answer_nll", n_boot=100)
     sizes = np.sort(lad["n_params"].unique())
