@@ -81,6 +81,7 @@ class FitResult:
     options: dict = field(default_factory=dict, repr=False)
     space: str = ""  # "" means "log" when log_resid else "linear" (results built by hand)
     y_bounds: tuple[float, float] = (-np.inf, np.inf)
+    scatter: str = "resample"  # a new point's scatter in prediction draws: the residuals resampled, or "t"
 
     @property
     def _space(self) -> str:
@@ -125,12 +126,16 @@ class FitResult:
         return self.boot[np.all(np.isfinite(self.boot), axis=1)] if self.boot is not None else np.empty((0, 0))
 
     def with_scatter_of(self, x, y) -> "FitResult":
-        """The same fit, whose prediction draws resample the residuals of the points (x, y) on the fitted scale
-        instead of those of every point it was fitted on (points with a non-finite residual are left out)."""
+        """The same fit, whose prediction draws take a new point's scatter from the residuals of the points (x, y)
+        on the fitted scale, instead of resampling those of every point it was fitted on (points with a non-finite
+        residual are left out). A few residuals cannot be resampled: n of them place a new point beyond their range
+        with probability 2 / (n + 1), 15% for 12. So the draws are t: s t_n, with s^2 = sum r^2 / n about the curve
+        (its mean known: the refitted curves carry the fit's own uncertainty) and n degrees of freedom, the
+        prediction interval of a normal scatter whose variance is estimated from n points."""
         yv = np.asarray(y, dtype=float)
         with np.errstate(all="ignore"):
             r = to_space(yv, self._space) - to_space(self.predict(x), self._space)
-        return replace(self, residuals=r[np.isfinite(r)])
+        return replace(self, residuals=r[np.isfinite(r)], scatter="t")
 
     def draws(self, x, kind: str = "prediction", rng: np.random.Generator | None = None,
               per_draw: bool = False) -> np.ndarray:
@@ -151,7 +156,11 @@ class FitResult:
         F = np.atleast_2d(self._law.func(X, *[B[:, j:j + 1] for j in range(B.shape[1])]))
         if kind == "prediction" and self.residuals is not None and len(self.residuals):
             rng = np.random.default_rng(self.options.get("seed", 0) + 1) if rng is None else rng
-            eps = rng.choice(self.residuals, size=F.shape)
+            if self.scatter == "t":
+                r = self.residuals
+                eps = np.sqrt(np.mean(r * r)) * rng.standard_t(r.size, size=F.shape)
+            else:
+                eps = rng.choice(self.residuals, size=F.shape)
             F = from_space(to_space(F, self._space) + eps, self._space)
         return self._clip(F)
 

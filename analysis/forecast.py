@@ -5,8 +5,9 @@ Two methods, each with a prediction interval for one new run's measurement:
 
 - `two_step` (Bhagia et al. 2024, "Establishing Task Scaling Laws via Compute-Efficient Model Ladders"):
   1. the task loss `via` (e.g. the answer's NLL or bits per byte) from the runs' final checkpoints as
-     L(N, D) = E + A / N^alpha + B / D^beta (`chinchilla`) where the ladder varies N and D independently, else as a
-     power law in compute C = 6 N D (a ladder with one token budget, or with D tied to N, cannot separate them);
+     L(N, D) = E + A / N^alpha + B / D^beta (`chinchilla`) where the ladder varies N and D independently over three
+     budgets or more, else as a power law in compute C = 6 N D (a ladder with one token budget, or with D tied to N,
+     cannot separate them, and two budgets cannot identify B and beta);
   2. the metric as a sigmoid of that loss, fitted on every checkpoint of every run (intermediate ones too): the
      `logistic` law in x = 1 / loss, so that its floor is the score as the loss grows without bound (chance, for
      multiple choice: give it as `floor`, or it is fitted) and its ceiling the score as the loss goes to 0.
@@ -43,6 +44,7 @@ BACKTEST_COLUMNS = ["task", "metric", "method", "laws", "origin", "n_fit_sizes",
 COVERAGE_COLUMNS = ["task", "metric", "method", "level", "n_origins", "n_predicted", "coverage", "mae", "mean_rel_error"]
 MIN_SIZES = 3  # distinct sizes a fit needs below the size it predicts
 MIN_RUNS = 4  # runs a fit needs
+MIN_BUDGETS = 3  # distinct token budgets L(N, D) needs; fewer, and step 1 is a power law in compute
 
 
 # --------------------------------------------------------------------------------------------------- the ladder
@@ -164,7 +166,10 @@ class _Fitted:
         _enough(final, "two_step")
         if final["via"].isna().any() or (final["via"] <= 0).any():
             raise ValueError("two_step: every run needs a positive task loss (via) at its final checkpoint")
-        separable = final[["n_params", "tokens"]].drop_duplicates().shape[0] > final["n_params"].nunique()
+        # B / D^beta needs three budgets or more to be identified (two give two points for two unknowns), and N and
+        # D must vary apart: some size trained on more than one budget
+        separable = (final["tokens"].nunique() >= MIN_BUDGETS
+                     and final[["n_params", "tokens"]].drop_duplicates().shape[0] > final["n_params"].nunique())
         if separable:
             self.loss_fit = fit_law(final, "chinchilla", ("n_params", "tokens"), "via", n_boot=n_boot, seed=seed,
                                     loss="l2", space="log")

@@ -3,6 +3,7 @@ backtest, bounds, and bad input."""
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from analysis import forecast as fc
 from analysis.bench_forecast import synthetic_ladder, synthetic_predictions, true_loss, true_score
@@ -73,6 +74,13 @@ def test_a_new_run_scatters_as_the_runs_of_the_largest_sizes_do(lad):
     assert len(model.loss_fit.residuals) == len(top) == 12  # 2 sizes x 3 budgets x 2 seeds
     expect = np.log(top["via"].to_numpy()) - np.log(model.loss_fit.predict(top[["n_params", "tokens"]]))
     assert np.allclose(np.sort(model.loss_fit.residuals), np.sort(expect))
+    # 12 residuals cannot be resampled into a 95% interval: a new run's scatter is s t_12, s their RMS
+    assert model.loss_fit.scatter == "t" and model.fit.scatter == "resample"
+    X = np.array([[6e8] * 20000, [3e9] * 20000])
+    eps = np.log(model.loss_fit.draws(X, rng=np.random.default_rng(0))) - np.log(
+        model.loss_fit.draws(X, "confidence"))
+    s = np.sqrt(np.mean(expect ** 2))
+    assert np.quantile(np.abs(eps), 0.95) == pytest.approx(s * stats.t.ppf(0.975, 12), rel=0.05)
     # the largest size's runs split: half stay at the untrained loss; a run of the next size may too
     split = lad.copy()
     big = split["n_params"] == split["n_params"].max()
@@ -82,6 +90,16 @@ def test_a_new_run_scatters_as_the_runs_of_the_largest_sizes_do(lad):
     wide = fc.forecast(split, at, "t", "exact_match", via="answer_nll", method="two_step", n_boot=100)
     narrow = fc.forecast(lad, at, "t", "exact_match", via="answer_nll", method="two_step", n_boot=100)
     assert wide["via_hi"].iloc[0] > 2 * narrow["via_hi"].iloc[0] and wide["lo"].iloc[0] < narrow["lo"].iloc[0] - 0.05
+
+
+def test_two_budgets_cannot_separate_n_and_d(lad):
+    """L(N, D) is fitted only where three budgets or more identify B and beta; with two, step 1 is a power law in
+    compute."""
+    at = pd.DataFrame({"n_params": [6e8], "tokens": [3e9]})
+    two = lad[lad["run_id"].str.contains("_D3000000000_|_D1000000000_")]
+    assert two.groupby("run_id")["tokens"].max().nunique() == 2
+    out = fc.forecast(two, at, "t", "exact_match", via="answer_nll", method="two_step", n_boot=50)
+    assert out["method"].iloc[0].startswith("two_step (power in compute")
 
 
 def test_backtest_predicts_each_larger_size_from_the_smaller_ones(lad):
