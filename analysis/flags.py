@@ -52,12 +52,13 @@ def _mirage(flags: pd.DataFrame, rows: pd.DataFrame, x: str, answer_lengths, len
             common = a.index.intersection(b.index)
             at = [c for c in common if isinstance(trans, np.ndarray) and np.any(np.isclose(np.log10(c), trans))]
             at = at or list(common)
+            # L as the rows measured it (a tokenizer's answer tokens), else the registry's, else fitted below
             length = None
-            if answer_lengths and r["task"] in answer_lengths:
-                length = float(answer_lengths[r["task"]])
-            elif lengths_col is not None:
+            if lengths_col is not None:
                 vals = pd.to_numeric(lengths_col.get(r["task"]), errors="coerce")
                 length = float(vals) if vals is not None and np.isfinite(vals) else None
+            if length is None and answer_lengths and r["task"] in answer_lengths:
+                length = float(answer_lengths[r["task"]])
             if length is None and len(common) >= 2:
                 Ls = np.linspace(0.25, 64, 512)
                 aa, bb = a.loc[common].to_numpy(), b.loc[common].to_numpy()
@@ -100,8 +101,9 @@ def flag_emergence(df: pd.DataFrame, x: str = "n_params", *, answer_lengths: dic
     (`analysis.views.loss_view`). Only measured rows count (`schema.measured`). Each metric's direction and bounds
     come from the metric registry. q_value: Benjamini-Hochberg across the rows; an emergent verdict needs
     q <= alpha. mirage: see `_mirage`. loss_at_jump: the held-out loss (task "lm", metric "loss") of each run's last
-    checkpoint that separates runs that acquired the ability from those that did not. answer_lengths {task: L} (or
-    an `answer_length` column) gives L for the exact match vs token_accuracy^L comparison; else L is fitted.
+    checkpoint that separates runs that acquired the ability from those that did not. L of the exact match vs
+    token_accuracy^L comparison: the rows' own `answer_length` column where they carry one (the answer tokens of
+    the tokenizer that scored them), else answer_lengths {task: L}, else fitted.
     options go to `flag_curve` (w0, alpha, n_boot, seed, min_sizes, min_side).
     """
     if not isinstance(x, str):

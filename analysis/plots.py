@@ -480,13 +480,16 @@ def verdict_text(flags: pd.DataFrame | None, task: str, metrics, x: str = "n_par
 
     lines = []
     any_flag = False
+    # a label's short form, unless two of these metrics share it (acc and acc_norm are both "accuracy")
+    brief = {m: METRIC_LABELS.get(m, m).split(" (")[0] for m in metrics}
+    shared = {v for v in brief.values() if list(brief.values()).count(v) > 1}
     for m in metrics:
         f = _flag_row(flags, task, m, x)
         if f is None:
             continue
         any_flag = True
         verdict = str(f.get("verdict", "?"))
-        name = METRIC_LABELS.get(m, m).split(" (")[0]
+        name = METRIC_LABELS.get(m, m) if brief[m] in shared else brief[m]
         lines.append(safe_text(f"{name}: {verdict.upper() if verdict == 'emergent' else verdict}"))
         if verdict == "emergent":
             detail = flag_annotation(f).replace("\n", "; ")

@@ -150,7 +150,7 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
         out_dir = path if path.is_dir() else path.parent
     written.update(an.run_analysis(df, out_dir, x=x, views=views, runs=_maybe_runs(out_dir),
                                    instances=_maybe(out_dir / "instances.parquet"),
-                                   flag_options={"answer_lengths": answer_lengths(df["task"].unique()),
+                                   flag_options={"answer_lengths": answer_lengths(df),
                                                  **(flag_options or {})}))
     return written
 
@@ -229,13 +229,17 @@ def analyze_command(path: Path, *, x: str = "n_params", source: str = "results",
     return shlex.join(words)
 
 
-def answer_lengths(tasks) -> dict[str, float]:
+def answer_lengths(df) -> dict[str, float]:
     """Mean answer length in tokens (with the end token) of each registered task's probe set: the L of the p^L
-    prediction of exact match from token accuracy (Schaeffer et al. 2023)."""
+    prediction of exact match from token accuracy (Schaeffer et al. 2023), for the tasks of the results table `df`
+    that were probed in the tasks' own character vocabulary. A task probed through a tokenizer (its rows have the
+    text probe's `char_accuracy`) counts its answer in that tokenizer's tokens, which the table does not record:
+    it gets no L here, and `flag_emergence` fits L instead of using a wrong one."""
     from emergence.tasks import VOCAB, get_task
 
+    texts = set(df.loc[df["metric"].astype(str) == "char_accuracy", "task"].astype(str))
     out = {}
-    for name in tasks:
+    for name in sorted(set(df["task"].astype(str)) - texts):
         try:
             _, answers, _ = get_task(str(name)).heldout_set(64, seed=0)
         except ValueError:
@@ -287,7 +291,7 @@ def stability_cli(path: Path, *, runs_per_size: int, replicates: int | None = No
         raise ConfigError(f"--runs-per-size must be at least 1, got {runs_per_size}")
     df = an.load_results(path)
     table = stability(df, runs_per_size, replicates, seed=seed,
-                      **{"answer_lengths": answer_lengths(df["task"].unique()), **flag_options(jump_width=jump_width)})
+                      **{"answer_lengths": answer_lengths(df), **flag_options(jump_width=jump_width)})
     out = (path if path.is_dir() else path.parent) / "stability.csv"
     _write_csv(table, out)
     with pd.option_context("display.width", 160, "display.max_rows", 200):

@@ -185,3 +185,16 @@ def test_wide_table_in_one_command(tmp_path, capsys):
                  "--map", "step=_step", "--set", "n_params=1"]) == 2
     err = capsys.readouterr().err
     assert "no column matches value='evals/{task}/{metric}'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_answer_lengths_only_for_tasks_probed_in_their_own_vocabulary():
+    """The L of exact match ~ token_accuracy^L is the character vocabulary's answer length (digits and the end
+    token) where a task was probed in it; a task probed through a tokenizer (char_accuracy rows) gets none, so L
+    is fitted rather than taken from the wrong vocabulary."""
+    from emergence.analyze import answer_lengths
+
+    rows = pd.DataFrame({"task": ["add2", "add2", "add3", "add3", "sort"],
+                         "metric": ["exact_match", "token_accuracy", "exact_match", "char_accuracy", "exact_match"]})
+    got = answer_lengths(rows)
+    assert got["add2"] == 4.0  # 3 digits of the sum and the end token
+    assert "add3" not in got and "sort" in got and got["sort"] > 1

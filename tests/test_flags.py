@@ -297,6 +297,19 @@ def test_flag_emergence_columns_runs_loss_and_mirage():
     assert ((flags["width_lo"] <= flags["width"]) & (flags["width"] <= flags["width_hi"])).all()
 
 
+def test_the_answer_length_the_rows_measured_comes_before_the_registry():
+    """L of exact match ~ token_accuracy^L: rows probed through a tokenizer carry their own answer length (its
+    tokens), which the registry's (the character vocabulary's) does not override; rows without one take it."""
+    df = results_table(SHARP, {("add", "exact_match"): (0.85, 0.01), ("add", "token_accuracy"): (0.95, 0.55)})
+    registry = flag_emergence(df, n_boot=50, answer_lengths={"add": 4.0}).set_index(["task", "metric"])
+    own = flag_emergence(df.assign(answer_length=2.5), n_boot=50,
+                         answer_lengths={"add": 4.0}).set_index(["task", "metric"])
+    assert registry.loc[("add", "exact_match"), "answer_length"] == 4.0
+    em = own.loc[("add", "exact_match")]
+    assert em["answer_length"] == 2.5
+    assert em["em_predicted"] > registry.loc[("add", "exact_match"), "em_predicted"]  # a shorter L: a higher p^L
+
+
 def test_mirage_true_when_continuous_metrics_rise_smoothly_without_splitting():
     """Exact match jumps (two-level runs) while token accuracy rises on one smooth curve for every run."""
     rng = np.random.default_rng(3)

@@ -163,6 +163,13 @@ def test_capability_shades_the_flagged_jump_and_states_evidence(sweep):
         "runs: abrupt (0/3 0/2 0/3 3/3 2/2)", "breakthroughness 14.2", "loss at jump 0.75"]
     assert "W 1.6 [1.1, 2.4] dec" in plots.verdict_text(sweep["flags"], "add2", ["token_accuracy"])
     assert plots.width_text(sweep["flags"].iloc[2]) == "W 2.5 [1.7, inf] dec"
+    # two metrics whose short labels coincide keep their full ones; others stay short
+    ms = ["acc", "acc_norm", "answer_nll", "answer_nll_char"]
+    four = pd.concat([sweep["flags"].iloc[[1]].assign(task="t", metric=m) for m in ms])
+    lines = plots.verdict_text(four, "t", ms, width=200).splitlines()
+    assert [ln.split(": ")[0] for ln in lines if not ln.startswith(" ")] == ["accuracy", "accuracy (length-normalised)",
+                                                    "answer NLL (nats/token)", "answer NLL (nats/character)"], lines
+    assert plots.verdict_text(four, "t", ["answer_nll"], width=200).startswith("answer NLL: ")
     # means drawn for each size are the means of the completed runs' final values
     fin = tables.final_values(sweep["results"], "add2", "exact_match", runs=sweep["runs"])
     black = next(ln for ln in em.lines if ln.get_color() == "black" and ln.get_linestyle() == "-")
