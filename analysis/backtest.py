@@ -79,7 +79,8 @@ def backtest(df: pd.DataFrame, law: str, x: str = "n_params", y: str = "value", 
     Or a plain table with columns `x` and `y`, one curve (task and metric are then NA).
     law: any law of `analysis.laws` with one input (power, logistic, bnsl, linear_log, saturating, hinge...).
     The interval is `fit_law`'s bootstrap prediction interval at `level` (curve uncertainty plus a resampled
-    residual); `fit_options` go to `fit_law` (n_boot, loss, bounds, seed...).
+    residual), kept inside the metric's bounds (`analysis.schema.METRICS`; [0, 1] for an accuracy) unless
+    `y_bounds` is given; `fit_options` go to `fit_law` (n_boot, loss, bounds, seed...).
 
     Returns one row per held-out size: task, metric, law, x, x_value, n_fit (sizes fitted), prediction, lo, hi,
     actual (measured mean), error (actual - prediction), rel_error (error / |actual|), inside (actual within
@@ -109,7 +110,11 @@ def backtest(df: pd.DataFrame, law: str, x: str = "n_params", y: str = "value", 
             continue
         if metrics is not None and metric not in set([metrics] if isinstance(metrics, str) else metrics):
             continue
-        for r in _one(g, law, x, y, holdout, level, fit_options):
+        spec = schema.METRICS.get(str(metric)) if isinstance(metric, str) else None
+        opts = dict(fit_options)
+        if spec is not None and "y_bounds" not in opts and (spec.lower_bound is not None or spec.upper_bound is not None):
+            opts["y_bounds"] = (spec.lower_bound, spec.upper_bound)  # the curve and its interval stay in range
+        for r in _one(g, law, x, y, holdout, level, opts):
             rows.append({"task": task, "metric": metric, **r})
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["inside"] = out["inside"].astype("boolean")

@@ -35,6 +35,18 @@ def _run_loss(rows: pd.DataFrame) -> pd.Series:
     return lm.groupby("run_id")["value"].mean()
 
 
+def _same_transition(a, b) -> bool:
+    """Whether two rows' rises are one transition: they share a size caught mid-rise (`_transition`), or their
+    jump intervals overlap."""
+    ta, tb = a.get("_transition"), b.get("_transition")
+    if isinstance(ta, np.ndarray) and isinstance(tb, np.ndarray) and ta.size and tb.size:
+        if np.isclose(ta[:, None], tb[None, :]).any():
+            return True
+    lo = max(float(a.get("jump_lo", np.nan)), float(b.get("jump_lo", np.nan)))
+    hi = min(float(a.get("jump_hi", np.nan)), float(b.get("jump_hi", np.nan)))
+    return bool(np.isfinite(lo) and np.isfinite(hi) and lo <= hi)
+
+
 def _mirage(flags: pd.DataFrame, rows: pd.DataFrame, x: str, answer_lengths, lengths_col) -> pd.DataFrame:
     """Schaeffer et al. 2023 at the transition: for each all-or-nothing metric, do the same task's continuous
     metrics jump or split there too (mirage False), rise smoothly with no split (True), or lack the power to tell
@@ -69,7 +81,8 @@ def _mirage(flags: pd.DataFrame, rows: pd.DataFrame, x: str, answer_lengths, len
         if r["verdict"] != "emergent":
             continue
         same = flags[(flags["task"] == r["task"]) & flags["metric"].isin(CONTINUOUS_FOR_MIRAGE)]
-        jumps_too = same[(same["verdict"] == "emergent") | (same["per_run"] == "abrupt")]
+        at_transition = np.array([_same_transition(r, c) for _, c in same.iterrows()], dtype=bool)
+        jumps_too = same[((same["verdict"] == "emergent") | (same["per_run"] == "abrupt")) & at_transition]
         smooth = same[(same["verdict"] == "smooth") & (same["per_run"] != "abrupt")]
         if len(jumps_too):
             flags.loc[i, "mirage"] = False

@@ -75,7 +75,8 @@ def ladder(results: pd.DataFrame, task: str, metric: str, via: str | None = None
     """The runs of a ladder for one task: `final` (one row per run at its last checkpoint: run_id, seed, n_params,
     tokens, flops, value and, with `via`, the loss) and `points` (one row per run and checkpoint where both the
     metric and `via` were measured). Raises ValueError with one line when the table has neither."""
-    df = schema.measured(schema.validate(results, where="forecast input"))
+    valid = schema.validate(results, where="forecast input")
+    df = schema.measured(valid)
     rows = df[df["task"].astype(str) == task]
     if rows.empty:
         known = ", ".join(sorted(df["task"].astype(str).unique())[:12])
@@ -90,7 +91,10 @@ def ladder(results: pd.DataFrame, task: str, metric: str, via: str | None = None
     wide = wide.join(info).reset_index()
     wide = wide.rename(columns={metric: "value", **({via: "via"} if via else {})})
     wide = wide[np.isfinite(wide["value"].astype(float))]
-    last = wide.loc[wide.groupby("run_id")["step"].idxmax()]
+    # a run's final checkpoint is its last one (`schema.final_checkpoints`): where the metric was not measured
+    # there, the run has no final point rather than an earlier, less-trained one
+    ends = schema.final_checkpoints(valid)[["run_id", "step"]].drop_duplicates()
+    last = wide.merge(ends, on=["run_id", "step"])
     final = last[["run_id", "seed", "n_params", "tokens", "flops", "value"] + (["via"] if via else [])]
     points = wide[np.isfinite(wide["via"].astype(float)) & (wide["via"] > 0)] if via else wide.iloc[:0]
     return final.reset_index(drop=True), points.reset_index(drop=True)

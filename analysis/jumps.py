@@ -905,19 +905,31 @@ def level_cut(y) -> float:
     return _two_levels(y, np.zeros_like(y))[4]
 
 
-def share_width(t, k, m) -> float:
+def share_rise(t, k, m) -> tuple[float, str]:
     """Decades over which the share of runs that acquired the ability rises from 10% to 90%: a binomial logistic
-    regression of k of m runs on log10 x, by maximum likelihood over a (width, location) grid. NaN when the share
-    does not rise from below a half to above it, or rises within one step between adjacent sizes (unresolved)."""
+    regression of k of m runs on log10 x, by maximum likelihood over a (width, location) grid; with what limits it:
+    "" (resolved), "no rise" (the share never crosses a half from below, or ends no higher than it starts: a share
+    that falls has no rise), "adjacent" (it steps between two adjacent sizes: the grid's narrowest width) or "wide"
+    (the grid's widest rise fits best: it barely moves over the range). The width is NaN unless resolved."""
     t, k, m = np.asarray(t, float), np.asarray(k, float), np.asarray(m, float)
-    if not (np.any(k < m / 2) and np.any(k > m / 2)):
-        return np.nan
+    order = np.argsort(t)
+    first, last = order[0], order[-1]
+    if not (np.any(k < m / 2) and np.any(k > m / 2)) or not k[last] / m[last] > k[first] / m[first]:
+        return np.nan, "no rise"
     grid = Grid.build(t, W0, n_widths=60, n_even=41, fine=True)
     S = np.clip(grid.basis(t), 1e-9, 1 - 1e-9)
     ll = (k[:, None] * np.log(S) + (m - k)[:, None] * np.log(1 - S)).sum(0)
     iw = int(np.argmax(ll) // grid.shape[1])
-    # at the grid's narrowest width the share steps between two adjacent sizes: its width is not resolved
-    return float(grid.widths[iw]) if iw > 0 else np.nan
+    if iw == 0:
+        return np.nan, "adjacent"
+    if iw == grid.widths.size - 1:
+        return np.nan, "wide"
+    return float(grid.widths[iw]), ""
+
+
+def share_width(t, k, m) -> float:
+    """The width of `share_rise`: NaN where it is not resolved."""
+    return share_rise(t, k, m)[0]
 
 
 def loss_alignment(acquired: np.ndarray, loss: np.ndarray) -> dict:

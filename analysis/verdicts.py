@@ -169,7 +169,7 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
     if runs_mode:
         per = jumps.per_run_test(inv, yo, vm, ybar, F, C, seed=seed)
         share = " ".join(f"{int(k)}/{int(mm)}" for k, mm in zip(per["k"], per["m"]))
-        share_w = jumps.share_width(ux, per["k"], per["m"])
+        share_w, share_why = jumps.share_rise(ux, per["k"], per["m"])
         if ls is not None and np.isfinite(ls).any():
             align = loss_alignment(per["acquired"], ls)
 
@@ -228,8 +228,9 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
         evidence += f"; runs that acquired it per size: {share}"
         if np.isfinite(share_w):
             evidence += f", rising over {fmt(share_w, 2)} {unit}"
-        elif np.any(per["k"] < per["m"] / 2) and np.any(per["k"] > per["m"] / 2):
-            evidence += ", rising between adjacent sizes"
+        else:
+            evidence += {"adjacent": ", rising between adjacent sizes", "wide": ", barely rising over the sizes measured",
+                         "no rise": ""}[share_why]
     if align["loss_separates"] is not None:
         if align["loss_separates"]:
             evidence += (f"; held-out loss {fmt(align['loss_at_jump'])} separates the runs that acquired it from "

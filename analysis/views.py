@@ -72,8 +72,10 @@ def _induction_interval(rows: list[dict]) -> tuple[float, float, float] | None:
 
 def _mirage_within_runs(out: pd.DataFrame) -> pd.Series:
     """Schaeffer et al. 2023 along training: is a run's jump in a discontinuous metric (exact match) absent from the
-    same task's continuous metrics in the same run? True: the jump is likely the metric's artefact; False: a
-    continuous metric jumps too; NA: no jump in a discontinuous metric, or no continuous metric to compare."""
+    same task's continuous metrics in the same run? False: a continuous metric jumps too; True: every continuous
+    metric rises smoothly (`smooth`: its width shown to exceed W0); NA otherwise: no jump in a discontinuous metric,
+    no continuous metric to compare, or continuous metrics that are flat or inconclusive (lacking the power to
+    tell is never True)."""
     verdicts = out.set_index(["run_id", "task", "metric"])["verdict"].to_dict()
     mirage = []
     for r in out.itertuples(index=False):
@@ -82,7 +84,8 @@ def _mirage_within_runs(out: pd.DataFrame) -> pd.Series:
             mirage.append(pd.NA)
             continue
         cont = [verdicts[(r.run_id, r.task, c)] for c in CONTINUOUS_FOR_MIRAGE if (r.run_id, r.task, c) in verdicts]
-        mirage.append(pd.NA if not cont else not any(v == "emergent" for v in cont))
+        mirage.append(False if any(v == "emergent" for v in cont) else
+                      True if cont and all(v == "smooth" for v in cont) else pd.NA)
     return pd.Series(pd.array(mirage, dtype="boolean"), index=out.index)
 
 

@@ -282,6 +282,10 @@ def test_flag_emergence_columns_runs_loss_and_mirage():
                                ("add", "answer_nll"): (0.2, 1.5)})
     flags = flag_emergence(df, n_boot=200)
     assert list(flags.columns) == FLAG_COLUMNS + EXTRA_COLUMNS
+    # the columns flags.csv promises, named here rather than read from the module that writes them
+    assert {"task", "metric", "x", "verdict", "jump_at", "jump_lo", "jump_hi", "evidence", "width", "width_lo",
+            "width_hi", "n_runs", "per_run", "p_value", "q_value", "breakthroughness", "mirage",
+            "loss_at_jump"} <= set(flags.columns)
     f = flags.set_index(["task", "metric"])
     em = f.loc[("add", "exact_match")]
     assert em["verdict"] == "emergent", em["evidence"]
@@ -432,3 +436,56 @@ def test_the_recall_bound_is_alpha_at_w0_and_near_one_for_a_step():
     sparse = recall_bound(synthetic("two_level_sharp", 3, spacing=0.2))
     dense = recall_bound(synthetic("two_level_sharp", 3, spacing=0.05))
     assert dense > sparse
+
+
+def test_share_width_only_for_a_share_that_rises_within_the_range():
+    from analysis.jumps import share_width
+
+    t = np.log10([1e3, 2e3, 4e3, 8e3, 1.6e4, 3.2e4])
+    m = np.full(6, 6)
+    w = share_width(t, np.array([0, 0, 1, 5, 6, 6]), m)
+    assert 0.1 < w < 0.8
+    # a share that falls (runs at two levels, fewer of them high at the larger sizes) has no rise to measure
+    assert np.isnan(share_width(t, np.array([4, 5, 6, 5, 2, 2]), m))
+    assert np.isnan(share_width(t, np.array([0, 6, 0, 6, 0, 0]), m))  # ends where it starts
+    from analysis.jumps import share_rise
+
+    assert share_rise(t, np.array([4, 5, 6, 5, 2, 2]), m)[1] == "no rise"
+    assert share_rise(t, np.array([0, 0, 0, 6, 6, 6]), m) == (pytest.approx(np.nan, nan_ok=True), "adjacent")
+
+
+def test_between_run_variance_is_recovered_from_each_sizes_own_runs():
+    """tau2 + phi (y - F)(C - y) fitted by moments to the sizes' sample variances less their measurement
+    variance: exact variances give back phi and tau2; a size whose runs agree adds nothing where the curve is flat."""
+    from analysis.jumps import _dispersion, _phi
+
+    ybar = np.array([[0.1, 0.1, 0.2, 0.5, 0.8, 0.9, 0.9]])
+    F, C = 0.1, 0.9
+    m = np.full(7, 6.0)
+    vm = np.full((1, 7), 0.001)
+    for phi, tau2 in ((0.8, 0.0), (0.3, 0.002), (0.0, 0.004)):
+        s2 = vm + tau2 + phi * (ybar - F) * (C - ybar)
+        got_phi, got_tau2, amp = _phi(ybar, s2, vm, m)
+        assert got_phi[0] == pytest.approx(phi, abs=1e-9) and got_tau2[0] == pytest.approx(tau2, abs=1e-12)
+        assert amp[0] == pytest.approx(C - F)
+    # sample variances below the measurement variance: no negative spread
+    got_phi, got_tau2, _ = _phi(ybar, vm * 0.5, vm, m)
+    assert got_phi[0] == 0.0 and got_tau2[0] == 0.0
+    # one run per x: the dispersion is chi2 / dof, never below 1 where measurement errors are known
+    assert _dispersion(np.array([30.0]), 10, True)[0] == pytest.approx(3.0)
+    assert _dispersion(np.array([5.0]), 10, True)[0] == 1.0
+    assert _dispersion(np.array([5.0]), 10, False)[0] == pytest.approx(0.5)
+
+
+def test_a_continuous_metric_that_jumps_elsewhere_does_not_rule_out_a_mirage():
+    """Not a mirage needs the continuous metric to jump or split at the same transition; one that jumps 0.8 decades
+    later says nothing about this one, and the verdict is left undetermined rather than False."""
+    em = results_table(SHARP, {("add", "exact_match"): (0.85, 0.01)}, rng=np.random.default_rng(5))
+    late = results_table(lambda t: share(t, 4.9, 0.1), {("add", "token_accuracy"): (0.95, 0.55)},
+                         rng=np.random.default_rng(6), loss=False)
+    f = flag_emergence(pd.concat([em, late], ignore_index=True), n_boot=200).set_index(["task", "metric"])
+    e, tok = f.loc[("add", "exact_match")], f.loc[("add", "token_accuracy")]
+    assert e["verdict"] == "emergent", e["evidence"]
+    assert tok["verdict"] == "emergent" or tok["per_run"] == "abrupt", tok["evidence"]
+    assert tok["jump_lo"] > e["jump_hi"]  # a later rise
+    assert pd.isna(e["mirage"]), e["evidence"]

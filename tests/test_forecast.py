@@ -102,6 +102,22 @@ def test_two_budgets_cannot_separate_n_and_d(lad):
     assert out["method"].iloc[0].startswith("two_step (power in compute")
 
 
+def test_a_run_unmeasured_at_its_last_checkpoint_has_no_final_point(lad):
+    """The schema's one rule: a run's final checkpoint is its last, and a metric not measured there leaves the run
+    without a final point instead of falling back to an earlier, less-trained checkpoint."""
+    run = lad["run_id"].iloc[0]
+    last = lad["step"].max()
+    gap = lad.copy()
+    hole = (gap["run_id"] == run) & (gap["step"] == last) & (gap["metric"] == "exact_match")
+    gap.loc[hole, ["value", "stderr"]] = np.nan
+    gap.loc[hole, "status"] = "not_measured"
+    final, points = fc.ladder(gap, "t", "exact_match", "answer_nll")
+    full, _ = fc.ladder(lad, "t", "exact_match", "answer_nll")
+    assert run not in set(final["run_id"]) and len(final) == len(full) - 1
+    assert run in set(points["run_id"])  # its earlier checkpoints still serve the sigmoid of step 2
+    assert (full.merge(final, on="run_id")["value_x"] == full.merge(final, on="run_id")["value_y"]).all()
+
+
 def test_backtest_predicts_each_larger_size_from_the_smaller_ones(lad):
     bt = fc.forecast_backtest(lad, "t", "exact_match", via="answer_nll", n_boot=100)
     sizes = np.sort(lad["n_params"].unique())

@@ -96,9 +96,11 @@ def test_coincidence_with_the_induction_transition(transitions):
 def test_transitions_one_row_per_run_task_metric(transitions):
     assert not transitions.duplicated(["run_id", "task", "metric"]).any()
     assert len(transitions) == 3 + 2 + 1  # run a: 3 tasks + 2 mechanistic metrics; run b: 1 task
-    for col in ("run_id", "verdict", "jump_at", "jump_lo", "jump_hi", "breakthroughness", "width", "width_lo", "p_value", "q_value",
-                "evidence", "coincides_with_induction"):
+    for col in ("run_id", "verdict", "jump_at", "jump_lo", "jump_hi", "breakthroughness", "width", "width_lo",
+                "width_hi", "p_value", "q_value", "evidence", "coincides_with_induction"):
         assert col in transitions.columns
+    w = transitions.dropna(subset=["width"])
+    assert len(w) and ((w["width_lo"] <= w["width"]) & (w["width"] <= w["width_hi"])).all()
 
 
 def test_mirage_along_training():
@@ -110,8 +112,13 @@ def test_mirage_along_training():
               for r in base]
     tr = flag_transitions(table(rows + smooth))
     em = row_of(tr, task="t", metric="exact_match")
-    assert em["verdict"] == "emergent" and row_of(tr, task="t", metric="token_accuracy")["verdict"] != "emergent"
+    assert em["verdict"] == "emergent" and row_of(tr, task="t", metric="token_accuracy")["verdict"] == "smooth"
     assert em["mirage"] == True  # noqa: E712
+    # a continuous metric that shows nothing (flat noise) lacks the power to tell: never True
+    flat = [{**r, "metric": "token_accuracy", "value": 0.5 + rng.normal(0, 0.01)} for r in base]
+    tr3 = flag_transitions(table(rows + flat))
+    assert row_of(tr3, task="t", metric="token_accuracy")["verdict"] in ("flat", "inconclusive")
+    assert pd.isna(row_of(tr3, task="t", metric="exact_match")["mirage"])
     jumping = [{**r, "metric": "token_accuracy", "value": r["value"] * 0.5 + 0.4} for r in base]
     tr2 = flag_transitions(table(rows + jumping))
     assert row_of(tr2, task="t", metric="exact_match")["mirage"] == False  # noqa: E712
@@ -236,6 +243,18 @@ def test_backtest_misses_an_emergent_jump():
     r = bt.iloc[0]
     assert r["actual"] == pytest.approx(0.8, abs=0.02)
     assert r["inside"] == False and r["error"] > 0.5  # noqa: E712
+
+
+def test_backtest_intervals_stay_inside_the_metric_bounds():
+    # a logistic climbing fast through the fitted sizes: unbounded, its extrapolated interval leaves [0, 1]
+    sizes = np.logspace(5, 8, 7)
+    truth = {n: 0.05 + 0.9 / (1 + (n / 3e6) ** -1.5) for n in sizes}
+    df = size_table(truth, rng=np.random.default_rng(2), noise=0.04, metric="exact_match")
+    bt = backtest(df, "logistic", "n_params", holdout=2, n_boot=100)
+    assert len(bt) == 2 and bt["lo"].notna().all()
+    assert (bt["lo"] >= 0).all() and (bt["hi"] <= 1).all() and (bt["prediction"] <= 1).all()
+    free = backtest(df, "logistic", "n_params", holdout=2, n_boot=100, y_bounds=(None, None))
+    assert (free["hi"] > 1).any()  # the same fit without the metric's bounds: the check above can fail
 
 
 def test_final_by_size_averages_seeds_at_the_last_step():
