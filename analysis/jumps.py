@@ -717,11 +717,12 @@ def _draw_runs(rng, B, s_run, F, C, phi, curves, tau2):
     return level + np.sqrt(vm + tau2) * rng.standard_normal(level.shape)
 
 
-def _p_flat(model, curves, fits, prof, disp, st, Ws, rng, first: int = 39, most: int = 199):
+def _p_flat(model, curves, fits, prof, disp, st, Ws, rng, first: int = 39, most: int = N_BOOT - 1):
     """Calibrated p of H0 "no rise": draws of a constant with the measured noise (runs: every run at one level with
     the between-run scatter tau2, measured as the data were); the statistic is the improvement of the best logistic
-    over the constant, as for the data. `first` draws, then more in chunks up to `most` while the p-value is not
-    clearly on one side of 0.05 (a curve near the line gets the same answer from another seed). The question is only
+    over the constant, as for the data. `first` draws, then more in chunks up to `most` (Monte Carlo error near 0.05
+    below 0.01) while the p-value is not clearly on one side of 0.05 (a curve near the line gets the same answer
+    from another seed). The question is only
     whether anything rises, so the grid's locations suffice, for the data and the draws alike."""
     grid_dev = sum(o[0].min(axis=2) for o in fits)  # (1, nW)
     if curves.mode != "runs":
@@ -802,7 +803,7 @@ def steepest_step(t, ybar, var_mean, floor, ceiling, w0) -> tuple[float, float, 
     return float(d[j]), float(allowed[j]), float(min(1.0, (len(d)) * stats.norm.sf(z[j])))
 
 
-def per_run_test(size_of_run, run_y, run_vm, ybar_size, floor, ceiling, *, n_boot: int = 300, alpha: float = ALPHA,
+def per_run_test(size_of_run, run_y, run_vm, ybar_size, floor, ceiling, *, n_boot: int = N_BOOT, alpha: float = ALPHA,
                  seed: int = 0) -> dict:
     """Do single runs acquire the ability abruptly (two levels) or gradually (together through the middle)?
 
@@ -810,7 +811,8 @@ def per_run_test(size_of_run, run_y, run_vm, ybar_size, floor, ceiling, *, n_boo
     runs of each size are explained either by two levels, the floor and the ceiling, each with its measurement
     noise and a share pi at the ceiling (a two-component mixture with fixed components), or by one level (a normal
     law with its own mean and spread). The statistic is the log-likelihood ratio summed over those sizes; p_abrupt is
-    calibrated by draws from the one-level fits, p_gradual by draws from the mixture fits (McLachlan 1987).
+    calibrated by draws from the one-level fits, p_gradual by draws from the mixture fits (McLachlan 1987), N_BOOT
+    of each (Monte Carlo error near alpha below 0.01).
     abrupt when p_abrupt <= alpha, gradual when p_gradual <= alpha, else undetermined.
     The share acquired at each size counts the runs more than half way from floor to ceiling.
     """
