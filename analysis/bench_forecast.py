@@ -175,7 +175,8 @@ def main(argv=None) -> int:
         for bt in bts:
             for _, r in fc.coverage(bt).iterrows():
                 print(f"CPU ladder {r['task']} exact_match {r['method']}: {r['coverage']:.0%} of {r['n_predicted']} "
-                      f"runs inside the 95% interval over {r['n_origins']} origins, mean |error| {r['mae']:.3f}")
+                      f"runs inside the 95% interval over {r['n_origins']} origins (mean width {r['mean_width']:.2f}), "
+                      f"mean |error| {r['mae']:.3f}")
         bt = pd.concat(bts, ignore_index=True)
         for method, g in bt.groupby("method"):
             by = g.groupby("origin")["inside"].agg(["sum", "size"])

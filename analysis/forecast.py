@@ -41,7 +41,8 @@ COLUMNS = ["task", "metric", "n_params", "tokens", "predicted", "lo", "hi", "met
 VIA_COLUMNS = ["via_predicted", "via_lo", "via_hi"]
 BACKTEST_COLUMNS = ["task", "metric", "method", "laws", "origin", "n_fit_sizes", "run_id", "n_params", "tokens",
                     "predicted", "lo", "hi", "actual", "error", "rel_error", "inside"]
-COVERAGE_COLUMNS = ["task", "metric", "method", "level", "n_origins", "n_predicted", "coverage", "mae", "mean_rel_error"]
+COVERAGE_COLUMNS = ["task", "metric", "method", "level", "n_origins", "n_predicted", "coverage", "mean_width", "mae",
+                    "mean_rel_error"]
 MIN_SIZES = 3  # distinct sizes a fit needs below the size it predicts
 MIN_RUNS = 4  # runs a fit needs
 MIN_BUDGETS = 3  # distinct token budgets L(N, D) needs; fewer, and step 1 is a power law in compute
@@ -311,13 +312,17 @@ def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | 
 
 
 def coverage(backtest: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """Per method: how many origins and predicted runs the backtest has, the share of runs inside their interval,
-    the mean absolute error and the mean absolute relative error."""
+    """Per method: how many origins and predicted runs the backtest has, the share of runs inside their interval
+    and the intervals' mean width (a share held by intervals as wide as the metric's range says nothing), the mean
+    absolute error and the mean absolute relative error."""
     if backtest.empty:
         return pd.DataFrame(columns=COVERAGE_COLUMNS)
+    backtest = backtest.assign(width=pd.to_numeric(backtest["hi"], errors="coerce")
+                               - pd.to_numeric(backtest["lo"], errors="coerce"))
     g = backtest.groupby(["task", "metric", "method"], sort=False)
     out = g.agg(n_origins=("origin", "nunique"), n_predicted=("inside", "size"),
-                coverage=("inside", "mean"), mae=("error", lambda e: float(np.mean(np.abs(e)))),
+                coverage=("inside", "mean"), mean_width=("width", "mean"),
+                mae=("error", lambda e: float(np.mean(np.abs(e)))),
                 mean_rel_error=("rel_error", lambda e: float(np.nanmean(np.abs(e))) if e.notna().any() else np.nan))
     return out.reset_index().assign(level=level)[COVERAGE_COLUMNS]
 

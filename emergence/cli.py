@@ -195,7 +195,8 @@ def cmd_forecast(args) -> int:
         cov = out["coverage"]
         for _, r in cov.iterrows():
             print(f"backtest {r['method']}: {r['coverage']:.0%} of {r['n_predicted']} runs inside their "
-                  f"{r['level']:.0%} interval over {r['n_origins']} origins, mean |error| {r['mae']:.3g}")
+                  f"{r['level']:.0%} interval over {r['n_origins']} origins (mean width {r['mean_width']:.3g}), "
+                  f"mean |error| {r['mae']:.3g}")
         if cov.empty:
             print("backtest: the ladder has too few sizes to hold one out; the interval is untested")
     folder = path if path.is_dir() else path.parent

@@ -128,6 +128,8 @@ def test_backtest_predicts_each_larger_size_from_the_smaller_ones(lad):
     cov = fc.coverage(bt)
     assert (cov["n_origins"] == 3).all() and (cov["n_predicted"] == 18).all()
     assert ((cov["coverage"] >= 0) & (cov["coverage"] <= 1)).all()
+    widths = (bt["hi"] - bt["lo"]).groupby(bt["method"]).mean()
+    assert np.allclose(cov.set_index("method")["mean_width"], widths.loc[cov["method"]])
     assert np.allclose(bt["error"], bt["predicted"] - bt["actual"])
     assert fc.choose_method(bt) in ("two_step", "direct")
 
@@ -206,4 +208,5 @@ def test_the_report_warns_when_the_backtest_intervals_held_too_rarely(tmp_path, 
                      checkpoints=1).to_parquet(tmp_path / "results.parquet")
     md = render_md(build_document(load_sweep(tmp_path)), {})
     assert f"{100 * inside / 20:g}% of 20 runs inside their 95% prediction interval over 2 origins" in md
+    assert "the intervals 0.2 wide on average" in md
     assert ("too narrow here" in md) is warned

@@ -656,8 +656,8 @@ def _forecast_blocks(sw: Sweep) -> list:
                 "forecast from it is more certain than it should be." if r["coverage"] < low else "")
         blocks.append(Para([f"{r['task']} {r['metric']}, {r['method']}: {_fmt(100 * r['coverage'])}% of "
                             f"{r['n_predicted']} runs inside their 95% prediction interval over {r['n_origins']} "
-                            f"origins (each size predicted from every smaller one); mean absolute error "
-                            f"{_fmt(r['mae'])}.{warn}"]))
+                            f"origins (each size predicted from every smaller one), the intervals "
+                            f"{_fmt(r['mean_width'])} wide on average; mean absolute error {_fmt(r['mae'])}.{warn}"]))
     if _has(pred, "predicted"):
         cols = [c for c in ("task", "metric", "n_params", "tokens", "predicted", "lo", "hi", "via_predicted",
                             "method") if c in pred.columns]
