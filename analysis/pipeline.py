@@ -98,7 +98,9 @@ def run_analysis(df: pd.DataFrame, out_dir: Path, *, x: str = "n_params", views=
     fits, bands = scaling_fits_and_bands(df, n_boot=n_boot)
     written["fits"] = _write_csv(fits, out_dir / "fits.csv")
     written["fit_bands"] = _write_csv(bands, out_dir / "fit_bands.csv")
-    flags = flag_emergence(df, x=x, **(flag_options or {}))
+    flag_options = dict(flag_options or {})
+    loss_w0 = flag_options.pop("loss_w0", None)  # the loss view's W0, in nats
+    flags = flag_emergence(df, x=x, **flag_options)
     written["flags"] = _write_csv(flags, out_dir / "flags.csv")
 
     chosen = VIEWS if views == "all" else tuple(views or ())
@@ -108,8 +110,11 @@ def run_analysis(df: pd.DataFrame, out_dir: Path, *, x: str = "n_params", views=
         along = {k: v for k, v in (flag_options or {}).items() if k in ("w0", "alpha", "n_boot", "seed")}
         written["transitions"] = _write_csv(flag_transitions(df, **along), out_dir / "transitions.csv")
     if "loss" in chosen and {"lm"} <= set(df["task"]):
-        # against loss the width is in nats, with its own W0 (analysis.views.LOSS_W0), not the decades of x
-        loss_opts = {k: v for k, v in (flag_options or {}).items() if k in ("alpha", "n_boot", "seed")}
+        # against loss the width is in nats, with its own W0 (`loss_w0`, analysis.loss_jump_width; else
+        # analysis.views.LOSS_W0), not the decades of x
+        loss_opts = {k: v for k, v in flag_options.items() if k in ("alpha", "n_boot", "seed")}
+        if loss_w0 is not None:
+            loss_opts["w0"] = loss_w0
         written["loss"] = _write_csv(flag_emergence(df, x="loss", **loss_opts), out_dir / "loss.csv")
     if "resolution" in chosen and instances is not None and len(instances):
         from analysis.resolution import resolution_curves

@@ -81,11 +81,14 @@ def _maybe_csv(path):
 
 
 def flag_options(config: DictConfig | None = None, *, jump_width: float | None = None) -> dict:
-    """The verdict's settings from the config's `analysis` group (W0, alpha, bootstrap draws)."""
+    """The verdict's settings from the config's `analysis` group (W0, alpha, bootstrap draws, and the loss view's
+    W0 as `loss_w0`)."""
     opts: dict = {}
     a = config.get("analysis") if config is not None else None
     if a is not None:
         opts = {"w0": float(a.jump_width), "alpha": float(a.alpha), "n_boot": int(a.n_boot)}
+        if a.get("loss_jump_width") is not None:
+            opts["loss_w0"] = float(a.loss_jump_width)
     if jump_width is not None:
         if not jump_width > 0:
             raise ConfigError(f"--jump-width must be a positive number of decades, got {jump_width}")

@@ -139,6 +139,7 @@ class SweepConfig:
 class AnalysisConfig:
     """The emergence verdict's settings (analysis.jumps), chosen before looking at the data."""
     jump_width: float = 0.5  # W0: a jump rises from 10% to 90% of its amplitude within this many decades of x
+    loss_jump_width: float = 0.1  # the loss view's W0, in nats of held-out loss (analysis.views, Du et al. 2024)
     alpha: float = 0.05  # level of the one-sided width tests and of the false discovery rate across rows
     n_boot: int = 500  # draws of the parametric bootstrap (at most; stops early once a p-value is clearly decided)
 
@@ -322,6 +323,8 @@ def validate(cfg) -> dict[str, Any]:
     if a is not None:
         if not float(a.jump_width) > 0:
             raise ConfigError(f"analysis.jump_width must be a positive number of decades, got {a.jump_width}")
+        if not float(a.get("loss_jump_width", 0.1)) > 0:
+            raise ConfigError(f"analysis.loss_jump_width must be a positive number of nats, got {a.loss_jump_width}")
         if not 0 < float(a.alpha) < 1:
             raise ConfigError(f"analysis.alpha must be between 0 and 1, got {a.alpha}")
         if int(a.n_boot) < 20:

@@ -198,3 +198,34 @@ def test_answer_lengths_only_for_tasks_probed_in_their_own_vocabulary():
     got = answer_lengths(rows)
     assert got["add2"] == 4.0  # 3 digits of the sum and the end token
     assert "add3" not in got and "sort" in got and got["sort"] > 1
+
+
+def test_the_loss_views_w0_is_a_setting_in_nats(tmp_path):
+    """analysis.loss_jump_width reaches the loss view (its W0 is in nats of held-out loss, not the decades of x)
+    and not the size view; a non-positive one is refused."""
+    import numpy as np
+
+    from analysis.pipeline import run_analysis
+    from emergence.analyze import flag_options
+    from emergence.config import compose, validate
+
+    opts = flag_options(compose(["analysis.loss_jump_width=0.05"]))
+    assert opts["loss_w0"] == 0.05 and opts["w0"] == 0.5
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, n in enumerate([1e5, 2e5, 4e5, 8e5, 1.6e6, 3.2e6]):
+        for step in (100, 200, 400):
+            loss = 4.0 / (1 + i * 0.3) * (1 + 100 / step)
+            base = dict(sweep="s", run_id=f"r{i}", model=f"m{i}", n_params=int(n), n_params_nonembed=int(n),
+                        n_layer=1, d_model=8, seed=0, step=step, tokens=step * 1e3, flops=6e3 * step * n, n=256,
+                        status="ok")
+            rows.append({**base, "task": "lm", "metric": "loss", "value": loss, "stderr": 0.01})
+            acc = float(np.clip(1.2 - loss / 3, 0, 1))
+            rows.append({**base, "task": "t", "metric": "exact_match", "value": rng.binomial(256, acc) / 256,
+                         "stderr": 0.02})
+    written = run_analysis(pd.DataFrame(rows), tmp_path, views=["loss"], n_boot=0,
+                           flag_options={**opts, "n_boot": 50})
+    assert (pd.read_csv(written["loss"])["w0"] == 0.05).all()
+    assert (pd.read_csv(written["flags"])["w0"] == 0.5).all()
+    with pytest.raises(ConfigError, match="loss_jump_width"):
+        validate(compose(["analysis.loss_jump_width=0"]))
