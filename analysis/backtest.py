@@ -110,10 +110,10 @@ def backtest(df: pd.DataFrame, law: str, x: str = "n_params", y: str = "value", 
             continue
         if metrics is not None and metric not in set([metrics] if isinstance(metrics, str) else metrics):
             continue
-        spec = schema.METRICS.get(str(metric)) if isinstance(metric, str) else None
         opts = dict(fit_options)
-        if spec is not None and "y_bounds" not in opts and (spec.lower_bound is not None or spec.upper_bound is not None):
-            opts["y_bounds"] = (spec.lower_bound, spec.upper_bound)  # the curve and its interval stay in range
+        bounds = schema.metric_bounds(metric) if isinstance(metric, str) else (None, None)
+        if "y_bounds" not in opts and bounds != (None, None):
+            opts["y_bounds"] = bounds  # the curve and its interval stay in range
         for r in _one(g, law, x, y, holdout, level, opts):
             rows.append({"task": task, "metric": metric, **r})
     out = pd.DataFrame(rows, columns=COLUMNS)

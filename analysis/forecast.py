@@ -66,11 +66,6 @@ def check_targets(at) -> pd.DataFrame:
     return at.reset_index(drop=True)
 
 
-def _bounds(metric: str) -> tuple[float | None, float | None]:
-    m = schema.METRICS.get(metric)
-    return (None, None) if m is None else (m.lower_bound, m.upper_bound)
-
-
 def ladder(results: pd.DataFrame, task: str, metric: str, via: str | None = None
            ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The runs of a ladder for one task: `final` (one row per run at its last checkpoint: run_id, seed, n_params,
@@ -117,7 +112,7 @@ def _compute(frame: pd.DataFrame, use_flops: bool) -> np.ndarray:
 
 def _check_levels(metric: str, floor: float | None, ceiling: float | None) -> None:
     """A given floor and ceiling lie inside the metric's bounds, the floor below the ceiling; ValueError otherwise."""
-    lo, hi = _bounds(metric)
+    lo, hi = schema.metric_bounds(metric)
     lo, hi = (-np.inf if lo is None else lo), (np.inf if hi is None else hi)
     for name, v in (("floor", floor), ("ceiling", ceiling)):
         if v is not None and not (np.isfinite(v) and lo <= v <= hi):
@@ -181,12 +176,10 @@ class _Fitted:
             self.loss_x = "chinchilla"
             self.loss_fit = _top_scatter(self.loss_fit, final, ("n_params", "tokens"), "via")
         else:
-            self.loss_fit = fit_law(final.assign(compute=_compute(final, use_flops)), "power", "compute", "via",
-                                    n_boot=n_boot,
-                                    seed=seed, space="log")
+            by_compute = final.assign(compute=_compute(final, use_flops))
+            self.loss_fit = fit_law(by_compute, "power", "compute", "via", n_boot=n_boot, seed=seed, space="log")
             self.loss_x = "power in compute"
-            self.loss_fit = _top_scatter(self.loss_fit, final.assign(compute=_compute(final, use_flops)), "compute",
-                                         "via")
+            self.loss_fit = _top_scatter(self.loss_fit, by_compute, "compute", "via")
         if len(points) < 2 * MIN_RUNS:
             raise ValueError(f"two_step: {len(points)} checkpoints have both the metric and the loss; the sigmoid "
                              f"of step 2 needs at least {2 * MIN_RUNS}")
@@ -241,7 +234,7 @@ def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None 
         raise ValueError("method two_step needs via: the task loss metric (e.g. answer_nll or bits_per_byte)")
     _check_levels(metric, floor, ceiling)
     final, points = ladder(results, task, metric, via)
-    bounds = _bounds(metric)
+    bounds = schema.metric_bounds(metric)
     if method == "auto" and not via:
         method = "direct"
     elif method == "auto":
@@ -283,7 +276,7 @@ def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | 
     methods = list(methods or (METHODS if via else ("direct",)))
     _check_levels(metric, floor, ceiling)
     final, points = ladder(results, task, metric, via)
-    bounds = _bounds(metric)
+    bounds = schema.metric_bounds(metric)
     sizes = np.sort(final["n_params"].unique())
     rows = []
     for k in range(MIN_SIZES, len(sizes)):

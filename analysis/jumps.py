@@ -722,8 +722,8 @@ def _p_flat(model, curves, fits, prof, disp, st, Ws, rng, first: int = 39, most:
     the between-run scatter tau2, measured as the data were); the statistic is the improvement of the best logistic
     over the constant, as for the data. `first` draws, then more in chunks up to `most` (Monte Carlo error near 0.05
     below 0.01) while the p-value is not clearly on one side of 0.05 (a curve near the line gets the same answer
-    from another seed). The question is only
-    whether anything rises, so the grid's locations suffice, for the data and the draws alike."""
+    from another seed). The question is only whether anything rises, so the grid's locations suffice, for the data
+    and the draws alike."""
     grid_dev = sum(o[0].min(axis=2) for o in fits)  # (1, nW)
     if curves.mode != "runs":
         disp = _dispersion(grid_dev.min(1), model.dof, curves.measured)
@@ -927,11 +927,6 @@ def share_rise(t, k, m) -> tuple[float, str]:
     if iw == grid.widths.size - 1:
         return np.nan, "wide"
     return float(grid.widths[iw]), ""
-
-
-def share_width(t, k, m) -> float:
-    """The width of `share_rise`: NaN where it is not resolved."""
-    return share_rise(t, k, m)[0]
 
 
 def loss_alignment(acquired: np.ndarray, loss: np.ndarray) -> dict:

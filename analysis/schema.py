@@ -189,6 +189,12 @@ MEASURED_STATUSES = ("ok", "imported")
 FAILED_RUN_STATUSES = ("diverged", "failed")
 
 
+def metric_bounds(metric) -> tuple[float | None, float | None]:
+    """(lower, upper) bounds of a registered metric, None where unbounded or the metric is not registered."""
+    m = METRICS.get(str(metric))
+    return (None, None) if m is None else (m.lower_bound, m.upper_bound)
+
+
 def measured(df: pd.DataFrame) -> pd.DataFrame:
     """The rows that hold a measurement: status ok or imported, a finite value, and a run that neither diverged nor
     failed (a run that broke down at some checkpoint is left out whole: its earlier values describe a run that did

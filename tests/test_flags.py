@@ -439,7 +439,10 @@ def test_the_recall_bound_is_alpha_at_w0_and_near_one_for_a_step():
 
 
 def test_share_width_only_for_a_share_that_rises_within_the_range():
-    from analysis.jumps import share_width
+    from analysis.jumps import share_rise
+
+    def share_width(t, k, m):
+        return share_rise(t, k, m)[0]
 
     t = np.log10([1e3, 2e3, 4e3, 8e3, 1.6e4, 3.2e4])
     m = np.full(6, 6)
@@ -448,8 +451,6 @@ def test_share_width_only_for_a_share_that_rises_within_the_range():
     # a share that falls (runs at two levels, fewer of them high at the larger sizes) has no rise to measure
     assert np.isnan(share_width(t, np.array([4, 5, 6, 5, 2, 2]), m))
     assert np.isnan(share_width(t, np.array([0, 6, 0, 6, 0, 0]), m))  # ends where it starts
-    from analysis.jumps import share_rise
-
     assert share_rise(t, np.array([4, 5, 6, 5, 2, 2]), m)[1] == "no rise"
     assert share_rise(t, np.array([0, 0, 0, 6, 6, 6]), m) == (pytest.approx(np.nan, nan_ok=True), "adjacent")
 
