@@ -6,9 +6,15 @@
    ARC-Challenge, PIQA, WinoGrande, OpenBookQA, SocialIQA; MMLU, the eighth, stays at chance below 7B), by the
    two-step route: the C4 validation loss from (N, D), then accuracy as a sigmoid of that loss with the task's
    random-guess floor (`eval_metadata.csv`). Each model was evaluated once: the interval is for that measurement.
-2. Synthetic ladders with a known L(N, D) and a known sigmoid of the loss: the share of new runs inside their 95%
+2. A public ladder with a 12B target (Pythia, `../shared/data/pythia-evals`): the models of 70M to 1.4B
+   parameters predict the 2.8B, 6.9B and 12B models (all trained on the same 300B tokens) on the eight zero-shot
+   tasks the evals hold one score for, by the two-step route with a general loss: the log of LAMBADA's perplexity
+   (`via="lambada_openai:perplexity"`) as a power law in compute from the final checkpoints, then accuracy as a
+   sigmoid of it on every checkpoint. The floor is fitted: the ladder's untrained checkpoints (step 0) measure it.
+   LAMBADA's own accuracy takes the ceiling 1 (its via is the answer's own loss); the others' ceilings are fitted.
+3. Synthetic ladders with a known L(N, D) and a known sigmoid of the loss: the share of new runs inside their 95%
    prediction interval (nominal coverage).
-3. A CPU ladder of this repository's own runs, when its results are here (`--ladder results/cpu_demo
+4. A CPU ladder of this repository's own runs, when its results are here (`--ladder results/cpu_demo
    results/cpu_demo_x2`): the rolling-origin backtest's coverage, with the number of origins, task by task and
    together. Its task loss is answer_nll, the loss of the answer itself, so step 2's ceiling is given as 1.
 """
@@ -115,6 +121,36 @@ def public_ladder(n_boot: int = 200) -> pd.DataFrame:
     return t
 
 
+PYTHIA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pythia-evals" / "pythia-v1"
+PYTHIA_TASKS = ["arc_easy", "arc_challenge", "piqa", "winogrande", "sciq", "lambada_openai", "logiqa", "wsc"]
+PYTHIA_LADDER_MAX = 1.5e9  # ladder: 70M, 160M, 410M, 1.4B; targets: 2.8B, 6.9B, 12B
+PYTHIA_VIA = "lambada_openai:perplexity"
+
+
+def pythia_ladder(root: Path = PYTHIA, n_boot: int = 200, tasks=PYTHIA_TASKS) -> pd.DataFrame:
+    """Predict each Pythia model above 1.4B at its last checkpoint from the models up to 1.4B, task by task: one row
+    per (task, target) with the prediction, its 95% interval, the measured accuracy and the predicted and measured
+    loss (log LAMBADA perplexity)."""
+    from analysis.importers import import_lm_eval
+
+    df = import_lm_eval(root)
+    ladder, big = df[df["n_params"] <= PYTHIA_LADDER_MAX], df[df["n_params"] > PYTHIA_LADDER_MAX]
+    last = big[big["step"] == big.groupby("run_id")["step"].transform("max")]
+    loss = last[(last["task"] == "lambada_openai") & (last["metric"] == "perplexity")].set_index("run_id")["value"]
+    out = []
+    for task in tasks:
+        actual = last[(last["task"] == task) & (last["metric"] == "acc")].sort_values("n_params")
+        pred = fc.forecast(ladder, actual[["n_params", "tokens"]], task, "acc", via=PYTHIA_VIA, method="two_step",
+                           n_boot=n_boot, ceiling=1.0 if task == "lambada_openai" else None)
+        out.append(pred.assign(target=actual["model"].to_numpy(), actual=actual["value"].to_numpy(),
+                               loss_actual=np.log(loss[actual["run_id"]].to_numpy())))
+    t = pd.concat(out, ignore_index=True)
+    t["error"] = t["predicted"] - t["actual"]
+    t["rel_error"] = t["error"] / t["actual"]
+    t["inside"] = (t["lo"] <= t["actual"]) & (t["actual"] <= t["hi"])
+    return t
+
+
 def synthetic_predictions(ladders: int = 30, n_boot: int = 200, methods=fc.METHODS) -> dict[str, pd.DataFrame]:
     """Each method's forecasts of new runs over synthetic ladders (`synthetic_ladder`: 6 sizes x 3 budgets x 2 seeds
     x 6 checkpoints; each ladder's largest size predicted from the rest): lo, hi and the measured value, one row per
@@ -161,6 +197,18 @@ def main(argv=None) -> int:
             per_model = g.groupby(["dataset", "target"])["inside"].agg(["sum", "size"])
             print("  tasks inside the interval, per model: " + ", ".join(
                 f"{d} {int(r['sum'])} of {int(r['size'])}" for (d, _), r in per_model.iterrows()))
+    if PYTHIA.exists():
+        t1 = time.time()
+        t = pythia_ladder(n_boot=a.n_boot)
+        print(f"public ladder (Pythia): 70M-1.4B predicting the 2.8B, 6.9B and 12B models via {PYTHIA_VIA}, "
+              f"{len(t)} predictions ({time.time() - t1:.0f} s)")
+        for target, g in t.groupby("target", sort=False):
+            loss = g.iloc[0]
+            print(f"  {target}: loss {loss['via_predicted']:.3f} [{loss['via_lo']:.3f}, {loss['via_hi']:.3f}] "
+                  f"against {loss['loss_actual']:.3f}; mean |error| {g['error'].abs().mean():.3f}, mean |relative "
+                  f"error| {g['rel_error'].abs().mean():.1%}, tasks inside the 95% interval {g['inside'].sum()} of "
+                  f"{len(g)}")
+        print(t[["target", "task", "predicted", "lo", "hi", "actual", "inside"]].round(3).to_string(index=False))
     if a.ladders:
         t1 = time.time()
         cov = synthetic_coverage(a.ladders, a.n_boot)

@@ -14,6 +14,8 @@ Two methods, each with a prediction interval for one new run's measurement:
   Chained: each bootstrap draw of step 1's prediction (a refitted curve plus a resampled residual: where the new
   run's loss may land) is carried through one bootstrap draw of step 2 (its refitted sigmoid plus a resampled
   residual), so the interval carries the uncertainty of both steps and the scatter of a single run.
+  `via` may be a loss measured on another task of the same runs, `TASK:METRIC` (a general language-modelling loss,
+  as Gadre et al. 2024 use the C4 validation loss); a perplexity enters as its log.
 - `direct`: the metric as a sigmoid (`logistic`) in compute C from the final checkpoints: 6 N D, or the `flops`
   column where the targets give flops too (one convention for the ladder and its targets).
 - `auto`: the method with the smaller mean absolute error in the rolling-origin backtest of this ladder.
@@ -66,26 +68,57 @@ def check_targets(at) -> pd.DataFrame:
     return at.reset_index(drop=True)
 
 
-def ladder(results: pd.DataFrame, task: str, metric: str, via: str | None = None
-           ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The runs of a ladder for one task: `final` (one row per run at its last checkpoint: run_id, seed, n_params,
-    tokens, flops, value and, with `via`, the loss) and `points` (one row per run and checkpoint where both the
-    metric and `via` were measured). Raises ValueError with one line when the table has neither."""
-    valid = schema.validate(results, where="forecast input")
-    df = schema.measured(valid)
+def split_via(via: str, task: str) -> tuple[str, str]:
+    """`via` as (task, metric): "answer_nll" is the forecast task's own loss; "lambada_openai:perplexity" is a loss
+    measured on another task of the same runs (a general language-modelling loss, as Gadre et al. 2024 use the C4
+    validation loss), joined to the task's scores run by run and checkpoint by checkpoint."""
+    if ":" not in via:
+        return task, via
+    via_task, via_metric = via.rsplit(":", 1)
+    if not via_task or not via_metric:
+        raise ValueError(f"via {via!r}: give a metric of the task (answer_nll) or TASK:METRIC "
+                         "(lambada_openai:perplexity)")
+    return via_task, via_metric
+
+
+def is_perplexity(metric: str) -> bool:
+    """A perplexity (`perplexity`, `word_perplexity`, ...): a two-step `via` reads it as its natural log, the loss
+    (nats per token, word or byte) whose power law step 1 fits and whose inverse step 2's sigmoid takes."""
+    return metric.split(":")[-1].endswith("perplexity")
+
+
+def _rows_of(df: pd.DataFrame, task: str, metrics: list[str]) -> pd.DataFrame:
     rows = df[df["task"].astype(str) == task]
     if rows.empty:
         known = ", ".join(sorted(df["task"].astype(str).unique())[:12])
         raise ValueError(f"no measured rows for task {task!r}; the table's tasks: {known}")
-    for m in [metric] + ([via] if via else []):
+    for m in metrics:
         if not (rows["metric"].astype(str) == m).any():
             raise ValueError(f"task {task!r} has no measured metric {m!r}; it has "
                              f"{', '.join(sorted(rows['metric'].astype(str).unique()))}")
+    return rows[rows["metric"].astype(str).isin(metrics)]
+
+
+def ladder(results: pd.DataFrame, task: str, metric: str, via: str | None = None
+           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs of a ladder for one task: `final` (one row per run at its last checkpoint: run_id, seed, n_params,
+    tokens, flops, value and, with `via`, the loss) and `points` (one row per run and checkpoint where both the
+    metric and `via` were measured). `via` is a metric of the task or TASK:METRIC of another task (`split_via`); a
+    perplexity enters as its log (`is_perplexity`). Raises ValueError with one line when the table has neither."""
+    valid = schema.validate(results, where="forecast input")
+    df = schema.measured(valid)
+    via_task, via_metric = split_via(via, task) if via else (task, None)
+    rows = _rows_of(df, task, [metric] + ([via_metric] if via and via_task == task else []))
+    if via and via_task != task:
+        rows = pd.concat([rows, _rows_of(df, via_task, [via_metric]).assign(task=task, metric=via)])
     keys = ["run_id", "step"]
     wide = rows.pivot_table(index=keys, columns="metric", values="value", aggfunc="mean")
     info = rows.groupby(keys)[["seed", "n_params", "tokens", "flops"]].first()
     wide = wide.join(info).reset_index()
-    wide = wide.rename(columns={metric: "value", **({via: "via"} if via else {})})
+    via_column = via_metric if via_task == task else via
+    wide = wide.rename(columns={metric: "value", **({via_column: "via"} if via else {})})
+    if via and is_perplexity(via_metric):
+        wide["via"] = np.log(wide["via"].astype(float))
     wide = wide[np.isfinite(wide["value"].astype(float))]
     # a run's final checkpoint is its last one (`schema.final_checkpoints`): where the metric was not measured
     # there, the run has no final point rather than an earlier, less-trained one

@@ -186,7 +186,13 @@ def cmd_forecast(args) -> int:
     path = Path(args.path)
     if not path.exists():
         raise UsageError(f"{path} does not exist; give a sweep folder or a results table")
-    out = write_forecast(an.load_results(path), path if path.is_dir() else path.parent,
+    results = an.load_results(path)
+    if args.max_params is not None:
+        # hold the larger models out: the ladder is every run of at most this many parameters
+        results = results[pd.to_numeric(results["n_params"], errors="coerce") <= args.max_params]
+        if results.empty:
+            raise UsageError(f"--max-params {args.max_params:g} leaves no run in the ladder")
+    out = write_forecast(results, path if path.is_dir() else path.parent,
                          [parse_target(a) for a in args.at], args.task, args.metric, via=args.via,
                          method=args.method, level=args.level, floor=args.floor, n_boot=args.n_boot,
                          ceiling=args.ceiling)
@@ -198,7 +204,8 @@ def cmd_forecast(args) -> int:
                   f"{r['level']:.0%} interval over {r['n_origins']} origins (mean width {r['mean_width']:.3g}), "
                   f"mean |error| {r['mae']:.3g}")
         if cov.empty:
-            print("backtest: the ladder has too few sizes to hold one out; the interval is untested")
+            print("backtest: below its largest size the ladder has too few sizes or runs to fit; the interval is "
+                  "untested")
     folder = path if path.is_dir() else path.parent
     print(f"wrote {folder / 'forecast.csv'} and {folder / 'forecast_backtest.csv'}")
     return 0
@@ -310,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("path", help="a sweep folder or results table: a ladder of sizes (x budgets) with checkpoints")
     q.add_argument("--task", required=True)
     q.add_argument("--metric", required=True, help="the score to predict, e.g. exact_match or acc")
-    q.add_argument("--via", default=None, metavar="LOSS", help="the task loss of the two-step route, e.g. answer_nll")
+    q.add_argument("--via", default=None, metavar="LOSS",
+                   help="the loss of the two-step route: a metric of the task (answer_nll, bits_per_byte) or "
+                        "TASK:METRIC of another task (lambada_openai:perplexity; a perplexity enters as its log)")
     q.add_argument("--at", action="append", required=True, metavar="n_params=N,tokens=D",
                    help="a model to predict (repeatable)")
     q.add_argument("--method", default="auto", choices=["auto", "two_step", "direct"])
@@ -319,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the score at zero loss (two_step), else fitted: 1 when --via is the answer's own loss")
     q.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
     q.add_argument("--n-boot", type=int, default=200, help="bootstrap draws of each fit (default 200)")
+    q.add_argument("--max-params", type=float, default=None, metavar="N",
+                   help="fit on the runs of at most N parameters only: hold larger models out to check a forecast")
     q.set_defaults(fn=cmd_forecast)
     q = sub.add_parser("export", help=VERBS["export"], description=VERBS["export"])
     q.add_argument("checkpoint", help="a checkpoint file, .../checkpoints/step_<N>.pt")

@@ -210,3 +210,81 @@ def test_the_report_warns_when_the_backtest_intervals_held_too_rarely(tmp_path, 
     assert f"{100 * inside / 20:g}% of 20 runs inside their 95% prediction interval over 2 origins" in md
     assert "the intervals 0.2 wide on average" in md
     assert ("too narrow here" in md) is warned
+
+
+def _with_general_loss(lad):
+    """The synthetic ladder with its loss moved to another task as a perplexity: exp(answer_nll) under `lm`."""
+    loss = lad[lad["metric"] == "answer_nll"]
+    moved = loss.assign(task="lm", metric="perplexity", value=np.exp(loss["value"]))
+    return pd.concat([lad[lad["metric"] != "answer_nll"], moved], ignore_index=True)
+
+
+def test_a_loss_of_another_task_is_joined_run_by_run_and_a_perplexity_read_as_its_log(lad):
+    final, points = fc.ladder(_with_general_loss(lad), "t", "exact_match", via="lm:perplexity")
+    same_final, same_points = fc.ladder(lad, "t", "exact_match", via="answer_nll")
+    # the same loss, checkpoint by checkpoint: log(exp(nll)) joined on (run, step)
+    assert len(points) == len(same_points) and len(final) == len(same_final)
+    merged = points.merge(same_points, on=["run_id", "step"])
+    assert np.allclose(merged["via_x"], merged["via_y"]) and np.allclose(merged["value_x"], merged["value_y"])
+    at = pd.DataFrame({"n_params": [6e8], "tokens": [3e9]})
+    a = fc.forecast(_with_general_loss(lad), at, "t", "exact_match", via="lm:perplexity", method="two_step").iloc[0]
+    b = fc.forecast(lad, at, "t", "exact_match", via="answer_nll", method="two_step").iloc[0]
+    assert a["via_predicted"] == pytest.approx(b["via_predicted"]) and a["predicted"] == pytest.approx(b["predicted"])
+    assert fc.is_perplexity("word_perplexity") and not fc.is_perplexity("answer_nll")
+
+
+@pytest.mark.parametrize("via, message", [
+    ("lm:", "give a metric of the task"),
+    ("nowhere:perplexity", "no measured rows for task 'nowhere'"),
+    ("lm:bits_per_byte", "task 'lm' has no measured metric 'bits_per_byte'"),
+])
+def test_a_bad_loss_of_another_task_is_refused_with_one_line(lad, via, message):
+    at = pd.DataFrame({"n_params": [6e8], "tokens": [3e9]})
+    with pytest.raises(ValueError, match=message) as e:
+        fc.forecast(_with_general_loss(lad), at, "t", "exact_match", via=via, method="two_step")
+    assert "\n" not in str(e.value)
+
+
+PYTHIA = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "pythia-evals" / "pythia-v1"
+
+
+@pytest.mark.skipif(not PYTHIA.exists(), reason="../shared/data/pythia-evals is not beside the checkout")
+def test_pythias_small_models_forecast_its_12b_model():
+    """Real published curves: Pythia 70M-1.4B (every checkpoint) predict the 12B model's LAMBADA loss and its ARC-Easy
+    and PIQA accuracy, each inside its 95% interval, by the two-step route through log LAMBADA perplexity."""
+    from analysis.importers import import_lm_eval
+
+    df = import_lm_eval(PYTHIA)
+    ladder = df[df["n_params"] <= 1.5e9]
+    assert set(ladder["model"]) == {"pythia-70m", "pythia-160m", "pythia-410m", "pythia-1.4b"}
+    big = df[(df["model"] == "pythia-12b") & (df["step"] == df["step"].max())]
+    at = big[["n_params", "tokens"]].drop_duplicates()
+    loss = float(np.log(big[(big["task"] == "lambada_openai") & (big["metric"] == "perplexity")]["value"].iloc[0]))
+    for task in ("arc_easy", "piqa"):
+        r = fc.forecast(ladder, at, task, "acc", via="lambada_openai:perplexity", method="two_step").iloc[0]
+        acc = float(big[(big["task"] == task) & (big["metric"] == "acc")]["value"].iloc[0])
+        assert r["via_lo"] <= loss <= r["via_hi"] and abs(r["via_predicted"] - loss) < 0.1
+        assert r["lo"] <= acc <= r["hi"] and abs(r["predicted"] - acc) < 0.05
+        # the ladder's best is below the target's: the forecast goes past it, not to it
+        best = ladder[(ladder["task"] == task) & (ladder["metric"] == "acc")]["value"].max()
+        assert r["predicted"] > best
+
+
+def test_cli_holds_larger_models_out_and_takes_a_loss_of_another_task(lad, tmp_path, capsys):
+    from emergence.cli import main
+
+    _with_general_loss(lad).to_parquet(tmp_path / "results.parquet")
+    sizes = np.sort(lad["n_params"].unique())
+
+    def run(*args):
+        return main(["forecast", str(tmp_path), "--task", "t", "--metric", "exact_match", "--via", "lm:perplexity",
+                     "--method", "two_step", "--n-boot", "50", "--at", f"n_params={sizes[-1]},tokens=3e9", *args])
+
+    assert run("--max-params", str(sizes[-2])) == 0
+    assert "inside their 95% interval over 2 origins" in capsys.readouterr().out  # 5 sizes: origins 4 and 5
+    bt = pd.read_csv(tmp_path / "forecast_backtest.csv")
+    assert bt["n_params"].max() == sizes[-2]
+    pred = pd.read_csv(tmp_path / "forecast.csv").iloc[0]
+    assert pred["via_lo"] <= true_loss(sizes[-1], 3e9) <= pred["via_hi"]
+    assert run("--max-params", "10") == 2
+    assert "leaves no run in the ladder" in capsys.readouterr().err

@@ -648,7 +648,8 @@ def _forecast_blocks(sw: Sweep) -> list:
         return blocks + [note]
     cov = forecast.coverage(bt.assign(inside=bt["inside"].astype(str).str.lower().eq("true")))
     if cov.empty:
-        blocks.append(Para(["The ladder has too few sizes to hold one out: the forecast's interval is untested."]))
+        blocks.append(Para(["Below its largest size the ladder has too few sizes or runs to fit: the forecast's "
+                            "interval is untested."]))
     for _, r in cov.iterrows():
         # a 95% interval should hold 95% of the runs; fewer than its binomial 2-sigma lower limit is a warning
         low = 0.95 - 2 * math.sqrt(0.95 * 0.05 / max(int(r["n_predicted"]), 1))
