@@ -47,10 +47,11 @@ def true_score(loss):
     return TRUE["floor"] + (TRUE["ceiling"] - TRUE["floor"]) / (1 + ((1 / loss) / TRUE["x0"]) ** (-TRUE["k"]))
 
 
-def synthetic_ladder(rng, sizes=np.logspace(6.5, 8.5, 6), budgets=(3e8, 1e9, 3e9), seeds=2, n=500, checkpoints=6,
+def synthetic_ladder(rng, sizes=np.logspace(6.5, 9, 6), budgets=(3e8, 1e9, 3e9), seeds=2, n=500, checkpoints=6,
                      scatter=0.01):
     """Runs of every size x budget x seed; each checkpoint's loss is the law times a run's own scatter and a little
-    per-checkpoint noise, its exact match a binomial proportion of n at the sigmoid of that loss."""
+    per-checkpoint noise, its exact match a binomial proportion of n at the sigmoid of that loss. The sizes below
+    the largest reach past the 10% point of the truth's rise (score 0.32), so a fit to them can place it."""
     rows = []
     for N in sizes:
         for D in budgets:
@@ -113,6 +114,7 @@ def public_ladder(n_boot: int = 200) -> pd.DataFrame:
                 out.append({"dataset": dataset, "task": task, "target": r["run_id"], "n_params": r["n_params"],
                             "tokens": r["tokens"], "predicted": p["predicted"], "lo": p["lo"], "hi": p["hi"],
                             "actual": actual[r["run_id"]], "loss_predicted": p["via_predicted"],
+                            "rise_unseen": bool(p["rise_unseen"]),
                             "loss_actual": loss[r["run_id"]]})
     t = pd.DataFrame(out)
     t["error"] = t["predicted"] - t["actual"]
@@ -151,27 +153,30 @@ def pythia_ladder(root: Path = PYTHIA, n_boot: int = 200, tasks=PYTHIA_TASKS) ->
     return t
 
 
-def synthetic_predictions(ladders: int = 30, n_boot: int = 200, methods=fc.METHODS) -> dict[str, pd.DataFrame]:
+def synthetic_predictions(ladders: int = 30, n_boot: int = 200, methods=fc.METHODS, sizes=None
+                          ) -> dict[str, pd.DataFrame]:
     """Each method's forecasts of new runs over synthetic ladders (`synthetic_ladder`: 6 sizes x 3 budgets x 2 seeds
-    x 6 checkpoints; each ladder's largest size predicted from the rest): lo, hi and the measured value, one row per
-    predicted run."""
+    x 6 checkpoints; each ladder's largest size predicted from the rest): lo, hi, rise_unseen and the measured value,
+    one row per predicted run. `sizes`: the ladder's sizes, `synthetic_ladder`'s by default."""
     out = {m: [] for m in methods}
     for r in range(ladders):
-        df = synthetic_ladder(np.random.default_rng(100 + r))
+        df = synthetic_ladder(np.random.default_rng(100 + r), **({} if sizes is None else {"sizes": sizes}))
         top = df["n_params"].max()
         new = df[(df["n_params"] == top) & (df["metric"] == "exact_match")]
         new = new[new["step"] == new["step"].max()].reset_index(drop=True)
         for m in methods:
             pred = fc.forecast(df[df["n_params"] < top], new[["n_params", "tokens"]], "t", "exact_match",
                                via="answer_nll", method=m, n_boot=n_boot, seed=r)
-            out[m].append(pred[["lo", "hi"]].assign(value=new["value"]))
+            out[m].append(pred[["lo", "hi", "rise_unseen"]].assign(value=new["value"]))
     return {m: pd.concat(parts, ignore_index=True) for m, parts in out.items()}
 
 
-def synthetic_coverage(ladders: int = 30, n_boot: int = 200) -> dict:
-    """Share of new runs inside their 95% prediction interval, and how many, per method (`synthetic_predictions`)."""
-    return {m: (float(((p["lo"] <= p["value"]) & (p["value"] <= p["hi"])).mean()), len(p))
-            for m, p in synthetic_predictions(ladders, n_boot).items()}
+def synthetic_coverage(ladders: int = 30, n_boot: int = 200, sizes=None) -> dict:
+    """Per method (`synthetic_predictions`): the share of new runs inside their 95% prediction interval, how many,
+    the intervals' mean width and how many lay past a ladder that had not begun the rise."""
+    return {m: (float(((p["lo"] <= p["value"]) & (p["value"] <= p["hi"])).mean()), len(p),
+                float((p["hi"] - p["lo"]).mean()), int(p["rise_unseen"].sum()))
+            for m, p in synthetic_predictions(ladders, n_boot, sizes=sizes).items()}
 
 
 def main(argv=None) -> int:
@@ -189,7 +194,9 @@ def main(argv=None) -> int:
         for size, g in t.groupby(t["n_params"] > 3e9):
             name = "6.9B" if size else "1.4B"
             print(f"  {name}: mean |error| {g['error'].abs().mean():.3f}, mean |relative error| "
-                  f"{g['rel_error'].abs().mean():.1%}, inside the 95% interval {g['inside'].sum()} of {len(g)}")
+                  f"{g['rel_error'].abs().mean():.1%}, inside the 95% interval {g['inside'].sum()} of {len(g)} "
+                  f"(mean width {(g['hi'] - g['lo']).mean():.2f}); rise unseen for "
+                  f"{', '.join(sorted(g.loc[g['rise_unseen'], 'task'].unique())) or 'none'}")
             by_task = g.groupby("task").agg(abs_error=("error", lambda e: e.abs().mean()),
                                             rel_error=("rel_error", lambda e: e.abs().mean()),
                                             inside=("inside", "sum"), n=("inside", "size"))
@@ -207,14 +214,19 @@ def main(argv=None) -> int:
             print(f"  {target}: loss {loss['via_predicted']:.3f} [{loss['via_lo']:.3f}, {loss['via_hi']:.3f}] "
                   f"against {loss['loss_actual']:.3f}; mean |error| {g['error'].abs().mean():.3f}, mean |relative "
                   f"error| {g['rel_error'].abs().mean():.1%}, tasks inside the 95% interval {g['inside'].sum()} of "
-                  f"{len(g)}")
-        print(t[["target", "task", "predicted", "lo", "hi", "actual", "inside"]].round(3).to_string(index=False))
+                  f"{len(g)}; rise unseen for {', '.join(g.loc[g['rise_unseen'], 'task']) or 'none'}")
+        print(t[["target", "task", "predicted", "lo", "hi", "actual", "inside", "rise_unseen"]].round(3)
+              .to_string(index=False))
     if a.ladders:
         t1 = time.time()
         cov = synthetic_coverage(a.ladders, a.n_boot)
-        print(f"synthetic ladders ({a.ladders}): " + ", ".join(f"{m} {c:.1%} of {n} runs inside the 95% interval"
-                                                               for m, (c, n) in cov.items())
-              + f" ({time.time() - t1:.0f} s)")
+        print(f"synthetic ladders ({a.ladders}, sizes 10^6.5-10^9): " + ", ".join(
+            f"{m} {c:.1%} of {n} runs inside the 95% interval (mean width {w:.2f}, rise unseen for {u})"
+            for m, (c, n, w, u) in cov.items()) + f" ({time.time() - t1:.0f} s)")
+        short = synthetic_coverage(a.ladders, a.n_boot, sizes=np.logspace(6.5, 8.5, 6))
+        print("  the same ladders stopped at 10^8.5, short of the rise's 10% point: " + ", ".join(
+            f"{m} {c:.1%} inside (mean width {w:.2f}, rise unseen for {u} of {n})"
+            for m, (c, n, w, u) in short.items()))
     if a.ladder:
         df = pd.concat([load_results(p) for p in a.ladder], ignore_index=True)
         # answer_nll is the loss of the answer itself: at zero loss the answer is certain, exact match 1
@@ -224,13 +236,16 @@ def main(argv=None) -> int:
             for _, r in fc.coverage(bt).iterrows():
                 print(f"CPU ladder {r['task']} exact_match {r['method']}: {r['coverage']:.0%} of {r['n_predicted']} "
                       f"runs inside the 95% interval over {r['n_origins']} origins (mean width {r['mean_width']:.2f}), "
-                      f"mean |error| {r['mae']:.3f}")
+                      f"mean |error| {r['mae']:.3f}; rise unseen for {r['n_rise_unseen']}")
         bt = pd.concat(bts, ignore_index=True)
         for method, g in bt.groupby("method"):
             by = g.groupby("origin")["inside"].agg(["sum", "size"])
+            seen = g[~g["rise_unseen"]]
             print(f"CPU ladder, {', '.join(a.tasks)} together, {method}: {g['inside'].sum()} of {len(g)} inside "
-                  f"({g['inside'].mean():.0%}); by origin " + " ".join(f"{o:.0f}:{r['sum']}/{r['size']}"
-                                                                      for o, r in by.iterrows()))
+                  f"({g['inside'].mean():.0%}, mean width {(g['hi'] - g['lo']).mean():.2f}); where the ladder had "
+                  f"seen the rise {seen['inside'].sum()} of {len(seen)} ({seen['inside'].mean():.0%}, mean width "
+                  f"{(seen['hi'] - seen['lo']).mean():.2f}); by origin "
+                  + " ".join(f"{o:.0f}:{r['sum']}/{r['size']}" for o, r in by.iterrows()))
     return 0
 
 

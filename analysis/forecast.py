@@ -20,8 +20,11 @@ Two methods, each with a prediction interval for one new run's measurement:
   column where the targets give flops too (one convention for the ladder and its targets).
 - `auto`: the method with the smaller mean absolute error in the rolling-origin backtest of this ladder.
 
-Every curve and interval stays inside the metric's bounds (`analysis.schema.METRICS`). The bootstrap is
-`analysis.fit.fit_law`'s: over runs where the table has enough of them, parametric otherwise.
+A ladder whose fitted curve has not risen 10% of the way from floor to ceiling has not begun the rise, and cannot
+place it: for a target past it the interval spans a new run at the ladder's edge up to the ceiling, and the row says
+`rise_unseen` (`_Fitted._rise`). Every curve and interval stays inside the metric's bounds
+(`analysis.schema.METRICS`). The bootstrap is `analysis.fit.fit_law`'s: over runs where the table has enough of
+them, parametric otherwise.
 
 The rolling-origin backtest (`forecast_backtest`): for each size k of the ladder (smallest first, from the first that
 leaves enough sizes below it to fit), fit on every run smaller than size k, all budgets, and predict each run of size
@@ -39,12 +42,12 @@ from analysis import schema
 from analysis.fit import fit_law
 
 METHODS = ("two_step", "direct")
-COLUMNS = ["task", "metric", "n_params", "tokens", "predicted", "lo", "hi", "method"]
+COLUMNS = ["task", "metric", "n_params", "tokens", "predicted", "lo", "hi", "method", "rise_unseen"]
 VIA_COLUMNS = ["via_predicted", "via_lo", "via_hi"]
 BACKTEST_COLUMNS = ["task", "metric", "method", "laws", "origin", "n_fit_sizes", "run_id", "n_params", "tokens",
-                    "predicted", "lo", "hi", "actual", "error", "rel_error", "inside"]
+                    "predicted", "lo", "hi", "actual", "error", "rel_error", "inside", "rise_unseen"]
 COVERAGE_COLUMNS = ["task", "metric", "method", "level", "n_origins", "n_predicted", "coverage", "mean_width", "mae",
-                    "mean_rel_error"]
+                    "mean_rel_error", "n_rise_unseen", "coverage_seen", "mean_width_seen"]
 MIN_SIZES = 3  # distinct sizes a fit needs below the size it predicts
 MIN_RUNS = 4  # runs a fit needs
 MIN_BUDGETS = 3  # distinct token budgets L(N, D) needs; fewer, and step 1 is a power law in compute
@@ -154,6 +157,12 @@ def _check_levels(metric: str, floor: float | None, ceiling: float | None) -> No
         raise ValueError(f"the floor {floor} must lie below the ceiling {ceiling}")
 
 
+def _higher(metric: str) -> bool | None:
+    """Whether the metric's better end is up (a registered metric's direction), None where it is not registered."""
+    m = schema.METRICS.get(str(metric))
+    return None if m is None else m.higher_is_better
+
+
 def _enough(final: pd.DataFrame, what: str) -> None:
     sizes = final["n_params"].nunique()
     if sizes < MIN_SIZES or len(final) < MIN_RUNS:
@@ -161,6 +170,7 @@ def _enough(final: pd.DataFrame, what: str) -> None:
                          f"a forecast needs at least {MIN_SIZES} sizes and {MIN_RUNS} runs")
 
 
+RISE_SEEN = 0.1  # how far from floor to ceiling a ladder's fitted curve must have risen to say where the rise is
 TOP_SIZES = 2  # the ladder's largest sizes, whose runs' scatter about the fit a new run's draws take
 
 
@@ -181,9 +191,12 @@ class _Fitted:
     new run's measurement at each target (and of its loss, for two_step)."""
 
     def __init__(self, method: str, final: pd.DataFrame, points: pd.DataFrame, bounds, floor, n_boot: int, seed: int,
-                 use_flops: bool = False, ceiling: float | None = None):
-        self.method, self.seed, self.use_flops = method, seed, use_flops
+                 use_flops: bool = False, ceiling: float | None = None, higher: bool | None = True):
+        self.method, self.seed, self.use_flops, self.higher = method, seed, use_flops, higher
         lo, hi = bounds
+        better = hi if higher else lo
+        # the ladder's reach: a target larger, or trained with more compute, than every run lies past it
+        self.reach = (float(final["n_params"].max()), float(np.max(_compute(final, use_flops))))
         # the floor is the score far from learning on either route; the ceiling given is the score at zero loss,
         # step 2's alone (direct's ceiling, at unbounded compute, is fitted)
         level_bounds = {"floor": (floor, floor)} if floor is not None else None
@@ -195,6 +208,7 @@ class _Fitted:
                                n_boot=n_boot, seed=seed)
             self.fit = _top_scatter(self.fit, pts, "compute", "value")
             self.name = "direct (logistic in compute)"
+            self._rise(pts["compute"], better)
             return
         _enough(final, "two_step")
         if final["via"].isna().any() or (final["via"] <= 0).any():
@@ -222,6 +236,25 @@ class _Fitted:
         self.fit = fit_law(pts, "logistic", "inv_loss", "value", y_bounds=(lo, hi), bounds=level_bounds,
                            n_boot=n_boot, seed=seed)
         self.name = f"two_step ({self.loss_x}, then a sigmoid of the loss)"
+        self._rise(pts["inv_loss"], ceiling if ceiling is not None else better)
+
+    def _rise(self, x: pd.Series, best: float | None) -> None:
+        """Whether the ladder has seen the rise: the fitted curve moves from its floor toward the metric's better
+        end, and the ladder's largest x lies past its 10% point, where it has risen RISE_SEEN of the way from floor
+        to ceiling (given or fitted; the 10%-90% convention of the jump widths): x0 9^(-1/k). Where it has not, the
+        ladder says where the rise is not, and nothing of where it is: a target past the ladder may not have begun
+        it or may have completed it (the onset of an emergent ability is this case). Its interval then spans both:
+        from a new run's score at the ladder's edge to `best`, the given ceiling, else the metric's better bound.
+        A metric of unknown direction has no rise to speak of: its curve is taken as it is fitted."""
+        p = self.fit.params
+        self.x_max = float(np.max(x))
+        self.best = best if best is not None and np.isfinite(best) else None
+        if self.higher is None:
+            self.rise_seen = True
+            return
+        toward = (p["ceiling"] - p["floor"]) * (1 if self.higher else -1) > 0
+        start = p["x0"] * ((1 - RISE_SEEN) / RISE_SEEN) ** (-1 / p["k"])
+        self.rise_seen = bool(toward and self.x_max >= start)
 
     def _loss_x(self, at: pd.DataFrame):
         if self.loss_x == "chinchilla":
@@ -230,15 +263,37 @@ class _Fitted:
 
     def predict(self, at: pd.DataFrame) -> dict:
         rng = np.random.default_rng(self.seed + 7)
+        past = (at["n_params"].to_numpy(float) > self.reach[0]) | (_compute(at, self.use_flops) > self.reach[1])
+        # a new run's score at the ladder's edge: where the rise is unseen, a target past the ladder may not have
+        # begun it (drawn apart, so that the other draws do not depend on it)
+        edge = self.fit.draws(np.full(len(at), self.x_max), "prediction", np.random.default_rng(self.seed + 11))
         if self.method == "direct":
             x = _compute(at, self.use_flops)
-            return {"predicted": self.fit.predict(x), "draws": self.fit.draws(x, "prediction", rng)}
+            return {"predicted": self.fit.predict(x), "draws": self.fit.draws(x, "prediction", rng), "past": past,
+                    "edge": edge}
         X = self._loss_x(at)
         loss = self.loss_fit.predict(X)
         loss_draws = self.loss_fit.draws(X, "prediction", rng)
         m = min(len(loss_draws), len(self.fit.finite_boot))
         draws = self.fit.draws(1.0 / loss_draws[:m], "prediction", rng, per_draw=True)
-        return {"predicted": self.fit.predict(1.0 / loss), "draws": draws, "via": loss, "via_draws": loss_draws}
+        return {"predicted": self.fit.predict(1.0 / loss), "draws": draws, "via": loss, "via_draws": loss_draws,
+                "past": past, "edge": edge}
+
+    def interval(self, p: dict, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The `level` prediction interval of each target from its draws, and `rise_unseen`: for a target past a
+        ladder that has not seen the rise (`_rise`), the fitted curve's extrapolation says nothing, and the interval
+        spans both ends: the run may not have begun the rise (a new run's score at the ladder's edge), or have
+        completed it (the ceiling given, else the metric's upper bound)."""
+        lo, hi = _interval(p["draws"], level)
+        unseen = np.asarray(p["past"] & (not self.rise_seen), dtype=bool)
+        edge_lo, edge_hi = _interval(p["edge"], level)
+        if self.higher:
+            lo = np.where(unseen, np.minimum(lo, edge_lo), lo)
+            hi = np.where(unseen, np.maximum(hi, self.best), hi) if self.best is not None else hi
+        elif self.higher is not None:
+            hi = np.where(unseen, np.maximum(hi, edge_hi), hi)
+            lo = np.where(unseen, np.minimum(lo, self.best), lo) if self.best is not None else lo
+        return lo, hi, unseen
 
 
 def _interval(draws: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -276,11 +331,12 @@ def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None 
                                          seed=seed, use_flops="flops" in at.columns, ceiling=ceiling)
         method = choose_method(backtest)
     model = _Fitted(method, final, points, bounds, floor, n_boot, seed, use_flops="flops" in at.columns,
-                    ceiling=ceiling)
+                    ceiling=ceiling, higher=_higher(metric))
     p = model.predict(at)
-    lo, hi = _interval(p["draws"], level)
+    lo, hi, unseen = model.interval(p, level)
     out = pd.DataFrame({"task": task, "metric": metric, "n_params": at["n_params"], "tokens": at["tokens"],
-                        "predicted": p["predicted"], "lo": lo, "hi": hi, "method": model.name})
+                        "predicted": p["predicted"], "lo": lo, "hi": hi, "method": model.name,
+                        "rise_unseen": unseen})
     if "via" in p:
         vlo, vhi = _interval(p["via_draws"], level)
         out = out.assign(via_predicted=p["via"], via_lo=vlo, via_hi=vhi)
@@ -319,11 +375,11 @@ def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | 
         for method in methods:
             try:
                 model = _Fitted(method, final[below], points[points["run_id"].isin(fit_runs)], bounds, floor,
-                                n_boot, seed, use_flops, ceiling)
+                                n_boot, seed, use_flops, ceiling, _higher(metric))
             except ValueError:
                 continue  # too few runs below this origin for this method: no prediction, nothing to score
             p = model.predict(targets)
-            lo, hi = _interval(p["draws"], level)
+            lo, hi, unseen = model.interval(p, level)
             actual = targets["value"].to_numpy(float)
             err = p["predicted"] - actual
             for i, (_, r) in enumerate(targets.iterrows()):
@@ -333,23 +389,32 @@ def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | 
                              "tokens": float(r["tokens"]), "predicted": float(p["predicted"][i]),
                              "lo": float(lo[i]), "hi": float(hi[i]), "actual": actual[i], "error": float(err[i]),
                              "rel_error": float(err[i] / actual[i]) if actual[i] != 0 else np.nan,
-                             "inside": bool(lo[i] <= actual[i] <= hi[i])})
+                             "inside": bool(lo[i] <= actual[i] <= hi[i]), "rise_unseen": bool(unseen[i])})
     return pd.DataFrame(rows, columns=BACKTEST_COLUMNS)
 
 
 def coverage(backtest: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Per method: how many origins and predicted runs the backtest has, the share of runs inside their interval
     and the intervals' mean width (a share held by intervals as wide as the metric's range says nothing), the mean
-    absolute error and the mean absolute relative error."""
+    absolute error and the mean absolute relative error; and the same share and width over the runs whose ladder
+    had seen the rise (`coverage_seen`, `mean_width_seen`), beside how many had not (`n_rise_unseen`: their
+    intervals reach the ceiling, and hold by being wide)."""
     if backtest.empty:
         return pd.DataFrame(columns=COVERAGE_COLUMNS)
-    backtest = backtest.assign(width=pd.to_numeric(backtest["hi"], errors="coerce")
-                               - pd.to_numeric(backtest["lo"], errors="coerce"))
+    unseen = (backtest["rise_unseen"].astype(str).str.lower().eq("true") if "rise_unseen" in backtest.columns
+              else pd.Series(False, index=backtest.index))
+    width = pd.to_numeric(backtest["hi"], errors="coerce") - pd.to_numeric(backtest["lo"], errors="coerce")
+    backtest = backtest.assign(width=width, unseen=unseen, inside_seen=backtest["inside"].where(~unseen),
+                               width_seen=width.where(~unseen))
     g = backtest.groupby(["task", "metric", "method"], sort=False)
     out = g.agg(n_origins=("origin", "nunique"), n_predicted=("inside", "size"),
                 coverage=("inside", "mean"), mean_width=("width", "mean"),
                 mae=("error", lambda e: float(np.mean(np.abs(e)))),
-                mean_rel_error=("rel_error", lambda e: float(np.nanmean(np.abs(e))) if e.notna().any() else np.nan))
+                mean_rel_error=("rel_error", lambda e: float(np.nanmean(np.abs(e))) if e.notna().any() else np.nan),
+                n_rise_unseen=("unseen", "sum"),
+                coverage_seen=("inside_seen", lambda v: float(v.dropna().astype(float).mean())
+                               if v.notna().any() else np.nan),
+                mean_width_seen=("width_seen", "mean"))
     return out.reset_index().assign(level=level)[COVERAGE_COLUMNS]
 
 

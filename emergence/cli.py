@@ -198,11 +198,19 @@ def cmd_forecast(args) -> int:
                          ceiling=args.ceiling)
     with pd.option_context("display.width", 160, "display.max_colwidth", 60):
         print(out["forecast"].to_string(index=False))
+        if out["forecast"]["rise_unseen"].any():
+            print("rise unseen: the ladder has not begun the rise (its fitted curve is not 10% of the way up), so "
+                  "where it lies past the ladder is not in the data; those intervals reach the ceiling")
         cov = out["coverage"]
         for _, r in cov.iterrows():
             print(f"backtest {r['method']}: {r['coverage']:.0%} of {r['n_predicted']} runs inside their "
                   f"{r['level']:.0%} interval over {r['n_origins']} origins (mean width {r['mean_width']:.3g}), "
                   f"mean |error| {r['mae']:.3g}")
+            if r["n_rise_unseen"]:
+                seen = int(r["n_predicted"] - r["n_rise_unseen"])
+                print(f"  {int(r['n_rise_unseen'])} lay past sizes that had not begun the rise (intervals to the "
+                      f"ceiling)" + (f"; the other {seen}: {r['coverage_seen']:.0%} inside, mean width "
+                                     f"{r['mean_width_seen']:.3g}" if seen else ""))
         if cov.empty:
             print("backtest: below its largest size the ladder has too few sizes or runs to fit; the interval is "
                   "untested")

@@ -651,21 +651,30 @@ def _forecast_blocks(sw: Sweep) -> list:
         blocks.append(Para(["Below its largest size the ladder has too few sizes or runs to fit: the forecast's "
                             "interval is untested."]))
     for _, r in cov.iterrows():
-        # a 95% interval should hold 95% of the runs; fewer than its binomial 2-sigma lower limit is a warning
-        low = 0.95 - 2 * math.sqrt(0.95 * 0.05 / max(int(r["n_predicted"]), 1))
+        unseen, n = int(r["n_rise_unseen"]), int(r["n_predicted"])
+        # a 95% interval should hold 95% of the runs; fewer than its binomial 2-sigma lower limit is a warning,
+        # judged on the intervals of a ladder that had seen the rise (the others hold by spanning the range)
+        share, n_seen = (r["coverage_seen"], n - unseen) if n > unseen else (r["coverage"], n)
+        low = 0.95 - 2 * math.sqrt(0.95 * 0.05 / max(n_seen, 1))
         warn = (" These intervals held far less often than 95% on this ladder: they are too narrow here, and a "
-                "forecast from it is more certain than it should be." if r["coverage"] < low else "")
+                "forecast from it is more certain than it should be." if share < low else "")
+        split = (f" {unseen} of them lay past sizes that had not begun the rise: their intervals reach the ceiling. "
+                 f"Of the other {n - unseen}, {_fmt(100 * r['coverage_seen'])}% held, "
+                 f"{_fmt(r['mean_width_seen'])} wide on average." if 0 < unseen < n else
+                 " Every one lay past sizes that had not begun the rise: their intervals reach the ceiling, and "
+                 "say only that." if unseen == n else "")
         blocks.append(Para([f"{r['task']} {r['metric']}, {r['method']}: {_fmt(100 * r['coverage'])}% of "
-                            f"{r['n_predicted']} runs inside their 95% prediction interval over {r['n_origins']} "
+                            f"{n} runs inside their 95% prediction interval over {r['n_origins']} "
                             f"origins (each size predicted from every smaller one), the intervals "
-                            f"{_fmt(r['mean_width'])} wide on average; mean absolute error {_fmt(r['mae'])}.{warn}"]))
+                            f"{_fmt(r['mean_width'])} wide on average; mean absolute error {_fmt(r['mae'])}.{split}"
+                            f"{warn}"]))
     if _has(pred, "predicted"):
         cols = [c for c in ("task", "metric", "n_params", "tokens", "predicted", "lo", "hi", "via_predicted",
-                            "method") if c in pred.columns]
-        rows = [[_oneline(r[c], 200) if c in ("task", "metric", "method") else _fmt(r[c]) for c in cols]
-                for _, r in pred.iterrows()]
-        blocks.append(Table([{"via_predicted": "loss predicted"}.get(c, c) for c in cols], rows,
-                            numeric=_numeric_except(cols, ("task", "metric", "method"))))
+                            "rise_unseen", "method") if c in pred.columns]
+        text = ("task", "metric", "method", "rise_unseen")
+        rows = [[_oneline(r[c], 200) if c in text else _fmt(r[c]) for c in cols] for _, r in pred.iterrows()]
+        blocks.append(Table([{"via_predicted": "loss predicted", "rise_unseen": "rise unseen"}.get(c, c)
+                             for c in cols], rows, numeric=_numeric_except(cols, text)))
     blocks.append(FigureRef("forecast"))
     return blocks
 
