@@ -20,11 +20,11 @@ Two methods, each with a prediction interval for one new run's measurement:
   column where the targets give flops too (one convention for the ladder and its targets).
 - `auto`: the method with the smaller mean absolute error in the rolling-origin backtest of this ladder.
 
-A ladder whose fitted curve has not risen 10% of the way from floor to ceiling has not begun the rise, and cannot
-place it: for a target past it the interval spans a new run at the ladder's edge up to the ceiling, and the row says
-`rise_unseen` (`_Fitted._rise`). Every curve and interval stays inside the metric's bounds
-(`analysis.schema.METRICS`). The bootstrap is `analysis.fit.fit_law`'s: over runs where the table has enough of
-them, parametric otherwise.
+A ladder whose fitted curve has not risen 10% of the way from floor to ceiling, by more than twice its points'
+scatter, has not begun the rise, and cannot place it: for a target past it the interval spans a new run at the
+ladder's edge up to the ceiling, and the row says `rise_unseen` (`_Fitted._rise`). Every curve and interval stays
+inside the metric's bounds (`analysis.schema.METRICS`). The bootstrap is `analysis.fit.fit_law`'s: over runs where
+the table has enough of them, parametric otherwise.
 
 The rolling-origin backtest (`forecast_backtest`): for each size k of the ladder (smallest first, from the first that
 leaves enough sizes below it to fit), fit on every run smaller than size k, all budgets, and predict each run of size
@@ -171,6 +171,8 @@ def _enough(final: pd.DataFrame, what: str) -> None:
 
 
 RISE_SEEN = 0.1  # how far from floor to ceiling a ladder's fitted curve must have risen to say where the rise is
+TAIL = 0.025  # a target's loss draws beyond every ladder checkpoint's, in this share or more, put it past the ladder
+RISE_NOISE = 2.0  # how many times the points' RMS scatter that rise must be, within the data, to be told from noise
 TOP_SIZES = 2  # the ladder's largest sizes, whose runs' scatter about the fit a new run's draws take
 
 
@@ -196,7 +198,8 @@ class _Fitted:
         lo, hi = bounds
         better = hi if higher else lo
         # the ladder's reach: a target larger, or trained with more compute, than every run lies past it
-        self.reach = (float(final["n_params"].max()), float(np.max(_compute(final, use_flops))))
+        # (6 N D on both sides whatever the compute convention: the test is of extrapolation, and needs no flops)
+        self.reach = (float(final["n_params"].max()), float(np.max(_compute(final, False))))
         # the floor is the score far from learning on either route; the ceiling given is the score at zero loss,
         # step 2's alone (direct's ceiling, at unbounded compute, is fitted)
         level_bounds = {"floor": (floor, floor)} if floor is not None else None
@@ -208,7 +211,7 @@ class _Fitted:
                                n_boot=n_boot, seed=seed)
             self.fit = _top_scatter(self.fit, pts, "compute", "value")
             self.name = "direct (logistic in compute)"
-            self._rise(pts["compute"], better)
+            self._rise(pts["compute"], pts["value"], better)
             return
         _enough(final, "two_step")
         if final["via"].isna().any() or (final["via"] <= 0).any():
@@ -236,25 +239,32 @@ class _Fitted:
         self.fit = fit_law(pts, "logistic", "inv_loss", "value", y_bounds=(lo, hi), bounds=level_bounds,
                            n_boot=n_boot, seed=seed)
         self.name = f"two_step ({self.loss_x}, then a sigmoid of the loss)"
-        self._rise(pts["inv_loss"], ceiling if ceiling is not None else better)
+        self._rise(pts["inv_loss"], pts["value"], ceiling if ceiling is not None else better)
 
-    def _rise(self, x: pd.Series, best: float | None) -> None:
-        """Whether the ladder has seen the rise: the fitted curve moves from its floor toward the metric's better
-        end, and the ladder's largest x lies past its 10% point, where it has risen RISE_SEEN of the way from floor
-        to ceiling (given or fitted; the 10%-90% convention of the jump widths): x0 9^(-1/k). Where it has not, the
-        ladder says where the rise is not, and nothing of where it is: a target past the ladder may not have begun
-        it or may have completed it (the onset of an emergent ability is this case). Its interval then spans both:
-        from a new run's score at the ladder's edge to `best`, the given ceiling, else the metric's better bound.
-        A metric of unknown direction has no rise to speak of: its curve is taken as it is fitted."""
+    def _rise(self, x: pd.Series, y: pd.Series, best: float | None) -> None:
+        """Whether the ladder has seen the rise. Three things must hold: the fitted curve moves from its floor toward
+        the metric's better end; the ladder's largest x lies past its 10% point, where it has risen RISE_SEEN of the
+        way from floor to ceiling (given or fitted; the 10%-90% convention of the jump widths), x0 9^(-1/k); and the
+        rise within the data, f(largest x) - f(smallest x), is at least RISE_NOISE (2) times the RMS scatter of the
+        points about the curve (a sigmoid fitted to noise about a floor finds a step of a fraction of the scatter,
+        as steep as its bounds allow, and it may point either way). Where they do not hold, the ladder says where the
+        rise is not, and nothing of where it is: a target past the ladder may not have begun it or may have
+        completed it (the onset of an emergent ability is this case). Its interval then spans both: from a new run's
+        score at the ladder's edge to `best`, two_step's given ceiling, else the metric's better bound. A metric of
+        unknown direction has no rise to speak of: its curve is taken as it is fitted."""
         p = self.fit.params
+        x, y = np.asarray(x, float), np.asarray(y, float)
         self.x_max = float(np.max(x))
         self.best = best if best is not None and np.isfinite(best) else None
         if self.higher is None:
             self.rise_seen = True
             return
-        toward = (p["ceiling"] - p["floor"]) * (1 if self.higher else -1) > 0
+        sign = 1 if self.higher else -1
+        toward = (p["ceiling"] - p["floor"]) * sign > 0
         start = p["x0"] * ((1 - RISE_SEEN) / RISE_SEEN) ** (-1 / p["k"])
-        self.rise_seen = bool(toward and self.x_max >= start)
+        ends = self.fit.predict(np.array([np.min(x), self.x_max]))
+        scatter = float(np.sqrt(np.mean((y - self.fit.predict(x)) ** 2)))
+        self.rise_seen = bool(toward and self.x_max >= start and (ends[1] - ends[0]) * sign >= RISE_NOISE * scatter)
 
     def _loss_x(self, at: pd.DataFrame):
         if self.loss_x == "chinchilla":
@@ -263,7 +273,9 @@ class _Fitted:
 
     def predict(self, at: pd.DataFrame) -> dict:
         rng = np.random.default_rng(self.seed + 7)
-        past = (at["n_params"].to_numpy(float) > self.reach[0]) | (_compute(at, self.use_flops) > self.reach[1])
+        # past the ladder: more parameters or compute than every run (and, for two_step, below, a loss interval that
+        # reaches below every checkpoint's loss)
+        past = (at["n_params"].to_numpy(float) > self.reach[0]) | (_compute(at, False) > self.reach[1])
         # a new run's score at the ladder's edge: where the rise is unseen, a target past the ladder may not have
         # begun it (drawn apart, so that the other draws do not depend on it)
         edge = self.fit.draws(np.full(len(at), self.x_max), "prediction", np.random.default_rng(self.seed + 11))
@@ -276,6 +288,7 @@ class _Fitted:
         loss_draws = self.loss_fit.draws(X, "prediction", rng)
         m = min(len(loss_draws), len(self.fit.finite_boot))
         draws = self.fit.draws(1.0 / loss_draws[:m], "prediction", rng, per_draw=True)
+        past = past | (np.nanquantile(1.0 / loss_draws, 1 - TAIL, axis=0) > self.x_max)
         return {"predicted": self.fit.predict(1.0 / loss), "draws": draws, "via": loss, "via_draws": loss_draws,
                 "past": past, "edge": edge}
 
@@ -401,8 +414,8 @@ def coverage(backtest: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     intervals reach the ceiling, and hold by being wide)."""
     if backtest.empty:
         return pd.DataFrame(columns=COVERAGE_COLUMNS)
-    unseen = (backtest["rise_unseen"].astype(str).str.lower().eq("true") if "rise_unseen" in backtest.columns
-              else pd.Series(False, index=backtest.index))
+    unseen = (backtest["rise_unseen"].astype(str).str.lower().isin(["true", "1", "1.0"])
+              if "rise_unseen" in backtest.columns else pd.Series(False, index=backtest.index))
     width = pd.to_numeric(backtest["hi"], errors="coerce") - pd.to_numeric(backtest["lo"], errors="coerce")
     backtest = backtest.assign(width=width, unseen=unseen, inside_seen=backtest["inside"].where(~unseen),
                                width_seen=width.where(~unseen))

@@ -291,19 +291,22 @@ def test_cli_holds_larger_models_out_and_takes_a_loss_of_another_task(lad, tmp_p
     assert "leaves no run in the ladder" in capsys.readouterr().err
 
 
-def _floor_only(lad, rng=np.random.default_rng(5)):
+def _floor_only(lad, seed=5):
     """The synthetic ladder with its score at chance everywhere (a binomial proportion of n at 0.25): the loss
     falls with size, the score has not begun to rise."""
     em = lad["metric"] == "exact_match"
+    rng = np.random.default_rng(seed)
     return lad.assign(value=np.where(em, rng.binomial(500, 0.25, len(lad)) / 500, lad["value"]))
 
 
-def test_a_ladder_that_has_not_begun_the_rise_cannot_place_it():
-    """Scores at chance on every size: the sigmoid's rise lies beyond the ladder, and nothing in the data says how far.
-    A larger target's interval spans a new run at the ladder's edge up to the ceiling (given, else the metric's
-    bound), and says so; a target within the ladder's reach, or a ladder that has risen, keeps its fitted interval."""
+@pytest.mark.parametrize("seed", range(4))
+def test_a_ladder_that_has_not_begun_the_rise_cannot_place_it(seed):
+    """Scores at chance on every size: the sigmoid's rise lies beyond the ladder (or is a step fitted to the noise),
+    and nothing in the data says where. A larger target's interval spans a new run at the ladder's edge up to the
+    ceiling (given, else the metric's bound), on either route, and says so; a target within the ladder's reach, or
+    a ladder that has risen, keeps its fitted interval."""
     lad = synthetic_ladder(np.random.default_rng(1))
-    flat = _floor_only(lad)
+    flat = _floor_only(lad, seed)
     top = lad["n_params"].max()
     at = pd.DataFrame({"n_params": [3 * top, top / 10], "tokens": [3e9, 3e8]})
     out = fc.forecast(flat, at, "t", "exact_match", via="answer_nll", method="two_step", n_boot=50)
@@ -311,22 +314,34 @@ def test_a_ladder_that_has_not_begun_the_rise_cannot_place_it():
     assert out["hi"].iloc[0] == 1.0 and out["lo"].iloc[0] < 0.25 < out["hi"].iloc[1] < 0.35
     given = fc.forecast(flat, at, "t", "exact_match", via="answer_nll", method="two_step", n_boot=50, ceiling=0.9)
     assert given["hi"].iloc[0] == 0.9
+    direct = fc.forecast(flat, at, "t", "exact_match", method="direct", n_boot=50)
+    assert list(direct["rise_unseen"]) == [True, False] and direct["hi"].iloc[0] == 1.0
     risen = fc.forecast(lad, at.iloc[:1], "t", "exact_match", via="answer_nll", method="two_step", n_boot=50)
     assert not risen["rise_unseen"].iloc[0] and risen["hi"].iloc[0] < 0.99
 
 
-def test_an_onset_the_ladder_below_did_not_show_is_inside_an_unseen_interval():
+@pytest.mark.parametrize("seed", range(3))
+def test_an_onset_the_ladder_below_did_not_show_is_inside_an_unseen_interval(seed):
     """The backtest at the first size where runs leave the floor: fitted on floor-only sizes, a sigmoid would say
     'chance'; the interval instead reaches the ceiling, and the acquired runs lie inside it, marked rise_unseen."""
     lad = synthetic_ladder(np.random.default_rng(1))
     sizes = np.sort(lad["n_params"].unique())
     onset = lad["n_params"] >= sizes[4]
-    flat = _floor_only(lad)
+    flat = _floor_only(lad, seed)
     jumped = flat.assign(value=np.where(onset & (flat["metric"] == "exact_match"), 0.8, flat["value"]))
     bt = fc.forecast_backtest(jumped, "t", "exact_match", via="answer_nll", methods=["two_step"], n_boot=50)
     at_onset = bt[bt["n_params"] == sizes[4]]
     assert len(at_onset) == 6 and at_onset["rise_unseen"].all() and at_onset["inside"].all()
     assert (at_onset["predicted"] < 0.3).all()  # the fitted curve's own answer, kept as the point prediction
+
+
+def test_targets_with_flops_need_none_on_a_ladder_that_separates_n_and_d(lad):
+    """Whether a target lies past the ladder is judged on 6 N D, so a ladder without a flops column still forecasts
+    targets that give one by L(N, D)."""
+    at = pd.DataFrame({"n_params": [6e8], "tokens": [3e9], "flops": [1.1e19]})
+    out = fc.forecast(lad.assign(flops=np.nan), at, "t", "exact_match", via="answer_nll", method="two_step",
+                      n_boot=50).iloc[0]
+    assert out["method"].startswith("two_step (chinchilla") and out["lo"] <= out["predicted"] <= out["hi"]
 
 
 def test_the_report_judges_the_intervals_of_a_ladder_that_had_seen_the_rise_apart(tmp_path):
