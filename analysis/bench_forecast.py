@@ -96,6 +96,13 @@ def load_gadre(root: Path = GADRE, tasks=TASKS) -> tuple[pd.DataFrame, dict[str,
     return pd.DataFrame(rows), floors
 
 
+def _scored(t: pd.DataFrame) -> pd.DataFrame:
+    """Predictions against their measured `actual`: error, relative error, inside the interval or not."""
+    error = t["predicted"] - t["actual"]
+    inside = (t["lo"] <= t["actual"]) & (t["actual"] <= t["hi"])
+    return t.assign(error=error, rel_error=error / t["actual"], inside=inside)
+
+
 def public_ladder(n_boot: int = 200) -> pd.DataFrame:
     """Predict every >= 1B model of each training set from its <= 411M ladder, on each task."""
     df, floors = load_gadre()
@@ -116,11 +123,7 @@ def public_ladder(n_boot: int = 200) -> pd.DataFrame:
                             "actual": actual[r["run_id"]], "loss_predicted": p["via_predicted"],
                             "rise_unseen": bool(p["rise_unseen"]),
                             "loss_actual": loss[r["run_id"]]})
-    t = pd.DataFrame(out)
-    t["error"] = t["predicted"] - t["actual"]
-    t["rel_error"] = t["error"] / t["actual"]
-    t["inside"] = (t["lo"] <= t["actual"]) & (t["actual"] <= t["hi"])
-    return t
+    return _scored(pd.DataFrame(out))
 
 
 PYTHIA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pythia-evals" / "pythia-v1"
@@ -146,11 +149,7 @@ def pythia_ladder(root: Path = PYTHIA, n_boot: int = 200, tasks=PYTHIA_TASKS) ->
                            n_boot=n_boot, ceiling=1.0 if task == "lambada_openai" else None)
         out.append(pred.assign(target=actual["model"].to_numpy(), actual=actual["value"].to_numpy(),
                                loss_actual=np.log(loss[actual["run_id"]].to_numpy())))
-    t = pd.concat(out, ignore_index=True)
-    t["error"] = t["predicted"] - t["actual"]
-    t["rel_error"] = t["error"] / t["actual"]
-    t["inside"] = (t["lo"] <= t["actual"]) & (t["actual"] <= t["hi"])
-    return t
+    return _scored(pd.concat(out, ignore_index=True))
 
 
 def synthetic_predictions(ladders: int = 30, n_boot: int = 200, methods=fc.METHODS, sizes=None

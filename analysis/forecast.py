@@ -276,13 +276,9 @@ class _Fitted:
         # past the ladder: more parameters or compute than every run (and, for two_step, below, a loss interval that
         # reaches below every checkpoint's loss)
         past = (at["n_params"].to_numpy(float) > self.reach[0]) | (_compute(at, False) > self.reach[1])
-        # a new run's score at the ladder's edge: where the rise is unseen, a target past the ladder may not have
-        # begun it (drawn apart, so that the other draws do not depend on it)
-        edge = self.fit.draws(np.full(len(at), self.x_max), "prediction", np.random.default_rng(self.seed + 11))
         if self.method == "direct":
             x = _compute(at, self.use_flops)
-            return {"predicted": self.fit.predict(x), "draws": self.fit.draws(x, "prediction", rng), "past": past,
-                    "edge": edge}
+            return {"predicted": self.fit.predict(x), "draws": self.fit.draws(x, "prediction", rng), "past": past}
         X = self._loss_x(at)
         loss = self.loss_fit.predict(X)
         loss_draws = self.loss_fit.draws(X, "prediction", rng)
@@ -290,7 +286,7 @@ class _Fitted:
         draws = self.fit.draws(1.0 / loss_draws[:m], "prediction", rng, per_draw=True)
         past = past | (np.nanquantile(1.0 / loss_draws, 1 - TAIL, axis=0) > self.x_max)
         return {"predicted": self.fit.predict(1.0 / loss), "draws": draws, "via": loss, "via_draws": loss_draws,
-                "past": past, "edge": edge}
+                "past": past}
 
     def interval(self, p: dict, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The `level` prediction interval of each target from its draws, and `rise_unseen`: for a target past a
@@ -299,11 +295,16 @@ class _Fitted:
         completed it (the ceiling given, else the metric's upper bound)."""
         lo, hi = _interval(p["draws"], level)
         unseen = np.asarray(p["past"] & (not self.rise_seen), dtype=bool)
-        edge_lo, edge_hi = _interval(p["edge"], level)
+        if not unseen.any() or self.higher is None:
+            return lo, hi, unseen
+        # a new run's score at the ladder's edge: a target past the ladder may not have begun the rise (drawn from a
+        # stream of its own, so that the other draws do not depend on whether these are made)
+        edge = self.fit.draws(np.full(len(unseen), self.x_max), "prediction", np.random.default_rng(self.seed + 11))
+        edge_lo, edge_hi = _interval(edge, level)
         if self.higher:
             lo = np.where(unseen, np.minimum(lo, edge_lo), lo)
             hi = np.where(unseen, np.maximum(hi, self.best), hi) if self.best is not None else hi
-        elif self.higher is not None:
+        else:
             hi = np.where(unseen, np.maximum(hi, edge_hi), hi)
             lo = np.where(unseen, np.minimum(lo, self.best), lo) if self.best is not None else lo
         return lo, hi, unseen
@@ -406,6 +407,11 @@ def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | 
     return pd.DataFrame(rows, columns=BACKTEST_COLUMNS)
 
 
+def _flag(column: pd.Series) -> pd.Series:
+    """A backtest's True/False column as booleans, as written (bool) or read back from a CSV ("True", 1)."""
+    return column.astype(str).str.lower().isin(["true", "1", "1.0"])
+
+
 def coverage(backtest: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Per method: how many origins and predicted runs the backtest has, the share of runs inside their interval
     and the intervals' mean width (a share held by intervals as wide as the metric's range says nothing), the mean
@@ -414,10 +420,10 @@ def coverage(backtest: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     intervals reach the ceiling, and hold by being wide)."""
     if backtest.empty:
         return pd.DataFrame(columns=COVERAGE_COLUMNS)
-    unseen = (backtest["rise_unseen"].astype(str).str.lower().isin(["true", "1", "1.0"])
-              if "rise_unseen" in backtest.columns else pd.Series(False, index=backtest.index))
+    unseen = _flag(backtest["rise_unseen"]) if "rise_unseen" in backtest.columns else pd.Series(False, backtest.index)
+    inside = _flag(backtest["inside"])
     width = pd.to_numeric(backtest["hi"], errors="coerce") - pd.to_numeric(backtest["lo"], errors="coerce")
-    backtest = backtest.assign(width=width, unseen=unseen, inside_seen=backtest["inside"].where(~unseen),
+    backtest = backtest.assign(inside=inside, width=width, unseen=unseen, inside_seen=inside.where(~unseen),
                                width_seen=width.where(~unseen))
     g = backtest.groupby(["task", "metric", "method"], sort=False)
     out = g.agg(n_origins=("origin", "nunique"), n_predicted=("inside", "size"),

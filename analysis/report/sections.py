@@ -646,7 +646,7 @@ def _forecast_blocks(sw: Sweep) -> list:
                               "prediction on this ladder.")]
     if (note := _unusable(sw, bt, "forecast_backtest.csv", ("method", "inside", "origin", "error"))) is not None:
         return blocks + [note]
-    cov = forecast.coverage(bt.assign(inside=bt["inside"].astype(str).str.lower().eq("true")))
+    cov = forecast.coverage(bt)
     if cov.empty:
         blocks.append(Para(["Below its largest size the ladder has too few sizes or runs to fit: the forecast's "
                             "interval is untested."]))
