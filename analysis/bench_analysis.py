@@ -97,28 +97,157 @@ def synthetic(family: str, i: int, spacing: float = 0.2, runs: int = RUNS) -> di
     return {"x": 10 ** t, "y": y, "seeds": labels, "n": np.full(y.size, N_EXAMPLES), "w": truth[0], "truth": truth}
 
 
-def recall_bound(d: dict, w0: float = 0.5, alpha: float = 0.05, n_sim: int = 4000, seed: int = 0) -> float:
-    """The power of the most powerful level-alpha test of "width w0" against the curve's true width, both at its
-    true location and levels (Neyman-Pearson, randomised at the critical value), for a family-1 or 2 curve `d`.
+def recall_bound(d: dict, w0: float = 0.5, alpha: float = 0.05, n_sim: int = 4000, seed: int = 0,
+                 least_favourable: bool = False) -> float:
+    """The power of the most powerful level-alpha test of "width w0" against the curve's true width (Neyman-Pearson,
+    randomised at the critical value), for a curve `d` whose runs sit at two levels.
 
-    The levels are far apart (floor <= 0.05, ceiling >= 0.6, 256 examples), so whether each run made it is taken as
-    observed: that is more than the data tell, so the figure stays an upper bound. Estimated from n_sim draws."""
+    The levels are far apart (floor <= 0.3, high >= 0.6, 256 examples), so whether each run made it is taken as
+    observed: that is more than the data tell, so the figure stays an upper bound. With the null at the true
+    location, the test knows where a rise W0 wide would sit; with `least_favourable`, the null's location is the
+    one (within 0.4 decades of the truth, 0.02 apart) where that power is least: any level-alpha test of W >= W0
+    must hold its level there too, so its power cannot exceed that minimum either (a tighter bound, the same
+    principle). Estimated from n_sim draws."""
     w, t0, _, _ = d["truth"]
     t = np.log10(d["x"])
     sa = np.clip(_s(t, t0, w), 1e-300, 1 - 1e-16)
-    s0 = np.clip(_s(t, t0, w0), 1e-300, 1 - 1e-16)
-    made_llr, miss_llr = np.log(sa / s0), np.log1p(-sa) - np.log1p(-s0)
     rng = np.random.default_rng(seed)
+    made_alt = rng.random((n_sim, t.size)) < sa
 
-    def llr(s):
-        made = rng.random((n_sim, t.size)) < s
-        return np.round(np.where(made, made_llr, miss_llr).sum(1), 9)
+    def power(t_null):
+        s0 = np.clip(_s(t, t_null, w0), 1e-300, 1 - 1e-16)
+        made_llr, miss_llr = np.log(sa / s0), np.log1p(-sa) - np.log1p(-s0)
+        null = np.round(np.where(rng.random((n_sim, t.size)) < s0, made_llr, miss_llr).sum(1), 9)
+        alt = np.round(np.where(made_alt, made_llr, miss_llr).sum(1), 9)
+        c = np.quantile(null, 1 - alpha)
+        above, at = np.mean(null > c), np.mean(null == c)
+        gamma = (alpha - above) / at if at > 0 else 0.0
+        return float(np.mean(alt > c) + gamma * np.mean(alt == c))
 
-    null, alt = llr(s0), llr(sa)
-    c = np.quantile(null, 1 - alpha)
-    above, at = np.mean(null > c), np.mean(null == c)
-    gamma = (alpha - above) / at if at > 0 else 0.0
-    return float(np.mean(alt > c) + gamma * np.mean(alt == c))
+    if not least_favourable:
+        return power(t0)
+    return min(power(t0 + dt) for dt in np.arange(-0.4, 0.4001, 0.02))
+
+
+# ------------------------------------------------------------------------------------------- the robustness grid
+GRID_LEVELS = ("shared", "varying", "chance")  # one floor and high per curve; per run (floor 0-5%); per run at chance
+GRID_SPACINGS = (0.1, 0.2, 0.3)
+GRID_RUNS = ("3", "6", "12", "4-8")
+GRID_SHAPES = ("sharp", "at_w0", "wide", "one_level")
+
+
+def grid_cells(levels=GRID_LEVELS, spacings=GRID_SPACINGS, runs=GRID_RUNS, shapes=GRID_SHAPES) -> list[tuple]:
+    """Every (levels, spacing, runs, shape) cell of the robustness grid."""
+    return [(lv, sp, r, sh) for sh in shapes for lv in levels for sp in spacings for r in runs]
+
+
+def synthetic_cell(cell: tuple, i: int, w0: float = 0.5) -> dict:
+    """Curve number i of a grid cell (deterministic): the inputs of flag_curve and the truth.
+
+    levels: "shared" (one floor 0-5% and one high level 60-95% per curve), "varying" (each run its own floor 0-5% and
+    high 60-95%) or "chance" (each run its own floor at a chance level of 20-30%, high 60-95%). runs: per size, a
+    number, or "4-8" (each size its own count, drawn from 4-8: unbalanced, sizes missing runs). shape: "sharp" (runs
+    at two levels, the share at the high one rising within 0.1-0.3 decades), "at_w0" (exactly W0), "wide" (1.2-2),
+    "one_level" (every run on one smooth curve, its own levels where they vary: a logistic 1.2-3 decades wide, a
+    power law, a line in log N). Sizes from 1e3, 2.6 decades, `spacing` apart; binomial noise, n = 256."""
+    levels, spacing, runs, shape = cell
+    key = (GRID_LEVELS.index(levels) * 97 + GRID_SPACINGS.index(spacing) * 31 + GRID_RUNS.index(runs) * 7
+           + GRID_SHAPES.index(shape))
+    rng = np.random.default_rng([20_261_207, key, i])
+    sizes = design(spacing)
+    m = (rng.integers(4, 9, sizes.size) if runs == "4-8" else np.full(sizes.size, int(runs)))
+    t = np.repeat(sizes, m)
+    size_idx = np.repeat(np.arange(sizes.size), m)
+    R = t.size
+    if levels == "shared":
+        lo, hi = np.full(R, rng.uniform(0.0, 0.05)), np.full(R, rng.uniform(0.6, 0.95))
+    else:
+        lo = rng.uniform(0.0, 0.05, R) if levels == "varying" else rng.uniform(0.2, 0.3, R)
+        hi = rng.uniform(0.6, 0.95, R)
+    w = t0 = np.nan
+    if shape == "one_level":
+        kind = i % 3
+        if kind == 0:
+            s = _s(t, rng.uniform(3.5, 5.5), rng.uniform(1.2, 3.0))
+        elif kind == 1:
+            s = 1.0 - (10 ** (t - t[0])) ** -rng.uniform(0.15, 0.6)
+        else:
+            s = (t - t[0]) / np.ptp(t)
+        p = lo + (hi - lo) * s
+    else:
+        w = {"sharp": rng.uniform(0.1, 0.3), "at_w0": w0, "wide": rng.uniform(1.2, 2.0)}[shape]
+        t0 = rng.uniform(4.0, 4.8) if shape == "wide" else rng.uniform(3.8, 5.0)
+        p = np.where(rng.random(R) < _s(t, t0, w), hi, lo)
+    y = rng.binomial(N_EXAMPLES, np.clip(p, 0, 1)) / N_EXAMPLES
+    labels = np.array([f"{a}-{b}" for a, b in zip(size_idx, np.arange(R))], dtype=object)
+    return {"x": 10 ** t, "y": y, "seeds": labels, "n": np.full(R, N_EXAMPLES), "w": w,
+            "truth": (w, t0, float(np.mean(lo)), float(np.mean(hi)))}
+
+
+def _work_cell(args) -> list[dict]:
+    from analysis.flags import flag_curve
+
+    cell, start, stop, n_boot = args
+    out = []
+    for i in range(start, stop):
+        d = synthetic_cell(cell, i)
+        r = flag_curve(d["x"], d["y"], higher_is_better=True, seeds=d["seeds"], n=d["n"], bounds=(0, 1),
+                       x_name="n_params", n_boot=n_boot, seed=i)
+        row = {"cell": cell, "verdict": r["verdict"], "per_run": r["per_run"], "w": d["w"]}
+        if cell[3] == "sharp":  # the most any level-5% test could do on this curve
+            row["bound"] = recall_bound(d, seed=i, n_sim=2000, least_favourable=True)
+            row["bound_known"] = recall_bound(d, seed=i, n_sim=2000)
+        out.append(row)
+    return out
+
+
+def bench_grid(per_cell: int = 200, workers: int = 2, n_boot: int = 500, cells=None) -> dict:
+    """Judge `per_cell` curves in every cell of the robustness grid; return each cell's rates with their Wilson
+    95% intervals and whether it meets its targets:
+    - sharp: `smooth` (wrong) at most 5%; recall at least 0.8 x the mean Neyman-Pearson bound of its curves;
+    - at_w0: `emergent` at most 5% plus Monte Carlo error (the Wilson interval reaches 0.05);
+    - wide, one_level: `emergent` at most 5%."""
+    cells = grid_cells() if cells is None else cells
+    tasks = [(c, int(ch[0]), int(ch[-1]) + 1, n_boot) for c in cells
+             for ch in np.array_split(np.arange(per_cell), max(1, min(per_cell, 4))) if ch.size]
+    t0 = time.perf_counter()
+    rows = [r for part in _run(tasks, workers, _work_cell) for r in part]
+    wall = time.perf_counter() - t0
+    out = []
+    for c in cells:
+        rs = [r for r in rows if r["cell"] == c]
+        v = [r["verdict"] for r in rs]
+        n = len(v)
+        e = {"levels": c[0], "spacing": c[1], "runs": c[2], "shape": c[3], "n": n,
+             "verdicts": {k: v.count(k) for k in sorted(set(v))}}
+        for name in ("emergent", "smooth"):
+            k = v.count(name)
+            e[name] = k / n
+            e[name + "_ci"] = list(wilson(k, n))
+        if c[3] == "sharp":
+            e["bound"] = float(np.mean([r["bound"] for r in rs]))
+            e["bound_known"] = float(np.mean([r["bound_known"] for r in rs]))
+            e["ok"] = bool(e["smooth_ci"][0] <= 0.05 and e["emergent"] >= 0.8 * e["bound"])
+        elif c[3] == "at_w0":
+            e["ok"] = bool(e["emergent_ci"][0] <= 0.05)
+        else:
+            e["ok"] = bool(e["emergent_ci"][0] <= 0.05)
+        out.append(e)
+    return {"cells": out, "per_cell": per_cell, "n_boot": n_boot, "workers": workers, "wall_s": wall,
+            "all_met": all(e["ok"] for e in out)}
+
+
+def _print_grid(r) -> None:
+    print(f"{len(r['cells'])} cells x {r['per_cell']} curves, up to {r['n_boot']} draws, {r['workers']} worker(s): "
+          f"{r['wall_s']:.0f} s")
+    print("| shape | levels | spacing | runs | emergent [95%] | smooth [95%] | NP bound | x 0.8 | target |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for e in r["cells"]:
+        bound = f"{e['bound']:.2f} | {0.8 * e['bound']:.2f}" if "bound" in e else "- | -"
+        print(f"| {e['shape']} | {e['levels']} | {e['spacing']:g} | {e['runs']} | {e['emergent']:.3f} "
+              f"[{e['emergent_ci'][0]:.3f}, {e['emergent_ci'][1]:.3f}] | {e['smooth']:.3f} "
+              f"[{e['smooth_ci'][0]:.3f}, {e['smooth_ci'][1]:.3f}] | {bound} | {'met' if e['ok'] else 'NOT met'} |")
+    print("every target met" if r["all_met"] else "some targets NOT met")
 
 
 def _work(args) -> list[dict]:
@@ -174,16 +303,17 @@ def bench_analysis(n_curves: int = 1000, workers: int = 2, n_boot: int = 500, sp
     return _summary(rows, wall, workers, n_boot, spacing, runs)
 
 
-def _run(tasks, workers):
+def _run(tasks, workers, work=None):
+    work = work or _work
     if workers == 1:
-        return [_work(t) for t in tasks]
+        return [work(t) for t in tasks]
     saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     os.environ.update({k: "1" for k in saved})  # inherited by the spawned workers before numpy loads
     try:
         import multiprocessing as mp
 
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            return list(pool.map(_work, tasks))
+            return list(pool.map(work, tasks))
     finally:
         for k, v in saved.items():
             if v is None:
@@ -248,7 +378,23 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=0,
                     help="also judge this many curves whose share rises exactly W0 wide (untimed): the test's size")
     ap.add_argument("--out", help="also write the result as JSON to this file")
+    ap.add_argument("--grid", action="store_true",
+                    help="run the robustness grid instead: levels x spacing x runs per size x shape of the rise")
+    ap.add_argument("--per-cell", type=int, default=200, help="curves per cell of --grid")
+    ap.add_argument("--shapes", default=",".join(GRID_SHAPES), help="shapes of --grid to run (comma-separated)")
     a = ap.parse_args(argv)
+    if a.grid:
+        shapes = tuple(x for x in a.shapes.split(",") if x)
+        if a.per_cell < 1 or not shapes or not set(shapes) <= set(GRID_SHAPES):
+            print(f"error: --per-cell must be positive and --shapes a subset of {','.join(GRID_SHAPES)}",
+                  file=sys.stderr)
+            return 2
+        r = bench_grid(a.per_cell, a.workers, a.boot, grid_cells(shapes=shapes))
+        _print_grid(r)
+        if a.out:
+            with open(a.out, "w") as f:
+                json.dump(r, f, indent=1)
+        return 0
     try:
         r = bench_analysis(a.curves, a.workers, a.boot, a.spacing, a.runs, a.size)
     except ValueError as e:

@@ -21,8 +21,8 @@ import pandas as pd
 from analysis import schema
 from analysis.jumps import ALPHA, EXTRA_COLUMNS, FLAG_COLUMNS, breakthroughness
 from analysis.fmt import sentence as fmt
-from analysis.verdicts import (CONTINUOUS_FOR_MIRAGE, LOSS_METRIC, LOSS_TASK, SIZE_AXES, apply_fdr, flag_along,
-                               flag_curve)
+from analysis.verdicts import (CONTINUOUS_FOR_MIRAGE, DECADE_TOL, LOSS_METRIC, LOSS_TASK, SIZE_AXES, apply_fdr,
+                               flag_along, flag_curve)
 from analysis.views import loss_view
 
 __all__ = ["flag_curve", "flag_along", "flag_emergence", "apply_fdr", "breakthroughness", "FLAG_COLUMNS",
@@ -36,11 +36,12 @@ def _run_loss(rows: pd.DataFrame) -> pd.Series:
 
 
 def _same_transition(a, b) -> bool:
-    """Whether two rows' rises are one transition: they share a size caught mid-rise (`_transition`), or their
-    jump intervals overlap."""
+    """Whether two rows' rises are one transition: their spans (`_transition`, from the last size on the floor to
+    the first on the ceiling around the steepest step) share at least one pair of adjacent sizes, or their jump
+    intervals overlap."""
     ta, tb = a.get("_transition"), b.get("_transition")
-    if isinstance(ta, np.ndarray) and isinstance(tb, np.ndarray) and ta.size and tb.size:
-        if np.isclose(ta[:, None], tb[None, :]).any():
+    if isinstance(ta, np.ndarray) and isinstance(tb, np.ndarray) and ta.size == 2 and tb.size == 2:
+        if min(ta[1], tb[1]) - max(ta[0], tb[0]) > DECADE_TOL:
             return True
     lo = max(float(a.get("jump_lo", np.nan)), float(b.get("jump_lo", np.nan)))
     hi = min(float(a.get("jump_hi", np.nan)), float(b.get("jump_hi", np.nan)))
@@ -62,7 +63,8 @@ def _mirage(flags: pd.DataFrame, rows: pd.DataFrame, x: str, answer_lengths, len
             a = em.groupby(x)["value"].mean()
             b = tok.groupby(x)["value"].mean().clip(0.0, 1.0)
             common = a.index.intersection(b.index)
-            at = [c for c in common if isinstance(trans, np.ndarray) and np.any(np.isclose(np.log10(c), trans))]
+            at = [c for c in common if isinstance(trans, np.ndarray) and trans.size == 2
+                  and trans[0] - DECADE_TOL <= np.log10(c) <= trans[1] + DECADE_TOL]
             at = at or list(common)
             # L as the rows measured it (a tokenizer's answer tokens), else the registry's, else fitted below
             length = None
@@ -105,15 +107,17 @@ def _mirage(flags: pd.DataFrame, rows: pd.DataFrame, x: str, answer_lengths, len
 
 
 def flag_emergence(df: pd.DataFrame, x: str = "n_params", *, answer_lengths: dict | None = None,
-                   **options) -> pd.DataFrame:
+                   headline: dict | None = None, **options) -> pd.DataFrame:
     """Flag emergent jumps in a results table: one row per (task, metric), columns FLAG_COLUMNS + EXTRA_COLUMNS.
 
     df: a results table (analysis.schema). x: the axis, a numeric column of df. Along a size or compute axis
     (`SIZE_AXES`) each run is one point, its last checkpoint (`schema.final_checkpoints`); along any other column
     every checkpoint is a point. With x="loss" and no "loss" column this is the loss view
     (`analysis.views.loss_view`). Only measured rows count (`schema.measured`). Each metric's direction and bounds
-    come from the metric registry. q_value: Benjamini-Hochberg across the rows; an emergent verdict needs
-    q <= alpha. mirage: see `_mirage`. loss_at_jump: the held-out loss (task "lm", metric "loss") of each run's last
+    come from the metric registry. q_value: Benjamini-Hochberg within the row's family (`q_family`): the headline
+    metric of every task (`headline` {task: metric}, a task registry's declaration, else
+    `schema.headline_metrics`'s rule) is one family, each other metric its own; an emergent verdict needs
+    q <= alpha in its family, so secondary metrics never dilute the headline claims. mirage: see `_mirage`. loss_at_jump: the held-out loss (task "lm", metric "loss") of each run's last
     checkpoint that separates runs that acquired the ability from those that did not. L of the exact match vs
     token_accuracy^L comparison: the rows' own `answer_length` column where they carry one (the answer tokens of
     the tokenizer that scored them), else answer_lengths {task: L}, else fitted.
@@ -159,7 +163,10 @@ def flag_emergence(df: pd.DataFrame, x: str = "n_params", *, answer_lengths: dic
         out.append(res)
     cols = FLAG_COLUMNS + EXTRA_COLUMNS
     flags = pd.DataFrame(out, columns=cols + ["_transition"])
-    flags = apply_fdr(flags, alpha)
+    heads = schema.headline_metrics(rows if len(rows) else df, headline)
+    flags["q_family"] = [("headline" if heads.get(str(t)) == str(mt) else str(mt))
+                         for t, mt in zip(flags["task"], flags["metric"])]
+    flags = apply_fdr(flags, alpha, families=flags["q_family"])
     flags["mirage"] = pd.Series([pd.NA] * len(flags), dtype="boolean")
     flags = _mirage(flags, rows, x, answer_lengths, lengths_col)
     flags["loss_separates"] = flags["loss_separates"].astype("boolean")

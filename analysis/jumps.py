@@ -15,6 +15,10 @@ curve leaves [0, 1] for an accuracy or goes below 0 for a loss.
 Several curves may share one width and keep their own (F, C, t0): the runs of one model size along training. Across
 sizes there is one curve, the expected score of a run of size N, E[y | N], estimated at each size from all its runs.
 
+Where the runs of a size sit at two levels (`per_run` abrupt), the curve across sizes is judged by the share of
+runs at the high level, as binomial counts (`analysis.share`); `analysis.verdicts.noise_mode` decides which model
+judges, before any width is fitted. Otherwise:
+
 Noise, measured where it lives (never one pooled variance for every size):
 - each run's measurement error: its standard error, or for a proportion the binomial variance from n (with half an
   example added on each side, so that 0/256 is not measured as exact);
@@ -51,12 +55,13 @@ where they decide the verdict (away from W0 they are approximate). The location 
 cut at the 95% quantile of |T*|.
 
 Verdicts (`verdict`):
-- `emergent`: width_hi lies below W0 (and p_value <= alpha), the q-value (Benjamini-Hochberg across a table's rows) is at most
-  alpha, the floor and the ceiling are observed (at least `MIN_SIDE` points on each plateau of the fit), and no two
-  adjacent x around the rise are more than W0/2 apart (wider, and a rise narrower than W0 could not be told from
-  one as wide as the step);
+- `emergent`: width_hi lies below W0 (and p_value <= alpha), the q-value (Benjamini-Hochberg within the row's
+  family: the headline metric of every task, or the metric's own) is at most alpha, and the floor and the ceiling are
+  observed (at least `MIN_SIDE` points on each plateau of the fit), however far apart the x values are: the null
+  holds every rise W0 wide that fits between them, so a rejection is evidence across any spacing;
 - `smooth`: width_lo lies above W0 (and p_smooth <= alpha). A rise already wider than W0 within the measured range needs no plateau;
-- `inconclusive`: the interval straddles W0, or a claimed jump fails one of the checks above;
+- `inconclusive`: the interval straddles W0 (with adjacent x around the rise more than W0/2 apart named as the
+  reason), or a claimed jump's plateau is unseen;
 - `flat`: the best curve does not beat a constant beyond noise (a calibrated test: `p_flat` > alpha).
 
 Beside it: a model-free cross-check (the steepest step between adjacent sizes, as a share of the amplitude, against
@@ -84,12 +89,13 @@ LN9X2 = 2.0 * np.log(9.0)  # s(t) = expit(LN9X2 (t - t0) / W) rises from 0.1 to 
 DEFINITION = (
     "A jump is a rise from a curve's floor to its ceiling (10% to 90% of its own amplitude) narrower than W0 "
     "decades of the x-axis (W0 = {w0:g} here, analysis.jump_width, chosen before looking). Across sizes the curve "
-    "judged is the expected score of a run of size N, estimated from all runs at each size with the between-run "
-    "variance measured at that size; along training, each run's own curve. A row is emergent when the width W's "
-    "95% upper bound lies below W0 (a calibrated test, and its false-discovery-rate q-value at most alpha), smooth "
-    "when W's 95% lower bound lies above W0, inconclusive when the bounds straddle W0, when the sizes or "
-    "checkpoints around the rise are more than W0/2 "
-    "apart, or when a claimed jump's floor or ceiling is not observed; flat when nothing rises beyond noise. "
+    "judged is the expected score of a run of size N, estimated from all runs at each size; where runs sit at two "
+    "levels, from the share of runs at the high level (binomial counts per size), the levels measured from each "
+    "level's own runs; along training, each run's own curve. A row is emergent when the width W's "
+    "95% upper bound lies below W0 (a calibrated test, and its false-discovery-rate q-value at most alpha within "
+    "the headline metric of each task), smooth when W's 95% lower bound lies above W0, inconclusive when the "
+    "bounds straddle W0 (the evidence says when the sizes around the rise are too far apart to resolve W0) or "
+    "when a claimed jump's floor or ceiling is not observed; flat when nothing rises beyond noise. "
     "per_run says whether single runs acquire the ability abruptly (at two levels, the share at the high one rising "
     "with size), gradually (moving through the middle together), or cannot tell.")
 
@@ -98,7 +104,7 @@ FLAG_COLUMNS = ["task", "metric", "x", "verdict", "jump_at", "jump_lo", "jump_hi
                 "evidence"]
 EXTRA_COLUMNS = ["w0", "floor", "ceiling", "p_smooth", "p_flat", "step_max", "step_allowed", "step_p",
                  "share_by_size", "share_width", "per_run_p", "loss_separates", "em_measured", "em_predicted",
-                 "answer_length", "noise"]
+                 "answer_length", "noise", "q_family"]
 
 
 # ------------------------------------------------------------------------------------------------ descriptive
@@ -677,12 +683,30 @@ def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: f
         amp = st[3]
         floor = np.maximum((1e-3 * np.maximum(amp, 1e-12)) ** 2, 1e-300)[:, None, None]
         var_mean = _run_variance(s_b[:, None], st[4], st[1], st[2], amp, floor)[0, :, 0] / curves.m
-    return WidthTest(width=float(grid.widths[iw]), width_lo=w_lo, width_hi=w_hi,
+    # the estimate between grid widths (a parabola through the profile), kept inside its own bounds
+    width = float(np.clip(10 ** refine_minimum(np.log10(grid.widths), prof), w_lo, w_hi))
+    return WidthTest(width=width, width_lo=w_lo, width_hi=w_hi,
                      t0=np.array([b[0] for b in best]), t0_lo=np.array(t0_lo), t0_hi=np.array(t0_hi),
                      floor=np.array([b[1] for b in best]), ceiling=np.array([b[2] for b in best]),
                      p_value=p_value, p_smooth=p_smooth, p_flat=p_flat, statistic=T_obs, crit=crit,
                      dispersion=float(disp[0]), phi=phi, n_boot=n_used, w0=w0, var_mean=var_mean, ybar=ybar,
                      grid=grid, profile=rel)
+
+
+def refine_minimum(x: np.ndarray, f: np.ndarray) -> float:
+    """The minimum of a profile sampled at x, between grid points: the vertex of the parabola through the lowest
+    sample and its two neighbours, kept inside them (the sample itself where it lies at an end of the grid, or
+    where the three are collinear)."""
+    j = int(np.argmin(f))
+    if j == 0 or j == x.size - 1:
+        return float(x[j])
+    x0, x1, x2 = x[j - 1: j + 2]
+    f0, f1, f2 = f[j - 1: j + 2]
+    den = (x0 - x1) * (f0 - f2) - (x0 - x2) * (f0 - f1)
+    if not abs(den) > 1e-15:
+        return float(x1)
+    num = (x0 - x1) ** 2 * (f0 - f2) - (x0 - x2) ** 2 * (f0 - f1)
+    return float(np.clip(x0 - 0.5 * num / den, x0, x2))
 
 
 def _profile_interval(logw, rel, crit):
@@ -818,7 +842,8 @@ def per_run_test(size_of_run, run_y, run_vm, ybar_size, floor, ceiling, *, n_boo
     """
     m = np.bincount(size_of_run, minlength=len(ybar_size))
     out = {"per_run": "undetermined", "per_run_p": np.nan, "p_gradual": np.nan,
-           "acquired": np.zeros(run_y.size, bool), "k": np.zeros(m.size, int), "m": m, "why": ""}
+           "acquired": np.zeros(run_y.size, bool), "k": np.zeros(m.size, int), "m": m, "why": "", "n_trans": 0,
+           "separation": np.nan}
     if not ceiling > floor:
         out["why"] = "no rise"
         return out
@@ -828,7 +853,9 @@ def per_run_test(size_of_run, run_y, run_vm, ybar_size, floor, ceiling, *, n_boo
     amp = ceiling - floor
     acquired = run_y > split
     k = np.bincount(size_of_run, weights=acquired.astype(float), minlength=m.size).astype(int)
-    out.update(acquired=acquired, k=k, levels=(floor, ceiling))
+    # Ashman's D: how many pooled standard deviations apart the two groups lie (above 2: clearly two groups)
+    out.update(acquired=acquired, k=k, levels=(floor, ceiling), level_sd=(float(np.sqrt(vf)), float(np.sqrt(vc))),
+               separation=float(np.sqrt(2.0) * amp / np.sqrt(vf + vc)))
     u_size = (ybar_size - floor) / amp
     trans = np.where((u_size > 0.1) & (u_size < 0.9) & (m >= 3))[0]
     if trans.size == 0:

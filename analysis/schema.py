@@ -111,6 +111,29 @@ register_metric("bits_per_byte", higher_is_better=False, lower_bound=0.0,
                             "per byte / ln 2, comparable across tokenizers")
 
 
+# A task's headline metric where no registry declares one: the first of these the task measures, all-or-nothing
+# scores first (declared here, before any data). The false-discovery-rate family of `emergent` claims is the
+# headline metric of each task; every other metric is its own family (`analysis.flags.flag_emergence`).
+HEADLINE_ORDER = ("exact_match", "acc", "acc_norm", "char_accuracy", "prefix_matching", "token_accuracy", "loss",
+                  "bits_per_byte", "perplexity", "icl_score")
+
+
+def headline_metrics(df: pd.DataFrame, declared: dict | None = None) -> dict[str, str]:
+    """{task: headline metric} for every task of a results table: the metric `declared` for it (a task registry's,
+    where the task measures it), else the first of `HEADLINE_ORDER` it measures, else its first metric by name."""
+    declared = dict(declared or {})
+    out = {}
+    for task, g in df.groupby(df["task"].astype(str), sort=True):
+        present = set(g["metric"].dropna().astype(str))
+        if not present:
+            continue
+        if declared.get(task) in present:
+            out[task] = declared[task]
+            continue
+        out[task] = next((mt for mt in HEADLINE_ORDER if mt in present), sorted(present)[0])
+    return out
+
+
 def higher_is_better(metric: str) -> bool:
     """Direction of a metric; unknown metrics are refused rather than guessed."""
     try:

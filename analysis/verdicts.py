@@ -3,7 +3,8 @@ false-discovery-rate control across the rows of a table (`apply_fdr`).
 
 `analysis.jumps` holds the definition, the noise model and the calibrated width test; this module turns its result
 into a verdict row (the columns of `analysis.jumps.FLAG_COLUMNS` and `EXTRA_COLUMNS`) with the checks a verdict needs
-(plateaus observed, no gap wider than W0/2 around the rise), the model-free cross-check, the per-run test, and an
+(plateaus observed; spacing as evidence, never an override), the choice of noise model (one curve, or runs at
+two levels judged by their share, `analysis.share`), the model-free cross-check, the per-run test, and an
 evidence sentence generated from the numbers. `analysis.flags` (tables across sizes) and `analysis.views` (along
 training, against loss) both build on it; it imports neither.
 
@@ -11,12 +12,15 @@ This module imports numpy, scipy and pandas only.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 from scipy.special import expit
 
 from analysis import jumps
 from analysis.fmt import sentence as fmt
+from analysis.share import share_test
 from analysis.jumps import (ALPHA, EXTRA_COLUMNS, FLAG_COLUMNS, MIN_SIDE, MIN_SIZES, N_BOOT, W0, Curves,
                             benjamini_hochberg, breakthroughness, loss_alignment, measurement_variance)
 
@@ -26,10 +30,91 @@ SIZE_AXES = ("n_params", "n_params_nonembed", "n_layer", "d_model", "flops", "to
 LOSS_TASK, LOSS_METRIC = "lm", "loss"
 
 
+DECADE_TOL = 1e-3  # decades: sizes 0.25 apart are not "more than 0.25" apart because of rounding in N
+SEPARATION = 4.0  # Ashman's D of the two groups of runs below which no two-level model is tried without evidence
+
+
+def noise_mode(per: dict, m: np.ndarray, ybar: np.ndarray) -> str:
+    """Which noise model judges runs across sizes, from the per-run test (`analysis.jumps.per_run_test`), before any
+    width is fitted:
+
+    - "share": runs at two levels (per_run abrupt; or undetermined only because no size was caught mid-transition,
+      with two well separated groups of runs): the share at the high level, binomial counts (`analysis.share`);
+    - "both": undetermined although sizes were caught mid-transition, with two well separated groups: the data
+      cannot say whether runs split or move together, so both models judge and each claim needs both
+      (an intersection-union test, calibrated whichever is true);
+    - "mean": one curve with between-run scatter (per_run gradual, or no two separated groups)."""
+    if per.get("per_run") == "abrupt":
+        return "share"
+    sep = per.get("separation", np.nan)
+    if per.get("per_run") != "undetermined" or not (np.isfinite(sep) and sep >= SEPARATION):
+        return "mean"
+    lo, hi = per["levels"]
+    u = (np.asarray(ybar, float) - lo) / (hi - lo)
+    mid = (u > 0.1) & (u < 0.9)
+    if not mid.any() and np.any(m >= 3):
+        return "share"
+    return "both"
+
+
+def _share_in_units(res: jumps.WidthTest, per: dict, t: np.ndarray, yo: np.ndarray, inv: np.ndarray,
+                    m: np.ndarray, lb: float, ub: float) -> jumps.WidthTest:
+    """A share test's result with its floor and ceiling in the metric's (oriented) units, kept inside its bounds
+    (lb, ub), each size's mean, and the variance of that mean under the fitted share:
+    E[y | N] = low + (high - low) pi(N)."""
+    lo, hi = per["levels"]
+    sd_lo, sd_hi = per["level_sd"]
+    amp = hi - lo
+    a, b = float(res.floor[0]), float(res.ceiling[0])
+    pi = a + (b - a) * expit(jumps.LN9X2 * (t - res.t0[0]) / max(res.width, 1e-12))
+    var_mean = (amp ** 2 * pi * (1 - pi) + (1 - pi) * sd_lo ** 2 + pi * sd_hi ** 2) / m
+    return replace(res, floor=np.clip([lo + amp * a], lb, ub), ceiling=np.clip([lo + amp * b], lb, ub),
+                   ybar=np.bincount(inv, weights=yo) / m, var_mean=var_mean)
+
+
+def _intersect(a: jumps.WidthTest, b: jumps.WidthTest, prefer_a: bool) -> jumps.WidthTest:
+    """Two models' results as one claim that needs both: the larger p-value each way, the union of the intervals;
+    the estimates (width, location, levels, each size's mean) of the one the per-run test leans to."""
+    base = a if prefer_a else b
+    return replace(base, width_lo=min(a.width_lo, b.width_lo), width_hi=max(a.width_hi, b.width_hi),
+                   t0_lo=np.minimum(a.t0_lo, b.t0_lo), t0_hi=np.maximum(a.t0_hi, b.t0_hi),
+                   p_value=max(a.p_value, b.p_value), p_smooth=max(a.p_smooth, b.p_smooth),
+                   p_flat=min(a.p_flat, b.p_flat), n_boot=min(a.n_boot, b.n_boot))
+
+
+def _decide(res, p_flat, n_low, n_high, gap, w0, alpha, min_side, rise, width_text, size_word, unit,
+            what: str = "point(s)", whose: str = "the") -> tuple[str, str]:
+    """The verdict and its reason. Spacing is evidence, not an override: where the calibrated test rejects
+    W >= W0 the rise is a jump however far apart the sizes are (the test's null already holds every rise W0 wide
+    that fits between them); only where it cannot reject is wide spacing the reason it could not."""
+    narrow = res.width_hi < w0 and res.p_value <= alpha
+    wide_gap = gap > w0 / 2 + DECADE_TOL
+    if p_flat > alpha:
+        return "flat", f"nothing rises beyond noise: the best curve beats a constant with p = {fmt(p_flat, 2)}"
+    if narrow and n_low >= min_side and n_high >= min_side:
+        why = f"a jump: {rise}; {width_text}"
+        if wide_gap:
+            why += (f"; {whose} {size_word} around the rise are {fmt(gap, 2)} {unit} apart, and the test rejects a "
+                    "rise W0 wide across them")
+        return "emergent", why
+    if narrow:
+        side = "floor" if n_low < min_side else "ceiling"
+        return "inconclusive", (f"narrower than W0, but {whose} {side} is not observed ({n_low} {what} on the floor, "
+                                f"{n_high} on the ceiling; {min_side} each are needed): {rise}; {width_text}")
+    if res.width_lo > w0 and res.p_smooth <= alpha:
+        return "smooth", f"a gradual rise: {rise}; {width_text}"
+    if wide_gap:
+        return "inconclusive", (f"the test cannot tell, and {whose} {size_word} around the rise are {fmt(gap, 2)} "
+                                f"{unit} apart, more than W0/2 = {fmt(w0 / 2, 2)}: too far apart to resolve W0; "
+                                f"{rise}; {width_text}")
+    return "inconclusive", f"the interval of W straddles W0: {rise}; {width_text}"
+
+
 def _blank(x_name, verdict, evidence, n_sizes=0, n_runs=0, w0=W0) -> dict:
     row = {c: np.nan for c in FLAG_COLUMNS + EXTRA_COLUMNS if c not in ("task", "metric")}
     row.update(x=x_name, verdict=verdict, evidence=evidence, n_sizes=int(n_sizes), n_runs=int(n_runs),
-               per_run="undetermined", mirage=pd.NA, loss_separates=pd.NA, share_by_size="", noise="", w0=w0)
+               per_run="undetermined", mirage=pd.NA, loss_separates=pd.NA, share_by_size="", noise="", w0=w0,
+               q_family="")
     return row
 
 
@@ -150,7 +235,20 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
     else:
         order = np.argsort(t, kind="stable")
         curves = Curves("single", [t[order]], lb, ub, y=[yo[order]], vm=[vm[order]], measured=measured)
-    res = jumps.width_test(curves, w0=w0, n_boot=n_boot, seed=seed)
+    # ---- which noise model: runs at two levels (the share of runs at the high one, binomial counts) or one
+    # curve with between-run scatter, decided by the per-run test before any width is fitted
+    per, mode = {"per_run": "undetermined", "per_run_p": np.nan, "why": "one run per size"}, "mean"
+    if runs_mode:
+        ybar0 = np.bincount(inv, weights=yo) / m
+        per = jumps.per_run_test(inv, yo, vm, ybar0, float(ybar0.min()), float(ybar0.max()), seed=seed)
+        mode = noise_mode(per, m, ybar0)
+    res_mean = jumps.width_test(curves, w0=w0, n_boot=n_boot, seed=seed) if mode != "share" else None
+    res = res_mean
+    if mode != "mean":
+        res_share = share_test(ux, per["k"], per["m"], w0=w0, n_boot=n_boot, seed=seed)
+        res = _share_in_units(res_share, per, ux, yo, inv, m, lb, ub)
+        if mode == "both":
+            res = _intersect(res, res_mean, prefer_a=bool(per["per_run_p"] <= per["p_gradual"]))
 
     # ---- the curve and its checks, in the metric's own units
     if runs_mode:
@@ -164,10 +262,9 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
     floor_u, ceil_u = (F, C) if hib else (-F, -C)
     step, allowed, step_p = jumps.steepest_step(ux, ybar, var_mean, F, C, w0)
     bt = float(breakthroughness(ybar))
-    share, share_w, per = "", np.nan, {"per_run": "undetermined", "per_run_p": np.nan, "why": "one run per size"}
+    share, share_w = "", np.nan
     align = {"loss_at_jump": np.nan, "loss_separates": None}
     if runs_mode:
-        per = jumps.per_run_test(inv, yo, vm, ybar, F, C, seed=seed)
         share = " ".join(f"{int(k)}/{int(mm)}" for k, mm in zip(per["k"], per["m"]))
         share_w, share_why = jumps.share_rise(ux, per["k"], per["m"])
         if ls is not None and np.isfinite(ls).any():
@@ -177,10 +274,22 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
     p_flat = res.p_flat
     W, Wlo, Whi = res.width, res.width_lo, res.width_hi
     jump_at, jlo, jhi = _to_x(res.t0[0], res.t0_lo[0], res.t0_hi[0], axis)
-    noise = ("runs per size: binomial per run + between-run variance at each size, moderated "
-             f"(phi {fmt(res.phi, 2)})" if runs_mode else
-             ("one point per x: measurement error x residual dispersion" if measured
-              else "one point per x: residual variance (no measurement error given)"))
+    if mode == "mean":
+        noise = ("runs per size: binomial per run + between-run variance at each size, moderated "
+                 f"(phi {fmt(res.phi, 2)})" if runs_mode else
+                 ("one point per x: measurement error x residual dispersion" if measured
+                  else "one point per x: residual variance (no measurement error given)"))
+    else:
+        (lo_l, hi_l), (lo_sd, hi_sd) = per["levels"], per["level_sd"]
+        sgn = 1.0 if hib else -1.0
+        noise = (f"runs at two levels ({fmt(sgn * lo_l)} sd {fmt(lo_sd, 2)} and {fmt(sgn * hi_l)} sd {fmt(hi_sd, 2)}, "
+                 "each measured from its own runs): the share at the high level as binomial counts per size")
+        if mode == "both":
+            noise += ("; per run undetermined, so the one-level model (between-run variance at each size, phi "
+                      f"{fmt(res_mean.phi, 2)}) must agree: each bound and p-value is the more cautious of the two "
+                      f"(W = {fmt(res_share.width, 2)} from the share, {fmt(res_mean.width, 2)} from one level; the "
+                      f"estimate shown is the {'share' if per['per_run_p'] <= per['p_gradual'] else 'one-level'} "
+                      "model's, which the per-run test leans to)")
     if res.dispersion > 1.5:
         noise += f"; dispersion {fmt(res.dispersion, 3)}"
     size_word = "sizes" if x_name in SIZE_AXES else "points"
@@ -191,30 +300,10 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
                   f"{res.n_boot} draws at W = W0)")
     rise_text = (f"rises from {fmt(floor_u)} to {fmt(ceil_u)} around {x_name} = {fmt(jump_at)} "
                  f"[{fmt(jlo)}, {fmt(jhi)}]")
-    narrow = Whi < w0 and res.p_value <= alpha
+    verdict, why = _decide(res, p_flat, n_low, n_high, gap, w0, alpha, min_side, rise_text, width_text,
+                           size_word, unit, what="point(s)")
     if p_flat > alpha:
-        verdict = "flat"
-        why = (f"nothing rises beyond noise: the best curve beats a constant with p = {fmt(p_flat, 2)} "
-               f"(range {fmt(np.ptp(y))})")
-    elif narrow and n_low >= min_side and n_high >= min_side and gap <= w0 / 2:
-        verdict = "emergent"
-        why = f"a jump: {rise_text}; {width_text}"
-    elif narrow:
-        verdict = "inconclusive"
-        if n_low < min_side or n_high < min_side:
-            side = "floor" if n_low < min_side else "ceiling"
-            why = (f"narrower than W0, but the {side} is not observed ({n_low} point(s) on the floor, {n_high} on "
-                   f"the ceiling; {min_side} each are needed): {rise_text}; {width_text}")
-        else:
-            why = (f"narrower than W0, but the {size_word} around the rise are {fmt(gap, 2)} {unit} apart, more "
-                   f"than W0/2 = {fmt(w0 / 2, 2)}: a rise as wide as W0 would look the same; {rise_text}; "
-                   f"{width_text}")
-    elif Wlo > w0 and res.p_smooth <= alpha:
-        verdict = "smooth"
-        why = f"a gradual rise: {rise_text}; {width_text}"
-    else:
-        verdict = "inconclusive"
-        why = f"the interval of W straddles W0: {rise_text}; {width_text}"
+        why += f" (range {fmt(np.ptp(y))})"
     evidence = f"{verdict}: {why}; {runs_text}"
     if np.isfinite(step):
         evidence += (f"; steepest step {fmt(step, 2)} of the amplitude where W0 allows {fmt(allowed, 2)} "
@@ -247,8 +336,8 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
             "step_allowed": allowed, "step_p": step_p, "share_by_size": share, "share_width": share_w,
             "per_run_p": per.get("per_run_p", np.nan),
             "loss_separates": pd.NA if align["loss_separates"] is None else bool(align["loss_separates"]),
-            "em_measured": np.nan, "em_predicted": np.nan, "answer_length": np.nan, "noise": noise,
-            "_transition": _transition_sizes(ux, ybar, F, C)}
+            "em_measured": np.nan, "em_predicted": np.nan, "answer_length": np.nan, "noise": noise, "q_family": "",
+            "_transition": _transition_span(ux, ybar, F, C)}
 
 
 def flag_along(runs: list[dict], *, higher_is_better: bool, bounds=None, x_name: str = "tokens", w0: float = W0,
@@ -261,7 +350,8 @@ def flag_along(runs: list[dict], *, higher_is_better: bool, bounds=None, x_name:
     runs: dicts with "x" (checkpoints' tokens, steps or FLOPs) and "y", and optionally "stderr" and "n". A run with
     fewer than `min_sizes` checkpoints with x > 0 is judged `inconclusive` on its own and left out of the fit.
     The width's bounds and p-values are those of the joint fit; the verdict of each run also needs its own floor and
-    ceiling observed and its own checkpoints around its rise no more than W0/2 apart.
+    ceiling observed; checkpoints around its rise more than W0/2 apart are named as the reason only where the test
+    cannot reject.
     """
     hib = bool(higher_is_better)
     lb, ub = _bounds(bounds, hib)
@@ -311,21 +401,8 @@ def flag_along(runs: list[dict], *, higher_is_better: bool, bounds=None, x_name:
         floor_u, ceil_u = (F, C) if hib else (-F, -C)
         at, lo, hi = 10 ** res.t0[j], 10 ** res.t0_lo[j], 10 ** res.t0_hi[j]
         rise = (f"rises from {fmt(floor_u)} to {fmt(ceil_u)} around {x_name} = {fmt(at)} [{fmt(lo)}, {fmt(hi)}]")
-        if res.p_flat > alpha:
-            verdict, why = "flat", f"nothing rises beyond noise (p = {fmt(res.p_flat, 2)} against a constant)"
-        elif narrow and n_low >= min_side and n_high >= min_side and gap <= w0 / 2:
-            verdict, why = "emergent", f"a jump: {rise}; {width_text}"
-        elif narrow and (n_low < min_side or n_high < min_side):
-            side = "floor" if n_low < min_side else "ceiling"
-            verdict, why = "inconclusive", (f"narrower than W0, but this run's {side} is not observed ({n_low} "
-                                            f"checkpoint(s) on the floor, {n_high} on the ceiling): {rise}; {width_text}")
-        elif narrow:
-            verdict, why = "inconclusive", (f"narrower than W0, but this run's checkpoints around the rise are "
-                                            f"{fmt(gap, 2)} decades apart, more than W0/2: {rise}; {width_text}")
-        elif res.width_lo > w0 and res.p_smooth <= alpha:
-            verdict, why = "smooth", f"a gradual rise: {rise}; {width_text}"
-        else:
-            verdict, why = "inconclusive", f"the interval of W straddles W0: {rise}; {width_text}"
+        verdict, why = _decide(res, res.p_flat, n_low, n_high, gap, w0, alpha, min_side, rise, width_text,
+                               "checkpoints", "decades", what="checkpoint(s)", whose="this run's")
         out[k] = {"x": x_name, "verdict": verdict, "jump_at": at, "jump_lo": lo, "jump_hi": hi, "width": res.width,
                   "width_lo": res.width_lo, "width_hi": res.width_hi, "n_sizes": int(t.size), "n_runs": 1,
                   "per_run": "undetermined", "p_value": res.p_value, "q_value": res.p_value,
@@ -334,7 +411,7 @@ def flag_along(runs: list[dict], *, higher_is_better: bool, bounds=None, x_name:
                   "ceiling": ceil_u, "p_smooth": res.p_smooth, "p_flat": res.p_flat, "step_max": np.nan,
                   "step_allowed": np.nan, "step_p": np.nan, "share_by_size": "", "share_width": np.nan,
                   "per_run_p": np.nan, "loss_separates": pd.NA, "em_measured": np.nan, "em_predicted": np.nan,
-                  "answer_length": np.nan,
+                  "answer_length": np.nan, "q_family": "",
                   "noise": ("measurement error x residual dispersion" if measured else "residual variance")
                   + (f"; dispersion {fmt(res.dispersion, 3)}" if res.dispersion > 1.5 else "")}
     return out
@@ -349,39 +426,53 @@ def _to_x(t0, lo, hi, axis):
     return -t0, -hi, -lo
 
 
-def _transition_sizes(t, ybar, F, C) -> np.ndarray:
-    """x values (log10) whose mean lies between 10% and 90% of the rise; else the two around the largest step."""
-    if not C > F:
+def _transition_span(t, ybar, F, C) -> np.ndarray:
+    """[lo, hi] in log10 x: the rise's span around its steepest step between adjacent sizes, from the last size
+    still on the floor (mean within 10% of the amplitude) to the first on the ceiling (within 10%); empty when the
+    curve does not rise."""
+    if not C > F or t.size < 2:
         return np.array([])
     u = (ybar - F) / (C - F)
-    mid = t[(u > 0.1) & (u < 0.9)]
-    if mid.size:
-        return mid
-    j = int(np.argmax(np.diff(ybar))) if t.size > 1 else 0
-    return t[j: j + 2]
+    j = int(np.argmax(np.diff(u)))
+    low = np.where(u[: j + 1] <= 0.1)[0]
+    high = np.where(u[j + 1:] >= 0.9)[0]
+    lo = int(low.max()) if low.size else 0
+    hi = j + 1 + int(high.min()) if high.size else t.size - 1
+    return np.array([t[lo], t[hi]])
 
 
-def apply_fdr(rows: pd.DataFrame, alpha: float = ALPHA, groups=None) -> pd.DataFrame:
-    """q-values across the rows (each group of rows counts as one test when `groups` is given), and an emergent
-    verdict that does not survive them becomes inconclusive, with the reason in its evidence."""
+def apply_fdr(rows: pd.DataFrame, alpha: float = ALPHA, groups=None, families=None) -> pd.DataFrame:
+    """q-values across the rows (each group of rows counts as one test when `groups` is given; with `families`, a
+    label per row, Benjamini-Hochberg runs within each family apart), and an emergent verdict that does not survive
+    them becomes inconclusive, with the reason in its evidence."""
     if not len(rows):
         rows["q_value"] = pd.Series(dtype=float)
         return rows
-    if groups is None:
-        q = benjamini_hochberg(rows["p_value"].to_numpy(float))
-    else:
-        first = ~pd.Series(groups).duplicated().to_numpy()
-        qg = benjamini_hochberg(rows["p_value"].to_numpy(float)[first])
-        lookup = dict(zip(pd.Series(groups)[first], qg))
-        q = np.array([lookup[g] for g in groups], dtype=float)
+    fam = pd.Series(["all"] * len(rows) if families is None else list(families), index=rows.index, dtype=object)
+    p = rows["p_value"].to_numpy(float)
+    q = np.full(len(rows), np.nan)
+    n_tests = {}
+    for f in pd.unique(fam):
+        sel = (fam == f).to_numpy()
+        idx = np.where(sel)[0]
+        if groups is None:
+            q[idx] = benjamini_hochberg(p[idx])
+            n_tests[f] = int(np.isfinite(p[idx]).sum())
+        else:
+            g = pd.Series(list(groups), dtype=object).iloc[idx].reset_index(drop=True)
+            first = ~g.duplicated().to_numpy()
+            qg = benjamini_hochberg(p[idx][first])
+            lookup = dict(zip(g[first], qg))
+            q[idx] = [lookup[x] for x in g]
+            n_tests[f] = int(g[np.isfinite(p[idx])].nunique())
     rows = rows.copy()
     rows["q_value"] = q
     lost = (rows["verdict"] == "emergent") & ~(rows["q_value"] <= alpha)
-    n_tests = int(np.isfinite(rows["p_value"].to_numpy(float)).sum()) if groups is None else int(
-        pd.Series(groups)[np.isfinite(rows["p_value"].to_numpy(float))].nunique())
     for i in rows.index[lost]:
+        where = (f"the table's {n_tests[fam[i]]} tests" if families is None else
+                 f"the {n_tests[fam[i]]} test(s) of its family ({fam[i]})")
         rows.loc[i, "verdict"] = "inconclusive"
         rows.loc[i, "evidence"] = ("inconclusive: " + str(rows.loc[i, "evidence"]).split(": ", 1)[-1]
-                                   + f"; not significant across the table's {n_tests} tests (q = "
+                                   + f"; not significant across {where} (q = "
                                    f"{fmt(rows.loc[i, 'q_value'], 2)} > {fmt(alpha, 2)}, Benjamini-Hochberg)")
     return rows

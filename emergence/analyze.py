@@ -153,8 +153,7 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
         out_dir = path if path.is_dir() else path.parent
     written.update(an.run_analysis(df, out_dir, x=x, views=views, runs=_maybe_runs(out_dir),
                                    instances=_maybe(out_dir / "instances.parquet"),
-                                   flag_options={"answer_lengths": answer_lengths(df),
-                                                 **(flag_options or {})}))
+                                   flag_options={**task_options(df), **(flag_options or {})}))
     return written
 
 
@@ -232,6 +231,24 @@ def analyze_command(path: Path, *, x: str = "n_params", source: str = "results",
     return shlex.join(words)
 
 
+def headlines(df) -> dict[str, str]:
+    """The headline metric each registered task of the results table `df` declares (`Task.headline`)."""
+    from emergence.tasks import get_task
+
+    out = {}
+    for name in sorted(set(df["task"].astype(str))):
+        try:
+            out[name] = get_task(name).headline
+        except ValueError:
+            continue
+    return out
+
+
+def task_options(df) -> dict:
+    """What the task registry tells the verdicts about the tasks of `df`: answer lengths and headline metrics."""
+    return {"answer_lengths": answer_lengths(df), "headline": headlines(df)}
+
+
 def answer_lengths(df) -> dict[str, float]:
     """Mean answer length in tokens (with the end token) of each registered task's probe set: the L of the p^L
     prediction of exact match from token accuracy (Schaeffer et al. 2023), for the tasks of the results table `df`
@@ -294,7 +311,7 @@ def stability_cli(path: Path, *, runs_per_size: int, replicates: int | None = No
         raise ConfigError(f"--runs-per-size must be at least 1, got {runs_per_size}")
     df = an.load_results(path)
     table = stability(df, runs_per_size, replicates, seed=seed,
-                      **{"answer_lengths": answer_lengths(df), **flag_options(jump_width=jump_width)})
+                      **{**task_options(df), **flag_options(jump_width=jump_width)})
     out = (path if path.is_dir() else path.parent) / "stability.csv"
     _write_csv(table, out)
     with pd.option_context("display.width", 160, "display.max_rows", 200):

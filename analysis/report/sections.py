@@ -311,7 +311,7 @@ FLAG_NUMBERS = [
     ("width of the rise, 10% to 90% (one-sided 95% bounds)", lambda r, x, w0: _width_text(r, _row_w0(r, w0),
                                                                                  f"decades of {x}")),
     ("p, H0: width \u2265 W0", _plain("p_value")),
-    ("q (Benjamini-Hochberg)", _plain("q_value")),
+    ("q (Benjamini-Hochberg)", lambda r, x, w0: _q_text(r)),
     ("p, H0: width \u2264 W0", _plain("p_smooth")),
     ("p, H0: no rise beyond noise", _plain("p_flat")),
     ("floor to ceiling (fitted)", _floor_ceiling),
@@ -407,7 +407,10 @@ def section_emergent(sw: Sweep) -> list:
     for task in _emergent_tasks(sw):
         blocks.append(Heading(3, f"Task {task}", _anchor("task", task)))
         for _, r in e[e["task"].astype(str) == task].iterrows():
-            blocks.append(Para([Strong(f"{r['metric']} against {r.get('x', 'n_params')}:"), " ",
+            fam = r.get("q_family", np.nan)
+            secondary = (" (a secondary metric: q within its own family; it serves the mirage and loss views, not "
+                         "a headline claim)" if pd.notna(fam) and str(fam).strip() and str(fam) != "headline" else "")
+            blocks.append(Para([Strong(f"{r['metric']} against {r.get('x', 'n_params')}{secondary}:"), " ",
                                 _oneline(r.get("evidence", ""), 2000) or "no evidence sentence recorded"]))
             blocks.append(_flag_numbers(r, w0))
         blocks.append(FigureRef(_fig_key("capability", task)))
@@ -455,10 +458,21 @@ SMOOTH_COLUMNS = [
     ("rise at (95% interval)", ("jump_at",),
      lambda r, w0: _with_interval(r, "jump_at", "jump_lo", "jump_hi", lambda v: _x_value(v, str(r.get("x", ""))))),
     ("p, H0: W \u2265 W0", ("p_value",), lambda r, w0: _fmt(r.get("p_value", np.nan))),
-    ("q", ("q_value",), lambda r, w0: _fmt(r.get("q_value", np.nan))),
+    ("q (family)", ("q_value",), lambda r, w0: _q_text(r)),
     ("p, H0: W \u2264 W0", ("p_smooth",), lambda r, w0: _fmt(r.get("p_smooth", np.nan))),
     ("single runs", ("per_run", "share_by_size"), lambda r, w0: _per_run_short(r)),
 ]
+
+
+def _q_text(r: pd.Series) -> str | None:
+    """A q-value with the family it was computed in: the headline metric of every task, or the metric's own."""
+    if "q_value" not in r.index:
+        return None
+    fam = r.get("q_family", np.nan)
+    if pd.isna(fam) or not str(fam).strip():
+        return _fmt(r.get("q_value", np.nan))
+    word = "headline" if str(fam) == "headline" else f"{fam} only"
+    return f"{_fmt(r.get('q_value', np.nan))} ({word})"
 
 
 def _per_run_short(r: pd.Series) -> str:

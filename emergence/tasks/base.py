@@ -135,6 +135,9 @@ class Task:
     answer_len: int = 0  # widest answer, tokens, including <eos>
     min_example_len: int | None = None  # shortest "<bos> prompt answer"; None: every example is `max_example_len`
     space_size: int | None = None  # number of distinct prompts when it is known
+    # the metric a verdict on this task is about, declared before any data: its false-discovery-rate family is the
+    # headline metric of every task (`analysis.flags.flag_emergence`); all-or-nothing answers: exact match
+    headline: str = "exact_match"
 
     # --- to implement -------------------------------------------------------------------------------------------
     def sample_prompts(self, rng: np.random.Generator, n: int) -> np.ndarray:
