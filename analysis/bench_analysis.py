@@ -27,6 +27,15 @@ a rise of 0.1-0.3 decades.
 
     python -m analysis.bench_analysis [--curves 1000] [--workers 2] [--boot 500] [--spacing 0.2] [--runs 6]
 
+The robustness grid (`--grid`) varies every nuisance real runs have, 200 curves per cell by default: levels shared
+by every run of a curve, varying per run (floor 0-5%), or varying per run at a chance floor (20-30%), high levels
+60-95%; sizes 0.1, 0.2 or 0.3 decades apart; 3, 6 or 12 runs per size, or 4-8 drawn per size (sizes missing runs);
+the share at the high level rising sharply (0.1-0.3 decades), exactly W0 wide, or wide (1.2-2), and the one-level
+smooth families. Each cell prints its `emergent` and `smooth` rates with Wilson 95% intervals, and for sharp
+cells the Neyman-Pearson bound (at the least favourable location of the null):
+
+    python -m analysis.bench_analysis --grid [--per-cell 200] [--shapes sharp,at_w0,wide,one_level] [--out grid.json]
+
 Workers are separate processes with single-threaded BLAS (one per core).
 """
 from __future__ import annotations

@@ -188,3 +188,11 @@ def test_each_task_declares_its_headline_before_any_data():
     assert get_task("add3").headline == "exact_match"
     f = flag_emergence(_mirage_table(), x="n_params").set_index("metric")
     assert f.loc["exact_match", "q_family"] == "headline" and f.loc["token_accuracy", "q_family"] == "token_accuracy"
+
+
+def test_the_report_says_which_family_each_q_belongs_to():
+    from analysis.report.sections import _q_text
+
+    assert _q_text(pd.Series({"q_value": 0.012, "q_family": "headline"})).endswith("(headline)")
+    assert _q_text(pd.Series({"q_value": 0.3, "q_family": "token_accuracy"})).endswith("(token_accuracy only)")
+    assert "(" not in _q_text(pd.Series({"q_value": 0.3, "q_family": ""}))
