@@ -57,10 +57,10 @@ def noise_mode(per: dict, m: np.ndarray, ybar: np.ndarray) -> str:
     return "both"
 
 
-def _share_in_units(res: jumps.WidthTest, per: dict, t: np.ndarray, yo: np.ndarray, inv: np.ndarray,
-                    m: np.ndarray, lb: float, ub: float) -> jumps.WidthTest:
+def _share_in_units(res: jumps.WidthTest, per: dict, t: np.ndarray, ybar: np.ndarray, m: np.ndarray,
+                    lb: float, ub: float) -> jumps.WidthTest:
     """A share test's result with its floor and ceiling in the metric's (oriented) units, kept inside its bounds
-    (lb, ub), each size's mean, and the variance of that mean under the fitted share:
+    (lb, ub), each size's mean `ybar`, and the variance of that mean under the fitted share:
     E[y | N] = low + (high - low) pi(N)."""
     lo, hi = per["levels"]
     sd_lo, sd_hi = per["level_sd"]
@@ -69,7 +69,7 @@ def _share_in_units(res: jumps.WidthTest, per: dict, t: np.ndarray, yo: np.ndarr
     pi = a + (b - a) * expit(jumps.LN9X2 * (t - res.t0[0]) / max(res.width, 1e-12))
     var_mean = (amp ** 2 * pi * (1 - pi) + (1 - pi) * sd_lo ** 2 + pi * sd_hi ** 2) / m
     return replace(res, floor=np.clip([lo + amp * a], lb, ub), ceiling=np.clip([lo + amp * b], lb, ub),
-                   ybar=np.bincount(inv, weights=yo) / m, var_mean=var_mean)
+                   ybar=ybar, var_mean=var_mean)
 
 
 def _intersect(a: jumps.WidthTest, b: jumps.WidthTest, prefer_a: bool) -> jumps.WidthTest:
@@ -246,7 +246,7 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
     res = res_mean
     if mode != "mean":
         res_share = share_test(ux, per["k"], per["m"], w0=w0, n_boot=n_boot, seed=seed)
-        res = _share_in_units(res_share, per, ux, yo, inv, m, lb, ub)
+        res = _share_in_units(res_share, per, ux, ybar0, m, lb, ub)
         if mode == "both":
             res = _intersect(res, res_mean, prefer_a=bool(per["per_run_p"] <= per["p_gradual"]))
 
