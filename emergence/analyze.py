@@ -16,6 +16,9 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from emergence.config import ConfigError
+from emergence.files import atomic_write_parquet, environment, write_json
+from emergence.tasks import VOCAB, get_task
+from emergence.tracking import make_tracker
 
 ANALYSIS_KEY = ".analysis.key"
 ANALYSIS_OUTPUTS = ("fits.csv", "flags.csv", "report.html")
@@ -64,8 +67,6 @@ def finish_sweep(folder: Path, config: DictConfig | None = None) -> None:
     except Exception as e:
         print(f"warning: report failed: {type(e).__name__}: {e}", file=sys.stderr)
     if config is not None and config.tracker.kind != "none":
-        from emergence.tracking import make_tracker
-
         name = str(config.sweep.name)
         t = make_tracker(config.tracker, run_id=f"{name}-analysis", group=name, job_type="analysis",
                          config={"sweep": name, "experiment": str(config.experiment)},
@@ -193,9 +194,6 @@ def write_import(df: pd.DataFrame, folder: Path, path: Path, source: str, *, map
     """Write an imported table as `folder/results.parquet` and its record as `folder/meta.json`, each atomically:
     the command, the input (absolute path, and its SHA-256 for a file), the importer and its mapping, the time,
     and the code and machine that read it (as a sweep's meta.json records them)."""
-    from emergence.files import atomic_write_parquet, write_json
-    from emergence.sweep import environment
-
     path = Path(path)
     record = {"command": command, "source": str(path.resolve()), "importer": source,
               "imported": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": int(len(df)),
@@ -233,8 +231,6 @@ def analyze_command(path: Path, *, x: str = "n_params", source: str = "results",
 
 def headlines(df) -> dict[str, str]:
     """The headline metric each registered task of the results table `df` declares (`Task.headline`)."""
-    from emergence.tasks import get_task
-
     out = {}
     for name in sorted(set(df["task"].astype(str))):
         try:
@@ -255,8 +251,6 @@ def answer_lengths(df) -> dict[str, float]:
     that were probed in the tasks' own character vocabulary. A task probed through a tokenizer (its rows have the
     text probe's `char_accuracy`) counts its answer in that tokenizer's tokens, which the table does not record:
     it gets no L here, and `flag_emergence` fits L instead of using a wrong one."""
-    from emergence.tasks import VOCAB, get_task
-
     texts = set(df.loc[df["metric"].astype(str) == "char_accuracy", "task"].astype(str))
     out = {}
     for name in sorted(set(df["task"].astype(str)) - texts):

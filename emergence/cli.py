@@ -41,7 +41,7 @@ def _expected_errors():
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from emergence.checkpoint import CheckpointError
+    from emergence.checkpoint import CheckpointError  # on an error only: the CLI starts without torch
 
     return (UsageError, ValueError, HydraException, OmegaConfBaseException, CheckpointError, KeyError,
             OSError)  # OSError: a missing file, a full disk, a permission (the message names the file)
@@ -61,8 +61,8 @@ def _overrides_parser(verb: str, extra=None) -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from emergence.config import compose, run_dir, validate
-    from emergence.train import train
+    from emergence.config import compose, run_dir, validate  # when the verb runs: the CLI starts without torch
+    from emergence.train import train  # when the verb runs: the CLI starts without torch
 
     cfg = compose(args.overrides)
     derived = validate(cfg)
@@ -86,27 +86,26 @@ def cmd_train(args) -> int:
 
 def cmd_probe(args) -> int:
     if args.hf:
-        from emergence.hf import probe_hf_cli
+        from emergence.hf import probe_hf_cli  # when the verb runs: the CLI starts without torch
 
         return probe_hf_cli(args)
     if args.revision or args.out or args.tokens_per_step is not None or args.shots is not None:
         raise UsageError("--revision, --tokens-per-step, --shots and --out go with --hf PATH_OR_NAME")
     if not args.run_dir:
         raise UsageError("give a run folder (results/<sweep>/runs/<run_id>) or --hf PATH_OR_NAME --out SWEEP_DIR")
-    from emergence.probe import probe_cli
+    from emergence.probe import probe_cli  # when the verb runs: the CLI starts without torch
 
     return probe_cli(Path(args.run_dir), args.overrides)
 
 
 def cmd_sweep(args) -> int:
-    from emergence.sweep import run_sweep
+    from emergence.sweep import run_sweep  # when the verb runs: the CLI starts without torch
 
     return run_sweep(args.overrides, dry_run=args.dry_run)
 
 
 def cmd_status(args) -> int:
-    from emergence.live import watch
-    from emergence.sweep import print_status
+    from emergence.live import print_status, watch  # when the verb runs: the CLI starts without torch
 
     if args.interval is not None and not args.watch:
         raise UsageError("--interval sets how often --watch redraws: give --watch too")
@@ -118,7 +117,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from emergence.analyze import analyze_cli
+    from emergence.analyze import analyze_cli  # when the verb runs: the CLI starts without torch
 
     def pairs(items, flag):
         out = {}
@@ -140,14 +139,14 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_stability(args) -> int:
-    from emergence.analyze import stability_cli
+    from emergence.analyze import stability_cli  # when the verb runs: the CLI starts without torch
 
     return stability_cli(Path(args.path), runs_per_size=args.runs_per_size, replicates=args.replicates,
                          jump_width=args.jump_width, seed=args.seed)
 
 
 def cmd_budget(args) -> int:
-    from emergence.analyze import budget_cli
+    from emergence.analyze import budget_cli  # when the verb runs: the CLI starts without torch
 
     return budget_cli(Path(args.base), Path(args.more))
 
@@ -220,13 +219,13 @@ def cmd_forecast(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from emergence.export import export_cli
+    from emergence.export import export_cli  # when the verb runs: the CLI starts without torch
 
     return export_cli(args.checkpoint, args.out_dir)
 
 
 def cmd_generate(args) -> int:
-    from emergence.probe import generate_text
+    from emergence.probe import generate_text  # when the verb runs: the CLI starts without torch
 
     print(generate_text(Path(args.checkpoint), args.prompt, max_new_tokens=args.max_new_tokens,
                         temperature=args.temperature, seed=args.seed))
@@ -234,7 +233,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from emergence.bench import main as bench_main
+    from emergence.bench import main as bench_main  # when the verb runs: the CLI starts without torch
 
     return bench_main(out=args.out, quick=args.quick, gpu=args.gpu, threads=args.threads, profile=args.profile,
                       seeds=args.seeds)

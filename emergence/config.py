@@ -19,7 +19,9 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from emergence.data import BPE_MIN_VOCAB, HF_EXTRA, TEXT_VOCAB_SIZE, TOKEN_DTYPES
 from emergence.model import GPTConfig, flops_per_token, n_params, n_params_nonembed
+from emergence.tasks import VOCAB
 from emergence.tracking import TrackerConfig
 
 
@@ -199,9 +201,7 @@ def vocab_size_for(cfg) -> int:
     if d.source == "tokens" or (d.source == "text" and d.get("tokenizer", "bytes") == "bpe"):
         return int(d.vocab_size)
     if d.source == "text":
-        from emergence.data import TEXT_VOCAB_SIZE
         return TEXT_VOCAB_SIZE
-    from emergence.tasks import VOCAB
     return VOCAB.size
 
 
@@ -239,8 +239,6 @@ def check_data(cfg) -> None:
     if d.source == "text":
         _need_path(d, "text_path", "a .txt file or a folder of them", " (no corpus ships with emergence)")
         if d.tokenizer == "bpe":
-            from emergence.data import BPE_MIN_VOCAB, HF_EXTRA
-
             if d.vocab_size < BPE_MIN_VOCAB:
                 raise ConfigError(f"data.tokenizer=bpe needs data.vocab_size >= {BPE_MIN_VOCAB} (256 bytes + <pad>, "
                                   f"<bos>, <eos>), got {d.vocab_size}")
@@ -249,8 +247,6 @@ def check_data(cfg) -> None:
             except ImportError:
                 raise ConfigError(f"data.tokenizer=bpe needs the tokenizers library: {HF_EXTRA}") from None
     if d.source == "tokens":
-        from emergence.data import TOKEN_DTYPES
-
         _need_path(d, "tokens_path", "a folder with train.bin and val.bin, or one .bin file of token ids")
         if d.vocab_size < 1:
             raise ConfigError("data.source=tokens needs data.vocab_size=<the vocabulary size of the corpus's "

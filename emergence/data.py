@@ -24,6 +24,7 @@ import torch
 TEXT_SPECIALS = {"bos": 256, "eos": 257, "pad": 258}
 TEXT_VOCAB_SIZE = 259
 
+from emergence.files import atomic_write_bytes
 from emergence.tasks import get_task
 from emergence.tasks.base import PAD, SPLITS, check_count, check_seed, check_split, join_examples
 from emergence.tasks.vocab import VOCAB
@@ -114,7 +115,7 @@ class ByteTokenizer:
 def _tokenizers():
     """The optional `tokenizers` library, or one line saying how to install it."""
     try:
-        import tokenizers
+        import tokenizers  # optional dependency (the hf extra)
     except ImportError:
         raise ValueError(f"data.tokenizer=bpe needs the tokenizers library: {HF_EXTRA}") from None
     return tokenizers
@@ -249,8 +250,6 @@ def save_run_tokenizer(run_folder: str | Path, cfg) -> Path | None:
     so a corpus too small for the vocabulary leaves the folder as it was."""
     from omegaconf import DictConfig, OmegaConf
 
-    from emergence import files
-
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
     if not _is_bpe(cfg.data):
@@ -260,7 +259,7 @@ def save_run_tokenizer(run_folder: str | Path, cfg) -> Path | None:
         return path
     text = run_tokenizer(cfg).to_json()
     path.parent.mkdir(parents=True, exist_ok=True)
-    files.atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"))
     return path
 
 
@@ -398,8 +397,6 @@ class TaskText(TextSource):
     """Local text in the task vocabulary (characters outside it are dropped), to mix into the task stream."""
 
     def __init__(self, path, seq_len: int, heldout_fraction: float = 0.1):
-        from emergence.tasks import VOCAB
-
         table = np.full(256, -1, dtype=np.int64)
         for i, ch in enumerate(VOCAB.chars):
             if ord(ch) < 256:

@@ -41,8 +41,11 @@ from pathlib import Path
 import torch
 
 from emergence import checkpoint as ckpt
+from emergence.data import TEXT_SPECIALS
 from emergence.files import pid_alive
 from emergence.model import GPT, GPTConfig, n_params
+from emergence.tasks import get_task
+from emergence.tasks.vocab import CHARS, SPECIALS, VOCAB
 
 HF_EXTRA = "emergence export needs the Hugging Face extra: pip install 'emergence[hf]' (transformers, tokenizers, " \
            "safetensors)"
@@ -73,7 +76,7 @@ def _zeros_if_none(t, n: int) -> torch.Tensor:
 
 def _gpt2(model: GPT, special: dict[str, int | None]) -> tuple[object, dict[str, torch.Tensor]]:
     """GPT2Config and GPT2LMHeadModel tensors for a model with learned positions."""
-    from transformers import GPT2Config
+    from transformers import GPT2Config  # optional dependency (the hf extra)
 
     c = model.config
     d = c.d_model
@@ -108,7 +111,7 @@ def _per_head_qkv(w: torch.Tensor, n_head: int) -> torch.Tensor:
 
 def _gpt_neox(model: GPT, special: dict[str, int | None]) -> tuple[object, dict[str, torch.Tensor]]:
     """GPTNeoXConfig and GPTNeoXForCausalLM tensors for a model with rotary positions."""
-    from transformers import GPTNeoXConfig
+    from transformers import GPTNeoXConfig  # optional dependency (the hf extra)
 
     c = model.config
     d = c.d_model
@@ -144,8 +147,8 @@ def _gpt_neox(model: GPT, special: dict[str, int | None]) -> tuple[object, dict[
 
 def _write_model(model: GPT, special: dict[str, int | None], folder: Path) -> str:
     """config.json, generation_config.json and model.safetensors for `model`; returns the architecture's name."""
-    from safetensors.torch import save_file
-    from transformers import GenerationConfig
+    from safetensors.torch import save_file  # optional dependency (the hf extra)
+    from transformers import GenerationConfig  # optional dependency (the hf extra)
 
     config, tensors = (_gpt2 if model.config.pos == "learned" else _gpt_neox)(model, special)
     config.dtype = "float32"
@@ -180,7 +183,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def _with_bos(tok, bos: tuple[str, int]):
-    from tokenizers import processors
+    from tokenizers import processors  # optional dependency (the hf extra)
 
     tok.post_processor = processors.TemplateProcessing(single=f"{bos[0]} $A", pair=f"{bos[0]} $A $B:1",
                                                        special_tokens=[bos])
@@ -189,9 +192,8 @@ def _with_bos(tok, bos: tuple[str, int]):
 
 def task_tokenizer():
     """The task character vocabulary as a `tokenizers.Tokenizer`: one token per character, ids as `VOCAB`'s."""
+    # optional dependency (the hf extra)
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
-
-    from emergence.tasks.vocab import CHARS, SPECIALS, VOCAB
 
     vocab = {name: i for i, name in enumerate(SPECIALS)} | {ch: VOCAB.id(ch) for ch in CHARS}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))  # no merges: every character is its own token
@@ -205,9 +207,7 @@ def task_tokenizer():
 def byte_tokenizer():
     """emergence's byte vocabulary (`emergence.data.TextSource`) as a `tokenizers.Tokenizer`: ids 0-255 are the
     UTF-8 bytes of the text, then <bos>, <eos>, <pad> at `TEXT_SPECIALS`' ids."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-
-    from emergence.data import TEXT_SPECIALS
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers  # optional dependency (the hf extra)
 
     vocab = {ch: b for b, ch in _bytes_to_unicode().items()}
     names = {SPECIAL_NAMES[k]: i for k, i in TEXT_SPECIALS.items()}
@@ -221,7 +221,7 @@ def byte_tokenizer():
 
 def _find_bpe(checkpoint: Path, state: dict):
     """The run's learned tokenizer: embedded in the checkpoint, or `tokenizer.json` beside it or in the run folder."""
-    from tokenizers import Tokenizer
+    from tokenizers import Tokenizer  # optional dependency (the hf extra)
 
     if isinstance(state.get("tokenizer"), str):
         try:
@@ -248,12 +248,8 @@ def _tokenizer_for(checkpoint: Path, state: dict, vocab_size: int):
         special = {k: next((vocab[n] for n in names if n in vocab), None) for k, names in BPE_SPECIALS.items()}
         kind = "bpe"
     elif data.get("source", "tasks") == "text":
-        from emergence.data import TEXT_SPECIALS
-
         tok, special, kind = byte_tokenizer(), dict(TEXT_SPECIALS), "bytes"
     else:
-        from emergence.tasks.vocab import VOCAB
-
         tok, special, kind = task_tokenizer(), {"pad": VOCAB.pad, "bos": VOCAB.bos, "eos": VOCAB.eos}, "chars"
     if tok.get_vocab_size(with_added_tokens=True) > vocab_size:
         raise ValueError(f"{checkpoint}: the run's tokenizer has {tok.get_vocab_size(with_added_tokens=True)} tokens "
@@ -265,7 +261,7 @@ def _write_tokenizer(tok, special: dict[str, int | None], kind: str, block_size:
     """The tokenizer files, wrapped as transformers' fast tokenizer with its special tokens declared. "<bos>" typed
     in a text is read as text (`split_special_tokens`), as emergence reads it in training, for the character, byte
     and learned vocabularies alike."""
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast  # optional dependency (the hf extra)
 
     names = {k: tok.id_to_token(i) for k, i in special.items() if i is not None}
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=block_size,
@@ -283,8 +279,6 @@ def our_ids(text: str, kind: str, tok=None) -> list[int]:
     """The ids emergence itself gives `text` (no special tokens): `chars` as our reader of text in the task vocabulary
     (characters outside it dropped), `bytes` as `TextSource`, `bpe` as the run's own tokenizer `tok`."""
     if kind == "chars":
-        from emergence.tasks.vocab import VOCAB
-
         return [VOCAB.id(ch) for ch in text if ch in VOCAB.chars]
     if kind == "bytes":
         return list(text.encode("utf-8"))
@@ -293,8 +287,6 @@ def our_ids(text: str, kind: str, tok=None) -> list[int]:
 
 def _sample_text(kind: str) -> str:
     if kind == "chars":
-        from emergence.tasks import get_task
-
         prompt, answer = get_task("add2").example
         return f"{prompt}{answer}\nS:q7c2xa= ~|\u00e9<eos>"
     return "Hello, world: 12+34=46.\n caf\u00e9 \u2013 \u00fcber"
@@ -302,8 +294,8 @@ def _sample_text(kind: str) -> str:
 
 def _check(model: GPT, folder: Path, kind: str, tok) -> None:
     """Load `folder` with transformers and compare its logits and token ids with ours; ValueError if they differ."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # optional dependency (the hf extra)
+    from transformers.utils import logging as hf_logging  # optional dependency (the hf extra)
 
     c = model.config
     g = torch.Generator().manual_seed(0)
@@ -325,7 +317,7 @@ def _check(model: GPT, folder: Path, kind: str, tok) -> None:
     diff = float((theirs - ours).abs().max())
     tol = 1e-3 * max(1.0, float(ours.abs().max()))
     if not diff <= tol:
-        import transformers
+        import transformers  # optional dependency (the hf extra)
 
         raise ValueError(f"transformers {transformers.__version__} reads the export with logits {diff:.3g} away from "
                          f"ours (tolerance {tol:.3g}); nothing was written")

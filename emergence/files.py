@@ -1,22 +1,24 @@
 """Storage in one place: atomic writes (a reader sees the old file or the new one, never half of one), the
 clean-up of what a killed writer left behind, the fault points the reliability tests kill a process at, and the
-code version every run and sweep records.
+code version and environment every run and sweep records.
 """
 from __future__ import annotations
 
 import os
+import platform
 import re
 import signal
 import subprocess
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+from emergence import __version__
 
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """The package version and, when run from a git checkout, the commit (with '+dirty' for local changes)."""
-    from emergence import __version__
-
     root = Path(__file__).resolve().parents[1]
     try:
         rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
@@ -28,6 +30,21 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return __version__
+
+
+def environment() -> dict[str, Any]:
+    """What a reader needs to reproduce the sweep: code revision, package versions, machine."""
+    import importlib.metadata as md  # slow import (tens of ms): here only, not for every importer of files
+
+    versions = {}
+    for pkg in ("emergence", "torch", "hydra-core", "omegaconf", "numpy", "pandas", "scipy", "matplotlib", "wandb"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"git_rev": code_version(), "versions": versions, "python": platform.python_version(),
+            "machine": f"{platform.system()} {platform.machine()}, {cores} cores, {platform.processor() or ''}".strip()}
 
 
 FAULT_ENV = "EMERGENCE_FAULT"

@@ -34,6 +34,14 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from emergence import textprobe
+from emergence.config import ProbeConfig
+from emergence.files import atomic_write_bytes, environment, write_json
+from emergence.probe import Probed, write_probes
+from emergence.sweep import aggregate
+from emergence.tasks import TASKS, get_task
+from emergence.tasks.kshot import KShot
+
 PYTHIA_TOKENS_PER_STEP = 2_097_152  # 1024 sequences x 2048 tokens per optimizer step (Biderman et al. 2023)
 HF_EXTRA = 'pip install "emergence[hf]"'
 EXPERIMENT = "hf"
@@ -109,8 +117,8 @@ def resolve(model: str, revision: str | None) -> tuple[Path, Path | None]:
     if not _HUB_ID.match(model) or model.startswith((".", "~")):
         raise ModelRefused(f"{model}: no such folder; give a model folder (with config.json) or a hub name")
     try:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.constants import HF_HUB_CACHE
+        from huggingface_hub import snapshot_download  # optional dependency (the hf extra)
+        from huggingface_hub.constants import HF_HUB_CACHE  # optional dependency (the hf extra)
     except ImportError:
         raise ModelRefused(f"{model}: no such folder, and reading the Hugging Face cache needs {HF_EXTRA}") from None
     try:
@@ -134,6 +142,7 @@ def _read_json(path: Path, label: str) -> dict:
 def check_config(folder: Path, label: str) -> dict:
     """The model's config.json, refused unless transformers builds it as a causal LM without remote code."""
     try:
+        # optional dependency (the hf extra)
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     except ImportError:
@@ -204,7 +213,7 @@ def tokenizer_folder(folder: Path, root: Path | None, label: str) -> Path:
 def load(folder: Path, tok_folder: Path, safetensors: bool, device, label: str):
     """The checked model (eval mode, on `device`, float32 on CPU and bfloat16 on CUDA) and its tokenizer."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # optional dependency (the hf extra)
 
     dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     try:
@@ -250,8 +259,6 @@ def run_id_for(name: str, where: str) -> str:
 
 
 def _probe_config(overrides: list[str]):
-    from emergence.config import ProbeConfig
-
     for o in overrides:
         if not o.startswith("probe.") or "=" not in o:
             raise ModelRefused(f"{o!r}: emergence probe --hf takes probe.* overrides only (probe.tasks=[add2], "
@@ -279,9 +286,6 @@ def _probe_config(overrides: list[str]):
 
 def default_tasks() -> list[str]:
     """Every registered task (k-shot variants aside): what --hf probes when probe.tasks is not given."""
-    from emergence.tasks import TASKS
-    from emergence.tasks.kshot import KShot
-
     return [name for name, t in TASKS.items() if not isinstance(t, KShot)]
 
 
@@ -366,11 +370,6 @@ def probe_hf(models: list[str], revisions: list[str] | None, out: Path, override
     """
     import torch
 
-    from emergence import textprobe
-    from emergence.files import write_json
-    from emergence.sweep import aggregate, environment
-    from emergence.tasks import get_task
-
     out = Path(out)
     if not models:
         raise ModelRefused("give at least one model: --hf PATH_OR_NAME")
@@ -434,9 +433,6 @@ def probe_hf(models: list[str], revisions: list[str] | None, out: Path, override
 
 def _probe_run(p: Planned, steps: dict, names: list[str], cfg, device, sweep: str):
     """Load and probe each checkpoint of one model, one at a time; (the Probed rows, the model's sizes)."""
-    from emergence import textprobe
-    from emergence.probe import Probed
-
     probed, sizes = Probed(), {}
     for cp in p.checkpoints:
         model, tok = load(cp.folder, cp.tokenizer, cp.safetensors, device, cp.label)
@@ -456,9 +452,6 @@ def _probe_run(p: Planned, steps: dict, names: list[str], cfg, device, sweep: st
 def _write_run(run_dir: Path, run_cfg: dict, probed, status: dict) -> None:
     """A finished run's files, as training and probing leave them (each written atomically)."""
     from filelock import FileLock
-
-    from emergence.files import atomic_write_bytes, write_json
-    from emergence.probe import write_probes
 
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(run_cfg)).encode())

@@ -1,8 +1,9 @@
-"""Live views of training: the table of `emergence status --watch`, the bar of `emergence sweep` and a run's progress.
+"""Views of training: the table of `emergence status` (once, or live with --watch), the bar of `emergence sweep`
+and a run's progress.
 
 Everything is read from the files a run writes (its status.json, checkpoints and train_log.parquet, through
-`emergence.sweep.load_runs`, as the one-shot `emergence status` reads them), so a view follows runs trained in this
-process, in a launcher's worker processes or on other machines alike.
+`emergence.layout.load_runs`), so a view follows runs trained in this process, in a launcher's worker processes or
+on other machines alike.
 
 On an interactive terminal the views redraw in place (rich). In a log file, a pipe, CI (the environment variable CI
 set) or with TERM=dumb they print plain lines instead, never a carriage return or an escape code: a run at most one
@@ -26,6 +27,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
+
+from emergence.checkpoint import list_checkpoints
+from emergence.layout import load_runs, read_status, require_sweep_folder
 
 FINISHED = ("done", "failed", "diverged")  # states a run does not leave (train() skips done and diverged runs)
 PLAIN_EVERY_S = 10.0
@@ -69,8 +73,6 @@ def fmt_steps(step: int, total: int | None) -> str:
 
 def latest_step(run_folder: Path) -> int:
     """The step of the run's newest checkpoint (0 before the first)."""
-    from emergence.checkpoint import list_checkpoints
-
     found = list_checkpoints(Path(run_folder) / "checkpoints")
     return found[-1][0] if found else 0
 
@@ -99,8 +101,6 @@ def last_log_row(run_folder: Path) -> dict:
 def _total_steps(run_folder: Path, run: dict) -> int | None:
     steps = run.get("max_steps")
     if not _finite(steps):  # no grid.json: the run's status.json records its steps
-        from emergence.run import read_status
-
         steps = read_status(run_folder).get("steps")
     return int(steps) if _finite(steps) else None
 
@@ -128,8 +128,6 @@ def run_row(run_folder: Path, run: dict) -> dict:
 
 def status_rows(folder: Path) -> list[dict]:
     """One row per run of the sweep in `folder`, with the states `emergence status` shows."""
-    from emergence.sweep import load_runs
-
     folder = Path(folder)
     return [run_row(folder / "runs" / r["run_id"], r) for r in load_runs(folder).to_dict("records")]
 
@@ -157,7 +155,7 @@ def table_cells(row: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# `emergence status --watch`.
+# `emergence status` and `emergence status --watch`.
 
 def render_table(rows: list[dict]) -> Table:
     table = Table(caption=footer(rows), caption_justify="left")
@@ -208,11 +206,25 @@ class _PlainTable:
         self.stream.flush()
 
 
+def print_status(folder: Path) -> int:
+    """`emergence status SWEEP_DIR`: each run's state from the files alone (works from a cluster's login node)."""
+    require_sweep_folder(folder)
+    runs = load_runs(folder)
+    print(f"{'run_id':<28} {'model':<12} {'seed':>4} {'status':<12} {'step':>12} {'wall':>8}  error")
+    for _, r in runs.iterrows():
+        step = latest_step(folder / "runs" / r["run_id"])
+        steps = r.get("max_steps")
+        prog = f"{step}/{int(steps)}" if steps == steps and steps is not None else str(step)
+        wall = f"{r['wall_s']:.0f}s" if r["wall_s"] == r["wall_s"] else "-"
+        seed = "" if r["seed"] is None or r["seed"] != r["seed"] else int(r["seed"])
+        print(f"{r['run_id']:<28} {str(r['model']):<12} {seed:>4} {r['status']:<12} {prog:>12} {wall:>8}  "
+              f"{r['error'] or ''}")
+    return 0
+
+
 def watch(folder: Path, interval: float = 2.0, stream=None) -> int:
     """`emergence status SWEEP_DIR --watch`: show the status table every `interval` seconds until every run has
     finished (done, failed or diverged) or Ctrl-C."""
-    from emergence.sweep import require_sweep_folder
-
     require_sweep_folder(folder)
     stream = stream or sys.stdout
     view = _LiveTable(stream) if is_terminal(stream) else _PlainTable(stream)

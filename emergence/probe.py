@@ -12,13 +12,12 @@ model's answers, for the report). Probing is incremental (only (checkpoint, task
 idempotent; a lock file serialises concurrent probes of one run.
 
 Every row with status "ok" carries a finite standard error and its `n`, the independent units it is over: examples
-for the task metrics, held-out sequences for the LM loss (`train.loss_estimate`), random repeated sequences for the
+for the task metrics, held-out sequences for the LM loss (`heldout.loss_estimate`), random repeated sequences for the
 mechanistic probe (`mechanistic_scores`).
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import time
 from functools import lru_cache
@@ -32,8 +31,15 @@ from omegaconf import OmegaConf
 
 from analysis.schema import COLUMNS, coerce
 from emergence import checkpoint as ckpt
+from emergence import textprobe
+from emergence.config import ProbeConfig
+from emergence.data import TEXT_SPECIALS, build_source, load_tokenizer
 from emergence.files import atomic_write_parquet
+from emergence.heldout import heldout_loss
+from emergence.metrics import levenshtein, measurement, probe_set, proportion_stderr, sem
 from emergence.model import GPT, GPTConfig
+from emergence.tasks import VOCAB
+from emergence.tasks.base import join_examples
 
 MECHANISTIC = "mechanistic"
 
@@ -65,25 +71,6 @@ def per_example_scores(model: GPT, tokens: np.ndarray, is_answer: np.ndarray, de
     return {k: torch.cat(v).cpu().numpy().astype(np.float64) for k, v in out.items()}
 
 
-def levenshtein(a: np.ndarray, la: np.ndarray, b: np.ndarray, lb: np.ndarray) -> np.ndarray:
-    """Edit distances between rows a[i, :la[i]] and b[i, :lb[i]], by the Wagner-Fischer recurrence run over all rows
-    at once (vectorised over examples; the loops are over positions only)."""
-    n, A = a.shape
-    B = b.shape[1]
-    prev = np.tile(np.arange(B + 1), (n, 1))
-    result = np.where(la == 0, lb, 0).astype(np.int64)
-    for i in range(1, A + 1):
-        cur = np.empty_like(prev)
-        cur[:, 0] = i
-        for j in range(1, B + 1):
-            sub = prev[:, j - 1] + (a[:, i - 1] != b[:, j - 1])
-            cur[:, j] = np.minimum(np.minimum(prev[:, j] + 1, cur[:, j - 1] + 1), sub)
-        prev = cur
-        rows = la == i
-        result[rows] = prev[rows, lb[rows]]
-    return result
-
-
 def greedy_answers(model: GPT, prompts: np.ndarray, max_new: int, pad: int, bos: int, eos: int, device,
                    batch_size: int) -> list[np.ndarray]:
     """Real greedy decoding with a KV cache; prompts of equal length are decoded together."""
@@ -100,24 +87,6 @@ def greedy_answers(model: GPT, prompts: np.ndarray, max_new: int, pad: int, bos:
                 stop = np.flatnonzero(row == eos)
                 outputs[k] = row[:stop[0]] if len(stop) else row
     return outputs
-
-
-def proportion_stderr(p: float, n: int) -> float:
-    return math.sqrt(max(p * (1 - p), 0.0) / n) if n > 0 else float("nan")
-
-
-def sem(x: np.ndarray) -> float:
-    return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
-
-
-def measurement(value, stderr, n) -> dict:
-    """A row's value, stderr, n and status. "ok" needs a finite value and a finite standard error: the analysis
-    weighs every point by its noise, and a value whose noise cannot be estimated (one example, say) cannot be
-    weighed. Anything else is "not_measured", with NaN."""
-    n = int(n) if n is not None and np.isfinite(n) else 0
-    if value is not None and stderr is not None and math.isfinite(value) and math.isfinite(stderr) and n >= 1:
-        return {"value": float(value), "stderr": float(stderr), "n": n, "status": "ok"}
-    return {"value": float("nan"), "stderr": float("nan"), "n": n, "status": "not_measured"}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -203,17 +172,6 @@ def unprobed_checkpoints(run_dir: Path) -> list[Path]:
     return [p for s, p in ckpt.list_checkpoints(run_dir / "checkpoints") if s not in done]
 
 
-@lru_cache(maxsize=64)
-def probe_set(name: str, n: int, seed: int):
-    """A task's fixed held-out probe examples (the same for every checkpoint, so built once per process)."""
-    from emergence.tasks import get_task
-
-    arrays = get_task(name).heldout_set(n, seed)
-    for a in arrays:
-        a.flags.writeable = False  # shared between checkpoints: nobody may change it in place
-    return arrays
-
-
 def probe_tasks_for(run_cfg: dict, probe_cfg) -> list[str]:
     tasks = list(probe_cfg.tasks) if probe_cfg.tasks else list(run_cfg["task"].get("probe") or [])
     if not tasks:
@@ -284,8 +242,6 @@ def probe_checkpoints(files: list[tuple[int, Path]], probe_cfg, done: set[tuple[
     """Score checkpoints `files` [(step, path)] on every (step, task) pair not in `done` (which is updated), adding
     to `out`; return the new tidy rows. `states` {step: checkpoint payload} stands in for reading a file back
     (inline probing scores the payload it has just written)."""
-    from emergence.tasks import VOCAB
-
     if probe_cfg.steps:
         files = [(s, p) for s, p in files if s in set(probe_cfg.steps)]
     first = len(out.rows)
@@ -301,8 +257,6 @@ def probe_checkpoints(files: list[tuple[int, Path]], probe_cfg, done: set[tuple[
         text_run = run_cfg["data"]["source"] in ("text", "tokens")  # no task vocabulary: only a tokenizer renders tasks
         tok = run_tokenizer(path)
         if tok is not None:  # a run trained with a tokenizer reads the tasks as text (emergence.textprobe)
-            from emergence import textprobe
-
             shots = textprobe.probe_shots(probe_cfg)
             tasks = [textprobe.shot_task(t, shots) for t in probe_tasks_for(run_cfg, probe_cfg)]
         else:
@@ -362,21 +316,16 @@ def run_tokenizer(checkpoint: Path | None):
 
 @lru_cache(maxsize=8)
 def _read_tokenizer(path: str, mtime_ns: int):
-    from emergence.textprobe import load_tokenizer_file
-
-    return load_tokenizer_file(path)
+    return textprobe.load_tokenizer_file(path)
 
 
 def lm_loss(state: dict, model: GPT, device) -> dict:
     """A checkpoint's held-out LM loss row (value, stderr, n sequences, status) as training measured it
-    (`train.heldout_loss`: mean loss per scored token of the run's fixed held-out batches, its standard error over
+    (`heldout.heldout_loss`: mean loss per scored token of the run's fixed held-out batches, its standard error over
     sequences). A checkpoint written before payloads carried the standard error is measured again here, on the same
     held-out batches, so that its row has one too."""
     if "val_loss_stderr" in state:
         return measurement(state.get("val_loss"), state["val_loss_stderr"], state.get("val_loss_n"))
-    from emergence.data import build_source
-    from emergence.train import heldout_loss
-
     try:
         cfg = OmegaConf.create(state["config"])
         return measurement(*heldout_loss(model, build_source(cfg), cfg, device, contextlib.nullcontext()))
@@ -433,8 +382,6 @@ def score_task(model, name, prompts, answers, ids, probe_cfg, vocab, device):
                  "status": "not_measured"} for m in ("exact_match", "token_accuracy", "answer_nll", "brier",
                                                      "edit_distance")]
         return rows, {}, {}
-    from emergence.tasks.base import join_examples
-
     tokens, is_answer, _ = join_examples(prompts, answers)  # exactly the rows the training stream packs
     s = per_example_scores(model, tokens, is_answer, device, probe_cfg.batch_size)
     em = float(s["exact"].mean())
@@ -475,8 +422,6 @@ def score_task(model, name, prompts, answers, ids, probe_cfg, vocab, device):
 
 def probe_cli(run_dir: Path, overrides: list[str]) -> int:
     """`emergence probe RUN_DIR [probe.tasks=...] [probe.n=...]`."""
-    from emergence.config import ProbeConfig
-
     if not (run_dir / "checkpoints").is_dir():
         raise ValueError(f"{run_dir} has no checkpoints/ folder; give a run folder, results/<sweep>/runs/<run_id>")
     base = OmegaConf.structured(ProbeConfig)
@@ -500,21 +445,15 @@ def generate_text(path: Path, prompt: str, *, max_new_tokens: int = 32, temperat
     model = load_model(state)
     tok = run_tokenizer(path)
     if tok is not None:  # a run trained with a learned tokenizer (data.tokenizer=bpe)
-        from emergence.data import load_tokenizer
-
         bpe = load_tokenizer(Path(path).parent.parent)
         ids, eos, decode = [bpe.bos, *bpe.encode_batch([prompt])[0]], bpe.eos, bpe.decode
     elif state["config"]["data"]["source"] == "tokens":
         raise ValueError(f"{path} was trained on pre-tokenized ids (data.source=tokens): its tokenizer is not part of "
                          "the run, so a text prompt cannot be encoded for it")
     elif state["config"]["data"]["source"] == "text":
-        from emergence.data import TEXT_SPECIALS
-
         ids = [TEXT_SPECIALS["bos"], *prompt.encode("utf-8")]
         eos, decode = TEXT_SPECIALS["eos"], lambda t: bytes(int(i) for i in t if i < 256).decode("utf-8", "replace")
     else:
-        from emergence.tasks import VOCAB
-
         ids = [VOCAB.bos, *VOCAB.encode(prompt)]
         eos, decode = VOCAB.eos, VOCAB.decode
     if len(ids) >= model.config.block_size:

@@ -16,14 +16,15 @@ from omegaconf import OmegaConf
 from emergence import checkpoint as ckpt
 from emergence import files
 from emergence.config import run_dir
+from emergence.data import save_run_tokenizer
+from emergence.probe import InlineProber, rows_frame
+from emergence.tracking import make_tracker
 
 
 def prepare_folder(folder: Path, resolved: dict) -> None:
     """The run's folder and checkpoints folder, cleared of the temporaries a killed writer left, its resolved
     config as config.yaml, and for a data.tokenizer=bpe run its tokenizer as tokenizer.json (kept once written, so a
     resumed run reads its text exactly as before)."""
-    from emergence.data import save_run_tokenizer
-
     save_run_tokenizer(folder, resolved)  # first: a corpus too small for its vocabulary leaves nothing written
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
     files.remove_stale_temporaries(folder, folder / "checkpoints")
@@ -38,13 +39,6 @@ def write_status(folder: Path, **fields) -> None:
             old = json.loads(path.read_text())
     old.update(fields)
     files.write_json(path, old)
-
-
-def read_status(folder: Path) -> dict:
-    try:
-        return json.loads((Path(folder) / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def payload(*, model_state: dict, model_config: dict, resolved: dict, rid: str, seed: int, step: int, derived: dict,
@@ -98,8 +92,6 @@ def log_train(tracker, row: dict, flops_per_token: float, peak_flops: float) -> 
 
 
 def make_run_tracker(cfg, rid: str, derived: dict, resume_id):
-    from emergence.tracking import make_tracker
-
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("hydra", None)
     config["derived"] = {k: v for k, v in derived.items() if isinstance(v, (int, float, str))}
@@ -119,15 +111,11 @@ class ProbeHook:
     tracker at once and to the run's files in batches; `flush` at the end of the run)."""
 
     def __init__(self, cfg, folder: Path, tracker):
-        from emergence.probe import InlineProber
-
         self.prober, self.tracker = InlineProber(folder, cfg.probe), tracker
 
     def __call__(self, path: Path, state: dict | None = None) -> None:
         rows = self.prober(path, state)
         if self.tracker is not None and rows:
-            from emergence.probe import rows_frame
-
             self.tracker.log_probes(rows_frame(rows), step=int(rows[0]["step"]))
 
     def flush(self) -> None:

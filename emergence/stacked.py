@@ -33,9 +33,19 @@ import warnings
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
+from emergence import checkpoint as ckpt
+from emergence import files, run
+from emergence.config import gpt_config, run_dir, run_id, validate
+from emergence.data import build_source
+from emergence.device import autocast_for, check_run_memory, distributed, matmul_peak_flops, pick_device
+from emergence.heldout import loss_estimate
+from emergence.layout import read_status
+from emergence.live import RunProgress
 from emergence.model import GPT, GPTConfig, apply_rotary, rotary_tables
 from emergence.optim import FlatAdamW, Step, lr_at
+from emergence.train import train
 
 # A stacked parameter is a seed-strided view of its group's (seeds, n) buffer, and so is its gradient: autograd adds each
 # step's gradient into that view in place, as intended, but warns that the two are not dense. Only that warning is muted.
@@ -113,7 +123,7 @@ class StackedGPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor, per_sequence: bool = False):
         """idx, targets: (S, B, T), targets -100 where ignored. Returns the S mean cross-entropies (S,), or with
-        `per_sequence` each sequence's summed loss and scored-token count, both (S, B) (`train.sequence_losses`)."""
+        `per_sequence` each sequence's summed loss and scored-token count, both (S, B) (`heldout.sequence_losses`)."""
         c = self.config
         S, B, T = idx.shape
         if S != self.S:
@@ -209,10 +219,8 @@ class StackedTrainer:
 
     @torch.no_grad()
     def losses(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[float, float, int]]:
-        """Each seed's held-out loss over `batches` as `train.heldout_loss` gives it: (mean loss per scored token,
+        """Each seed's held-out loss over `batches` as `heldout.heldout_loss` gives it: (mean loss per scored token,
         its standard error over sequences, n sequences)."""
-        from emergence.train import loss_estimate
-
         sums, counts = [], []
         for x, y in batches:
             with self.amp:
@@ -248,8 +256,6 @@ def stack_batches(source, seeds: list[int], step: int, grad_accum: int, batch_si
 
 def stackable(cfg) -> str:
     """Why `cfg` cannot be trained in a stack, or "" if it can."""
-    from emergence.device import distributed
-
     if distributed()[1] > 1:
         return "stacked training runs in one process; under torchrun use train()"
     if cfg.train.fail_at_step >= 0 or cfg.train.nan_at_step >= 0:
@@ -262,18 +268,6 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
 
     Runs already done are recognised and skipped, and a run with checkpoints already written is resumed by `train()`
     on its own (a stack starts all its seeds at step 0). What is written is what `train()` writes for each run."""
-    from omegaconf import OmegaConf
-
-    from emergence import checkpoint as ckpt
-    from emergence import files
-    from emergence.config import gpt_config, run_dir, run_id, validate
-    from emergence.data import build_source
-    from emergence.device import autocast_for, check_run_memory, matmul_peak_flops, pick_device
-    from emergence.live import RunProgress
-    from emergence.run import (log_row, log_train, make_run_tracker, payload, prepare_folder, probe_hook,
-                               read_status, save_checkpoint, write_status)
-    from emergence.train import train
-
     if not seeds:
         raise ValueError("train_seeds needs at least one seed")
     if len(set(int(s) for s in seeds)) != len(seeds):
@@ -312,7 +306,7 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
     for c, folder in zip(fresh, folders):
         resolved.append(OmegaConf.to_container(c, resolve=True))
         resolved[-1].pop("hydra", None)
-        prepare_folder(folder, resolved[-1])
+        run.prepare_folder(folder, resolved[-1])
 
     tr = StackedTrainer(gc, [c.seed for c in fresh], lr=derived["lr"], weight_decay=cfg.train.weight_decay,
                         betas=(cfg.train.beta1, cfg.train.beta2), grad_clip=cfg.train.grad_clip, total_steps=total,
@@ -320,14 +314,14 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
                         amp=amp, compile=cfg.train.compile)
     source = build_source(cfg)
     seeds_fresh = [c.seed for c in fresh]
-    trackers = [make_run_tracker(c, rid, derived, None) for c, rid in zip(fresh, rids)]
-    hooks = [probe_hook(c, folder, t) for c, folder, t in zip(fresh, folders, trackers)]
+    trackers = [run.make_run_tracker(c, rid, derived, None) for c, rid in zip(fresh, rids)]
+    hooks = [run.probe_hook(c, folder, t) for c, folder, t in zip(fresh, folders, trackers)]
     peak = matmul_peak_flops(device)
     ck_steps = set(ckpt.schedule(total, cfg.train.ckpt_log_until, cfg.train.ckpt_every))
     progress = RunProgress(cfg.train.progress, f"{cfg.model.name} x{S} seeds", total, cfg.train.log_interval)
     started = time.time()
     for c, folder, rid in zip(fresh, folders, rids):
-        write_status(folder, state="running", run_id=rid, started=started, error="", pid=os.getpid(), steps=total)
+        run.write_status(folder, state="running", run_id=rid, started=started, error="", pid=os.getpid(), steps=total)
     log_rows: list[list[dict]] = [[] for _ in fresh]
     state = ["done"] * S
     error = [""] * S
@@ -348,11 +342,11 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
         for i, c in enumerate(fresh):
             if not live[i]:
                 continue
-            state = payload(model_state=tr.model_state(i), model_config=gc.to_dict(), resolved=resolved[i],
+            state = run.payload(model_state=tr.model_state(i), model_config=gc.to_dict(), resolved=resolved[i],
                             rid=rids[i], seed=c.seed, step=step, derived=derived, heldout=val_est[i], wall=wall,
                             rng=tr.rng_after_init[i], tracker=trackers[i],
                             optimizer_state=tr.optimizer_state(i) if cfg.train.ckpt_keep_optimizer else None)
-            save_checkpoint(folders[i], state, log_rows[i], hooks[i], trackers[i])
+            run.save_checkpoint(folders[i], state, log_rows[i], hooks[i], trackers[i])
 
     t0 = time.perf_counter()
     try:
@@ -382,9 +376,9 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
                         live[i], state[i] = False, "diverged"
                         error[i] = f"loss became {ls[i]} at step {done_step}"
                         continue
-                    row = log_row(done_step, derived, ls[i], lr, gs[i], tps, wall)
+                    row = run.log_row(done_step, derived, ls[i], lr, gs[i], tps, wall)
                     log_rows[i].append(row)
-                    log_train(trackers[i], row, fpt, peak)
+                    run.log_train(trackers[i], row, fpt, peak)
                 progress.update(done_step, sum(ls) / S, tps * S, (total - done_step) * tokens_per_step /
                                 max(tps, 1e-9))
                 if not any(live):
@@ -412,7 +406,7 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
                 hook.flush()
         wall = time.perf_counter() - t0
         for i in range(S):
-            write_status(folders[i], state=state[i], error=error[i], finished=time.time(), wall_s=wall,
+            run.write_status(folders[i], state=state[i], error=error[i], finished=time.time(), wall_s=wall,
                          final_loss=last_loss[i], final_val_loss=val[i], steps=total,
                          tokens=total * tokens_per_step, n_params=derived["n_params"], flops=derived["flops"],
                          stacked_with=S, probe_s=hooks[i].seconds if hooks[i] is not None else 0.0)

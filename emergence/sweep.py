@@ -9,9 +9,7 @@ once the launcher returns, then runs the analysis and the report.
 from __future__ import annotations
 
 import itertools
-import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -23,15 +21,20 @@ from filelock import FileLock
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from emergence.config import ConfigError, compose, run_id, sweep_dir, validate
-from emergence.files import pid_alive, write_json
-from emergence.live import SweepProgress, bar_owns_terminal, latest_step
-from emergence.run import read_status
+from emergence.analyze import finish_sweep
+from emergence.checkpoint import schedule
+from emergence.config import ConfigError, compose, gpt_config, run_dir, run_id, sweep_dir, validate
+from emergence.device import check_run_memory, pick_device
+from emergence.files import atomic_write_parquet, environment, write_json
+from emergence.layout import grid_run_ids, load_runs, read_status
+from emergence.live import SweepProgress, bar_owns_terminal
+from emergence.model import GPT, flops_per_token
+from emergence.optim import Step, make_optimizer
+from emergence.run import write_status
+from emergence.stacked import train_seeds
+from emergence.train import train
 
 DEFAULT_EXPERIMENT = "cpu_demo"
-RUN_COLUMNS = ["run_id", "sweep", "experiment", "model", "n_params", "n_params_nonembed", "n_layer", "d_model",
-               "n_head", "seed", "budget", "max_steps", "tokens", "flops", "flops_per_token", "lr", "task_suite",
-               "status", "error", "wall_s", "final_loss", "final_val_loss"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -83,8 +86,6 @@ def plan(overrides: list[str]) -> tuple[Path, list[dict[str, Any]]]:
     With a local launcher each run's memory estimate is checked against this machine (its GPU for a CUDA run); with
     a remote one (SLURM) nothing is refused for this machine's memory: each record carries `warnings` that compare
     the estimate with what the launcher config asks for (`remote_warnings`)."""
-    from emergence.device import check_run_memory, pick_device
-
     full, points = expand_grid(overrides)
     launcher = full.hydra.launcher
     remote = is_remote(launcher)
@@ -150,13 +151,9 @@ def calibrate(runs: list[dict], seconds: float = 1.0) -> dict[str, float]:
     """Measure each distinct size's training FLOP/s for about `seconds` (a few steps of the real model and batch)."""
     import torch
 
-    from emergence.config import compose as _compose, gpt_config
-    from emergence.model import GPT, flops_per_token
-    from emergence.optim import Step, make_optimizer
-
     out = {}
     for run in {r["model"]: r for r in runs}.values():
-        cfg = _compose(run["overrides"])
+        cfg = compose(run["overrides"])
         gc = gpt_config(cfg)
         torch.manual_seed(0)
         model = GPT(gc)
@@ -179,8 +176,6 @@ def print_dry_run(overrides: list[str]) -> int:
     remote = runs[0]["remote"]
     # a remote launcher's machines are not this one: their speed cannot be measured here
     calib = {} if remote else calibrate(runs)
-    from emergence.checkpoint import schedule
-
     total_s, total_disk = 0.0, 0
     print(f"sweep {folder}: {len(runs)} runs" + (" on a remote launcher (memory checked where each run starts)"
                                                  if remote else ""))
@@ -290,8 +285,6 @@ def stacked_overrides(overrides: list[str], runs: list[dict]) -> list[str]:
 def sweep_job(cfg: DictConfig) -> dict:
     """One job of the multirun: train and probe one run. Never raises for a failed run: the failure is recorded in
     the run's status.json (and then runs.parquet), and the other jobs go on."""
-    from emergence.train import train
-
     if cfg.train.threads == 0:
         cfg.train.threads = threads_for_launcher()
     if cfg.sweep.stack_seeds and len(cfg.sweep.seeds) > 1:
@@ -310,9 +303,6 @@ def sweep_job(cfg: DictConfig) -> dict:
 
 def _record_failure(cfg: DictConfig, e: Exception) -> None:
     """Mark the run `cfg` failed with the error, unless it already finished (done or diverged)."""
-    from emergence.config import run_dir
-    from emergence.run import write_status
-
     folder = run_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     if read_status(folder).get("state") not in ("done", "diverged"):
@@ -334,8 +324,6 @@ def _say(line: str) -> None:
 def _seeds_job(cfg: DictConfig, seeds: list[int]) -> dict:
     """A job of a stacked sweep: every seed of one grid point, stacked when the size is at most
     sweep.stack_max_params parameters, else one after another. Failures are recorded per run, as in `sweep_job`."""
-    from emergence.stacked import train_seeds
-
     n = validate(cfg)["n_params"]
     stack = n <= cfg.sweep.stack_max_params
     how = "stacked" if stack else f"one after another ({n:,} parameters > sweep.stack_max_params)"
@@ -389,52 +377,15 @@ class SweepCallback(Callback):
         folder = sweep_dir(config)
         aggregate(folder)
         if config.sweep.analyze:
-            from emergence.analyze import finish_sweep
-
             finish_sweep(folder, config)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Aggregation.
 
-def grid_run_ids(folder: Path) -> list[str]:
-    grid = folder / "grid.json"
-    if grid.exists():
-        return [r["run_id"] for r in json.loads(grid.read_text())["runs"]]
-    runs = folder / "runs"
-    return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
-
-
-def load_runs(folder: Path) -> pd.DataFrame:
-    """One row per run of the grid, from the files alone (grid.json, each run's status.json)."""
-    grid = {r["run_id"]: r for r in json.loads((folder / "grid.json").read_text())["runs"]} \
-        if (folder / "grid.json").exists() else {}
-    rows = []
-    for rid in grid_run_ids(folder):
-        st = read_status(folder / "runs" / rid)
-        g = grid.get(rid, {})
-        state = st.get("state", "not_started")
-        if state == "running" and not pid_alive(st.get("pid")):
-            state = "stopped"
-        row = {c: g.get(c) for c in RUN_COLUMNS}
-        row.update({"run_id": rid, "status": state, "error": st.get("error", "") or "",
-                    "wall_s": st.get("wall_s"), "final_loss": st.get("final_loss"),
-                    "final_val_loss": st.get("final_val_loss")})
-        for c in ("n_params", "flops", "tokens"):
-            if row.get(c) is None and c in st:
-                row[c] = st[c]
-        rows.append(row)
-    df = pd.DataFrame(rows, columns=RUN_COLUMNS)
-    for c in ("wall_s", "final_loss", "final_val_loss", "flops", "lr", "tokens"):
-        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
-    return df
-
-
 def aggregate(folder: Path) -> dict[str, int]:
     """Merge the runs' files into the sweep's tables, atomically and under a lock (two aggregations at once lose no
     rows and write no duplicates). Rows of runs that diverged or failed keep their status."""
-    from emergence.files import atomic_write_parquet
-
     folder = Path(folder)
     with FileLock(str(folder / ".aggregate.lock")):
         runs = load_runs(folder)
@@ -461,23 +412,6 @@ def aggregate(folder: Path) -> dict[str, int]:
         return counts
 
 
-def environment() -> dict[str, Any]:
-    """What a reader needs to reproduce the sweep: code revision, package versions, machine."""
-    import importlib.metadata as md
-
-    from emergence.files import code_version
-
-    versions = {}
-    for pkg in ("emergence", "torch", "hydra-core", "omegaconf", "numpy", "pandas", "scipy", "matplotlib", "wandb"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"git_rev": code_version(), "versions": versions, "python": platform.python_version(),
-            "machine": f"{platform.system()} {platform.machine()}, {cores} cores, {platform.processor() or ''}".strip()}
-
-
 def print_summary(runs: pd.DataFrame, wall: float, skipped: int = 0) -> None:
     from collections import Counter
 
@@ -488,25 +422,3 @@ def print_summary(runs: pd.DataFrame, wall: float, skipped: int = 0) -> None:
     bad = runs[runs["status"] != "done"]
     for _, r in bad.iterrows():
         print(f"  {r['run_id']}: {r['status']} {r['error'] or ''}", file=sys.stderr)
-
-
-def require_sweep_folder(folder: Path) -> None:
-    """Refuse a path that holds no sweep (the one line of `emergence status`)."""
-    if not folder.is_dir() or not (folder / "runs").is_dir() and not (folder / "grid.json").exists():
-        raise ConfigError(f"{folder} is not a sweep folder (no runs/ or grid.json); give results/<sweep>")
-
-
-def print_status(folder: Path) -> int:
-    """`emergence status SWEEP_DIR`: each run's state from the files alone (works from a cluster's login node)."""
-    require_sweep_folder(folder)
-    runs = load_runs(folder)
-    print(f"{'run_id':<28} {'model':<12} {'seed':>4} {'status':<12} {'step':>12} {'wall':>8}  error")
-    for _, r in runs.iterrows():
-        step = latest_step(folder / "runs" / r["run_id"])
-        steps = r.get("max_steps")
-        prog = f"{step}/{int(steps)}" if steps == steps and steps is not None else str(step)
-        wall = f"{r['wall_s']:.0f}s" if r["wall_s"] == r["wall_s"] else "-"
-        seed = "" if r["seed"] is None or r["seed"] != r["seed"] else int(r["seed"])
-        print(f"{r['run_id']:<28} {str(r['model']):<12} {seed:>4} {r['status']:<12} {prog:>12} {wall:>8}  "
-              f"{r['error'] or ''}")
-    return 0

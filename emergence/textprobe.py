@@ -4,8 +4,8 @@
 pretrained Hugging Face model, or one of our runs trained on text with a BPE tokenizer) reads the tasks as text
 instead: each held-out example is rendered in its natural form (`Task.text`: "12+7=" -> "19"), k solved training
 examples before it by default (the k-shot template of `emergence.tasks.kshot`, each shot ended by a newline), and the
-model answers in its own tokens. The examples are exactly those of `emergence.probe.probe_set` (same `probe.n`, same
-`probe.seed`, same ids), so a k-shot score joins the zero-shot one and our char-level one example by example.
+model answers in its own tokens. The examples are exactly those of `emergence.metrics.probe_set` (same `probe.n`,
+same `probe.seed`, same ids), so a k-shot score joins the zero-shot one and our char-level one example by example.
 
 Per task, on every example:
 - exact match: greedy generation (batched, left padding, the model's KV cache) up to a stop: a token whose text holds
@@ -37,7 +37,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from emergence.probe import levenshtein, measurement, probe_set, proportion_stderr, sem
+from emergence.metrics import levenshtein, measurement, probe_set, proportion_stderr, sem
+from emergence.tasks import get_task
+from emergence.tasks.kshot import KShot
 
 DEFAULT_SHOTS = 3  # solved training examples before each query when a probe config does not say (probe.shots)
 STOP = "\n"  # ends an answer: the k-shot separator
@@ -334,9 +336,6 @@ def char_scores(outputs: list[str], targets: list[str]) -> tuple[np.ndarray, np.
 def shot_task(name: str, shots: int) -> str:
     """The task a tokenizer probe scores for `name` with k solved examples: "add3" -> "add3_3shot" (k = 3); a k-shot
     task already, or k = 0, keeps its name."""
-    from emergence.tasks import get_task
-    from emergence.tasks.kshot import KShot
-
     if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 0:
         raise ValueError(f"probe.shots must be a non-negative whole number of solved examples, got {shots!r}")
     if shots == 0 or isinstance(get_task(name), KShot):
@@ -361,8 +360,6 @@ def score_text_task(lm: CausalLM, tok: TextTokenizer, name: str, probe_cfg) -> t
     """Every metric of one task (a registered name, k-shot included: see `shot_task`) on its held-out probe set:
     tidy rows {task, metric, value, stderr, n, status}, per-example instance columns (example_id, answer_logprob,
     exact) and a few sample answers (`probe_cfg.samples`), as `emergence.probe.score_task` returns them."""
-    from emergence.tasks import get_task
-
     task = get_task(name)
     prompts, answers, ids = probe_set(name, int(probe_cfg.n), int(probe_cfg.seed))
     n = len(prompts)
@@ -430,7 +427,7 @@ def probe_model(lm: CausalLM, tok: TextTokenizer, tasks: list[str], probe_cfg, b
 def load_tokenizer_file(path) -> TextTokenizer:
     """A run's tokenizer.json (the `tokenizers` library's format) as a TextTokenizer."""
     try:
-        from tokenizers import Tokenizer
+        from tokenizers import Tokenizer  # optional dependency (the hf extra)
     except ImportError:
         raise ValueError(f"{path} needs the tokenizers package to be read: pip install 'emergence[hf]'") from None
     try:

@@ -194,7 +194,7 @@ def make_tracker(cfg: TrackerConfig, *, run_id: str, group: str, job_type: str, 
 
 
 def _init_run(mode: str, root: Path, resume: bool, kwargs: dict[str, Any]) -> Any:
-    import wandb
+    import wandb  # slow import (about a second): only where a W&B run is used
 
     timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", DEFAULT_INIT_TIMEOUT_S))
     settings = wandb.Settings(
@@ -273,7 +273,7 @@ class WandbTracker(Tracker):
             _warn(f"W&B probe rows not logged: {exc}")
             return
         try:
-            import wandb
+            import wandb  # slow import (about a second): only where a W&B run is used
 
             values[PROBE_TABLE_KEY] = wandb.Table(dataframe=_table_frame(rows))
             self._run.log(values, step=int(step))
@@ -285,7 +285,7 @@ class WandbTracker(Tracker):
         if not self.cfg.log_checkpoints or not self.active:
             return
         try:
-            import wandb
+            import wandb  # slow import (about a second): only where a W&B run is used
 
             artifact = wandb.Artifact(_artifact_name(f"checkpoint-{self.run_id}"), type="model",
                                       metadata={"step": int(step), "run_id": self.run_id})
@@ -304,7 +304,7 @@ class WandbTracker(Tracker):
         if not self.active:
             return
         try:
-            import wandb
+            import wandb  # slow import (about a second): only where a W&B run is used
 
             row: dict[str, Any] = {}
             if flags is not None:

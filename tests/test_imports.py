@@ -73,10 +73,11 @@ def _lint(config: Path):
 
 def test_import_contracts_hold():
     """The contracts in pyproject.toml ([tool.importlinter]): analysis never imports torch, emergence, wandb or
-    hydra; the model never imports training; tasks never import the model; tracking never imports analysis."""
+    hydra; the model never imports training; tasks never import the model; tracking never imports analysis; and
+    emergence is layered (a module imports only the layers below it, so no import loop runs through the package)."""
     r = _lint(ROOT / "pyproject.toml")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "4 kept, 0 broken" in r.stdout
+    assert "5 kept, 0 broken" in r.stdout
 
 
 def test_import_linter_sees_a_broken_contract(tmp_path):

@@ -11,8 +11,9 @@ from omegaconf import OmegaConf
 from analysis.schema import METRICS, validate
 from emergence import checkpoint as ckpt
 from emergence.config import ProbeConfig, run_dir
+from emergence.metrics import levenshtein
 from emergence.model import GPT, GPTConfig
-from emergence.probe import greedy_answers, levenshtein, load_model, mechanistic_scores, per_example_scores, probe_run
+from emergence.probe import greedy_answers, load_model, mechanistic_scores, per_example_scores, probe_run
 from emergence.tasks import VOCAB, get_task
 from emergence.tasks.base import join_examples
 from emergence.train import train
@@ -87,7 +88,7 @@ def test_mechanistic_stderr_is_over_sequences():
 
 
 def test_loss_estimate_is_the_per_token_mean_with_a_stderr_over_sequences():
-    from emergence.train import loss_estimate
+    from emergence.heldout import loss_estimate
 
     rng = np.random.default_rng(0)
     per_seq = rng.normal(2.0, 0.3, 50)

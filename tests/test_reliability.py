@@ -25,7 +25,7 @@ from conftest import TINY
 from emergence import checkpoint as ckpt
 from emergence import files
 from emergence.config import compose, run_dir
-from emergence.run import read_status
+from emergence.layout import read_status
 from emergence.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,18 +11,19 @@ from pathlib import Path
 import torch
 
 from emergence.bench.gpu import run_gpu
-from emergence.bench.measure import measure_analysis, measure_probe, measure_probe_share, measure_smoke_sweep, measure_stacked, measure_stacked_runs, measure_training, profile_step
-from emergence.device import matmul_peak
+from emergence.bench.measure import (measure_analysis, measure_probe, measure_probe_share, measure_smoke_sweep,
+                                     measure_stacked, measure_stacked_runs, measure_training, profile_step)
 from emergence.bench.report import STACK_UNDER, json_safe, machine, print_report, targets
 from emergence.bench.shapes import Shape, default_base, ladder, ladder_names, quick_pick
+from emergence.config import compose
+from emergence.device import matmul_peak
 from emergence.model import n_params
+from emergence.sweep import expand_grid
 
 
 def run(quick: bool = False, gpu: bool = False, seconds: float | None = None, base: list[str] | None = None,
         names: list[str] | None = None, log=print) -> dict:
     """Every measurement; returns the result dictionary that `main` prints and writes."""
-    from emergence.config import compose
-
     t_start = time.perf_counter()
     base = default_base() if base is None else base
     result: dict = {"format": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick,
@@ -100,8 +101,6 @@ def run(quick: bool = False, gpu: bool = False, seconds: float | None = None, ba
 def sweep_sizes(base: list[str], shapes: list[Shape]) -> list[str]:
     """The model sizes of the experiment in `base` (its grid's `model` axis), smallest first; the ladder's smallest
     and largest when the experiment has no model axis."""
-    from emergence.sweep import expand_grid
-
     try:
         _, points = expand_grid(list(base))
         names = []

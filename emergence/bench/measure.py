@@ -13,11 +13,19 @@ import torch
 import torch.nn as nn
 
 from analysis.bench_analysis import bench_analysis
+from emergence import checkpoint as ckpt
 from emergence.bench.reference import RefGPT, RefOptimizer
-from emergence.device import sync
-from emergence.optim import Step, lr_at
 from emergence.bench.shapes import Shape, default_base, ladder
+from emergence.config import gpt_config, run_dir
+from emergence.data import TaskMixture
+from emergence.device import sync
 from emergence.model import GPT, n_params
+from emergence.optim import Step, lr_at, make_optimizer
+from emergence.probe import mechanistic_scores, per_example_scores, probe_tasks_for, score_task
+from emergence.stacked import StackedTrainer, train_seeds
+from emergence.tasks import VOCAB, get_task
+from emergence.tasks.base import join_examples
+from emergence.train import train
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -26,8 +34,6 @@ from emergence.model import GPT, n_params
 def make_batches(shape: Shape, count: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`count` training batches of the shape's task mixture (random tokens when the shape has no task mixture)."""
     if shape.task_weights:
-        from emergence.data import TaskMixture
-
         source = TaskMixture(shape.task_weights, shape.seq_len)
         return [source.batch(seed, i, shape.batch_size) for i in range(count)]
     g = torch.Generator().manual_seed(seed)
@@ -68,8 +74,6 @@ def _trainer(model_cls, make_opt, shape: Shape, device, amp, compile: bool, seed
 
 def our_trainer(shape: Shape, device="cpu", amp=None, compile: bool = False, seed: int = 0) -> Trainer:
     """Our model and optimizer, built as `train()` builds them."""
-    from emergence.optim import make_optimizer
-
     return _trainer(GPT, make_optimizer, shape, device, amp, compile, seed)
 
 
@@ -172,8 +176,6 @@ def measure_training(shape: Shape, peak_gflops: float, seconds: float = 6.0, ref
 
 def stacked_trainer(shape: Shape, seeds: int, device="cpu"):
     """A `StackedTrainer` of seeds 0..seeds-1 at the shape's settings."""
-    from emergence.stacked import StackedTrainer
-
     return StackedTrainer(shape.gpt_config(), list(range(seeds)), lr=shape.lr, weight_decay=shape.weight_decay,
                           betas=shape.betas, grad_clip=shape.grad_clip, total_steps=10**6,
                           warmup_steps=shape.warmup_steps, min_lr_ratio=shape.min_lr_ratio, device=device)
@@ -227,7 +229,6 @@ def measure_stacked(shape: Shape, seeds: int = 4, seconds: float = 6.0, device="
 def probe_tasks(cfg) -> list[str]:
     """The tasks a run of `cfg` is probed on (the probe engine's rule: probe.tasks, else the suite's probe list, else
     its training tasks)."""
-    from emergence.probe import probe_tasks_for
     from omegaconf import OmegaConf
 
     return probe_tasks_for(OmegaConf.to_container(cfg, resolve=True), cfg.probe)
@@ -239,11 +240,6 @@ def measure_probe(cfg, device="cpu") -> dict:
     (`per_example_scores`), all-metrics examples/s (`score_task`, which adds greedy decoding of `probe.generate_n`
     examples), and the seconds one checkpoint's probe takes (every task plus the mechanistic probe)."""
     import numpy as np
-
-    from emergence.config import gpt_config
-    from emergence.probe import mechanistic_scores, per_example_scores, score_task
-    from emergence.tasks import VOCAB, get_task
-    from emergence.tasks.base import join_examples
 
     device = torch.device(device)
     torch.manual_seed(0)
@@ -278,10 +274,6 @@ def measure_probe_share(cfg, folder: Path) -> dict:
     does, and read the time its probe hook took (`probe_s` in the run's status.json, scoring and writing included)
     against the run's wall time."""
     from omegaconf import OmegaConf
-
-    from emergence import checkpoint as ckpt
-    from emergence.config import run_dir
-    from emergence.train import train
 
     cfg = OmegaConf.merge(cfg, {"paths": {"results": str(folder)}, "probe": {"inline": True},
                                 "train": {"progress": False}, "tracker": {"kind": "none"}})
@@ -324,9 +316,6 @@ def measure_stacked_runs(cfg, folder: Path, seeds: tuple[int, ...] = (0, 1)) -> 
     """Whole runs, as a sweep does them: `train()` for each seed in turn against `train_seeds()` for all of them
     (checkpoints, logs and status files included; inline probing off so that training alone is compared)."""
     from omegaconf import OmegaConf
-
-    from emergence.stacked import train_seeds
-    from emergence.train import train
 
     over = {"probe": {"inline": False}, "train": {"progress": False}, "tracker": {"kind": "none"}}
     t0 = time.perf_counter()

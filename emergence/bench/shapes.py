@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
+from emergence.config import compose, gpt_config, peak_lr
 from emergence.model import GPTConfig, flops_per_token, n_params
 
 
@@ -47,8 +47,6 @@ class Shape:
 
 def shape_from_config(cfg) -> Shape:
     """The shape and training settings a composed run config trains with."""
-    from emergence.config import gpt_config, peak_lr
-
     gc = gpt_config(cfg)
     t = cfg.train
     return Shape(name=str(cfg.model.name), n_layer=gc.n_layer, d_model=gc.d_model, n_head=gc.n_head,
@@ -69,8 +67,6 @@ def ladder_names() -> list[str]:
 
 def ladder(names: list[str] | None = None, base: list[str] | None = None) -> list[Shape]:
     """Compose the real config for each ladder size (`base` overrides first) and return the shapes, smallest first."""
-    from emergence.config import compose
-
     shapes = [shape_from_config(compose([*(base or []), f"model={n}"])) for n in (names or ladder_names())]
     return sorted(shapes, key=lambda s: n_params(s.gpt_config()))
 
@@ -105,8 +101,6 @@ GPU_BATCH = 16  # sequences per step on one GPU: 32k tokens
 def gpu_shapes(names=("pythia-70m", "pythia-160m")) -> list[Shape]:
     """The Pythia shapes from `sweeps/model/` with Pythia's own vocabulary and context (so MFU is comparable with
     published figures), random tokens, `GPU_BATCH` sequences per step."""
-    from emergence.config import compose
-
     out = []
     for n in names:
         m = compose([f"model={n}"]).model
