@@ -60,15 +60,22 @@ def _overrides_parser(verb: str, extra=None) -> argparse.ArgumentParser:
     return p
 
 
+def _bytes(b: float) -> str:
+    return f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
+
+
 def cmd_train(args) -> int:
     from emergence.config import compose, run_dir, validate  # when the verb runs: the CLI starts without torch
+    from emergence.device import check_run_memory, pick_device  # when the verb runs: the CLI starts without torch
     from emergence.train import train  # when the verb runs: the CLI starts without torch
 
     cfg = compose(args.overrides)
     derived = validate(cfg)
     if args.dry_run:
         print(f"run {run_dir(cfg)}: {derived['n_params']:,} parameters, {derived['steps']} steps, "
-              f"{derived['tokens']:,} tokens, {derived['flops']:.3g} FLOPs")
+              f"{derived['tokens']:,} tokens, {derived['flops']:.3g} FLOPs, about {_bytes(derived['memory_bytes'])} "
+              f"to train ({derived['precision']})", flush=True)
+        check_run_memory(cfg, pick_device(cfg))  # the real run's pre-flight: a refusal exits 2 here too
         return 0
     summary = train(cfg)
     state = summary.get("state")

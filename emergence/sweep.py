@@ -40,15 +40,35 @@ DEFAULT_EXPERIMENT = "cpu_demo"
 # ---------------------------------------------------------------------------------------------------------------------
 # The grid.
 
+SWEEPER_PARAMS = "hydra.sweeper.params."
+
+
+def as_axes(overrides: list[str]) -> list[str]:
+    """`hydra.sweeper.params.KEY=a,b` (quoted or not) written as the grid axis it means, `KEY=a,b`: the command
+    line's axis replaces the experiment's, as Hydra's basic sweeper does, and Hydra itself never sees a comma
+    list on its own config."""
+    out = []
+    for o in overrides:
+        key, eq, value = o.partition("=")
+        if eq and key.startswith(SWEEPER_PARAMS):
+            value = value.strip()
+            if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            o = f"{key[len(SWEEPER_PARAMS):]}={value}"
+        out.append(o)
+    return out
+
+
 def expand_grid(overrides: list[str]) -> tuple[DictConfig, list[list[str]]]:
-    """Every point of the sweep: the experiment's `hydra.sweeper.params` and the command line's comma lists, expanded
-    with Hydra's own override parser (the same expansion the basic sweeper does). Returns the first point's config,
+    """Every point of the sweep: the experiment's `hydra.sweeper.params` (or the command line's
+    `hydra.sweeper.params.KEY=a,b`, which replaces that axis) and the command line's comma lists, expanded with
+    Hydra's own override parser (the same expansion the basic sweeper does). Returns the first point's config,
     with its `hydra` node (the sweeper and the launcher), and the override list of each point."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
     fixed, sweeps = [], []
-    for o in parser.parse_overrides(overrides):
+    for o in parser.parse_overrides(as_axes(overrides)):
         (sweeps if o.is_sweep_override() else fixed).append(o)
     first = [o.input_line for o in fixed] + [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}"
                                              for o in sweeps]
@@ -216,7 +236,7 @@ def launcher_ask(launcher) -> str:
 
 def run_sweep(overrides: list[str], *, dry_run: bool = False) -> int:
     """`emergence sweep [experiment=NAME] [overrides]`: the whole loop; exit status 1 if any run failed."""
-    overrides = list(overrides)
+    overrides = as_axes(list(overrides))
     if not any(o.split("=", 1)[0].lstrip("+") == "experiment" for o in overrides):
         overrides.insert(0, f"experiment={DEFAULT_EXPERIMENT}")
     if dry_run:

@@ -89,3 +89,17 @@ def test_plan_of_a_remote_launch_records_the_estimate_and_the_ask(tmp_path):
     assert [r["precision"] for r in runs] == ["bf16", "bf16"]
     assert all(r["remote"] and "gpus_per_node=1" in r["launcher"] for r in runs)
     assert runs[0]["memory_bytes"] < runs[1]["memory_bytes"]
+
+
+def test_a_train_dry_run_shows_the_estimate_and_the_refusal_the_real_run_would_give(tmp_path):
+    # pythia-1b at batch 16384: about 1.5 TiB, more than any machine this runs on
+    p = emergence("train", "model=pythia-1b", "train.batch_size=16384", "train.device=cpu", "train.max_steps=10",
+                  f"paths.results={tmp_path}", "--dry-run")
+    assert p.returncode == 2
+    assert "806,141,952 parameters" in p.stdout and " GiB to train (fp32)" in p.stdout, p.stdout
+    need = p.stdout.split("about ")[1].split(" GiB")[0]
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"needs about {need} GiB but this machine has" in lines[0], p.stderr
+    small = emergence("train", "experiment=smoke", f"paths.results={tmp_path}", "--dry-run")
+    assert small.returncode == 0 and "MiB to train (fp32)" in small.stdout, small.stderr
+    assert not any(tmp_path.iterdir())

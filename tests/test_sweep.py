@@ -33,6 +33,19 @@ def test_grid_expands_experiment_and_command_line():
     assert len(points) == 1 and "model=l1d8" in points[0]
 
 
+def test_a_plan_lists_each_run_once_and_reads_a_sweeper_params_override_as_a_list(tmp_path):
+    """The default experiment stacks its 6 seeds per size: the plan still has one record per (size, seed); and the
+    grid axis given as `hydra.sweeper.params.model=a,b` is two sizes, not one named "a,b"."""
+    _, runs = plan(["experiment=cpu_demo", "model=l1d6,l1d7,l1d8", f"paths.results={tmp_path}"])
+    assert len(runs) == 18 and len({r["run_id"] for r in runs}) == 18
+    assert sorted({(r["model"], r["seed"]) for r in runs}) == [(m, s) for m in ("l1d6", "l1d7", "l1d8")
+                                                                for s in range(6)]
+    _, runs = plan(["experiment=cpu_demo", "hydra.sweeper.params.model=l1d6,l1d7", f"paths.results={tmp_path}"])
+    assert sorted({r["model"] for r in runs}) == ["l1d6", "l1d7"] and len(runs) == 12
+    _, points = expand_grid(["experiment=cpu_demo", "hydra.sweeper.params.model='l1d6,l1d7'", "seed=0"])
+    assert points == [["experiment=cpu_demo", "model=l1d6", "seed=0"], ["experiment=cpu_demo", "model=l1d7", "seed=0"]]
+
+
 @pytest.mark.slow
 def test_smoke_sweep_end_to_end_then_skip(tmp_path):
     p = emergence("sweep", "experiment=smoke", f"paths.results={tmp_path}")
