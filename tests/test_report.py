@@ -26,7 +26,7 @@ EVIL_ERROR = 'RuntimeError: <img src=x onerror="alert(2)"> ** | not a table'
 EVIL_COMMAND = "emergence sweep sweep.name='<b>x</b>' ```"
 ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "nav", "a", "p", "code", "pre",
                 "ul", "li", "div", "table", "caption", "thead", "tbody", "tr", "th", "td", "figure", "img",
-                "figcaption", "b", "strong", "footer"}
+                "figcaption", "b", "strong", "footer", "section", "details", "summary"}
 
 
 class FakeFit:

@@ -298,3 +298,50 @@ def test_phone_width_has_no_horizontal_page_scroll(loaded):
         assert 0 < sizes["widest"] <= sizes["view"], sizes  # figures shrink to the screen
     finally:
         loaded.call("Emulation.clearDeviceMetricsOverride")
+
+
+ROW_HEIGHTS = ("Array.from(document.querySelectorAll('tr')).map(r => ({h: r.getBoundingClientRect().height, "
+               "text: r.innerText.slice(0, 60)}))")
+
+
+def tall_rows(dt: DevTools, width: int, limit: float = 200.0) -> list:
+    dt.call("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1, mobile=width < 600)
+    try:
+        return [r for r in dt.evaluate(ROW_HEIGHTS) if r["h"] > limit]
+    finally:
+        dt.call("Emulation.clearDeviceMetricsOverride")
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_no_table_row_is_taller_than_200_px(loaded, width):
+    """Long evidence sentences sit in a <details> under their row, so the row keeps the height of its numbers."""
+    assert loaded.evaluate("document.querySelectorAll('tr').length") > 20
+    assert tall_rows(loaded, width) == []
+    assert loaded.evaluate("document.querySelectorAll('tr.detail details').length") > 0
+
+
+def test_the_first_screen_holds_the_verdicts_and_the_figure(loaded):
+    loaded.call("Emulation.setDeviceMetricsOverride", width=1400, height=900, deviceScaleFactor=1, mobile=False)
+    try:
+        first = loaded.evaluate("(() => { const s = document.querySelector('section.first'); return s && {"
+                                "bottom: s.getBoundingClientRect().bottom, text: s.innerText, "
+                                "img: s.querySelector('img') && s.querySelector('img').getBoundingClientRect().bottom,"
+                                "rows: s.querySelectorAll('tbody tr').length}; })()")
+    finally:
+        loaded.call("Emulation.clearDeviceMetricsOverride")
+    assert first is not None and first["bottom"] <= 900 and 0 < first["img"] <= 900, first
+    assert "Verdicts." in first["text"] and "emergent" in first["text"] and first["rows"] >= 2, first
+
+
+def test_the_row_check_catches_a_squeezed_evidence_column(chromium, tmp_path):
+    """The layout the report had: a 400-character sentence in a squeezed last column makes an 800 px row."""
+    words = " ".join(["evidence"] * 50)
+    cells = "".join(f"<td>{c}</td>" for c in ("add2", "answer_nll", "smooth", "0.66 [0.61, 0.95]") * 3)
+    bad = tmp_path / "tall.html"
+    bad.write_text('<!DOCTYPE html><html><body><div style="overflow-x:auto"><table style="width:900px"><tr>'
+                   f'{cells}<td>{words}</td></tr></table></div></body></html>')
+    dt = open_file(chromium, bad)
+    try:
+        assert len(tall_rows(dt, 1400)) == 1
+    finally:
+        dt.ws.close()

@@ -60,6 +60,15 @@ class Table:
     rows: list[list[str]]
     caption: str = ""
     numeric: set = field(default_factory=set)  # column indices aligned right
+    detail: str = ""  # a column of long text (the evidence): in HTML it leaves the row for a <details> under it
+
+
+@dataclass
+class FirstScreen:
+    """The top of the report: what the verdicts mean, the headline verdicts, and the capability figure beside
+    them (HTML: side by side where the page is wide, one under the other on a phone)."""
+    blocks: list  # Para and Table blocks
+    figure: str = ""  # a figure key, drawn small, its caption naming the full-size PNG
 
 
 @dataclass
@@ -97,7 +106,18 @@ pre { background: #f6f6f6; padding: .6rem .8rem; overflow-x: auto; white-space: 
   border-radius: 4px; max-width: 100%; }
 .note { background: var(--note); border-left: 4px solid #e69f00; padding: .4rem .7rem; max-width: 48rem; }
 .table-wrap { overflow-x: auto; max-width: 100%; margin: .6rem 0 1rem; -webkit-overflow-scrolling: touch; }
-table { border-collapse: collapse; font-size: .9rem; }
+table { border-collapse: separate; border-spacing: 0; font-size: .9rem; }
+th:first-child, td:first-child { position: sticky; left: 0; background: #fff; z-index: 1; }
+thead th:first-child { background: #f3f3f3; }
+tr.detail td { border-bottom: 1px solid var(--rule); padding-top: 0; font-size: .85rem; color: var(--muted);
+  position: static; }
+tr.detail details { max-width: min(60rem, calc(100vw - 2rem)); position: sticky; left: .6rem; }
+tr.detail summary { cursor: pointer; color: var(--accent); }
+tr.has-detail td { border-bottom: none; white-space: nowrap; }
+.first { display: flex; flex-wrap: wrap; gap: 1rem 2rem; align-items: flex-start; }
+.first > div { flex: 1 1 36rem; min-width: 0; }
+.first figure { flex: 0 1 20rem; margin: 0; }
+.first figure img { max-height: 30rem; width: auto; }
 caption { caption-side: top; text-align: left; color: var(--muted); font-size: .88rem; padding-bottom: .3rem; }
 th, td { border-bottom: 1px solid var(--rule); padding: .3rem .6rem; text-align: left; vertical-align: top;
   max-width: 32rem; overflow-wrap: break-word; }
@@ -110,7 +130,8 @@ figcaption b { color: var(--fg); }
 .missing { color: #8a4b00; }
 footer { color: var(--muted); font-size: .85rem; margin-top: 3rem; border-top: 1px solid var(--rule);
   padding-top: .6rem; }
-@media (max-width: 640px) { body { padding: .6rem; font-size: 15px; } th, td { padding: .25rem .4rem; } }
+@media (max-width: 640px) { body { padding: .6rem; font-size: 15px; } th, td { padding: .25rem .4rem; }
+  td { white-space: nowrap; } tr.detail td { white-space: normal; } }
 """
 
 
@@ -135,10 +156,20 @@ def _table_html(t: Table) -> str:
     def cls(i):
         return num if i in t.numeric else ""
 
-    head = "".join(f'<th{cls(i)} scope="col">{_h(c)}</th>' for i, c in enumerate(t.header))
-    body = "".join("<tr>" + "".join(f"<td{cls(i)}>{_h(c)}</td>" for i, c in enumerate(row)) + "</tr>"
-                   for row in t.rows)
-    return f'<div class="table-wrap"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    d = t.header.index(t.detail) if t.detail in t.header else -1
+    cols = [i for i in range(len(t.header)) if i != d]
+    head = "".join(f'<th{cls(i)} scope="col">{_h(t.header[i])}</th>' for i in cols)
+    body = []
+    for row in t.rows:
+        text = str(row[d]).strip() if d >= 0 else ""
+        cells = "".join(f"<td{cls(i)}>{_h(row[i])}</td>" for i in cols)
+        if not text:
+            body.append(f"<tr>{cells}</tr>")
+            continue
+        body.append(f'<tr class="has-detail">{cells}</tr><tr class="detail"><td colspan="{len(cols)}"><details>'
+                    f"<summary>{_h(t.detail)}</summary>{_h(text)}</details></td></tr>")
+    return (f'<div class="table-wrap"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
+            "</table></div>")
 
 
 def _figure_html(ff: FigureFile | None, key: str) -> str:
@@ -153,11 +184,29 @@ def _figure_html(ff: FigureFile | None, key: str) -> str:
             f'alt="{_h(ff.title)}"><figcaption><b>{_h(ff.title)}.</b> {_h(ff.caption)}</figcaption></figure>')
 
 
+def _first_screen_html(b: FirstScreen, figs: dict[str, FigureFile], placed: set) -> str:
+    inner = "".join(f"<p>{_parts_html(x.parts)}</p>" if isinstance(x, Para) else _table_html(x)
+                    for x in b.blocks if isinstance(x, (Para, Table)))
+    out = f'<section class="first"><div>{inner}</div>'
+    ff = figs.get(b.figure)
+    if ff is not None and not ff.error and ff.png is not None:
+        placed.add(b.figure)
+        data = base64.b64encode(ff.png.read_bytes()).decode("ascii")
+        w, h = ff.size
+        out += (f'<figure id="fig-{_h(b.figure)}"><img src="data:image/png;base64,{data}" width="{w}" height="{h}" '
+                f'alt="{_h(ff.title)}"><figcaption><b>{_h(ff.title)}.</b> Full size: <code>plots/'
+                f"{_h(ff.png.name)}</code> beside this report.</figcaption></figure>")
+    return out + "</section>"
+
+
 def render_html(doc: list, figs: dict[str, FigureFile], title: str) -> str:
     body = []
     toc = [(b.anchor, b.text) for b in doc if isinstance(b, Heading) and b.level == 2 and b.anchor]
     placed = set()
     for b in doc:
+        if isinstance(b, FirstScreen):
+            body.append(_first_screen_html(b, figs, placed))
+            continue
         if isinstance(b, Heading):
             anchor = f' id="{_h(b.anchor)}"' if b.anchor else ""
             body.append(f"<h{b.level}{anchor}>{_h(b.text)}</h{b.level}>")
@@ -235,7 +284,7 @@ def _table_md(t: Table) -> str:
 def render_md(doc: list, figs: dict[str, FigureFile]) -> str:
     out = []
     placed = set()
-    for b in doc:
+    for b in [x for b in doc for x in ((*b.blocks, FigureRef(b.figure)) if isinstance(b, FirstScreen) else (b,))]:
         if isinstance(b, Heading):
             out.append("#" * b.level + " " + md_escape(b.text))
         elif isinstance(b, Para):

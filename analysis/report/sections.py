@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import forecast, jumps, plots, tables
+from analysis import forecast, jumps, plots, schema, tables
 from analysis.fmt import cell as _fmt
-from analysis.report.document import Bullets, Code, FigureRef, Heading, Note, Para, Pre, Strong, Table
+from analysis.report.document import Bullets, Code, FigureRef, FirstScreen, Heading, Note, Para, Pre, Strong, Table
 from analysis.report.figures import _emergent, _emergent_tasks, _fig_key, _loss_panels
 from analysis.report.inputs import SCALING_XS, STATUS_DONE, Sweep, VIEW_FILES, _lm_loss_fits
 
@@ -76,6 +76,7 @@ def section_overview(sw: Sweep) -> list:
     m = sw.meta
     name = sw.folder.name
     blocks.append(Heading(1, f"Sweep report: {name}"))
+    blocks.append(first_screen(sw))
     facts = []
     if sw.runs is not None and "status" in sw.runs.columns:
         st = sw.runs["status"].astype(str).value_counts()
@@ -103,6 +104,38 @@ def section_overview(sw: Sweep) -> list:
         facts.append([f"sweep finished {m['finished']}"])
     blocks.append(Bullets(facts) if facts else Note("No summary: neither runs.parquet nor flags.csv was readable."))
     return blocks
+
+
+def first_screen(sw: Sweep) -> FirstScreen:
+    """What a reader opens the report for, on its first screen: what the verdicts mean, each task's headline verdict
+    (task, metric, verdict, width with its bounds, where the rise is), and the capability figure."""
+    w0s = _w0_values(sw.flags)
+    w0 = w0s[0] if w0s else float(jumps.W0)
+    blocks: list = [Para([Strong("Verdicts."), f" emergent: the rise from floor to ceiling (10-90%) is narrower than "
+                          f"W0 = {_fmt(w0)} decades of x by its 95% upper bound (q ≤ 5%); smooth: wider by its "
+                          "95% lower bound; inconclusive: the bounds straddle W0; flat: no rise beyond noise."])]
+    f = sw.flags
+    if f is None or not {"task", "metric", "verdict"} <= set(f.columns):
+        blocks.append(Note("No verdicts: flags.csv is missing or unreadable (see the sections below)."))
+        return FirstScreen(blocks, "capability")
+    if "q_family" in f.columns and f["q_family"].astype(str).eq("headline").any():
+        head = f[f["q_family"].astype(str).eq("headline")]
+    else:  # flags written before the headline family: each task's first metric in the headline order
+        first = {t: next((m for m in schema.HEADLINE_ORDER if m in set(g["metric"].astype(str))), None)
+                 for t, g in f.groupby(f["task"].astype(str))}
+        head = f[[first.get(str(t)) == str(m) for t, m in zip(f["task"], f["metric"])]]
+    rows = []
+    for _, r in head.iterrows():
+        x = str(r.get("x", "n_params"))
+        where = (_with_interval(r, "jump_at", "jump_lo", "jump_hi", lambda v: _x_value(v, x))
+                 if np.isfinite(_num(r.get("jump_at", np.nan))) else "")
+        width = (_with_interval(r, "width", "width_lo", "width_hi", _fmt)
+                 if np.isfinite(_num(r.get("width", np.nan))) else "")
+        rows.append([str(r["task"]), str(r["metric"]), str(r["verdict"]), width, where])
+    blocks.append(Table(["task", "metric", "verdict", "W, decades (95% bounds)", f"where ({x if rows else 'x'})"],
+                        rows, caption="The headline metric of each task (its FDR family); every row is in the "
+                                      "sections below.", numeric={3, 4}))
+    return FirstScreen(blocks, "capability")
 
 
 def section_run(sw: Sweep) -> list:
@@ -423,6 +456,8 @@ def section_emergent(sw: Sweep) -> list:
         else:
             blocks.append(Note(f"samples.parquet has no answers for task {task}."))
     blocks.append(Heading(3, "All tasks", "all-tasks"))
+    blocks.append(Para(["Every task's metrics against size are the figure at the top of the report; below, each "
+                        "task's final value per size as a heat map."]))
     blocks += [FigureRef("capability"), FigureRef("heatmap")]
     return blocks
 
@@ -439,7 +474,7 @@ def section_smooth(sw: Sweep) -> list:
     w0 = flag_w0(f)
     cols = [c for c in SMOOTH_COLUMNS if c[1] is None or set(c[1]) & set(rest.columns)]
     rows = [[str(r["task"]), str(r["metric"]), str(r.get("x", "")), str(r["verdict"])]
-            + [get(r, _row_w0(r, w0)) for _, _, get in cols] + [_oneline(r.get("evidence", ""), 400)]
+            + [get(r, _row_w0(r, w0)) for _, _, get in cols] + [_oneline(r.get("evidence", ""), 2000)]
             for _, r in rest.iterrows()]
     counts = rest["verdict"].astype(str).value_counts()
     blocks.append(Para([", ".join(f"{v} {k}" for k, v in counts.items()) + f". Smooth: the rise is wider than "
@@ -447,7 +482,8 @@ def section_smooth(sw: Sweep) -> list:
                         "the data cannot decide (the evidence says why). Widths are 10% to 90% of the rise, in "
                         "decades of x, with their one-sided 95% bounds."]))
     header = ["task", "metric", "x", "verdict"] + [h for h, _, _ in cols] + ["evidence"]
-    blocks.append(Table(header, rows, numeric={4 + i for i, c in enumerate(cols) if c[0] != "single runs"}))
+    blocks.append(Table(header, rows, numeric={4 + i for i, c in enumerate(cols) if c[0] != "single runs"},
+                        detail="evidence"))
     return blocks
 
 
@@ -559,7 +595,7 @@ TRANSITION_COLUMNS = [
     ("p", "p_value", _cell("p_value")),
     ("q", "q_value", _cell("q_value")),
     ("coincides with induction", "coincides_with_induction", _cell("coincides_with_induction")),
-    ("evidence", "evidence", lambda r: _oneline(r.get("evidence", ""), 300)),
+    ("evidence", "evidence", lambda r: _oneline(r.get("evidence", ""), 2000)),
 ]
 TRANSITION_NUMERIC = {"jump_at", "width", "p_value", "q_value"}
 # Columns of the loss-view table: the threshold eta of Du et al., the rise's width against loss, and the size test.
@@ -593,7 +629,8 @@ def _transitions_body(tr: pd.DataFrame) -> list:
         blocks.append(Table([h for h, _, _ in cols], rows,
                             caption="Phase changes (first 30); x = training tokens, widths in decades of tokens, "
                                     "intervals 95%.",
-                            numeric={i for i, c in enumerate(cols) if c[1] in TRANSITION_NUMERIC}))
+                            numeric={i for i, c in enumerate(cols) if c[1] in TRANSITION_NUMERIC},
+                            detail="evidence"))
     return blocks
 
 
@@ -623,7 +660,7 @@ def _resolution_body(rv: pd.DataFrame) -> list:
     cols = [c for c in ("task", "shape", "slope", "curvature", "curvature_lo", "curvature_hi", "n_sizes",
                         "evidence") if c in rv.columns]
     rows = [[_oneline(r[c], 400) if c in text else _fmt(r[c]) for c in cols] for _, r in rv.iterrows()]
-    return [Table([c.replace("_", " ") for c in cols], rows, numeric=_numeric_except(cols, text))]
+    return [Table([c.replace("_", " ") for c in cols], rows, numeric=_numeric_except(cols, text), detail="evidence")]
 
 
 # the views' subsections: (view, title, anchor, body from its table, figure, what a missing table means)
