@@ -23,11 +23,6 @@ so probing, aggregation and analysis cannot tell the two apart.
 from __future__ import annotations
 
 import contextlib
-import math
-import os
-import sys
-import time
-import traceback
 import warnings
 
 import torch
@@ -39,10 +34,9 @@ from emergence import checkpoint as ckpt
 from emergence import files, run
 from emergence.config import gpt_config, run_dir, run_id, validate
 from emergence.data import build_source
-from emergence.device import autocast_for, check_run_memory, distributed, matmul_peak_flops, pick_device
+from emergence.device import distributed
 from emergence.heldout import loss_estimate
 from emergence.layout import read_status
-from emergence.live import RunProgress
 from emergence.model import GPT, GPTConfig, apply_rotary, rotary_tables
 from emergence.optim import FlatAdamW, Step, lr_at
 from emergence.train import train
@@ -288,131 +282,59 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
             summaries[c.seed] = train(c)  # finished: recognised and skipped; started: resumed on its own
         else:
             fresh.append(c)
-    if not fresh:
-        return [summaries[int(s)] for s in seeds]
+    if fresh:
+        out = run.drive(SeedStack(cfg, validate(cfg), fresh), make_tracker=run.make_run_tracker)
+        summaries.update((c.seed, summary) for c, summary in zip(fresh, out))
+    return [summaries[int(s)] for s in seeds]
 
-    derived = validate(cfg)
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
-    device = pick_device(cfg)
-    check_run_memory(cfg, device, copies=len(fresh))
-    amp = autocast_for(cfg, device)
-    gc = gpt_config(cfg)
-    total, tokens_per_step, fpt = derived["steps"], derived["tokens_per_step"], derived["flops_per_token"]
-    S = len(fresh)
-    rids = [run_id(c) for c in fresh]
-    folders = [run_dir(c) for c in fresh]
-    resolved = []
-    for c, folder in zip(fresh, folders):
-        resolved.append(OmegaConf.to_container(c, resolve=True))
-        resolved[-1].pop("hydra", None)
-        run.prepare_folder(folder, resolved[-1])
 
-    tr = StackedTrainer(gc, [c.seed for c in fresh], lr=derived["lr"], weight_decay=cfg.train.weight_decay,
-                        betas=(cfg.train.beta1, cfg.train.beta2), grad_clip=cfg.train.grad_clip, total_steps=total,
-                        warmup_steps=cfg.train.warmup_steps, min_lr_ratio=cfg.train.min_lr_ratio, device=device,
-                        amp=amp, compile=cfg.train.compile)
-    source = build_source(cfg)
-    seeds_fresh = [c.seed for c in fresh]
-    trackers = [run.make_run_tracker(c, rid, derived, None) for c, rid in zip(fresh, rids)]
-    hooks = [run.probe_hook(c, folder, t) for c, folder, t in zip(fresh, folders, trackers)]
-    peak = matmul_peak_flops(device)
-    ck_steps = set(ckpt.schedule(total, cfg.train.ckpt_log_until, cfg.train.ckpt_every))
-    progress = RunProgress(cfg.train.progress, f"{cfg.model.name} x{S} seeds", total, cfg.train.log_interval)
-    started = time.time()
-    for c, folder, rid in zip(fresh, folders, rids):
-        run.write_status(folder, state="running", run_id=rid, started=started, error="", pid=os.getpid(), steps=total)
-    log_rows: list[list[dict]] = [[] for _ in fresh]
-    state = ["done"] * S
-    error = [""] * S
-    last_loss = [float("nan")] * S
-    val = [float("nan")] * S
-    val_est = [(float("nan"), float("nan"), 0)] * S
-    live = [True] * S
+class SeedStack:
+    """Fresh runs of one size, one per seed, for `run.drive`: a `StackedTrainer` over their seeds, all from step 0.
+    A seed whose loss or gradient norm is not finite at a log point ends as diverged; the others train on."""
 
-    def heldout() -> list[tuple[float, float, int]]:
-        batches = [stack_batches(source, [s + 10_000 for s in seeds_fresh], i, 1, cfg.train.batch_size, device,
-                                 "heldout")[0] for i in range(cfg.train.eval_batches)]
-        tr.stack.eval()
-        out = tr.losses(batches)
-        tr.stack.train()
+    is_main = True  # one process: stacking refuses torchrun (`stackable`)
+    start_step, resumed, wall_before = 0, False, 0.0  # fresh runs only: a started run resumes with train()
+    log_evaluations = False
+
+    def __init__(self, cfg, derived: dict, fresh: list):
+        self.cfg, self.derived = cfg, derived
+        self.device, self.amp = run.open_device(cfg, copies=len(fresh))
+        self.gc = gpt_config(cfg)
+        self.lanes = []
+        for c in fresh:
+            self.lanes.append(run.Lane(c, run_id(c), run_dir(c), run.resolved_config(c)))
+            run.prepare_folder(self.lanes[-1].folder, self.lanes[-1].resolved)
+        S = len(fresh)
+        self.label, self.status_extra = f"{cfg.model.name} x{S} seeds", {"stacked_with": S}
+        t = run.train_settings(cfg)
+        self.seeds, self.accum, self.batch_size = [c.seed for c in fresh], t["grad_accum"], t["batch_size"]
+        self.eval_batches = t["eval_batches"]
+        self.trainer = StackedTrainer(self.gc, self.seeds, lr=derived["lr"], weight_decay=t["weight_decay"],
+                                      betas=(t["beta1"], t["beta2"]), grad_clip=t["grad_clip"],
+                                      total_steps=derived["steps"], warmup_steps=t["warmup_steps"],
+                                      min_lr_ratio=t["min_lr_ratio"], device=self.device, amp=self.amp,
+                                      compile=t["compile"])
+        self.source = build_source(cfg)
+
+    def step(self, step: int, log_now: bool):
+        micro = stack_batches(self.source, self.seeds, step, self.accum, self.batch_size, self.device)
+        losses, norms, lr = self.trainer.step(micro)
+        files.fault_point(f"step:{step + 1}")
+        return lr, lambda: (losses.tolist(), norms.tolist())  # the host sync, at log points only
+
+    def heldout(self) -> list[tuple[float, float, int]]:
+        batches = [stack_batches(self.source, [s + 10_000 for s in self.seeds], i, 1, self.batch_size, self.device,
+                                 "heldout")[0] for i in range(self.eval_batches)]
+        self.trainer.stack.eval()
+        out = self.trainer.losses(batches)
+        self.trainer.stack.train()
         return out
 
-    def save(step: int, wall: float) -> None:
-        for i, c in enumerate(fresh):
-            if not live[i]:
-                continue
-            state = run.payload(model_state=tr.model_state(i), model_config=gc.to_dict(), resolved=resolved[i],
-                            rid=rids[i], seed=c.seed, step=step, derived=derived, heldout=val_est[i], wall=wall,
-                            rng=tr.rng_after_init[i], tracker=trackers[i],
-                            optimizer_state=tr.optimizer_state(i) if cfg.train.ckpt_keep_optimizer else None)
-            run.save_checkpoint(folders[i], state, log_rows[i], hooks[i], trackers[i])
+    def model_state(self, i: int) -> dict:
+        return self.trainer.model_state(i)
 
-    t0 = time.perf_counter()
-    try:
-        if 0 in ck_steps:
-            val_est = heldout()
-            val = [e[0] for e in val_est]
-            save(0, 0.0)
-        window_t, window_tokens = time.perf_counter(), 0
-        for step in range(total):
-            micro = stack_batches(source, seeds_fresh, step, cfg.train.grad_accum, cfg.train.batch_size, device)
-            losses, norms, lr = tr.step(micro)
-            done_step = step + 1
-            files.fault_point(f"step:{done_step}")
-            window_tokens += tokens_per_step
-            log_now = done_step % cfg.train.log_interval == 0 or done_step in ck_steps or done_step == total
-            if log_now:  # the only host syncs, at log points, as in train()
-                now = time.perf_counter()
-                tps = window_tokens / max(now - window_t, 1e-9)  # each run's own rate: the stack trains S at once
-                window_t, window_tokens = now, 0
-                wall = now - t0
-                ls, gs = losses.tolist(), norms.tolist()
-                for i in range(S):
-                    if not live[i]:
-                        continue
-                    last_loss[i] = ls[i]
-                    if not math.isfinite(ls[i]) or not math.isfinite(gs[i]):
-                        live[i], state[i] = False, "diverged"
-                        error[i] = f"loss became {ls[i]} at step {done_step}"
-                        continue
-                    row = run.log_row(done_step, derived, ls[i], lr, gs[i], tps, wall)
-                    log_rows[i].append(row)
-                    run.log_train(trackers[i], row, fpt, peak)
-                progress.update(done_step, sum(ls) / S, tps * S, (total - done_step) * tokens_per_step /
-                                max(tps, 1e-9))
-                if not any(live):
-                    break
-            if done_step in ck_steps or (cfg.train.eval_interval and done_step % cfg.train.eval_interval == 0):
-                val_est = heldout()
-                val = [e[0] for e in val_est]
-                if done_step in ck_steps:
-                    save(done_step, time.perf_counter() - t0)
-                window_t = time.perf_counter()
-    except KeyboardInterrupt:
-        for i in range(S):
-            if live[i]:
-                state[i], error[i] = "interrupted", "stopped by the user (Ctrl-C); run the same command to resume"
-        raise
-    except Exception as e:
-        traceback.print_exc(file=sys.stderr)
-        for i in range(S):
-            if live[i]:
-                state[i], error[i] = "failed", f"{type(e).__name__}: {e}"
-    finally:
-        progress.close()
-        for hook in hooks:
-            if hook is not None:
-                hook.flush()
-        wall = time.perf_counter() - t0
-        for i in range(S):
-            run.write_status(folders[i], state=state[i], error=error[i], finished=time.time(), wall_s=wall,
-                         final_loss=last_loss[i], final_val_loss=val[i], steps=total,
-                         tokens=total * tokens_per_step, n_params=derived["n_params"], flops=derived["flops"],
-                         stacked_with=S, probe_s=hooks[i].seconds if hooks[i] is not None else 0.0)
-            if trackers[i] is not None:
-                trackers[i].finish(state[i])
-    for i, c in enumerate(fresh):
-        summaries[c.seed] = {"run_id": rids[i], "run_dir": str(folders[i]), **derived, **read_status(folders[i]),
-                             "skipped": False}
-    return [summaries[int(s)] for s in seeds]
+    def optimizer_state(self, i: int) -> dict:
+        return self.trainer.optimizer_state(i)
+
+    def rng(self, i: int) -> torch.Tensor:
+        return self.trainer.rng_after_init[i]
