@@ -4,8 +4,9 @@ Pure pandas / numpy / scipy / matplotlib: it never imports torch or `emergence`,
 from this framework or from anywhere else (lm-evaluation-harness JSON, a CSV of published numbers).
 
     import analysis as an
-    df = an.load_results("results/cpu_demo")
-    fit = an.fit_law(df_final, "power", "n_params", "value")
+    df = an.load_results("results/example")
+    final = an.schema.final_measured(df[(df.task == "lm") & (df.metric == "loss")])  # last checkpoint per run
+    fit = an.fit_law(final, "power", "n_params", "value")
     flags = an.flag_emergence(df)                 # one row per (task, metric), with its evidence
 """
 from analysis.backtest import backtest

@@ -44,8 +44,8 @@ def test_a_two_level_jump_with_levels_that_vary_run_to_run_is_never_called_smoot
 
 
 def test_two_level_jumps_with_levels_that_vary_are_found():
-    verdicts = [judge_two_level(s)["verdict"] for s in (2, 6)]
-    assert verdicts == ["emergent", "emergent"]
+    verdicts = [judge_two_level(s)["verdict"] for s in (1, 2, 3, 7)]
+    assert verdicts == ["emergent"] * 4
 
 
 def sharp_logistic_quarter_decade(seed):
@@ -196,3 +196,27 @@ def test_the_report_says_which_family_each_q_belongs_to():
     assert _q_text(pd.Series({"q_value": 0.012, "q_family": "headline"})).endswith("(headline)")
     assert _q_text(pd.Series({"q_value": 0.3, "q_family": "token_accuracy"})).endswith("(token_accuracy only)")
     assert "(" not in _q_text(pd.Series({"q_value": 0.3, "q_family": ""}))
+
+
+def test_a_borderline_share_p_value_draws_on_until_it_is_decided():
+    """Every run off below 10^4.35, on above, 6 runs at sizes 0.3 decades apart: the null's probability of that
+    outcome is about 0.045, so 500 draws decide it by luck; the extension draws on and rejects."""
+    t = np.arange(3.0, 6.01, 0.3)
+    k, m = np.where(t > 4.4, 6, 0), np.full(t.size, 6)
+    fixed = share_test(t, k, m, seed=0, sequential=False)
+    drawn = [share_test(t, k, m, seed=s) for s in range(3)]
+    assert fixed.n_boot == 500 and fixed.p_value > 0.05
+    assert all(r.n_boot > 500 and 0.04 < r.p_value <= 0.05 for r in drawn)
+
+
+def test_the_bound_for_verdicts_drops_the_outcomes_no_deterministic_test_can_reject():
+    from analysis.bench_analysis import recall_bounds
+
+    # 3 runs per size 0.3 decades apart: a perfect step is likelier than 5% under a W0 rise placed in its gap
+    sparse = synthetic_cell(("shared", 0.3, "3", "sharp"), 0)
+    rand, det = recall_bounds(sparse, seed=0, n_sim=2000, least_favourable=True)
+    assert rand > 0.08 and det < 0.03
+    # 12 runs per size 0.1 apart: no outcome is that likely, and the two bounds agree
+    dense = synthetic_cell(("shared", 0.1, "12", "sharp"), 0)
+    rand, det = recall_bounds(dense, seed=0, n_sim=2000, least_favourable=True)
+    assert det == pytest.approx(rand, abs=1e-9) and rand > 0.8
