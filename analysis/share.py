@@ -24,8 +24,8 @@ the same sequential stop. Where `n_boot` draws leave a p-value undecided near a 
 has a null probability just under 0.05, and 500 draws would reject it only about half the time. A draw costs a
 matrix product here, so the Monte Carlo error, not the data, no longer decides such verdicts. Beyond n_boot the
 draws go on only while p_value or p_smooth is undecided at 0.05 (the level of a verdict), and p_flat keeps its
-first n_boot draws. p_value = P(T* >= T)
-tests W >= W0, p_smooth = P(T* <= T) tests W <= W0; ties count against the claim, so discreteness makes both conservative. p_flat tests a constant share.
+first n_boot draws. p_value = P(T* >= T) tests W >= W0, p_smooth = P(T* <= T) tests W <= W0; ties count against the
+claim, so discreteness makes both conservative. p_flat tests a constant share.
 
 This module imports numpy and scipy only.
 """

@@ -121,15 +121,14 @@ def first_screen(sw: Sweep) -> FirstScreen:
     if "q_family" in f.columns and f["q_family"].astype(str).eq("headline").any():
         head = f[f["q_family"].astype(str).eq("headline")]
     else:  # flags written before the headline family: each task's first metric in the headline order
-        first = {t: next((m for m in schema.HEADLINE_ORDER if m in set(g["metric"].astype(str))), None)
-                 for t, g in f.groupby(f["task"].astype(str))}
+        first = schema.headline_metrics(f)
         head = f[[first.get(str(t)) == str(m) for t, m in zip(f["task"], f["metric"])]]
     order = {"emergent": 0, "smooth": 1, "inconclusive": 2, "flat": 3}
     head = head.assign(_o=head["verdict"].astype(str).map(order).fillna(4)).sort_values(["_o", "task"], kind="stable")
     rest = max(len(head) - FIRST_SCREEN_ROWS, 0)
+    x = str(head["x"].iloc[0]) if "x" in head.columns and len(head) else "n_params"
     rows = []
     for _, r in head.head(FIRST_SCREEN_ROWS).iterrows():
-        x = str(r.get("x", "n_params"))
         where = (_with_interval(r, "jump_at", "jump_lo", "jump_hi", lambda v: _x_value(v, x))
                  if np.isfinite(_num(r.get("jump_at", np.nan))) else "")
         width = (_with_interval(r, "width", "width_lo", "width_hi", _fmt)
@@ -137,7 +136,7 @@ def first_screen(sw: Sweep) -> FirstScreen:
         rows.append([str(r["task"]), str(r["metric"]), str(r["verdict"]), width, where])
     more = (f"; {rest} more task(s), and every metric, in the sections below" if rest else
             "; every metric is in the sections below")
-    blocks.append(Table(["task", "metric", "verdict", "W, decades (95% bounds)", f"where ({x if rows else 'x'})"],
+    blocks.append(Table(["task", "metric", "verdict", "W, decades (95% bounds)", f"where ({x})"],
                         rows, caption=f"The headline metric of each task (its FDR family), emergent first{more}.",
                         numeric={3, 4}))
     return FirstScreen(blocks, "capability")
