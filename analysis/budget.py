@@ -5,8 +5,13 @@ A transition across sizes at one budget may only say which sizes learn the task 
 `budget_shift(base, more)` takes a sweep and a second sweep of some of its sizes trained on more tokens, and, for
 every all-or-nothing metric (exact match and the like) and every size both hold, counts the runs whose last
 checkpoint acquired the ability under each budget, with Wilson 95% intervals and Fisher's exact test of the
-difference. A run has acquired it when its final value lies above the cut between the two levels of the base
-sweep's final values (the cut that best splits them in two groups, as `per_run` does).
+difference. A run has acquired it when its final value lies above the cut between the two levels of both sweeps'
+final values pooled (the cut that best splits them in two groups, as `per_run` does): one cut for both budgets, so
+a metric that never varies under the base budget (every run on the floor) is still compared with the larger one.
+`MORE` must have trained on more tokens than `BASE` (`BudgetOrderError` otherwise).
+
+`emergent_budget(table, task, metric)` says in a few words what the check found for one flagged row: whether its
+transition moved with the budget, and where it was checked.
 
 If the share at a size rises with the budget, the transition moves to smaller sizes with more tokens: the jump
 marks the budget as much as the capacity. If it does not, the sentence says how large a shift the runs could have
@@ -29,11 +34,24 @@ COLUMNS = ["task", "metric", "n_params", "model", "tokens_base", "tokens_more", 
            "share_more_lo", "share_more_hi", "p_value", "cut", "moves", "evidence"]
 
 
+class BudgetOrderError(ValueError):
+    """The sweep given as the larger budget trained on no more tokens than the base sweep."""
+
+
 def budget_shift(base: pd.DataFrame, more: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
     """One row per (task, all-or-nothing metric, size in both tables): runs that acquired the ability at each budget,
     their shares with Wilson 95% intervals, Fisher's exact p of "the same share", `moves` (True where p < alpha:
-    more runs acquire it with more tokens, or fewer) and one sentence."""
+    more runs acquire it with more tokens, or fewer) and one sentence.
+
+    Raises BudgetOrderError where a size both tables hold trained on no more tokens in `more` than in `base`."""
     a, b = schema.final_measured(base), schema.final_measured(more)  # one checkpoint per run: its tokens, its budget
+    ta_all, tb_all = a.groupby("n_params")["tokens"].median(), b.groupby("n_params")["tokens"].median()
+    shared = ta_all.index.intersection(tb_all.index)
+    if len(shared) and (tb_all[shared] <= ta_all[shared]).any():
+        n = next(int(k) for k in shared if tb_all[k] <= ta_all[k])
+        raise BudgetOrderError(f"the second sweep trained on no more tokens than the first at n_params = {n} "
+                               f"({fmt(tb_all[n])} against {fmt(ta_all[n])}): give the base sweep first and the "
+                               "longer one second")
     rows = []
     for (task, metric), ga in a.groupby(["task", "metric"], sort=True):
         info = schema.METRICS.get(metric)
@@ -43,10 +61,10 @@ def budget_shift(base: pd.DataFrame, more: pd.DataFrame, *, alpha: float = 0.05)
         if gb.empty:
             continue
         sign = 1.0 if info.higher_is_better else -1.0
-        ya = sign * ga["value"].to_numpy(float)
-        if ya.size < 2 or np.ptp(ya) == 0:
+        both = sign * np.concatenate([ga["value"].to_numpy(float), gb["value"].to_numpy(float)])
+        if both.size < 2 or np.ptp(both) == 0:
             continue
-        cut = level_cut(ya)
+        cut = level_cut(both)
         for n, sa in ga.groupby("n_params"):
             sb = gb[gb["n_params"] == n]
             if sb.empty:
@@ -73,3 +91,25 @@ def budget_shift(base: pd.DataFrame, more: pd.DataFrame, *, alpha: float = 0.05)
                              f"with {fmt(tb)} (Fisher p = {fmt(p, 2)}): {what}."),
             })
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def emergent_budget(table: pd.DataFrame | None, task: str, metric: str) -> str:
+    """A few words for one flagged row: "moves with the budget (...)", "no shift detected (...)", or "not checked"
+    where `table` (budget.csv) has no size of it."""
+    if table is None or not {"task", "metric", "moves", "n_params"} <= set(table.columns):
+        return "not checked"
+    rows = table[(table["task"].astype(str) == str(task)) & (table["metric"].astype(str) == str(metric))]
+    if rows.empty:
+        return "not checked"
+    moved = rows[rows["moves"].astype(str).str.lower().isin(("true", "1"))]
+    shown = moved if len(moved) else rows
+
+    def one(r) -> str:
+        return (f"{int(r['acquired_base'])}/{int(r['runs_base'])} to {int(r['acquired_more'])}/{int(r['runs_more'])} "
+                f"at {fmt(r['n_params'])}")
+
+    sizes = "; ".join(one(r) for _, r in shown.sort_values("n_params").iterrows())
+    budgets = f"{fmt(rows['tokens_base'].median())} to {fmt(rows['tokens_more'].median())} tokens"
+    if len(moved):
+        return f"moves with the budget: {sizes} ({budgets}, Fisher p < 0.05)"
+    return f"no shift detected: {sizes} ({budgets})"

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import schema
+from analysis import options, schema
 
 # The Pythia suite, Biderman et al. 2023 ("Pythia: A Suite for Analyzing Large Language Models Across Training and
 # Scaling"), Table 1: layers, model dimension, heads, learning rate and non-embedding parameters. Total parameters
@@ -236,10 +236,12 @@ IMPORT_RECORD = "meta.json"  # what an import writes beside its results.parquet:
 
 
 def _is_import_record(path: Path, root: Path, doc) -> bool:
-    """Whether `path` is the record of an earlier import of the folder `root` (its top-level meta.json naming an
-    "importer"), rather than a results file."""
-    return (path.parent == root and path.name == IMPORT_RECORD and isinstance(doc, dict) and "importer" in doc
-            and "results" not in doc)
+    """Whether `path` is what an earlier import and analysis of the folder `root` wrote at its top (meta.json
+    naming an "importer", or the verdict's settings, flag_options.json), rather than a results file."""
+    if path.parent != root or not isinstance(doc, dict) or "results" in doc:
+        return False
+    return ((path.name == IMPORT_RECORD and "importer" in doc)
+            or (path.name == options.FILE and set(doc) == {"options", "sources"}))
 
 
 def import_lm_eval(path, *, metrics=None, sweep: str | None = None, model: str | None = None,
@@ -267,7 +269,8 @@ def import_lm_eval(path, *, metrics=None, sweep: str | None = None, model: str |
 
     `metrics`: an iterable of metric names to keep (default: all with a known direction).
     In a folder, a `meta.json` at its top that names an importer (what `emergence analyze --from lm-eval` writes
-    beside the imported results.parquet) is not a results file and is passed over, so a folder can be imported again.
+    beside the imported results.parquet), and the analysis's `flag_options.json`, are not results files and are
+    passed over, so a folder can be imported again.
     If the same (model, step, task, metric) appears in several files (a rerun), the last file in path order wins;
     the harness names its files results_<timestamp>.json, so that is the newest.
     Raises ValueError naming the file for malformed JSON or a file that is not a harness results file.

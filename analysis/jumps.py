@@ -1,7 +1,7 @@
 """The jump test: is a capability's rise narrower than W0 decades of the x-axis?
 
 The definition (printed in every report, `DEFINITION`): a jump is a rise from a curve's floor to its ceiling, 10% to
-90% of its own amplitude, narrower than W0 decades of the x-axis. W0 (`analysis.jump_width`, default 0.5 decades, a
+90% of its own amplitude, narrower than W0 decades of the x-axis. W0 (`analysis.w0`, default 0.5 decades, a
 factor of about 3 in N) is chosen before looking.
 
 The curve judged is a logistic in t = log10 x, parametrised by its width directly:
@@ -78,17 +78,18 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 from scipy.special import expit
+from analysis.options import DEFAULTS
 
-W0 = 0.5  # analysis.jump_width: decades of the x-axis, chosen before looking
-ALPHA = 0.05
-N_BOOT = 500  # Monte Carlo sd of a p-value near 0.05: sqrt(.05 * .95 / 500) = 0.0097 < 0.01
+W0 = DEFAULTS.w0  # analysis.w0: decades of the x-axis, chosen before looking
+ALPHA = DEFAULTS.alpha
+N_BOOT = DEFAULTS.n_boot  # Monte Carlo sd of a p-value near 0.05: sqrt(.05 * .95 / 500) = 0.0097 < 0.01
 MIN_SIZES = 4  # distinct x values below which no curve is judged
 MIN_SIDE = 2  # points each plateau of a claimed jump needs
 LN9X2 = 2.0 * np.log(9.0)  # s(t) = expit(LN9X2 (t - t0) / W) rises from 0.1 to 0.9 over W
 
 DEFINITION = (
     "A jump is a rise from a curve's floor to its ceiling (10% to 90% of its own amplitude) narrower than W0 "
-    "decades of the x-axis (W0 = {w0:g} here, analysis.jump_width, chosen before looking). Across sizes the curve "
+    "decades of the x-axis (W0 = {w0:g} here, analysis.w0, chosen before looking). Across sizes the curve "
     "judged is the expected score of a run of size N, estimated from all runs at each size; where runs sit at two "
     "levels, from the share of runs at the high level (binomial counts per size), the levels measured from each "
     "level's own runs; along training, each run's own curve. A row is emergent when the width W's "

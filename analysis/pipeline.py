@@ -110,7 +110,7 @@ def run_analysis(df: pd.DataFrame, out_dir: Path, *, x: str = "n_params", views=
         along = {k: v for k, v in flag_options.items() if k in ("w0", "alpha", "n_boot", "seed")}
         written["transitions"] = _write_csv(flag_transitions(df, **along), out_dir / "transitions.csv")
     if "loss" in chosen and {"lm"} <= set(df["task"]):
-        # against loss the width is in nats, with its own W0 (`loss_w0`, analysis.loss_jump_width; else
+        # against loss the width is in nats, with its own W0 (`loss_w0`, analysis.loss_w0; else
         # analysis.views.LOSS_W0), not the decades of x
         loss_opts = {k: v for k, v in flag_options.items() if k in ("alpha", "n_boot", "seed")}
         if loss_w0 is not None:

@@ -23,12 +23,13 @@ from scipy import stats
 
 from analysis import schema
 from analysis.fit import fit_law
+from analysis.options import DEFAULTS
 from analysis.jumps import ALPHA, EXTRA_COLUMNS, FLAG_COLUMNS, N_BOOT
 from analysis.verdicts import CONTINUOUS_FOR_MIRAGE, apply_fdr, flag_along, flag_curve
 
 # The jump width against loss: loss is read on a linear axis (nats), where the rises Du et al. 2024 report span a
 # few tenths of a nat; W0 for the loss view is its own setting, in nats, chosen before looking.
-LOSS_W0 = 0.1
+LOSS_W0 = DEFAULTS.loss_w0
 
 FLAG_KEYS = [c for c in FLAG_COLUMNS + EXTRA_COLUMNS if c not in ("task", "metric")]
 MECHANISTIC_TASK = "mechanistic"

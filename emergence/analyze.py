@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from emergence.config import ConfigError
+from analysis.options import OptionsError, Settings, for_folder
+from emergence.config import ConfigError, config_settings
 from emergence.files import atomic_write_parquet, environment, write_json
 from emergence.tasks import VOCAB, get_task
 from emergence.tracking import make_tracker
@@ -24,7 +25,7 @@ ANALYSIS_KEY = ".analysis.key"
 ANALYSIS_OUTPUTS = ("fits.csv", "flags.csv", "report.html")
 
 
-def analysis_key(folder: Path, options: dict) -> str:
+def analysis_key(folder: Path, options: Settings) -> str:
     """What the sweep's analysis and report are a function of: the aggregated tables, the verdict's settings and
     the analysis code (its source files). Equal keys: the same analysis would come out again."""
     import analysis
@@ -33,7 +34,7 @@ def analysis_key(folder: Path, options: dict) -> str:
     for name in ("results.parquet", "runs.parquet", "instances.parquet"):
         p = Path(folder) / name
         h.update(name.encode() + (p.read_bytes() if p.exists() else b"missing"))
-    h.update(json.dumps(options, sort_keys=True, default=str).encode())
+    h.update(json.dumps(options.to_json(), sort_keys=True, default=str).encode())
     root = Path(analysis.__file__).parent
     for src in sorted(root.rglob("*.py")):  # subpackages too (analysis/report)
         h.update(str(src.relative_to(root)).encode() + src.read_bytes())
@@ -44,7 +45,8 @@ def finish_sweep(folder: Path, config: DictConfig | None = None) -> None:
     """Analysis (every view), then the report, then the analysis run of the tracker; a failure here is reported but
     leaves the sweep's tables in place (`emergence analyze` / `emergence report` can redo it). Skipped when the
     results, the settings and the analysis code are those of the last complete analysis (`analysis_key`)."""
-    options = flag_options(config)
+    a = config.get("analysis") if config is not None else None
+    options = config_settings(a) if a is not None else for_folder(folder)
     key_file = folder / ANALYSIS_KEY
     key = analysis_key(folder, options)
     if (key_file.exists() and key_file.read_text().strip() == key
@@ -54,7 +56,7 @@ def finish_sweep(folder: Path, config: DictConfig | None = None) -> None:
         return
     key_file.unlink(missing_ok=True)
     try:
-        written = analyze(folder, views="all", flag_options=options)
+        written = analyze(folder, views="all", settings=options)
     except Exception as e:  # the tables are written; analysis can be rerun with `emergence analyze`
         print(f"warning: analysis failed: {type(e).__name__}: {e}", file=sys.stderr)
         return
@@ -81,27 +83,21 @@ def _maybe_csv(path):
     return pd.read_csv(path) if path is not None and Path(path).exists() and Path(path).stat().st_size else None
 
 
-def flag_options(config: DictConfig | None = None, *, jump_width: float | None = None) -> dict:
-    """The verdict's settings from the config's `analysis` group (W0, alpha, bootstrap draws, and the loss view's
-    W0 as `loss_w0`)."""
-    opts: dict = {}
-    a = config.get("analysis") if config is not None else None
-    if a is not None:
-        opts = {"w0": float(a.jump_width), "alpha": float(a.alpha), "n_boot": int(a.n_boot)}
-        if a.get("loss_jump_width") is not None:
-            opts["loss_w0"] = float(a.loss_jump_width)
-    if jump_width is not None:
-        if not jump_width > 0:
-            raise ConfigError(f"--jump-width must be a positive number of decades, got {jump_width}")
-        opts["w0"] = float(jump_width)
-    return opts
+def folder_settings(folder: Path, given: dict | None = None) -> Settings:
+    """The verdict's settings for a folder: those it keeps (flag_options.json, else the defaults), then the values
+    given on the command line (`--w0`, `--loss-w0`, `--alpha`, `--n-boot`; None: not given). ConfigError, one line,
+    when one is out of range or the file is unreadable."""
+    try:
+        return for_folder(folder, given)
+    except OptionsError as e:
+        raise ConfigError(f"{e}" if str(e).startswith(str(folder)) else f"--{str(e).replace('_', '-')}") from None
 
 
 IMPORT_SOURCES = ("lm-eval", "csv")  # `--from` values whose input is another tool's table, not ours
 
 
 def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=None, mapping=None,
-            constants=None, flag_options: dict | None = None, out: Path | None = None,
+            constants=None, given: dict | None = None, settings: Settings | None = None, out: Path | None = None,
             command: str | None = None) -> dict[str, Path]:
     """Fit scaling laws and flag emergence; write fits.csv, flags.csv (and each view's CSV).
 
@@ -112,7 +108,9 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
     imported (lm-eval results in a folder); else, for a file, a folder named after it beside it (`scores.csv` ->
     `scores/`), so that the input is never overwritten and two files of one folder never share outputs.
     `command` is the command line recorded in meta.json (default: the `emergence analyze` line equivalent to the
-    arguments). Returns {"results": ..., "meta": ..., "fits": ..., "flags": ..., ...}: the paths written.
+    arguments). The verdict's settings are `settings` (a sweep's, from its config), else the folder's own
+    (flag_options.json) with the command line's values `given` over them; they are written to flag_options.json
+    beside flags.csv. Returns {"results": ..., "meta": ..., "fits": ..., "flags": ..., ...}: the paths written.
     """
     import analysis as an
     from analysis.schema import measured
@@ -149,12 +147,14 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
         written.update(write_import(df, out_dir, path, source, mapping=mapping, constants=constants,
                                     command=command or analyze_command(path, x=x, source=source, views=views,
                                                                        mapping=mapping, constants=constants,
-                                                                       flag_options=flag_options, out=out)))
+                                                                       given=given, out=out)))
     else:
         out_dir = path if path.is_dir() else path.parent
+    settings = settings or folder_settings(out_dir, given)
     written.update(an.run_analysis(df, out_dir, x=x, views=views, runs=_maybe_runs(out_dir),
                                    instances=_maybe(out_dir / "instances.parquet"),
-                                   flag_options={**task_options(df), **(flag_options or {})}))
+                                   flag_options={**task_options(df), **settings.options.kwargs()}))
+    written["flag_options"] = settings.write(out_dir)
     return written
 
 
@@ -210,7 +210,7 @@ def write_import(df: pd.DataFrame, folder: Path, path: Path, source: str, *, map
 
 
 def analyze_command(path: Path, *, x: str = "n_params", source: str = "results", views=None, mapping=None,
-                    constants=None, flag_options: dict | None = None, out: Path | None = None) -> str:
+                    constants=None, given: dict | None = None, out: Path | None = None) -> str:
     """The `emergence analyze` command line that does what these arguments do (recorded in an import's meta.json)."""
     from analysis.pipeline import VIEWS
 
@@ -222,8 +222,9 @@ def analyze_command(path: Path, *, x: str = "n_params", source: str = "results",
     for flag, pairs in (("--map", mapping), ("--set", constants)):
         for k, v in (pairs or {}).items():
             words += [flag, f"{k}={v}"]
-    if (flag_options or {}).get("w0") is not None:
-        words += ["--jump-width", str(flag_options["w0"])]
+    for key, value in (given or {}).items():
+        if value is not None:
+            words += [f"--{key.replace('_', '-')}", str(value)]
     if out is not None:
         words += ["--out", str(out)]
     return shlex.join(words)
@@ -271,13 +272,13 @@ def _maybe_runs(folder: Path):
 
 
 def analyze_cli(path: Path, *, x: str = "n_params", source: str = "results", views=None, mapping=None,
-                constants=None, jump_width: float | None = None, out: Path | None = None) -> int:
+                constants=None, given: dict | None = None, out: Path | None = None) -> int:
     """`emergence analyze`: the analysis (and, for an import, the folder the report reads), a table of the flags,
     the files written and, for an import, the command that reports it."""
     if not path.exists():
         raise ConfigError(f"{path} does not exist; give a sweep folder or a results table")
     written = analyze(path, x=x, source=source, views=views, mapping=mapping, constants=constants,
-                      flag_options=flag_options(jump_width=jump_width), out=out)
+                      given=given, out=out)
     flags_path = written.get("flags")
     if flags_path is not None and Path(flags_path).exists():
         flags = pd.read_csv(flags_path)
@@ -292,7 +293,7 @@ def analyze_cli(path: Path, *, x: str = "n_params", source: str = "results", vie
     return 0
 
 
-def stability_cli(path: Path, *, runs_per_size: int, replicates: int | None = None, jump_width: float | None = None,
+def stability_cli(path: Path, *, runs_per_size: int, replicates: int | None = None, given: dict | None = None,
                   seed: int = 0) -> int:
     """`emergence stability`: stability.csv beside the input, and a table of each row's modal verdict."""
     import analysis as an
@@ -304,8 +305,9 @@ def stability_cli(path: Path, *, runs_per_size: int, replicates: int | None = No
     if runs_per_size < 1:
         raise ConfigError(f"--runs-per-size must be at least 1, got {runs_per_size}")
     df = an.load_results(path)
-    table = stability(df, runs_per_size, replicates, seed=seed,
-                      **{**task_options(df), **flag_options(jump_width=jump_width)})
+    settings = folder_settings(path if path.is_dir() else path.parent, given)
+    print("settings: " + "; ".join(settings.describe()))
+    table = stability(df, runs_per_size, replicates, seed=seed, **{**task_options(df), **settings.options.kwargs(loss_view=False)})
     out = (path if path.is_dir() else path.parent) / "stability.csv"
     _write_csv(table, out)
     with pd.option_context("display.width", 160, "display.max_rows", 200):
@@ -318,13 +320,16 @@ def stability_cli(path: Path, *, runs_per_size: int, replicates: int | None = No
 def budget_cli(base: Path, more: Path) -> int:
     """`emergence budget`: budget.csv in BASE, and its sentences."""
     import analysis as an
-    from analysis.budget import budget_shift
+    from analysis.budget import BudgetOrderError, budget_shift
     from analysis.pipeline import _write_csv
 
     for p in (base, more):
         if not p.exists():
             raise ConfigError(f"{p} does not exist; give two sweep folders or results tables")
-    table = budget_shift(an.load_results(base), an.load_results(more))
+    try:
+        table = budget_shift(an.load_results(base), an.load_results(more))
+    except BudgetOrderError as e:
+        raise ConfigError(f"{base} and {more}: {e}") from None
     if table.empty:
         raise ConfigError(f"{base} and {more} share no size with an all-or-nothing metric (exact match) measured in "
                           "both; train some of BASE's sizes again with a larger train.tokens")

@@ -123,6 +123,26 @@ def cmd_status(args) -> int:
     return print_status(Path(args.sweep_dir))
 
 
+SETTINGS_FLAGS = {  # the verdict's settings (analysis.options.FlagOptions): flag -> (type, metavar)
+    "w0": (float, "DECADES"), "loss_w0": (float, "NATS"), "alpha": (float, "A"), "n_boot": (int, "B"),
+}
+
+
+def add_settings_flags(q) -> None:
+    """--w0, --loss-w0, --alpha, --n-boot: each overrides the setting the folder keeps (flag_options.json, written
+    by the sweep or the last `emergence analyze`; else the default)."""
+    from analysis.options import ABOUT, DEFAULTS
+
+    for name, (kind, metavar) in SETTINGS_FLAGS.items():
+        q.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None, metavar=metavar,
+                       help=f"{ABOUT[name][0]} (default: the folder's flag_options.json, else "
+                            f"{getattr(DEFAULTS, name):g}); choose it before looking".replace("%", "%%"))
+
+
+def settings_given(args) -> dict:
+    return {name: getattr(args, name) for name in SETTINGS_FLAGS}
+
+
 def cmd_analyze(args) -> int:
     from emergence.analyze import analyze_cli  # when the verb runs: the CLI starts without torch
 
@@ -141,7 +161,7 @@ def cmd_analyze(args) -> int:
     if args.out is not None and args.source == "results":
         raise UsageError("--out is where an import is written: use it with --from lm-eval or --from csv")
     return analyze_cli(Path(args.path), x=args.x, source=args.source, views=args.view,
-                       mapping=mapping, constants=constants, jump_width=args.jump_width,
+                       mapping=mapping, constants=constants, given=settings_given(args),
                        out=Path(args.out) if args.out else None)
 
 
@@ -149,7 +169,7 @@ def cmd_stability(args) -> int:
     from emergence.analyze import stability_cli  # when the verb runs: the CLI starts without torch
 
     return stability_cli(Path(args.path), runs_per_size=args.runs_per_size, replicates=args.replicates,
-                         jump_width=args.jump_width, seed=args.seed)
+                         given=settings_given(args), seed=args.seed)
 
 
 def cmd_budget(args) -> int:
@@ -193,6 +213,11 @@ def cmd_forecast(args) -> int:
     if not path.exists():
         raise UsageError(f"{path} does not exist; give a sweep folder or a results table")
     results = an.load_results(path)
+    level = args.level
+    if level is None:  # the folder's verdict settings: intervals at 1 - alpha
+        from emergence.analyze import folder_settings
+
+        level = 1.0 - folder_settings(path if path.is_dir() else path.parent).options.alpha
     if args.max_params is not None:
         # hold the larger models out: the ladder is every run of at most this many parameters
         results = results[pd.to_numeric(results["n_params"], errors="coerce") <= args.max_params]
@@ -200,7 +225,7 @@ def cmd_forecast(args) -> int:
             raise UsageError(f"--max-params {args.max_params:g} leaves no run in the ladder")
     out = write_forecast(results, path if path.is_dir() else path.parent,
                          [parse_target(a) for a in args.at], args.task, args.metric, via=args.via,
-                         method=args.method, level=args.level, floor=args.floor, n_boot=args.n_boot,
+                         method=args.method, level=level, floor=args.floor, n_boot=args.n_boot,
                          ceiling=args.ceiling)
     with pd.option_context("display.width", 160, "display.max_colwidth", 60):
         print(out["forecast"].to_string(index=False))
@@ -300,9 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--set", action="append", default=[], metavar="COLUMN=VALUE",
                    help="--from csv: a fixed value for a results column the file lacks, e.g. metric=acc; "
                         "tokens_per_step=N gives tokens = step x N")
-    q.add_argument("--jump-width", type=float, default=None, metavar="W0",
-                   help="a jump rises from 10%% to 90%% within W0 decades of x (default 0.5; the sweep's "
-                        "analysis.jump_width); choose it before looking")
+    add_settings_flags(q)
     q.add_argument("--out", default=None, metavar="DIR",
                    help="--from lm-eval|csv: the folder the import is written to (default: the folder imported, or a "
                         "folder named after the file beside it)")
@@ -314,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--runs-per-size", type=int, required=True, metavar="S", help="runs of each size in one set")
     q.add_argument("--replicates", type=int, default=None, metavar="K",
                    help="disjoint sets to judge (default: as many as the smallest size's pool allows)")
-    q.add_argument("--jump-width", type=float, default=None, metavar="W0", help="as for `emergence analyze`")
+    add_settings_flags(q)
     q.add_argument("--seed", type=int, default=0, help="seed of the shuffle that deals the runs")
     q.set_defaults(fn=cmd_stability)
     q = sub.add_parser("budget", help=VERBS["budget"], description=VERBS["budget"] + ". For every all-or-nothing "
@@ -340,7 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--floor", type=float, default=None, help="the metric's chance level (multiple choice), else fitted")
     q.add_argument("--ceiling", type=float, default=None,
                    help="the score at zero loss (two_step), else fitted: 1 when --via is the answer's own loss")
-    q.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    q.add_argument("--level", type=float, default=None,
+                   help="interval level (default 1 - alpha of the folder's verdict settings, flag_options.json: 0.95 "
+                        "unless the sweep chose another alpha)")
     q.add_argument("--n-boot", type=int, default=200, help="bootstrap draws of each fit (default 200)")
     q.add_argument("--max-params", type=float, default=None, metavar="N",
                    help="fit on the runs of at most N parameters only: hold larger models out to check a forecast")

@@ -6,6 +6,7 @@ are computed here and never typed into YAML.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -19,6 +20,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from analysis.options import DEFAULTS as FLAG_DEFAULTS
+from analysis.options import FlagOptions, OptionsError, Settings
 from emergence.data import BPE_MIN_VOCAB, HF_EXTRA, TEXT_VOCAB_SIZE, TOKEN_DTYPES
 from emergence.model import GPTConfig, flops_per_token, n_params, n_params_nonembed
 from emergence.tasks import VOCAB
@@ -139,11 +142,12 @@ class SweepConfig:
 
 @dataclass
 class AnalysisConfig:
-    """The emergence verdict's settings (analysis.jumps), chosen before looking at the data."""
-    jump_width: float = 0.5  # W0: a jump rises from 10% to 90% of its amplitude within this many decades of x
-    loss_jump_width: float = 0.1  # the loss view's W0, in nats of held-out loss (analysis.views, Du et al. 2024)
-    alpha: float = 0.05  # level of the one-sided width tests and of the false discovery rate across rows
-    n_boot: int = 500  # draws of the parametric bootstrap (at most; stops early once a p-value is clearly decided)
+    """The emergence verdict's settings, chosen before looking at the data: the fields and defaults of
+    `analysis.options.FlagOptions`, which validates them (`validate`)."""
+    w0: float = FLAG_DEFAULTS.w0  # a jump rises from 10% to 90% of its amplitude within W0 decades of x
+    loss_w0: float = FLAG_DEFAULTS.loss_w0  # the loss view's W0, in nats of held-out loss (Du et al. 2024)
+    alpha: float = FLAG_DEFAULTS.alpha  # level of the one-sided width tests and of the FDR across rows
+    n_boot: int = FLAG_DEFAULTS.n_boot  # draws of the parametric bootstrap (at most; stops early once decided)
 
 
 @dataclass
@@ -301,6 +305,15 @@ def resolve_budget(cfg, gc: GPTConfig | None = None) -> dict[str, Any]:
     return {"steps": int(steps), "tokens_per_step": tokens_per_step, "tokens": int(steps) * tokens_per_step}
 
 
+def config_settings(a) -> Settings:
+    """The verdict's settings of a config's `analysis` group, each from the sweep config; ConfigError when one is out
+    of range."""
+    try:
+        return Settings().override({f.name: a.get(f.name) for f in dataclasses.fields(FlagOptions)}, "sweep config")
+    except OptionsError as e:
+        raise ConfigError(f"analysis.{e}") from None
+
+
 def peak_lr(cfg) -> float:
     """The learning rate after the declared size rule (so a study does not confuse scale with tuning)."""
     t = cfg.train
@@ -317,14 +330,7 @@ def validate(cfg) -> dict[str, Any]:
     this machine for local launchers only (`sweep.plan`)."""
     a = cfg.get("analysis") if hasattr(cfg, "get") else None
     if a is not None:
-        if not float(a.jump_width) > 0:
-            raise ConfigError(f"analysis.jump_width must be a positive number of decades, got {a.jump_width}")
-        if not float(a.get("loss_jump_width", 0.1)) > 0:
-            raise ConfigError(f"analysis.loss_jump_width must be a positive number of nats, got {a.loss_jump_width}")
-        if not 0 < float(a.alpha) < 1:
-            raise ConfigError(f"analysis.alpha must be between 0 and 1, got {a.alpha}")
-        if int(a.n_boot) < 20:
-            raise ConfigError(f"analysis.n_boot must be at least 20, got {a.n_boot}")
+        config_settings(a)
     t = cfg.train
     for key in ("max_steps", "batch_size", "grad_accum", "log_interval", "eval_batches", "ckpt_every"):
         if getattr(t, key) < (0 if key == "max_steps" else 1):

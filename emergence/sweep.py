@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from emergence.analyze import finish_sweep
 from emergence.checkpoint import schedule
-from emergence.config import ConfigError, compose, gpt_config, run_dir, run_id, sweep_dir, validate
+from emergence.config import (ConfigError, compose, config_settings, gpt_config, run_dir, run_id, sweep_dir,
+                              validate)
 from emergence.device import check_run_memory, pick_device
 from emergence.files import atomic_write_parquet, environment, write_json
 from emergence.layout import grid_run_ids, load_runs, read_status
@@ -398,6 +399,8 @@ class SweepCallback(Callback):
         aggregate(folder)
         if config.sweep.analyze:
             finish_sweep(folder, config)
+        else:  # the settings still travel with the sweep: `emergence analyze` and `stability` read them
+            config_settings(config.analysis).write(folder)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

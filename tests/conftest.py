@@ -46,3 +46,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+PYTHIA_EVALS = SHARED / "data" / "pythia-evals" / "pythia-v1"
+PYTHIA_SUBSET_TASKS = {"arc_easy", "lambada_openai", "piqa", "sciq"}
+
+
+def write_pythia_subset(dst):
+    """EleutherAI's zero-shot evals of the Pythia suite, 7 sizes at steps 1000, 13000 and 143000 on 4 tasks, copied
+    as lm-evaluation-harness files under `dst` (a subset of the files and tasks, to stay fast)."""
+    import json
+
+    for f in sorted(PYTHIA_EVALS.glob("pythia-*/zero-shot/*_step*.json")):
+        if int(f.stem.rsplit("step", 1)[1]) in (1000, 13000, 143000):
+            doc = json.loads(f.read_text())
+            doc["results"] = {t: v for t, v in doc["results"].items() if t in PYTHIA_SUBSET_TASKS}
+            (dst / f.relative_to(PYTHIA_EVALS)).parent.mkdir(parents=True, exist_ok=True)
+            (dst / f.relative_to(PYTHIA_EVALS)).write_text(json.dumps(doc))

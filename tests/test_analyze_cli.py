@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import SHARED
+from conftest import PYTHIA_SUBSET_TASKS, SHARED, write_pythia_subset
 
 from emergence.analyze import analyze
 from emergence.cli import main
@@ -57,16 +57,30 @@ def test_analyze_bad_inputs_one_line(tmp_path):
         assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr
 
 
-def test_jump_width_reaches_the_flags_and_a_bad_one_is_refused(tmp_path):
+def test_w0_reaches_the_flags_is_kept_with_its_source_and_a_bad_one_is_refused(tmp_path):
     src = tmp_path / "scores.csv"
     shutil.copy(FIX / "published_scores.csv", src)
     args = [str(src), "--from", "csv", "--map", "model=Model", "--map", "n_params=Params", "--map",
             "task=Benchmark", "--map", "value=Accuracy", "--set", "metric=acc"]
-    p = run(*args, "--jump-width", "0.25")
+    p = run(*args, "--w0", "0.25", "--n-boot", "100")
     assert p.returncode == 0, p.stderr
     assert (pd.read_csv(tmp_path / "scores" / "flags.csv")["w0"] == 0.25).all()
-    bad = run(*args, "--jump-width", "-1")
-    assert bad.returncode == 2 and "--jump-width" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    kept = json.loads((tmp_path / "scores" / "flag_options.json").read_text())
+    assert kept["options"] == {"w0": 0.25, "loss_w0": 0.1, "alpha": 0.05, "n_boot": 100}
+    assert kept["sources"] == {"w0": "command line", "loss_w0": "default", "alpha": "default",
+                               "n_boot": "command line"}
+    assert "--w0 0.25 --n-boot 100" in json.loads((tmp_path / "scores" / "meta.json").read_text())["command"]
+    # analysed again without flags: the folder's settings hold, they are not silently reset to the defaults
+    p = run(*args)
+    assert p.returncode == 0, p.stderr
+    assert (pd.read_csv(tmp_path / "scores" / "flags.csv")["w0"] == 0.25).all()
+    for flag, value, said in (("--w0", "-1", "--w0 must be a positive"), ("--alpha", "1.5", "--alpha must be"),
+                              ("--n-boot", "5", "--n-boot must be"), ("--loss-w0", "0", "--loss-w0 must be")):
+        bad = run(*args, flag, value)
+        assert bad.returncode == 2 and said in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    (tmp_path / "scores" / "flag_options.json").write_text("{not json")
+    bad = run(*args)
+    assert bad.returncode == 2 and "flag_options.json is not a readable settings file" in bad.stderr
 
 
 # --- an import is a folder the report reads ----------------------------------------------------------------------
@@ -78,13 +92,8 @@ def test_imported_pythia_evals_get_the_whole_report(tmp_path):
     of the files and tasks, to stay fast): the import writes results.parquet and meta.json beside the flags, and the
     report then draws capability against size, the heatmap and the views along training from them."""
     src = tmp_path / "pythia-v1"
-    tasks = {"arc_easy", "lambada_openai", "piqa", "sciq"}
-    for f in sorted(PYTHIA.glob("pythia-*/zero-shot/*_step*.json")):
-        if int(f.stem.rsplit("step", 1)[1]) in (1000, 13000, 143000):
-            doc = json.loads(f.read_text())
-            doc["results"] = {t: v for t, v in doc["results"].items() if t in tasks}
-            (src / f.relative_to(PYTHIA)).parent.mkdir(parents=True, exist_ok=True)
-            (src / f.relative_to(PYTHIA)).write_text(json.dumps(doc))
+    tasks = PYTHIA_SUBSET_TASKS
+    write_pythia_subset(src)
     p = run(str(src), "--from", "lm-eval", "--view", "transitions")
     assert p.returncode == 0, p.stderr
     assert f"report: emergence report {src}" in p.stdout
@@ -201,16 +210,16 @@ def test_answer_lengths_only_for_tasks_probed_in_their_own_vocabulary():
 
 
 def test_the_loss_views_w0_is_a_setting_in_nats(tmp_path):
-    """analysis.loss_jump_width reaches the loss view (its W0 is in nats of held-out loss, not the decades of x)
+    """analysis.loss_w0 reaches the loss view (its W0 is in nats of held-out loss, not the decades of x)
     and not the size view; a non-positive one is refused."""
     import numpy as np
 
     from analysis.pipeline import run_analysis
-    from emergence.analyze import flag_options
-    from emergence.config import compose, validate
+    from emergence.config import compose, config_settings, validate
 
-    opts = flag_options(compose(["analysis.loss_jump_width=0.05"]))
-    assert opts["loss_w0"] == 0.05 and opts["w0"] == 0.5
+    settings = config_settings(compose(["analysis.loss_w0=0.05"]).analysis)
+    opts = settings.options.kwargs()
+    assert opts["loss_w0"] == 0.05 and opts["w0"] == 0.5 and settings.sources["loss_w0"] == "sweep config"
     rng = np.random.default_rng(0)
     rows = []
     for i, n in enumerate([1e5, 2e5, 4e5, 8e5, 1.6e6, 3.2e6]):
@@ -227,5 +236,5 @@ def test_the_loss_views_w0_is_a_setting_in_nats(tmp_path):
                            flag_options={**opts, "n_boot": 50})
     assert (pd.read_csv(written["loss"])["w0"] == 0.05).all()
     assert (pd.read_csv(written["flags"])["w0"] == 0.5).all()
-    with pytest.raises(ConfigError, match="loss_jump_width"):
-        validate(compose(["analysis.loss_jump_width=0"]))
+    with pytest.raises(ConfigError, match="analysis.loss_w0 must be a positive"):
+        validate(compose(["analysis.loss_w0=0"]))

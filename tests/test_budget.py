@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.budget import COLUMNS, budget_shift
+from analysis.budget import COLUMNS, BudgetOrderError, budget_shift, emergent_budget
 from analysis.jumps import level_cut
 
 N = 256
@@ -81,3 +81,57 @@ def test_report_shows_the_budget_sentences_escaped(tmp_path):
     for text in (html, md):
         assert "Capacity or budget?" in text and "1 of 6 runs acquired add exact" in text
     assert "&lt;b&gt;not bold&lt;/b&gt;" in html and "<b>not bold" not in html
+
+
+def test_a_base_sweep_that_never_acquires_it_is_still_compared():
+    base = table({1000: 0, 1500: 0}, 2e6)  # every base run on the floor: no spread under the base budget alone
+    out = budget_shift(base, table({1500: 6}, 4e6, seed=1))
+    assert len(out) == 1
+    r = out.iloc[0]
+    assert (r["acquired_base"], r["acquired_more"]) == (0, 6) and bool(r["moves"])
+    assert 0.02 < r["cut"] < 0.85
+
+
+def test_the_longer_sweep_given_first_is_refused(tmp_path):
+    base, more = table({1500: 1}, 2e6), table({1500: 6}, 4e6, seed=1)
+    with pytest.raises(BudgetOrderError, match="no more tokens"):
+        budget_shift(more, base)
+    with pytest.raises(BudgetOrderError):
+        budget_shift(base, base)
+    more.to_parquet(tmp_path / "more.parquet")
+    base.to_parquet(tmp_path / "base.parquet")
+    p = subprocess.run([sys.executable, "-m", "emergence", "budget", str(tmp_path / "more.parquet"),
+                        str(tmp_path / "base.parquet")], capture_output=True, text=True)
+    assert p.returncode == 2 and "base sweep first" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "budget.csv").exists()
+
+
+def test_each_emergent_row_is_told_whether_it_moved_with_the_budget():
+    base = table({1000: 0, 1500: 1, 2000: 5, 3000: 6}, 2e6)
+    out = budget_shift(base, table({1500: 6, 2000: 6}, 4e6, seed=1))
+    said = emergent_budget(out, "add", "exact_match")
+    assert said.startswith("moves with the budget: 1/6 to 6/6 at 1.5k") and "2000" not in said
+    assert emergent_budget(out, "add", "token_accuracy") == "not checked"
+    assert emergent_budget(None, "add", "exact_match") == "not checked"
+    held = budget_shift(base, table({3000: 6}, 4e6, seed=1))
+    assert emergent_budget(held, "add", "exact_match").startswith("no shift detected: 6/6 to 6/6 at 3k")
+
+
+def test_the_report_says_for_each_emergent_row_whether_it_moved(tmp_path):
+    from analysis import flag_emergence
+    from analysis.report import write_report
+
+    base = table({1000: 0, 1500: 1, 2000: 5, 3000: 6}, 2e6)
+    base.to_parquet(tmp_path / "results.parquet")
+    flags = flag_emergence(base, x="n_params")
+    flags.loc[(flags["metric"] == "exact_match"), "verdict"] = "emergent"  # the rendering, not the verdict, is tested
+    flags.to_csv(tmp_path / "flags.csv", index=False)
+    write_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "with more tokens" not in md.split("## ")[0] and "Capacity or budget:** not checked (train" in md
+    budget_shift(base, table({1500: 6}, 4e6, seed=1)).to_csv(tmp_path / "budget.csv", index=False)
+    write_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    first = md.split("## ")[0]
+    assert "with more tokens" in first and "| moves with the budget |" in first
+    assert "Capacity or budget:** moves with the budget: 1/6 to 6/6 at 1.5k (2M to 4M tokens" in md

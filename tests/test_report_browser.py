@@ -1,233 +1,119 @@
-"""report.html in a real browser: headless Chromium loads it from disk and reports what happened.
+"""report.html in a real browser: headless Chromium, driven by Playwright, loads it from disk as a reader would.
 
-Chromium is driven through the Chrome DevTools Protocol over its websocket (a small client below, standard library
-only). The test checks: every image decoded (naturalWidth > 0), no console error, no exception, no log error (a
-blocked resource or a Content-Security-Policy violation is logged as one), no network request other than the file
-itself, no dialog (a crafted task name must not run `alert`), no script element at all, and a phone-width viewport
-without horizontal scrolling of the page. Skipped, with the reason, where Chromium is not installed.
+The checks: every image decoded (naturalWidth > 0), no console error, no page error, no dialog (a crafted task name
+must not run `alert`), no request other than the file itself, no script element at all, a phone-width viewport
+without horizontal scrolling of the page, no table row taller than 200 px at 1400 and 390 px, and a first screen
+(900 px at 1400 px wide) that holds the verdicts and the capability figure, and page heights within bounds. The same
+checks run on the committed example and on a report of an import (EleutherAI's Pythia evals through `emergence
+analyze --from lm-eval`). Screenshots of the first screen at 1400 and 390 px and of each section at 1400 px are
+written to the tests' temporary folder, or to $EMERGENCE_SCREENSHOTS where CI keeps artifacts.
+
+Playwright drives the system's Chromium (`executable_path`), never a browser it downloads. Skipped, with the
+reason, where Playwright or Chromium is not installed.
 """
 from __future__ import annotations
 
-import base64
-import json
 import os
 import shutil
-import socket
-import struct
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import PYTHIA_EVALS as PYTHIA, write_pythia_subset  # noqa: E402
 from report_sweep import make_sweep  # noqa: E402
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
                  if p and os.path.exists(p)), None)
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # the [dev] extra installs it
+    sync_playwright = None
 pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(sync_playwright is None, reason="Playwright is not installed (pip install -e "
+                                                                 "'.[dev]')"),
               pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install "
                                                           "chromium); .ci/run installs it")]
 EVIL_TASK = "<script>alert(1)</script>"
 EVIL_ERROR = '<img src=x onerror="alert(2)"> <b>boom</b>'
+SCREENSHOTS: list[Path] = []  # the folder screenshots go to, set once per session by the `browser` fixture
 
 
-class Websocket:
-    """The client side of RFC 6455, enough for DevTools: masked text frames out, text frames in, pings answered."""
+class Page:
+    """A page opened from a file, with what happened while it loaded: console errors, page errors, dialogs,
+    requests and failed requests."""
 
-    def __init__(self, url: str, timeout: float = 30.0):
-        assert url.startswith("ws://"), url
-        host_port, _, path = url[len("ws://"):].partition("/")
-        host, _, port = host_port.partition(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (f"GET /{path} HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        self.sock.sendall(request.encode())
-        response = b""
-        while b"\r\n\r\n" not in response:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise ConnectionError("websocket handshake: connection closed")
-            response += chunk
-        head, _, self.buffer = response.partition(b"\r\n\r\n")
-        if b" 101 " not in head.split(b"\r\n", 1)[0]:
-            raise ConnectionError(f"websocket handshake refused: {head[:200]!r}")
+    def __init__(self, browser, path: Path, *, width: int = 1280, height: int = 900, mobile: bool = False):
+        self.context = browser.new_context(viewport={"width": width, "height": height},
+                                           device_scale_factor=3 if mobile else 1, is_mobile=mobile,
+                                           has_touch=mobile)
+        self.page = self.context.new_page()
+        self.problems: list = []
+        self.requests: list = []
+        self.page.on("console", lambda m: self.problems.append(("console", m.text))
+                     if m.type in ("error", "assert") else None)
+        self.page.on("pageerror", lambda e: self.problems.append(("exception", str(e))))
+        self.page.on("dialog", self._dialog)
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("requestfailed", lambda r: self.problems.append(("network failure", r.failure)))
+        self.page.goto(Path(path).resolve().as_uri(), wait_until="load")
+        # decoding of large data-URI images can finish after the load event on a slow machine: wait for it
+        self.page.evaluate("Promise.all(Array.from(document.images).map(i => i.decode().catch(() => null)))")
 
-    def _exact(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("websocket closed")
-            self.buffer += chunk
-        out, self.buffer = self.buffer[:n], self.buffer[n:]
+    def _dialog(self, dialog) -> None:
+        self.problems.append(("dialog", dialog.message))
+        dialog.dismiss()
+
+    def evaluate(self, expression: str):
+        return self.page.evaluate(expression)
+
+    def resize(self, width: int, height: int = 900) -> None:
+        self.page.set_viewport_size({"width": width, "height": height})
+
+    def screenshot(self, name: str) -> Path:
+        """The viewport as `name`.png in the screenshots folder."""
+        path = SCREENSHOTS[0] / f"{name}.png"
+        self.page.screenshot(path=str(path))
+        return path
+
+    def section_screenshots(self, name: str, most: int = 3000) -> list[Path]:
+        """Each section (an <h2> to the next), at most `most` px of it, as `name`-section-<h2 id>.png."""
+        spans = self.evaluate("(() => { const hs = Array.from(document.querySelectorAll('h2[id]')); "
+                              "const top = h => h.getBoundingClientRect().top + window.scrollY; "
+                              "return hs.map((h, i) => ({id: h.id, top: top(h), end: i + 1 < hs.length ? "
+                              "top(hs[i + 1]) : document.documentElement.scrollHeight})); })()")
+        width = self.evaluate("document.documentElement.clientWidth")
+        out = []
+        for s in spans:
+            path = SCREENSHOTS[0] / f"{name}-section-{s['id']}.png"
+            self.page.screenshot(path=str(path), full_page=True, clip={
+                "x": 0, "y": s["top"], "width": width, "height": max(1, min(s["end"] - s["top"], most))})
+            out.append(path)
         return out
 
-    def _send_frame(self, opcode: int, payload: bytes) -> None:
-        n = len(payload)
-        head = bytes([0x80 | opcode])
-        if n < 126:
-            head += bytes([0x80 | n])
-        elif n < 1 << 16:
-            head += bytes([0x80 | 126]) + struct.pack(">H", n)
-        else:
-            head += bytes([0x80 | 127]) + struct.pack(">Q", n)
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(head + mask + masked)
-
-    def send(self, text: str) -> None:
-        self._send_frame(0x1, text.encode())
-
-    def recv(self) -> str:
-        message = b""
-        while True:
-            b0, b1 = self._exact(2)
-            opcode, n = b0 & 0x0F, b1 & 0x7F
-            if n == 126:
-                n = struct.unpack(">H", self._exact(2))[0]
-            elif n == 127:
-                n = struct.unpack(">Q", self._exact(8))[0]
-            mask = self._exact(4) if b1 & 0x80 else None
-            payload = self._exact(n)
-            if mask:
-                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-            if opcode == 0x9:  # ping
-                self._send_frame(0xA, payload)
-                continue
-            if opcode == 0x8:
-                raise ConnectionError("websocket closed by the browser")
-            message += payload
-            if b0 & 0x80:  # final fragment
-                return message.decode()
-
     def close(self) -> None:
-        try:
-            self._send_frame(0x8, b"")
-        finally:
-            self.sock.close()
+        self.context.close()
 
 
-class DevTools:
-    """Commands and events of one page target."""
-
-    def __init__(self, ws_url: str):
-        self.ws = Websocket(ws_url)
-        self.next_id = 0
-        self.events: list[dict] = []
-
-    def call(self, method: str, timeout: float = 30.0, **params) -> dict:
-        self.next_id += 1
-        my_id = self.next_id
-        self.ws.send(json.dumps({"id": my_id, "method": method, "params": params}))
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == my_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-            if "method" in msg:
-                self.events.append(msg)
-        raise TimeoutError(method)
-
-    def wait_for(self, event: str, timeout: float = 60.0) -> dict:
-        for e in self.events:
-            if e["method"] == event:
-                return e
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            msg = json.loads(self.ws.recv())
-            if "method" in msg:
-                self.events.append(msg)
-                if msg["method"] == event:
-                    return msg
-        raise TimeoutError(event)
-
-    def evaluate(self, expression: str, *, await_promise: bool = False):
-        r = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=await_promise)
-        if "exceptionDetails" in r:
-            raise RuntimeError(f"evaluation failed: {r['exceptionDetails']}")
-        return r["result"].get("value")
-
-
-def new_page(port: int) -> DevTools:
-    """A fresh tab (its own events), with the domains the checks listen to enabled."""
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/json/new?about:blank", method="PUT")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        target = json.load(r)
-    dt = DevTools(target["webSocketDebuggerUrl"])
-    for domain in ("Page", "Runtime", "Log", "Network"):
-        dt.call(f"{domain}.enable")
-    return dt
-
-
-def open_file(port: int, path: Path, *, width: int = 1280) -> DevTools:
-    """Open a local file at a desktop width and wait until it has loaded and its images are decoded."""
-    dt = new_page(port)
-    dt.call("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1, mobile=False)
-    dt.call("Page.navigate", url=Path(path).resolve().as_uri())
-    dt.wait_for("Page.loadEventFired")
-    # decoding of large data-URI images can finish after the load event on a slow machine: wait for it
-    dt.evaluate("Promise.all(Array.from(document.images).map(i => i.decode().catch(() => null))).then(() => 1)",
-                await_promise=True)
-    dt.call("Runtime.evaluate", expression="1")  # let pending events arrive
-    return dt
-
-
-def problems(dt: DevTools) -> list:
-    """Console errors, exceptions, error log entries (CSP violations, blocked loads), dialogs, failed loads."""
-    out = []
-    for e in dt.events:
-        m, p = e["method"], e.get("params", {})
-        if m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-            out.append(("console", str(p.get("args"))))
-        elif m == "Runtime.exceptionThrown":
-            out.append(("exception", p.get("exceptionDetails", {}).get("text")))
-        elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
-            out.append(("log", p["entry"].get("text")))
-        elif m == "Page.javascriptDialogOpening":
-            out.append(("dialog", p.get("message")))
-        elif m == "Network.loadingFailed":
-            out.append(("network failure", p.get("errorText")))
-    return out
-
-
-def image_states(dt: DevTools) -> list:
-    return dt.evaluate("Array.from(document.images).map(i => ({w: i.naturalWidth, h: i.naturalHeight, "
-                       "complete: i.complete, src: i.src.slice(0, 22), alt: i.alt}))")
+def image_states(page: Page) -> list:
+    return page.evaluate("Array.from(document.images).map(i => ({w: i.naturalWidth, h: i.naturalHeight, "
+                         "complete: i.complete, src: i.src.slice(0, 22), alt: i.alt}))")
 
 
 @pytest.fixture(scope="module")
-def chromium(tmp_path_factory):
-    """A headless Chromium with remote debugging on a free port; yields the port."""
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", "--no-default-browser-check",
-           "--disable-dev-shm-usage", "--disable-extensions", f"--user-data-dir={profile}",
-           "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1", "about:blank"]
-    # TMPDIR inside the profile: Chromium's lock and shared-memory files stay in pytest's temporary folder
-    env = {**os.environ, "TMPDIR": str(profile)}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    try:
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.time() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if proc.poll() is not None:
-                pytest.fail(f"chromium exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
-            if time.time() > deadline:
-                pytest.fail("chromium did not open its DevTools port within 60 s")
-            time.sleep(0.1)
-        yield int(port_file.read_text().split()[0])
-    finally:
-        proc.terminate()
+def browser(tmp_path_factory):
+    """The system's headless Chromium under Playwright (and the folder its screenshots go to)."""
+    if not SCREENSHOTS:
+        SCREENSHOTS.append(Path(os.environ.get("EMERGENCE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots")))
+        SCREENSHOTS[0].mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                              args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            yield b
+        finally:
+            b.close()
 
 
 @pytest.fixture(scope="module")
@@ -239,11 +125,11 @@ def report(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def loaded(chromium, report):
-    """The report opened at desktop width: the DevTools session, after the load event."""
-    dt = open_file(chromium, report)
-    yield dt
-    dt.ws.close()
+def loaded(browser, report):
+    """The report opened at desktop width, after the load event."""
+    page = Page(browser, report)
+    yield page
+    page.close()
 
 
 def test_every_image_loads(loaded, report):
@@ -256,27 +142,27 @@ def test_every_image_loads(loaded, report):
 
 
 def test_no_console_errors_no_exceptions_no_network(loaded, report):
-    assert problems(loaded) == []
-    urls = [e["params"]["request"]["url"] for e in loaded.events if e["method"] == "Network.requestWillBeSent"]
+    assert loaded.problems == []
     own = Path(report).resolve().as_uri()
-    assert urls and all(u == own or u.startswith("data:") for u in urls), urls
+    assert loaded.requests and all(u == own or u.startswith("data:") for u in loaded.requests), loaded.requests
 
 
-def test_the_checks_catch_a_broken_page(chromium, tmp_path):
-    """The same checks on a page with a broken image, a console error and an external load must complain."""
+def test_the_checks_catch_a_broken_page(browser, tmp_path):
+    """The same checks on a page with a broken image, a console error, a dialog and an external load must
+    complain."""
     bad = tmp_path / "bad.html"
     bad.write_text('<!DOCTYPE html><html><body><img src="data:image/png;base64,AAAA" alt="broken">'
                    '<img src="http://127.0.0.1:9/x.png" alt="remote">'
-                   "<script>console.error('deliberate')</script></body></html>")
-    dt = open_file(chromium, bad)
+                   "<script>console.error('deliberate'); alert('hello')</script></body></html>")
+    page = Page(browser, bad)
     try:
-        images = image_states(dt)
-        assert [i["w"] for i in images] == [0, 0]
-        found = problems(dt)
-        assert ("console", str([{"type": "string", "value": "deliberate"}])) in found, found
-        assert any(kind == "network failure" for kind, _ in found), found
+        assert [i["w"] for i in image_states(page)] == [0, 0]
+        kinds = {kind for kind, _ in page.problems}
+        assert ("console", "deliberate") in page.problems and ("dialog", "hello") in page.problems, page.problems
+        assert "network failure" in kinds, page.problems
+        assert any(u.startswith("http://127.0.0.1:9/") for u in page.requests)
     finally:
-        dt.ws.close()
+        page.close()
 
 
 def test_crafted_names_are_text_not_markup(loaded):
@@ -287,29 +173,36 @@ def test_crafted_names_are_text_not_markup(loaded):
     assert EVIL_ERROR in text
 
 
-def test_phone_width_has_no_horizontal_page_scroll(loaded):
-    loaded.call("Emulation.setDeviceMetricsOverride", width=390, height=844, deviceScaleFactor=3, mobile=True)
+def phone_check(browser, report, name: str) -> dict:
+    """Open a report at a phone's width (390 px, touch, 3x pixels): page width, view width and the widest figure."""
+    page = Page(browser, report, width=390, height=844, mobile=True)
     try:
-        sizes = loaded.evaluate("({page: document.documentElement.scrollWidth, view: window.innerWidth, "
-                                "widest: Math.max(...Array.from(document.images).map(i => "
-                                "i.getBoundingClientRect().width))})")
-        assert sizes["view"] == 390, sizes
-        assert sizes["page"] <= sizes["view"], sizes  # wide tables scroll inside their own box
-        assert 0 < sizes["widest"] <= sizes["view"], sizes  # figures shrink to the screen
+        page.screenshot(f"{name}-390")
+        return page.evaluate("({page: document.documentElement.scrollWidth, view: window.innerWidth, "
+                             "widest: Math.max(...Array.from(document.images).map(i => "
+                             "i.getBoundingClientRect().width))})")
     finally:
-        loaded.call("Emulation.clearDeviceMetricsOverride")
+        page.close()
+
+
+def test_phone_width_has_no_horizontal_page_scroll(browser, report):
+    sizes = phone_check(browser, report, "synthetic")
+    assert sizes["view"] == 390, sizes
+    assert sizes["page"] <= sizes["view"], sizes  # wide tables scroll inside their own box
+    assert 0 < sizes["widest"] <= sizes["view"], sizes  # figures shrink to the screen
 
 
 ROW_HEIGHTS = ("Array.from(document.querySelectorAll('tr')).map(r => ({h: r.getBoundingClientRect().height, "
                "text: r.innerText.slice(0, 60)}))")
+FIRST_SCREEN = ("(() => { const s = document.querySelector('section.first'); return s && {"
+                "bottom: s.getBoundingClientRect().bottom, text: s.innerText, "
+                "img: s.querySelector('img') && s.querySelector('img').getBoundingClientRect().bottom, "
+                "rows: s.querySelectorAll('tbody tr').length}; })()")
 
 
-def tall_rows(dt: DevTools, width: int, limit: float = 200.0) -> list:
-    dt.call("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1, mobile=width < 600)
-    try:
-        return [r for r in dt.evaluate(ROW_HEIGHTS) if r["h"] > limit]
-    finally:
-        dt.call("Emulation.clearDeviceMetricsOverride")
+def tall_rows(page: Page, width: int, limit: float = 200.0) -> list:
+    page.resize(width)
+    return [r for r in page.evaluate(ROW_HEIGHTS) if r["h"] > limit]
 
 
 @pytest.mark.parametrize("width", [1400, 390])
@@ -320,28 +213,80 @@ def test_no_table_row_is_taller_than_200_px(loaded, width):
     assert loaded.evaluate("document.querySelectorAll('tr.detail details').length") > 0
 
 
+def first_screen(page: Page, name: str) -> dict:
+    page.resize(1400, 900)
+    page.page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(f"{name}-1400")
+    return page.evaluate(FIRST_SCREEN)
+
+
 def test_the_first_screen_holds_the_verdicts_and_the_figure(loaded):
-    loaded.call("Emulation.setDeviceMetricsOverride", width=1400, height=900, deviceScaleFactor=1, mobile=False)
-    try:
-        first = loaded.evaluate("(() => { const s = document.querySelector('section.first'); return s && {"
-                                "bottom: s.getBoundingClientRect().bottom, text: s.innerText, "
-                                "img: s.querySelector('img') && s.querySelector('img').getBoundingClientRect().bottom,"
-                                "rows: s.querySelectorAll('tbody tr').length}; })()")
-    finally:
-        loaded.call("Emulation.clearDeviceMetricsOverride")
+    loaded.section_screenshots("synthetic")
+    first = first_screen(loaded, "synthetic")
     assert first is not None and first["bottom"] <= 900 and 0 < first["img"] <= 900, first
     assert "Verdicts." in first["text"] and "emergent" in first["text"] and first["rows"] >= 2, first
 
 
-def test_the_row_check_catches_a_squeezed_evidence_column(chromium, tmp_path):
+def test_the_row_check_catches_a_squeezed_evidence_column(browser, tmp_path):
     """The layout the report had: a 400-character sentence in a squeezed last column makes an 800 px row."""
     words = " ".join(["evidence"] * 50)
     cells = "".join(f"<td>{c}</td>" for c in ("add2", "answer_nll", "smooth", "0.66 [0.61, 0.95]") * 3)
     bad = tmp_path / "tall.html"
     bad.write_text('<!DOCTYPE html><html><body><div style="overflow-x:auto"><table style="width:900px"><tr>'
                    f'{cells}<td>{words}</td></tr></table></div></body></html>')
-    dt = open_file(chromium, bad)
+    page = Page(browser, bad)
     try:
-        assert len(tall_rows(dt, 1400)) == 1
+        assert len(tall_rows(page, 1400)) == 1
     finally:
-        dt.ws.close()
+        page.close()
+
+
+# --- the same checks on reports of real data ---------------------------------------------------------------------
+
+PAGE_HEIGHT = "document.documentElement.scrollHeight"
+
+
+def check_report(browser, report: Path, name: str, most_px: int) -> dict:
+    """Every check above, on one report: images, problems, requests, tall rows and the page height (at most
+    `most_px`) at 1400 and 390 px, the first screen, and the phone width; screenshots kept. Returns the heights."""
+    heights = {}
+    page = Page(browser, report)
+    try:
+        images = image_states(page)
+        assert images and all(i["complete"] and i["w"] > 0 for i in images), images
+        assert page.problems == [], page.problems
+        own = Path(report).resolve().as_uri()
+        assert all(u == own or u.startswith("data:") for u in page.requests), page.requests
+        assert page.evaluate("document.scripts.length") == 0
+        for width in (1400, 390):
+            assert tall_rows(page, width) == [], (name, width)
+            heights[width] = page.evaluate(PAGE_HEIGHT)
+            assert heights[width] <= most_px, (name, width, heights[width])
+        first = first_screen(page, name)
+        assert first is not None and first["bottom"] <= 900 and 0 < first["img"] <= 900, (name, first)
+        assert "Verdicts." in first["text"] and first["rows"] >= 1, first
+        assert len(page.section_screenshots(name)) >= 5
+    finally:
+        page.close()
+    sizes = phone_check(browser, report, name)
+    assert sizes["page"] <= sizes["view"] == 390 and 0 < sizes["widest"] <= 390, (name, sizes)
+    return heights
+
+
+def test_the_committed_example_report_reads_well(browser):
+    """The committed report: 33,353 px tall at 1400 px when its evidence sentences sat in squeezed table cells (810 px
+    rows); 12,349 px once they moved into <details>."""
+    check_report(browser, Path(__file__).parent.parent / "results" / "example" / "report.html", "example", 16_000)
+
+
+@pytest.mark.skipif(not PYTHIA.exists(), reason="../shared/data/pythia-evals is not beside the checkout")
+def test_a_report_of_imported_pythia_evals_reads_well(browser, tmp_path):
+    """EleutherAI's published evals of the Pythia suite (7 sizes, 3 checkpoints, 4 tasks), imported with
+    `emergence analyze --from lm-eval`, then reported: the report of someone else's data passes the same checks."""
+    from analysis.report import write_report
+    from emergence.analyze import analyze
+
+    src = tmp_path / "pythia-v1"
+    write_pythia_subset(src)
+    analyze(src, source="lm-eval", given={"n_boot": 100})
+    check_report(browser, write_report(src)["html"], "pythia-import", 16_000)

@@ -190,7 +190,7 @@ def test_a_shrunk_demo_runs_one_stacked_job_per_size(tmp_path):
     stacked, 18 runs in the results, and the flags written."""
     grid = ["experiment=cpu_demo", "model=l1d4,l1d8,l1d16", "train.budget=steps", "train.max_steps=12",
             "train.warmup_steps=2", "train.ckpt_log_until=4", "train.ckpt_every=12", "probe.n=32",
-            "probe.generate_n=8", "analysis.n_boot=20", f"paths.results={tmp_path}"]
+            "probe.generate_n=8", "analysis.n_boot=20", "analysis.w0=0.3", f"paths.results={tmp_path}"]
     p = emergence("sweep", *grid)
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stderr.count("[job ") == 3 and p.stderr.count("seeds [0, 1, 2, 3, 4, 5] stacked") == 3
@@ -202,6 +202,16 @@ def test_a_shrunk_demo_runs_one_stacked_job_per_size(tmp_path):
         assert st.get("stacked_with") == 6
     flags = pd.read_csv(tmp_path / "cpu_demo" / "flags.csv")
     assert len(flags) and set(flags["verdict"]) <= {"emergent", "smooth", "inconclusive", "flat"}
+    assert (flags["w0"] == 0.3).all()
+    # the verdict's settings travel with the sweep: kept beside flags.csv, read back by `emergence analyze`
+    kept = json.loads((tmp_path / "cpu_demo" / "flag_options.json").read_text())
+    assert kept["options"]["w0"] == 0.3 and kept["options"]["n_boot"] == 20
+    assert set(kept["sources"].values()) == {"sweep config"}
+    p = emergence("analyze", str(tmp_path / "cpu_demo"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (pd.read_csv(tmp_path / "cpu_demo" / "flags.csv")["w0"] == 0.3).all()
+    html = (tmp_path / "cpu_demo" / "report.html").read_text()
+    assert "w0 = 0.3 decades (sweep config)" in html
 
 
 def test_the_analysis_key_follows_the_tables_and_the_settings(tmp_path):
@@ -211,11 +221,16 @@ def test_the_analysis_key_follows_the_tables_and_the_settings(tmp_path):
 
     pd.DataFrame({"a": [1, 2]}).to_parquet(tmp_path / "results.parquet")
     pd.DataFrame({"run_id": ["r"]}).to_parquet(tmp_path / "runs.parquet")
-    k = analysis_key(tmp_path, {"w0": 0.5})
-    assert k == analysis_key(tmp_path, {"w0": 0.5}) and len(k) == 64
-    assert k != analysis_key(tmp_path, {"w0": 0.4})
+    from analysis.options import Settings
+
+    def at(w0):
+        return Settings().override({"w0": w0}, "sweep config")
+
+    k = analysis_key(tmp_path, at(0.5))
+    assert k == analysis_key(tmp_path, at(0.5)) and len(k) == 64
+    assert k != analysis_key(tmp_path, at(0.4))
     pd.DataFrame({"a": [1, 3]}).to_parquet(tmp_path / "results.parquet")
-    assert k != analysis_key(tmp_path, {"w0": 0.5})
+    assert k != analysis_key(tmp_path, at(0.5))
     (tmp_path / ANALYSIS_KEY).write_text(k)
     from emergence.analyze import analyze
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import schema, tables
+from analysis import options, schema, tables
 from analysis.fit import FitResult, compute_optimal
 
 
@@ -43,6 +43,7 @@ class Sweep:
     budget: pd.DataFrame | None = None
     forecast: pd.DataFrame | None = None  # forecast.csv and forecast_backtest.csv (`emergence forecast`, on demand)
     forecast_backtest: pd.DataFrame | None = None
+    settings: Any = None  # analysis.options.Settings of flag_options.json: the verdict's settings and their sources
 
 
 # what reading a damaged or foreign file raises: OSError (unreadable), ValueError (pandas' and pyarrow's parse errors,
@@ -108,6 +109,8 @@ def load_sweep(folder, analyses: dict | None = None) -> Sweep:
         sw.stability = _read(sw, "stability.csv", _read_csv)
     if (folder / "budget.csv").exists():  # written by `emergence budget`, on demand
         sw.budget = _read(sw, "budget.csv", _read_csv)
+    if (folder / options.FILE).exists():  # written by the analysis beside flags.csv
+        sw.settings = _read(sw, options.FILE, lambda p: options.read(p.parent))
     sw.samples = _read(sw, "samples.parquet", pd.read_parquet)
     meta = _read(sw, "meta.json", lambda p: json.loads(p.read_text()))
     sw.meta = meta if isinstance(meta, dict) else {}

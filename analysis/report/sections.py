@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import forecast, jumps, plots, schema, tables
+from analysis.budget import emergent_budget
 from analysis.fmt import cell as _fmt
 from analysis.report.document import Bullets, Code, FigureRef, FirstScreen, Heading, Note, Para, Pre, Strong, Table
 from analysis.report.figures import _emergent, _emergent_tasks, _fig_key, _loss_panels
@@ -133,12 +134,19 @@ def first_screen(sw: Sweep) -> FirstScreen:
                  if np.isfinite(_num(r.get("jump_at", np.nan))) else "")
         width = (_with_interval(r, "width", "width_lo", "width_hi", _fmt)
                  if np.isfinite(_num(r.get("width", np.nan))) else "")
-        rows.append([str(r["task"]), str(r["metric"]), str(r["verdict"]), width, where])
+        row = [str(r["task"]), str(r["metric"]), str(r["verdict"]), width, where]
+        if sw.budget is not None:  # budget.csv: did an emergent row's transition move with the token budget?
+            row.append(emergent_budget(sw.budget, r["task"], r["metric"]).split(":")[0]
+                       if str(r["verdict"]) == "emergent" else "")
+        rows.append(row)
     more = (f"; {rest} more task(s), and every metric, in the sections below" if rest else
             "; every metric is in the sections below")
-    blocks.append(Table(["task", "metric", "verdict", "W, decades (95% bounds)", f"where ({x})"],
-                        rows, caption=f"The headline metric of each task (its FDR family), emergent first{more}.",
-                        numeric={3, 4}))
+    header = ["task", "metric", "verdict", "W, decades (95% bounds)", f"where ({x})"]
+    if sw.budget is not None:
+        header.append("with more tokens")
+        more += "; with more tokens: the check of `emergence budget` (Capacity or budget?)"
+    blocks.append(Table(header, rows, caption=f"The headline metric of each task (its FDR family), emergent "
+                        f"first{more}.", numeric={3, 4}))
     return FirstScreen(blocks, "capability")
 
 
@@ -430,6 +438,7 @@ def _oneline(v, limit: int = 80) -> str:
 def section_emergent(sw: Sweep) -> list:
     blocks: list = [Heading(2, "Emergent abilities", "emergent")]
     blocks += definition_blocks(sw.flags)
+    blocks.append(settings_para(sw))
     if sw.flags is None:
         blocks.append(_missing(sw, "flags.csv"))
         blocks.append(Para(["Run ", Code("emergence analyze " + str(sw.folder)), " to flag them."]))
@@ -453,6 +462,10 @@ def section_emergent(sw: Sweep) -> list:
             blocks.append(Para([Strong(f"{r['metric']} against {r.get('x', 'n_params')}{secondary}:"), " ",
                                 _oneline(r.get("evidence", ""), 2000) or "no evidence sentence recorded"]))
             blocks.append(_flag_numbers(r, w0))
+            said = emergent_budget(sw.budget, r["task"], r["metric"])
+            hint = (" (train the sizes of the transition again with more tokens and run `emergence budget`: a jump "
+                    "that only marks the end of the budget is not one in capacity)" if said == "not checked" else "")
+            blocks.append(Para([Strong("Capacity or budget:"), f" {_oneline(said, 600)}{hint}."]))
         blocks.append(FigureRef(_fig_key("capability", task)))
         t = sample_table(sw.samples, task)
         if t is not None:
@@ -794,6 +807,14 @@ def section_failures(sw: Sweep) -> list:
     return blocks
 
 
+def settings_para(sw: Sweep):
+    """The verdict's settings and where each came from (flag_options.json), or why they are not known."""
+    if sw.settings is None:
+        why = sw.notes.get("flag_options.json", "not found")
+        return Note(f"flag_options.json {why}: the settings are those in the flags table's columns (w0).")
+    return Para([Strong("Settings."), " " + "; ".join(sw.settings.describe()) + "."])
+
+
 def section_repro(sw: Sweep) -> list:
     blocks: list = [Heading(2, "Reproducibility", "reproducibility")]
     m = sw.meta
@@ -808,6 +829,7 @@ def section_repro(sw: Sweep) -> list:
             if k in m and m[k] not in (None, ""):
                 rows.append([label, _fmt(m[k]) if isinstance(m[k], (int, float)) else _oneline(m[k], 500)])
         blocks.append(Table(["", ""], rows))
+        blocks.append(settings_para(sw))
         versions = m.get("versions")
         if isinstance(versions, dict) and versions:
             blocks.append(Table(["package", "version"], [[str(k), str(v)] for k, v in sorted(versions.items())],

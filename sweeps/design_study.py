@@ -1,0 +1,111 @@
+"""The design study behind `cpu_demo`: which sweep design, on 2 CPU cores, resolves a jump in about 10 minutes.
+
+Each design is a set of overrides of `experiment=cpu_demo` (tokens per run, sizes, seeds per size, batch size and
+learning rate). `run` trains a design as an ordinary sweep into `results/study_<design>/`, timed end to end (training,
+probing, analysis and report), and `table` prints, for every design trained, its wall time and its headline verdicts
+(each task's headline metric, `flags.csv` rows of the `headline` family), with their stability over disjoint seed
+pools where a pool of that design was trained (`stability.csv`, written by `emergence stability`):
+
+    python -m sweeps.design_study run t4m_9            # one design (minutes)
+    python -m sweeps.design_study table                # the table of every design trained, as Markdown
+
+A pool is the design trained again with more seeds into its own folder (`emergence sweep ... seed=0,...,29
+sweep.name=study_<design>_pool sweep.analyze=false`), then `emergence stability results/study_<design>_pool
+--runs-per-size 6 --replicates 5`, whose `stability.csv` the table reads. Wall times are those of the machine the
+designs ran on, with whatever else it was doing: compare designs run on the same machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path("results")
+
+# design -> overrides of experiment=cpu_demo. Sizes are the one-layer widths of sweeps/model/.
+DESIGNS: dict[str, list[str]] = {
+    "t2m_10": ["train.tokens=2e6", "model=l1d24,l1d16,l1d14,l1d12,l1d10,l1d8,l1d7,l1d6,l1d5,l1d4"],
+    "t4m_9": ["train.tokens=4e6", "model=l1d24,l1d20,l1d16,l1d14,l1d12,l1d10,l1d8,l1d7,l1d6"],
+    "t4m_8_b16": ["train.tokens=4e6", "model=l1d24,l1d16,l1d14,l1d12,l1d10,l1d8,l1d7,l1d6", "train.batch_size=16"],
+}
+
+
+def folder(design: str) -> Path:
+    return ROOT / f"study_{design}"
+
+
+def run(design: str) -> float:
+    """Train one design as a sweep; its wall time in seconds, end to end."""
+    if design not in DESIGNS:
+        raise SystemExit(f"unknown design {design!r}; one of: {', '.join(DESIGNS)}")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "emergence", "sweep", "experiment=cpu_demo", f"sweep.name=study_{design}",
+                    f"paths.results={ROOT}", *DESIGNS[design]], check=True)
+    wall = time.perf_counter() - t0
+    (folder(design) / "study.json").write_text(json.dumps({"design": design, "overrides": DESIGNS[design],
+                                                           "wall_s": wall}, indent=1))
+    return wall
+
+
+def headline(design: str) -> pd.DataFrame | None:
+    """The design's headline rows (task, verdict, W and its interval), with stability where a pool was judged."""
+    f = folder(design) / "flags.csv"
+    if not f.exists():
+        return None
+    flags = pd.read_csv(f)
+    head = flags[flags["q_family"].astype(str) == "headline"][["task", "metric", "verdict", "width", "width_lo",
+                                                                "width_hi", "q_value"]]
+    pool = Path(f"{folder(design)}_pool") / "stability.csv"
+    if pool.exists():
+        st = pd.read_csv(pool)[["task", "metric", "verdicts", "modal", "modal_share"]]
+        head = head.merge(st, on=["task", "metric"], how="left")
+    return head
+
+
+def table() -> str:
+    """Markdown: design, overrides, wall time, and each task's headline verdict (with its stability)."""
+    lines = ["| design | overrides | wall | " + " | ".join(["add2", "add3", "add4", "sort"]) + " |",
+             "|---|---|---|---|---|---|---|"]
+    for design, overrides in DESIGNS.items():
+        head = headline(design)
+        if head is None:
+            continue
+        info = folder(design) / "study.json"
+        wall = json.loads(info.read_text())["wall_s"] if info.exists() else float("nan")
+        cells = []
+        for task in ("add2", "add3", "add4", "sort"):
+            r = head[head["task"] == task]
+            if r.empty:
+                cells.append("")
+                continue
+            r = r.iloc[0]
+            cell = f"{r['verdict']} W {r['width']:.2f} [{r['width_lo']:.2f}, {r['width_hi']:.2f}]"
+            if "verdicts" in r and isinstance(r["verdicts"], str):
+                v = r["verdicts"].split(";")
+                cell += f"; pools: {v.count(r['verdict'])}/{len(v)} {r['verdict']}"
+            cells.append(cell)
+        lines.append(f"| {design} | `{' '.join(overrides)}` | {wall / 60:.1f} min | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sweeps.design_study", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="verb", required=True)
+    r = sub.add_parser("run", help="train one design as a sweep, timed")
+    r.add_argument("design", choices=list(DESIGNS))
+    sub.add_parser("table", help="the table of every design trained, as Markdown")
+    args = p.parse_args(argv)
+    if args.verb == "run":
+        print(f"{args.design}: {run(args.design):.0f} s")
+    else:
+        print(table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
