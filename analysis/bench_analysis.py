@@ -52,7 +52,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 from scipy.stats import binom
 
-from analysis.jumps import wilson
+from analysis.stats import wilson
 
 FAMILIES = ("two_level_sharp", "two_level_wide", "one_level_smooth", "training_jumps", "two_level_at_w0")
 N_EXAMPLES = 256

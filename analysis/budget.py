@@ -26,7 +26,8 @@ import pandas as pd
 from scipy import stats
 
 from analysis import schema
-from analysis.jumps import level_cut, wilson
+from analysis.perrun import level_cut
+from analysis.stats import wilson
 from analysis.fmt import sentence as fmt
 
 COLUMNS = ["task", "metric", "n_params", "model", "tokens_base", "tokens_more", "acquired_base", "runs_base",

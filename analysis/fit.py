@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.laws import LAWS, Law, get_law
-from analysis.solver import (Projector, _chinchilla_starts, _fit_chinchilla_huber, _lse_irls, _lse_to_params,
-                             _refine_huber, _refine_l2, _space_weights, assemble, batched_lm, design, from_space,
+from analysis.solver import (Projector, chinchilla_starts, fit_chinchilla_huber, lse_irls, lse_to_params,
+                             refine_huber, refine_l2, space_weights, assemble, batched_lm, design, from_space,
                              profile_linear, solve_small, to_space)
 
 LOSSES = ("l2", "huber")
@@ -347,9 +347,9 @@ def fit_law(df: pd.DataFrame, law: str, x, y: str, *, loss: str | None = None, h
         if E_hi <= 0:
             raise ValueError(f"chinchilla with Huber has E = exp(e) > 0; an upper bound of {E_hi} on E is impossible")
         e_bounds = (np.log(E_lo) if E_lo > 0 else -np.inf, np.log(E_hi) if np.isfinite(E_hi) else np.inf)
-        starts_arr = _chinchilla_starts(grid if isinstance(grid, dict) else None)
-        z_hat, _ = _fit_chinchilla_huber(X, yv, w, huber_delta, starts_arr, starts, e_bounds=e_bounds)
-        theta = _lse_to_params(z_hat)
+        starts_arr = chinchilla_starts(grid if isinstance(grid, dict) else None)
+        z_hat, _ = fit_chinchilla_huber(X, yv, w, huber_delta, starts_arr, starts, e_bounds=e_bounds)
+        theta = lse_to_params(z_hat)
     else:
         if isinstance(grid, dict):
             g = L.grid(X, {k: (min(v), max(v)) for k, v in grid.items()})
@@ -361,7 +361,7 @@ def fit_law(df: pd.DataFrame, law: str, x, y: str, *, loss: str | None = None, h
         else:
             G = L.grid(X, bnds)
         l2_space = space if loss == "l2" else "linear"  # a Huber fit starts from least squares on y
-        score, lin = profile_linear(L, X, yv, _space_weights(yv, w, l2_space), G, bnds)
+        score, lin = profile_linear(L, X, yv, space_weights(yv, w, l2_space), G, bnds)
         if l2_space != "linear":
             # rank the grid by the objective on the fitted scale, each point with its linearised linear parameters
             Pg = assemble(L, G, lin)
@@ -370,9 +370,9 @@ def fit_law(df: pd.DataFrame, law: str, x, y: str, *, loss: str | None = None, h
                 score = np.sum(w * (to_space(F, l2_space) - to_space(yv, l2_space)) ** 2, axis=-1)
             score = np.where(np.isfinite(score), score, np.inf)
         top = _distinct_top(G, score, int(L.extra.get("lm_starts", 3)))
-        theta, _ = _refine_l2(L, X, yv, w, G[top], bnds, grid=G, space=l2_space)
+        theta, _ = refine_l2(L, X, yv, w, G[top], bnds, grid=G, space=l2_space)
         if loss == "huber":
-            theta, _ = _refine_huber(L, X, yv, w, theta[None], bnds, huber_delta, space)
+            theta, _ = refine_huber(L, X, yv, w, theta[None], bnds, huber_delta, space)
 
     pred = L.func(X, *theta)
     resid = to_space(yv, space) - to_space(pred, space)
@@ -400,9 +400,9 @@ def fit_law(df: pd.DataFrame, law: str, x, y: str, *, loss: str | None = None, h
             if space == "log1p" and np.any(Yb <= -1):
                 Yb = np.maximum(Yb, -1.0 + 1e-3 * (1.0 + np.min(yv)))
         if chin_huber:
-            Zb, _ = _lse_irls(np.tile(z_hat, (n_boot, 1)), np.log(X[0]), np.log(X[1]), np.log(Yb), Wb, huber_delta,
+            Zb, _ = lse_irls(np.tile(z_hat, (n_boot, 1)), np.log(X[0]), np.log(X[1]), np.log(Yb), Wb, huber_delta,
                               e_bounds=e_bounds)
-            boot = np.array([_lse_to_params(z) for z in Zb])
+            boot = np.array([lse_to_params(z) for z in Zb])
         else:
             P0 = _bootstrap_starts(L, X, Yb, Wb, theta, bnds)
             boot, _ = batched_lm(L, X, Yb, Wb, P0, bnds, loss=loss, delta=huber_delta, space=space)

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import schema
-from analysis.jumps import ALPHA, EXTRA_COLUMNS, FLAG_COLUMNS, breakthroughness
+from analysis.jumps import ALPHA, EXTRA_COLUMNS, FLAG_COLUMNS
+from analysis.stats import breakthroughness
 from analysis.fmt import sentence as fmt
 from analysis.verdicts import (CONTINUOUS_FOR_MIRAGE, DECADE_TOL, LOSS_METRIC, LOSS_TASK, SIZE_AXES, apply_fdr,
                                flag_along, flag_curve)

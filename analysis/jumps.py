@@ -49,7 +49,7 @@ either one-sided null): data sets are drawn from the fit constrained to W = W0 w
 included (their variance model is re-estimated in every draw, so the uncertainty of a variance from six runs is
 part of the calibration), and T is recomputed on each. p_value = P(T* >= T) tests H0: W >= W0; p_smooth =
 P(T* <= T) tests H0: W <= W0. Up to `n_boot` draws, stopping early once both p-values are clearly on one side of
-0.025 and 0.05 (`_decided`). width_hi is where the profile over W, right of its minimum, crosses the 95% quantile of
+0.025 and 0.05 (`mc_decided`). width_hi is where the profile over W, right of its minimum, crosses the 95% quantile of
 T*; width_lo where it crosses that of -T* on the left: one-sided 95% bounds whose cut-offs are calibrated at W0,
 where they decide the verdict (away from W0 they are approximate). The location interval is the profile over t0
 cut at the 95% quantile of |T*|.
@@ -76,9 +76,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 from scipy.special import expit
+
 from analysis.options import DEFAULTS
+from analysis.stats import mc_decided, profile_interval, refine_minimum
 
 W0 = DEFAULTS.w0  # analysis.w0: decades of the x-axis, chosen before looking
 ALPHA = DEFAULTS.alpha
@@ -106,57 +107,6 @@ FLAG_COLUMNS = ["task", "metric", "x", "verdict", "jump_at", "jump_lo", "jump_hi
 EXTRA_COLUMNS = ["w0", "floor", "ceiling", "p_smooth", "p_flat", "step_max", "step_allowed", "step_p",
                  "share_by_size", "share_width", "per_run_p", "loss_separates", "em_measured", "em_predicted",
                  "answer_length", "noise", "q_family"]
-
-
-# ------------------------------------------------------------------------------------------------ descriptive
-def breakthroughness(y) -> np.ndarray:
-    """BIG-bench breakthroughness of curves sorted by x, by the published formula (Srivastava et al. 2022, section
-    3.4 and appendix B; restated by Schaeffer et al. 2023, eq. 1), with no floor:
-
-        B = sign(argmax_i y_i - argmin_i y_i) * (max_i y_i - min_i y_i) / sqrt(median_i (y_i - y_{i-1})^2)
-
-    y: (n,) or (B, n), oriented so that higher is better. A zero median step gives inf (0 for a constant curve).
-    Descriptive only: it is never a gate of a verdict.
-    """
-    Y = np.atleast_2d(np.asarray(y, dtype=float))
-    if Y.shape[1] < 2:
-        out = np.full(Y.shape[0], np.nan)
-        return out if np.ndim(y) > 1 else out[0]
-    rng = Y.max(axis=1) - Y.min(axis=1)
-    sign = np.where(np.argmax(Y, axis=1) >= np.argmin(Y, axis=1), 1.0, -1.0)
-    den = np.sqrt(np.median(np.diff(Y, axis=1) ** 2, axis=1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(rng == 0, 0.0, sign * rng / den)
-    return out if np.ndim(y) > 1 else out[0]
-
-
-def benjamini_hochberg(p) -> np.ndarray:
-    """Benjamini & Hochberg 1995 q-values (step-up, monotone); NaN p-values stay NaN and do not count as tests."""
-    p = np.asarray(p, dtype=float)
-    q = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    m = int(ok.sum())
-    if m == 0:
-        return q
-    order = np.argsort(p[ok])
-    ranked = p[ok][order] * m / np.arange(1, m + 1)
-    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(ranked, 1.0)
-    q[ok] = out
-    return q
-
-
-def wilson(k: float, n: float, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a proportion k/n (Wilson 1927); (nan, nan) for n = 0."""
-    if n <= 0:
-        return np.nan, np.nan
-    z = stats.norm.ppf(0.5 + level / 2)
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return float(max(0.0, mid - half)), float(min(1.0, mid + half))
 
 
 # ---------------------------------------------------------------------------------------------------- the grid
@@ -309,21 +259,6 @@ class Curves:
     y: list = field(default_factory=list)  # per curve, oriented values
     vm: list = field(default_factory=list)  # per curve, measurement variances
     measured: bool = True  # whether measurement variances are known
-
-
-def measurement_variance(value, stderr, n, bounded01: bool) -> np.ndarray:
-    """Each point's measurement variance: stderr^2, and for a proportion at least the binomial variance from n with
-    half an example added on each side ((k + 1/2) / (n + 1): an exact 0 of 256 is not measured without error).
-    0 where neither is known."""
-    value = np.asarray(value, float)
-    se = np.asarray(stderr, float) if stderr is not None else np.full(value.shape, np.nan)
-    nn = np.asarray(n, float) if n is not None else np.full(value.shape, np.nan)
-    v = np.where(np.isfinite(se), se ** 2, 0.0)
-    if bounded01:
-        ok = np.isfinite(nn) & (nn > 0)
-        p = (np.clip(value, 0, 1) * np.where(ok, nn, 1) + 0.5) / (np.where(ok, nn, 1) + 1)
-        v = np.where(ok, np.maximum(v, p * (1 - p) / np.where(ok, nn, 1)), v)
-    return v
 
 
 def _per_size(size_of_run, Y, m):
@@ -572,15 +507,6 @@ def _dispersion(chi2_min, dof, measured):
     return np.maximum(d, 1.0) if measured else np.maximum(d, 1e-12)
 
 
-def _decided(k: int, n: int, levels=(0.025, 0.05), conf: float = 0.99) -> bool:
-    """Whether k exceedances in n draws place a Monte Carlo p-value clearly on one side of every level: the
-    Clopper-Pearson interval at `conf` excludes them all (a sequential stop in the spirit of Besag & Clifford 1991)."""
-    a = (1 - conf) / 2
-    lo = stats.beta.ppf(a, k, n - k + 1) if k > 0 else 0.0
-    hi = stats.beta.ppf(1 - a, k + 1, n - k) if k < n else 1.0
-    return all(not (lo <= lev <= hi) for lev in levels)
-
-
 def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: float = 0.95, seed: int = 0,
                chunk: int | None = None, sequential: bool = True) -> WidthTest:
     """Fit the shared-width logistic to `curves`, and test and bound its width against w0 (see the module doc)."""
@@ -648,8 +574,8 @@ def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: f
         done += B
         if sequential and done < n_boot:
             T = np.concatenate(Tb)
-            if (_decided(int(np.sum(T >= T_obs - 1e-9)), done)
-                    and _decided(int(np.sum(T <= T_obs + 1e-9)), done, levels=(0.05,))):
+            if (mc_decided(int(np.sum(T >= T_obs - 1e-9)), done)
+                    and mc_decided(int(np.sum(T <= T_obs + 1e-9)), done, levels=(0.05,))):
                 break
     Tb = np.concatenate(Tb)
     n_used = Tb.size
@@ -665,8 +591,8 @@ def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: f
 
     # ---- bounds from the profiles
     rel = prof - dev_min
-    w_lo = _profile_interval(np.log10(grid.widths), rel, crit_lo)[0]
-    w_hi = _profile_interval(np.log10(grid.widths), rel, crit_hi)[1]
+    w_lo = profile_interval(np.log10(grid.widths), rel, crit_lo)[0]
+    w_hi = profile_interval(np.log10(grid.widths), rel, crit_hi)[1]
     t0_lo, t0_hi = [], []
     per_curve = np.stack([o[1][0] for o in fits]) / disp[0]  # (K, nW)
     for k, o in enumerate(fits):
@@ -692,38 +618,6 @@ def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: f
                      p_value=p_value, p_smooth=p_smooth, p_flat=p_flat, statistic=T_obs, crit=crit,
                      dispersion=float(disp[0]), phi=phi, n_boot=n_used, w0=w0, var_mean=var_mean, ybar=ybar,
                      grid=grid, profile=rel)
-
-
-def refine_minimum(x: np.ndarray, f: np.ndarray) -> float:
-    """The minimum of a profile sampled at x, between grid points: the vertex of the parabola through the lowest
-    sample and its two neighbours, kept inside them (the sample itself where it lies at an end of the grid, or
-    where the three are collinear)."""
-    j = int(np.argmin(f))
-    if j == 0 or j == x.size - 1:
-        return float(x[j])
-    x0, x1, x2 = x[j - 1: j + 2]
-    f0, f1, f2 = f[j - 1: j + 2]
-    den = (x0 - x1) * (f0 - f2) - (x0 - x2) * (f0 - f1)
-    if not abs(den) > 1e-15:
-        return float(x1)
-    num = (x0 - x1) ** 2 * (f0 - f2) - (x0 - x2) ** 2 * (f0 - f1)
-    return float(np.clip(x0 - 0.5 * num / den, x0, x2))
-
-
-def _profile_interval(logw, rel, crit):
-    """Widths whose profile stays within crit of the best, with the ends found by linear interpolation in log W
-    between the last grid width inside and the first outside; 0 or inf where the set reaches the grid's end."""
-    inside = np.where(rel <= crit + 1e-9)[0]
-    a, b = int(inside.min()), int(inside.max())
-
-    def cross(i_in, i_out):
-        r0, r1 = rel[i_in], rel[i_out]
-        f = (crit - r0) / (r1 - r0) if r1 > r0 else 0.0
-        return float(10 ** (logw[i_in] + np.clip(f, 0.0, 1.0) * (logw[i_out] - logw[i_in])))
-
-    lo = 0.0 if a == 0 else cross(a, a - 1)
-    hi = np.inf if b == logw.size - 1 else cross(b, b + 1)
-    return lo, hi
 
 
 def _draw_runs(rng, B, s_run, F, C, phi, curves, tau2):
@@ -793,184 +687,6 @@ def _p_flat(model, curves, fits, prof, disp, st, Ws, rng, first: int = 39, most:
         B = first if n == 0 else min(40, most - n)
         k += int(np.sum(sims(B) >= obs - 1e-9))
         n += B
-        if (1 + k) / (n + 1) <= 0.025 or _decided(k, n, levels=(0.05,), conf=0.95):
+        if (1 + k) / (n + 1) <= 0.025 or mc_decided(k, n, levels=(0.05,), conf=0.95):
             break
     return float((1 + k) / (n + 1))
-
-
-# ------------------------------------------------------------------------------------------- checks and extras
-def plateaus_and_gap(t: np.ndarray, s_fit: np.ndarray, w0: float) -> tuple[int, int, float]:
-    """Points on the fitted floor (s <= 0.1) and ceiling (s >= 0.9), and the widest step between adjacent points
-    from the last one on the floor to the first one on the ceiling (the rise happens somewhere inside)."""
-    order = np.argsort(t)
-    t, s = t[order], s_fit[order]
-    low = np.where(s <= 0.1)[0]
-    high = np.where(s >= 0.9)[0]
-    a = int(low.max()) if low.size else 0
-    b = int(high.min()) if high.size else t.size - 1
-    gap = float(np.max(np.diff(t[a: b + 1]))) if b > a else 0.0
-    return int(low.size), int(high.size), gap
-
-
-def steepest_step(t, ybar, var_mean, floor, ceiling, w0) -> tuple[float, float, float]:
-    """Model-free cross-check: the largest rise between adjacent sizes, as a share of the amplitude, against the most
-    a logistic W0 wide can climb over the same step (2 s(g/2) - 1 for a step of g decades, centred on its middle).
-    Returns (step, allowed, p): p of "no step exceeds its allowance" (normal, Bonferroni over the n - 1 steps)."""
-    amp = float(ceiling - floor)
-    if amp <= 0 or len(t) < 2:
-        return np.nan, np.nan, np.nan
-    d = np.diff(ybar) / amp
-    se = np.sqrt(var_mean[1:] + var_mean[:-1]) / amp
-    g = np.diff(t)
-    allowed = 2.0 * expit(LN9X2 * g / (2.0 * w0)) - 1.0
-    z = (d - allowed) / np.maximum(se, 1e-12)
-    j = int(np.argmax(z))
-    return float(d[j]), float(allowed[j]), float(min(1.0, (len(d)) * stats.norm.sf(z[j])))
-
-
-def per_run_test(size_of_run, run_y, run_vm, ybar_size, floor, ceiling, *, n_boot: int = N_BOOT, alpha: float = ALPHA,
-                 seed: int = 0) -> dict:
-    """Do single runs acquire the ability abruptly (two levels) or gradually (together through the middle)?
-
-    At the transition sizes (mean between 10% and 90% of the way from floor to ceiling, at least 3 runs each), the
-    runs of each size are explained either by two levels, the floor and the ceiling, each with its measurement
-    noise and a share pi at the ceiling (a two-component mixture with fixed components), or by one level (a normal
-    law with its own mean and spread). The statistic is the log-likelihood ratio summed over those sizes; p_abrupt is
-    calibrated by draws from the one-level fits, p_gradual by draws from the mixture fits (McLachlan 1987), N_BOOT
-    of each (Monte Carlo error near alpha below 0.01).
-    abrupt when p_abrupt <= alpha, gradual when p_gradual <= alpha, else undetermined.
-    The share acquired at each size counts the runs more than half way from floor to ceiling.
-    """
-    m = np.bincount(size_of_run, minlength=len(ybar_size))
-    out = {"per_run": "undetermined", "per_run_p": np.nan, "p_gradual": np.nan,
-           "acquired": np.zeros(run_y.size, bool), "k": np.zeros(m.size, int), "m": m, "why": "", "n_trans": 0,
-           "separation": np.nan}
-    if not ceiling > floor:
-        out["why"] = "no rise"
-        return out
-    # the two levels from the runs themselves (the fitted curve's plateaus may lie beyond the measured range):
-    # the best split of all runs' values into a low and a high group (one-dimensional 2-means)
-    floor, ceiling, vf, vc, split = _two_levels(run_y, run_vm)
-    amp = ceiling - floor
-    acquired = run_y > split
-    k = np.bincount(size_of_run, weights=acquired.astype(float), minlength=m.size).astype(int)
-    # Ashman's D: how many pooled standard deviations apart the two groups lie (above 2: clearly two groups)
-    out.update(acquired=acquired, k=k, levels=(floor, ceiling), level_sd=(float(np.sqrt(vf)), float(np.sqrt(vc))),
-               separation=float(np.sqrt(2.0) * amp / np.sqrt(vf + vc)))
-    u_size = (ybar_size - floor) / amp
-    trans = np.where((u_size > 0.1) & (u_size < 0.9) & (m >= 3))[0]
-    if trans.size == 0:
-        out["why"] = ("no size with 3 or more runs was caught mid-transition" if np.any(m >= 3)
-                      else "fewer than 3 runs per size")
-        return out
-    groups = [run_y[size_of_run == i] for i in trans]
-    rng = np.random.default_rng(seed + 7)
-    pis = np.linspace(0.0, 1.0, 51)
-
-    def llr(Y):
-        """Y: (B, r) runs of one size -> (llr (B,), pi_hat (B,), mu (B,), sd (B,))."""
-        mu = Y.mean(1)
-        var = np.maximum(((Y - mu[:, None]) ** 2).mean(1), min(vf, vc))
-        l1 = (-0.5 * np.log(2 * np.pi * var)[:, None] - 0.5 * (Y - mu[:, None]) ** 2 / var[:, None]).sum(1)
-        lf = -0.5 * np.log(2 * np.pi * vf) - 0.5 * (Y - floor) ** 2 / vf
-        lc = -0.5 * np.log(2 * np.pi * vc) - 0.5 * (Y - ceiling) ** 2 / vc
-        mx = np.maximum(lf, lc)
-        # (B, r, P): log of the mixture density at every share
-        lm = mx[..., None] + np.log((1 - pis) * np.exp(lf - mx)[..., None] + pis * np.exp(lc - mx)[..., None] + 1e-300)
-        L = lm.sum(1)
-        j = np.argmax(L, axis=1)
-        return L[np.arange(Y.shape[0]), j] - l1, pis[j], mu, np.sqrt(var)
-
-    obs = [llr(g[None]) for g in groups]
-    stat = sum(o[0][0] for o in obs)
-    sims_one, sims_two = 0.0, 0.0
-    for g, o in zip(groups, obs):
-        r = g.size
-        y1 = o[2][0] + o[3][0] * rng.standard_normal((n_boot, r))
-        sims_one = sims_one + llr(y1)[0]
-        hi = rng.random((n_boot, r)) < o[1][0]
-        y2 = np.where(hi, ceiling + np.sqrt(vc) * rng.standard_normal((n_boot, r)),
-                      floor + np.sqrt(vf) * rng.standard_normal((n_boot, r)))
-        sims_two = sims_two + llr(y2)[0]
-    p_abrupt = float((1 + np.sum(sims_one >= stat)) / (n_boot + 1))
-    p_gradual = float((1 + np.sum(sims_two <= stat)) / (n_boot + 1))
-    out.update(per_run_p=p_abrupt, p_gradual=p_gradual)
-    if p_abrupt <= alpha and p_gradual > alpha:
-        out["per_run"] = "abrupt"
-    elif p_gradual <= alpha and p_abrupt > alpha:
-        out["per_run"] = "gradual"
-    else:
-        out["why"] = (f"neither two levels nor one level is rejected (p = {p_abrupt:.3g} and {p_gradual:.3g}) at "
-                      f"{trans.size} transition size(s)")
-    out["n_trans"] = int(trans.size)
-    return out
-
-
-def _two_levels(y, vm):
-    """Split values into a low and a high group at the cut that minimises the within-group sum of squares; returns
-    the two means, the two variances (each at least the median measurement variance of its group, and a floor of
-    1e-3 of the gap squared) and the cut (half way between the groups' nearest members)."""
-    order = np.argsort(y)
-    ys = y[order]
-    n = ys.size
-    c1 = np.cumsum(ys)
-    c2 = np.cumsum(ys * ys)
-    i = np.arange(1, n)
-    left = c2[:-1] - c1[:-1] ** 2 / i
-    right = (c2[-1] - c2[:-1]) - (c1[-1] - c1[:-1]) ** 2 / (n - i)
-    j = int(np.argmin(left + right)) + 1
-    lo, hi = ys[:j], ys[j:]
-    vlo = vm[order][:j]
-    vhi = vm[order][j:]
-    gap2 = (1e-3 * (hi.mean() - lo.mean())) ** 2
-    vf = max(float(lo.var(ddof=1)) if lo.size > 1 else 0.0, float(np.median(vlo)), gap2)
-    vc = max(float(hi.var(ddof=1)) if hi.size > 1 else 0.0, float(np.median(vhi)), gap2)
-    return float(lo.mean()), float(hi.mean()), vf, vc, float((ys[j - 1] + ys[j]) / 2)
-
-
-def level_cut(y) -> float:
-    """The value that splits y into a low and a high group with the least within-group sum of squares (half way
-    between the groups' nearest members): what separates runs that acquired an ability from those that did not."""
-    y = np.asarray(y, float)
-    return _two_levels(y, np.zeros_like(y))[4]
-
-
-def share_rise(t, k, m) -> tuple[float, str]:
-    """Decades over which the share of runs that acquired the ability rises from 10% to 90%: a binomial logistic
-    regression of k of m runs on log10 x, by maximum likelihood over a (width, location) grid; with what limits it:
-    "" (resolved), "no rise" (the share never crosses a half from below, or ends no higher than it starts: a share
-    that falls has no rise), "adjacent" (it steps between two adjacent sizes: the grid's narrowest width) or "wide"
-    (the grid's widest rise fits best: it barely moves over the range). The width is NaN unless resolved."""
-    t, k, m = np.asarray(t, float), np.asarray(k, float), np.asarray(m, float)
-    order = np.argsort(t)
-    first, last = order[0], order[-1]
-    if not (np.any(k < m / 2) and np.any(k > m / 2)) or not k[last] / m[last] > k[first] / m[first]:
-        return np.nan, "no rise"
-    grid = Grid.build(t, W0, n_widths=60, n_even=41, fine=True)
-    S = np.clip(grid.basis(t), 1e-9, 1 - 1e-9)
-    ll = (k[:, None] * np.log(S) + (m - k)[:, None] * np.log(1 - S)).sum(0)
-    iw = int(np.argmax(ll) // grid.shape[1])
-    if iw == 0:
-        return np.nan, "adjacent"
-    if iw == grid.widths.size - 1:
-        return np.nan, "wide"
-    return float(grid.widths[iw]), ""
-
-
-def loss_alignment(acquired: np.ndarray, loss: np.ndarray) -> dict:
-    """Du et al. 2024: does one held-out loss separate the runs that acquired the ability from those that did not?
-
-    The threshold is the loss that misclassifies the fewest runs (acquired = below it); loss_at_jump is the middle of
-    the gap it sits in. separates = no run misclassified. NaN / NA when only one class of runs exists.
-    """
-    ok = np.isfinite(loss)
-    a, L = np.asarray(acquired, bool)[ok], np.asarray(loss, float)[ok]
-    if a.all() or (~a).all() or a.size < 2:
-        return {"loss_at_jump": np.nan, "loss_separates": None, "errors": np.nan, "n": int(a.size)}
-    order = np.argsort(L)
-    L, a = L[order], a[order]
-    # threshold between positions i-1 and i: runs [0, i) predicted acquired
-    errs = np.array([np.sum(~a[:i]) + np.sum(a[i:]) for i in range(1, L.size)])
-    i = int(np.argmin(errs)) + 1
-    return {"loss_at_jump": float((L[i - 1] + L[i]) / 2), "loss_separates": bool(errs[i - 1] == 0),
-            "errors": int(errs[i - 1]), "n": int(L.size)}

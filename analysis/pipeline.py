@@ -96,33 +96,33 @@ def run_analysis(df: pd.DataFrame, out_dir: Path, *, x: str = "n_params", views=
     written: dict[str, Path] = {}
 
     fits, bands = scaling_fits_and_bands(df, n_boot=n_boot)
-    written["fits"] = _write_csv(fits, out_dir / "fits.csv")
-    written["fit_bands"] = _write_csv(bands, out_dir / "fit_bands.csv")
+    written["fits"] = write_csv(fits, out_dir / "fits.csv")
+    written["fit_bands"] = write_csv(bands, out_dir / "fit_bands.csv")
     flag_options = dict(flag_options or {})
     loss_w0 = flag_options.pop("loss_w0", None)  # the loss view's W0, in nats
     flags = flag_emergence(df, x=x, **flag_options)
-    written["flags"] = _write_csv(flags, out_dir / "flags.csv")
+    written["flags"] = write_csv(flags, out_dir / "flags.csv")
 
     chosen = VIEWS if views == "all" else tuple(views or ())
     if "transitions" in chosen:
         from analysis.views import flag_transitions
 
         along = {k: v for k, v in flag_options.items() if k in ("w0", "alpha", "n_boot", "seed")}
-        written["transitions"] = _write_csv(flag_transitions(df, **along), out_dir / "transitions.csv")
+        written["transitions"] = write_csv(flag_transitions(df, **along), out_dir / "transitions.csv")
     if "loss" in chosen and {"lm"} <= set(df["task"]):
         # against loss the width is in nats, with its own W0 (`loss_w0`, analysis.loss_w0; else
         # analysis.views.LOSS_W0), not the decades of x
         loss_opts = {k: v for k, v in flag_options.items() if k in ("alpha", "n_boot", "seed")}
         if loss_w0 is not None:
             loss_opts["w0"] = loss_w0
-        written["loss"] = _write_csv(flag_emergence(df, x="loss", **loss_opts), out_dir / "loss.csv")
+        written["loss"] = write_csv(flag_emergence(df, x="loss", **loss_opts), out_dir / "loss.csv")
     if "resolution" in chosen and instances is not None and len(instances):
         from analysis.resolution import resolution_curves
 
-        written["resolution"] = _write_csv(resolution_curves(instances, x="n_params", runs=runs),
+        written["resolution"] = write_csv(resolution_curves(instances, x="n_params", runs=runs),
                                            out_dir / "resolution.csv")
     if "backtest" in chosen:
-        written["backtest"] = _write_csv(backtests(df), out_dir / "backtest.csv")
+        written["backtest"] = write_csv(backtests(df), out_dir / "backtest.csv")
     return written
 
 
@@ -148,7 +148,7 @@ def backtests(df: pd.DataFrame, holdout: int = 1) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def _write_csv(df: pd.DataFrame, path: Path) -> Path:
+def write_csv(df: pd.DataFrame, path: Path) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
     df.to_csv(tmp, index=False)
     tmp.replace(path)

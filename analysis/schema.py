@@ -143,11 +143,6 @@ def higher_is_better(metric: str) -> bool:
                          f"{metric!r}, higher_is_better=...) so its direction is known") from None
 
 
-def empty_results() -> pd.DataFrame:
-    """An empty results table with the right columns and dtypes."""
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()})
-
-
 def coerce(df: pd.DataFrame) -> pd.DataFrame:
     """Cast a table that has every required column to the schema's dtypes (extra columns are kept)."""
     out = df.copy()

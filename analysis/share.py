@@ -7,7 +7,7 @@ Where every run of a task sits on its floor or at its high level (each run with 
 with mu_low, mu_high the means of the two groups of runs and pi the share of runs of size N at the high level. s is
 the logistic of `analysis.jumps` (0.1 to 0.9 over W decades), so E[y | N] rises over exactly the width of pi: the
 test of W against W0 is a test on pi alone. How far each level scatters from run to run, and how precisely each
-run is measured, decide which group a run falls in (`analysis.jumps.per_run_test` separates them) but no longer
+run is measured, decide which group a run falls in (`analysis.perrun.per_run_test` separates them) but no longer
 enter the width: the counts k of m runs per size are binomial given pi, whatever the levels do. One dispersion never
 describes both the plateaus and the transition, because none is fitted.
 
@@ -34,7 +34,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from analysis.jumps import LN9X2, N_BOOT, W0, Grid, WidthTest, _decided, _profile_interval, refine_minimum
+from analysis.jumps import LN9X2, N_BOOT, W0, Grid, WidthTest
+from analysis.stats import mc_decided, profile_interval, refine_minimum
 
 # the share's own floor a and ceiling b, profiled: a share that rises to a third of the runs is as much a rise as one
 # that reaches all of them, so the ceiling must be free to sit low (else a sharp rise to a low share can only be
@@ -160,10 +161,10 @@ def share_test(t: np.ndarray, k: np.ndarray, m: np.ndarray, *, w0: float = W0, n
             T = np.concatenate(Tb)
             up, down = int(np.sum(T >= T_obs - 1e-9)), int(np.sum(T <= T_obs + 1e-9))
             if done >= n_boot:  # beyond n_boot, only while a p-value is undecided at the verdict's level
-                if _decided(up, done, levels=(0.05,)) and _decided(down, done, levels=(0.05,)):
+                if mc_decided(up, done, levels=(0.05,)) and mc_decided(down, done, levels=(0.05,)):
                     break
-            elif (_decided(up, done) and _decided(down, done, levels=(0.05,))
-                  and _decided(int(np.sum(np.concatenate(Fb) >= flat_obs - 1e-9)), done, levels=(0.05,))):
+            elif (mc_decided(up, done) and mc_decided(down, done, levels=(0.05,))
+                  and mc_decided(int(np.sum(np.concatenate(Fb) >= flat_obs - 1e-9)), done, levels=(0.05,))):
                 break
     Tb, Fb = np.concatenate(Tb), np.concatenate(Fb)
     n_used = Tb.size
@@ -176,8 +177,8 @@ def share_test(t: np.ndarray, k: np.ndarray, m: np.ndarray, *, w0: float = W0, n
 
     rel = prof - dev_min
     logw = np.log10(grid.widths)
-    w_lo = _profile_interval(logw, rel, crit_lo)[0]
-    w_hi = _profile_interval(logw, rel, crit_hi)[1]
+    w_lo = profile_interval(logw, rel, crit_lo)[0]
+    w_hi = profile_interval(logw, rel, crit_hi)[1]
     width = 10 ** refine_minimum(logw, prof)
     width = float(np.clip(width, w_lo if w_lo > 0 else 0.0, w_hi))
     tprof = dev[0].min(axis=0)  # (nT,)

@@ -42,7 +42,7 @@ def from_space(t, space: str) -> np.ndarray:
     return t
 
 
-def _space_weights(y: np.ndarray, w: np.ndarray, space: str) -> np.ndarray:
+def space_weights(y: np.ndarray, w: np.ndarray, space: str) -> np.ndarray:
     """Weights that make a least-squares fit on y's own scale approximate one on the fitted scale: to first order
     g(f) - g(y) = g'(y) (f - y), so w g'(y)^2 (Gauss-Newton linearised at the data). Used to rank grid starts and
     solve their linear parameters, never for the final fit."""
@@ -312,14 +312,14 @@ def _z_bounds(law: Law, names: Sequence[str], bounds: dict) -> tuple[np.ndarray,
 
 
 # ---------------------------------------------------------------------------------------------------- point fits
-def _refine_l2(law: Law, x, y, w, starts_nl: np.ndarray, bounds: dict, grid: np.ndarray | None = None,
+def refine_l2(law: Law, x, y, w, starts_nl: np.ndarray, bounds: dict, grid: np.ndarray | None = None,
                space: str = "linear"):
     """Least squares on the fitted scale (`to_space`) from several non-linear starts (and the zoomed optimum of
     `grid`, when given): linear parameters solved exactly at each start (within their bounds; on a log scale by the
-    linearised weights of `_space_weights`), then all parameters refined together by Levenberg-Marquardt
+    linearised weights of `space_weights`), then all parameters refined together by Levenberg-Marquardt
     (`batched_lm`, all starts in one batch); the best wins. Returns (parameters, weighted RSS on that scale)."""
     starts_nl = np.atleast_2d(starts_nl)
-    we = _space_weights(y, w, space)
+    we = space_weights(y, w, space)
     if law.nonlinear and grid is not None:
         # the zoomed grid optimum is a robust extra start (LM alone can stall at a bound or in a flat valley)
         zt, _ = zoom_fit(law, x, y, we, grid, bounds=bounds)
@@ -343,7 +343,7 @@ def _huber_grad(r, delta):
     return np.clip(r, -delta, delta)
 
 
-def _refine_huber(law: Law, x, y, w, starts: np.ndarray, bounds: dict, delta: float, space: str):
+def refine_huber(law: Law, x, y, w, starts: np.ndarray, bounds: dict, delta: float, space: str):
     """L-BFGS-B on sum_i w_i Huber(g(f(x_i)) - g(y_i)), g the fitted scale (`to_space`), over all parameters."""
     names = law.params
     zlo, zhi = _z_bounds(law, names, bounds)
@@ -390,13 +390,13 @@ EPOCH_GRID = {"alpha": np.arange(0, 2.01, 0.5), "beta": np.arange(0, 2.01, 0.5),
               "a": np.arange(0, 25.1, 5), "b": np.arange(0, 25.1, 5)}
 
 
-def _chinchilla_starts(grid: dict | None) -> np.ndarray:
+def chinchilla_starts(grid: dict | None) -> np.ndarray:
     g = {**EPOCH_GRID, **(grid or {})}
     mesh = np.meshgrid(g["a"], g["b"], g["e"], g["alpha"], g["beta"], indexing="ij")
     return np.stack([m.ravel() for m in mesh], axis=1)
 
 
-def _lse_irls(Z0: np.ndarray, lN, lD, logL, W: np.ndarray, delta: float, n_iter: int = 400,
+def lse_irls(Z0: np.ndarray, lN, lD, logL, W: np.ndarray, delta: float, n_iter: int = 400,
               e_bounds=(-np.inf, np.inf)) -> tuple[np.ndarray, np.ndarray]:
     """Minimise the Besiroglu et al. objective for many weightings at once (bootstrap resamples, or many starts).
 
@@ -454,15 +454,15 @@ def _lse_irls(Z0: np.ndarray, lN, lD, logL, W: np.ndarray, delta: float, n_iter:
     return Z, cost
 
 
-def _fit_chinchilla_huber(X, y, w, delta, starts, n_starts, z0=None, e_bounds=(-np.inf, np.inf)):
-    """Point estimate: the best `n_starts` grid starts (by objective) refined together by `_lse_irls`, then the
+def fit_chinchilla_huber(X, y, w, delta, starts, n_starts, z0=None, e_bounds=(-np.inf, np.inf)):
+    """Point estimate: the best `n_starts` grid starts (by objective) refined together by `lse_irls`, then the
     best of them polished by L-BFGS-B with the analytic gradient (the optimiser Besiroglu et al. used).
     e_bounds: bounds on e = log E (E > 0 always holds here, as E = exp(e))."""
     lN, lD, logL = np.log(X[0]), np.log(X[1]), np.log(y)
     if z0 is None:
         cost = _lse_objective_batch(starts, lN, lD, logL, delta)
         cand = starts[np.argsort(cost)[:n_starts]]
-        Zc, cc = _lse_irls(cand, lN, lD, logL, w[None], delta, e_bounds=e_bounds)
+        Zc, cc = lse_irls(cand, lN, lD, logL, w[None], delta, e_bounds=e_bounds)
         z0 = Zc[int(np.argmin(cc))]
     lim = [(None, None)] * 5
     if np.isfinite(e_bounds).any():
@@ -475,7 +475,7 @@ def _fit_chinchilla_huber(X, y, w, delta, starts, n_starts, z0=None, e_bounds=(-
     return r.x, float(r.fun)
 
 
-def _lse_to_params(z):
+def lse_to_params(z):
     a, b, e, al, be = z
     return np.array([np.exp(e), np.exp(a), np.exp(b), al, be])  # E, A, B, alpha, beta
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from analysis import schema
 from analysis.flags import SIZE_AXES, flag_emergence
-from analysis.jumps import wilson
+from analysis.stats import wilson
 
 VERDICT_ORDER = ("emergent", "smooth", "flat", "inconclusive")  # breaks ties of the modal verdict, in this order
 COLUMNS = ["task", "metric", "replicates", "runs_per_size", "verdicts", "modal", "modal_share", "modal_lo",

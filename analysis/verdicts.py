@@ -18,11 +18,13 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from analysis import jumps
+from analysis import jumps, perrun
 from analysis.fmt import sentence as fmt
+from analysis.jumps import ALPHA, EXTRA_COLUMNS, FLAG_COLUMNS, MIN_SIDE, MIN_SIZES, N_BOOT, W0, Curves
+from analysis.options import FlagOptions
+from analysis.perrun import loss_alignment
 from analysis.share import share_test
-from analysis.jumps import (ALPHA, EXTRA_COLUMNS, FLAG_COLUMNS, MIN_SIDE, MIN_SIZES, N_BOOT, W0, Curves,
-                            benjamini_hochberg, breakthroughness, loss_alignment, measurement_variance)
+from analysis.stats import benjamini_hochberg, breakthroughness, measurement_variance
 
 CONTINUOUS_FOR_MIRAGE = ("answer_nll", "token_accuracy", "edit_distance")
 # Axes along which a run is one point (its final checkpoint); along any other axis every checkpoint is a point.
@@ -35,7 +37,7 @@ SEPARATION = 4.0  # Ashman's D of the two groups of runs below which no two-leve
 
 
 def noise_mode(per: dict, m: np.ndarray, ybar: np.ndarray) -> str:
-    """Which noise model judges runs across sizes, from the per-run test (`analysis.jumps.per_run_test`), before any
+    """Which noise model judges runs across sizes, from the per-run test (`analysis.perrun.per_run_test`), before any
     width is fitted:
 
     - "share": runs at two levels (per_run abrupt; or undetermined only because no size was caught mid-transition,
@@ -169,12 +171,7 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
     """
     if axis not in ("log", "linear", "reversed"):
         raise ValueError(f"axis must be 'log', 'linear' or 'reversed', got {axis!r}")
-    if not isinstance(n_boot, (int, np.integer)) or n_boot < 20:
-        raise ValueError(f"n_boot must be a whole number >= 20, got {n_boot!r}")
-    if not (0 < alpha < 1):
-        raise ValueError(f"alpha must be between 0 and 1, got {alpha!r}")
-    if not (np.isfinite(w0) and w0 > 0):
-        raise ValueError(f"the jump width W0 must be a positive number of decades, got {w0!r}")
+    FlagOptions(w0=w0, alpha=alpha, n_boot=n_boot)  # the settings' one validation (OptionsError, a ValueError)
     if min_sizes < 3:
         raise ValueError(f"min_sizes must be at least 3, got {min_sizes!r}")
     x = np.asarray(x, dtype=float).ravel()
@@ -240,7 +237,7 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
     per, mode = {"per_run": "undetermined", "per_run_p": np.nan, "why": "one run per size"}, "mean"
     if runs_mode:
         ybar0 = np.bincount(inv, weights=yo) / m
-        per = jumps.per_run_test(inv, yo, vm, ybar0, float(ybar0.min()), float(ybar0.max()), seed=seed)
+        per = perrun.per_run_test(inv, yo, vm, ybar0, float(ybar0.min()), float(ybar0.max()), seed=seed)
         mode = noise_mode(per, m, ybar0)
     res_mean = jumps.width_test(curves, w0=w0, n_boot=n_boot, seed=seed) if mode != "share" else None
     res = res_mean
@@ -257,16 +254,16 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
         ybar = np.bincount(inv, weights=yo) / m
         var_mean = res.dispersion * (np.bincount(inv, weights=vm) / m ** 2 if measured else np.ones(n_sizes) / m)
     s_size = expit(jumps.LN9X2 * (ux - res.t0[0]) / res.width)
-    n_low, n_high, gap = jumps.plateaus_and_gap(ux, s_size, w0)
+    n_low, n_high, gap = perrun.plateaus_and_gap(ux, s_size, w0)
     F, C = float(res.floor[0]), float(res.ceiling[0])
     floor_u, ceil_u = (F, C) if hib else (-F, -C)
-    step, allowed, step_p = jumps.steepest_step(ux, ybar, var_mean, F, C, w0)
+    step, allowed, step_p = perrun.steepest_step(ux, ybar, var_mean, F, C, w0)
     bt = float(breakthroughness(ybar))
     share, share_w = "", np.nan
     align = {"loss_at_jump": np.nan, "loss_separates": None}
     if runs_mode:
         share = " ".join(f"{int(k)}/{int(mm)}" for k, mm in zip(per["k"], per["m"]))
-        share_w, share_why = jumps.share_rise(ux, per["k"], per["m"])
+        share_w, share_why = perrun.share_rise(ux, per["k"], per["m"])
         if ls is not None and np.isfinite(ls).any():
             align = loss_alignment(per["acquired"], ls)
 
@@ -389,14 +386,13 @@ def flag_along(runs: list[dict], *, higher_is_better: bool, bounds=None, x_name:
     lb, ub = _levels((lb, ub), np.concatenate(ys))
     curves = Curves("single", ts, lb, ub, y=ys, vm=vms, measured=measured)
     res = jumps.width_test(curves, w0=w0, n_boot=n_boot, seed=seed)
-    narrow = res.width_hi < w0 and res.p_value <= alpha
     width_text = (f"W = {fmt(res.width, 2)} decades [{fmt(res.width_lo, 2)}, {fmt(res.width_hi, 2)}], shared by "
                   f"{len(idx)} run(s), against W0 = {fmt(w0, 2)} (p = {fmt(res.p_value, 2)} for W < W0, "
                   f"{fmt(res.p_smooth, 2)} for W > W0; parametric bootstrap, {res.n_boot} draws at W = W0)")
     for j, k in enumerate(idx):
         t, y = ts[j], ys[j]
         s_fit = expit(jumps.LN9X2 * (t - res.t0[j]) / res.width)
-        n_low, n_high, gap = jumps.plateaus_and_gap(t, s_fit, w0)
+        n_low, n_high, gap = perrun.plateaus_and_gap(t, s_fit, w0)
         F, C = float(res.floor[j]), float(res.ceiling[j])
         floor_u, ceil_u = (F, C) if hib else (-F, -C)
         at, lo, hi = 10 ** res.t0[j], 10 ** res.t0_lo[j], 10 ** res.t0_hi[j]

@@ -297,7 +297,7 @@ def stability_cli(path: Path, *, runs_per_size: int, replicates: int | None = No
                   seed: int = 0) -> int:
     """`emergence stability`: stability.csv beside the input, and a table of each row's modal verdict."""
     import analysis as an
-    from analysis.pipeline import _write_csv
+    from analysis.pipeline import write_csv
     from analysis.stability import stability
 
     if not path.exists():
@@ -309,7 +309,7 @@ def stability_cli(path: Path, *, runs_per_size: int, replicates: int | None = No
     print("settings: " + "; ".join(settings.describe()))
     table = stability(df, runs_per_size, replicates, seed=seed, **{**task_options(df), **settings.options.kwargs(loss_view=False)})
     out = (path if path.is_dir() else path.parent) / "stability.csv"
-    _write_csv(table, out)
+    write_csv(table, out)
     with pd.option_context("display.width", 160, "display.max_rows", 200):
         print(table[["task", "metric", "modal", "modal_share", "modal_lo", "modal_hi", "verdicts"]].to_string(
             index=False))
@@ -321,7 +321,7 @@ def budget_cli(base: Path, more: Path) -> int:
     """`emergence budget`: budget.csv in BASE, and its sentences."""
     import analysis as an
     from analysis.budget import BudgetOrderError, budget_shift
-    from analysis.pipeline import _write_csv
+    from analysis.pipeline import write_csv
 
     for p in (base, more):
         if not p.exists():
@@ -334,7 +334,7 @@ def budget_cli(base: Path, more: Path) -> int:
         raise ConfigError(f"{base} and {more} share no size with an all-or-nothing metric (exact match) measured in "
                           "both; train some of BASE's sizes again with a larger train.tokens")
     out = (base if base.is_dir() else base.parent) / "budget.csv"
-    _write_csv(table, out)
+    write_csv(table, out)
     for e in table["evidence"]:
         print(e)
     print(f"wrote {out}")

@@ -52,14 +52,6 @@ def _fail(verb: str, msg: str, code: int = 2):
     return code
 
 
-def _overrides_parser(verb: str, extra=None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"emergence {verb}", description=VERBS[verb])
-    if extra:
-        extra(p)
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=l1d32 train.max_steps=50 seed=1")
-    return p
-
-
 def _bytes(b: float) -> str:
     return f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
 

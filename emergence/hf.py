@@ -263,25 +263,11 @@ def _probe_config(overrides: list[str]):
         if not o.startswith("probe.") or "=" not in o:
             raise ModelRefused(f"{o!r}: emergence probe --hf takes probe.* overrides only (probe.tasks=[add2], "
                                "probe.n=256)")
-    cfg = OmegaConf.structured(ProbeConfig)
-    shots = None
-    rest = []
-    for o in overrides:
-        key, value = o[len("probe."):].split("=", 1)
-        if key == "shots" and "shots" not in cfg:
-            shots = value
-        else:
-            rest.append(o[len("probe."):])
     try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(rest))
+        return OmegaConf.merge(OmegaConf.structured(ProbeConfig),
+                               OmegaConf.from_dotlist([o[len("probe."):] for o in overrides]))
     except Exception as e:  # OmegaConf's errors: an unknown key, a value of the wrong type
         raise ModelRefused(f"probe overrides {' '.join(overrides)}: {str(e).splitlines()[0]}") from None
-    if shots is not None:
-        try:
-            shots = int(shots)
-        except ValueError:
-            raise ModelRefused(f"probe.shots must be a whole number of solved examples, got {shots!r}") from None
-    return cfg, shots
 
 
 def default_tasks() -> list[str]:
@@ -382,8 +368,8 @@ def probe_hf(models: list[str], revisions: list[str] | None, out: Path, override
         if len(set(revisions)) != len(revisions):
             raise ModelRefused(f"--revision names a revision twice: {','.join(revisions)}")
     check_tokens_per_step(tokens_per_step)
-    cfg, shots_override = _probe_config(list(overrides))
-    k = shots if shots is not None else shots_override if shots_override is not None else textprobe.probe_shots(cfg)
+    cfg = _probe_config(list(overrides))
+    k = shots if shots is not None else textprobe.probe_shots(cfg)
     tasks = [str(t) for t in cfg.tasks] or default_tasks()
     try:
         names = [textprobe.shot_task(t, k) for t in tasks]

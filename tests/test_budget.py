@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from analysis.budget import COLUMNS, BudgetOrderError, budget_shift, emergent_budget
-from analysis.jumps import level_cut
+from analysis.perrun import level_cut
 
 N = 256
 

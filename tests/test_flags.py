@@ -7,7 +7,9 @@ import pytest
 
 from analysis.flags import (EXTRA_COLUMNS, FLAG_COLUMNS, apply_fdr, breakthroughness, flag_along, flag_curve,
                             flag_emergence)
-from analysis.jumps import DEFINITION, W0, benjamini_hochberg, loss_alignment, wilson
+from analysis.jumps import DEFINITION, W0
+from analysis.perrun import loss_alignment
+from analysis.stats import benjamini_hochberg, wilson
 
 N = 256
 LN9X2 = 2 * np.log(9.0)
@@ -173,7 +175,7 @@ def test_bad_arguments_raise_value_errors():
         flag_curve([1, 2, 3, 4], [1, 2, 3, 4], higher_is_better=True, n_boot=0)
     with pytest.raises(ValueError, match="stderr"):
         flag_curve([1, 2, 3, 4], [1, 2, 3, 4], higher_is_better=True, stderr=[1.0])
-    with pytest.raises(ValueError, match="W0"):
+    with pytest.raises(ValueError, match="w0 must be a positive"):
         flag_curve([1, 2, 3, 4], [1, 2, 3, 4], higher_is_better=True, w0=0)
 
 
@@ -439,7 +441,7 @@ def test_the_recall_bound_is_alpha_at_w0_and_near_one_for_a_step():
 
 
 def test_share_width_only_for_a_share_that_rises_within_the_range():
-    from analysis.jumps import share_rise
+    from analysis.perrun import share_rise
 
     def share_width(t, k, m):
         return share_rise(t, k, m)[0]

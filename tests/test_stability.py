@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.jumps import wilson
+from analysis.stats import wilson
 from analysis.stability import COLUMNS, modal, split_runs, stability
 
 N = 256

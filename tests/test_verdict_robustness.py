@@ -7,7 +7,7 @@ import pytest
 
 from analysis.bench_analysis import bench_grid, synthetic_cell
 from analysis.flags import flag_curve, flag_emergence
-from analysis.jumps import refine_minimum
+from analysis.stats import refine_minimum
 from analysis.share import share_grid, share_test
 from analysis.verdicts import DECADE_TOL, _decide, noise_mode
 

@@ -39,7 +39,7 @@ def _png_size(path: Path) -> tuple[int, int]:
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
-def _fig_key(prefix: str, name: str) -> str:
+def fig_key(prefix: str, name: str) -> str:
     """A file stem for a figure about `name` (a task): readable slug plus a short hash, so two names never
     collide and no name can reach outside plots/."""
     digest = hashlib.sha1(str(name).encode("utf-8", "surrogatepass")).hexdigest()[:6]
@@ -82,10 +82,10 @@ def make_figures(sw: Sweep, plots_dir: Path) -> dict[str, FigureFile]:
         "continuous metrics is the signature of a metric artefact (Schaeffer et al. 2023).",
         plots_dir, lambda: plots.plot_capability(need_results(), runs=runs, flags=_flags_at(flags, "n_params"),
                                                  fits=sw.fits))
-    for task in _emergent_tasks(sw):
+    for task in emergent_tasks(sw):
         x = _flag_x(sw, task)
-        figs[_fig_key("capability", task)] = _figure(
-            _fig_key("capability", task), f"{task} against scale",
+        figs[fig_key("capability", task)] = _figure(
+            fig_key("capability", task), f"{task} against scale",
             f"Every metric of this task against {plots.X_LABELS.get(x, x)} at the final checkpoint (faint: seeds; "
             "filled: mean with 95% interval), the flagged jump shaded over the 95% interval of its location and "
             "labelled with the width W of its rise, and the verdicts with their evidence on the right.",
@@ -109,7 +109,7 @@ def make_figures(sw: Sweep, plots_dir: Path) -> dict[str, FigureFile]:
             "loss_threshold", "Capability against held-out loss",
             "Every checkpoint of every size, its metric against its held-out LM loss (high loss on the left), with "
             "the loss threshold \u03b7 and its 95% interval where one was found (Du et al. 2024).",
-            plots_dir, lambda: plots.plot_loss_threshold(need_results(), _loss_panels(sw.views["loss"]), runs=runs))
+            plots_dir, lambda: plots.plot_loss_threshold(need_results(), loss_panels(sw.views["loss"]), runs=runs))
     if sw.views.get("backtest") is not None:
         figs["backtest"] = _figure(
             "backtest", "Backtest: predicting the largest sizes from the smaller ones",
@@ -147,7 +147,7 @@ def _resolution_points(sw: Sweep) -> pd.DataFrame:
     return resolution_points(sw.instances, runs=sw.runs if "n_params" not in sw.instances.columns else None)
 
 
-def _loss_panels(loss: pd.DataFrame, n: int = 6) -> pd.DataFrame:
+def loss_panels(loss: pd.DataFrame, n: int = 6) -> pd.DataFrame:
     """The loss-view rows worth a panel: emergent ones, then exact match, then the rest."""
     if "verdict" not in loss.columns:
         return loss.head(n)
@@ -162,19 +162,19 @@ def _flags_at(flags: pd.DataFrame | None, x: str) -> pd.DataFrame | None:
     return flags[flags["x"].astype(str) == x]
 
 
-def _emergent(sw: Sweep) -> pd.DataFrame:
+def emergent_flags(sw: Sweep) -> pd.DataFrame:
     f = sw.flags
     if f is None or not {"task", "metric", "verdict"} <= set(f.columns):
         return pd.DataFrame()
     return f[f["verdict"].astype(str) == "emergent"]
 
 
-def _emergent_tasks(sw: Sweep) -> list[str]:
-    return list(dict.fromkeys(_emergent(sw)["task"].astype(str))) if len(_emergent(sw)) else []
+def emergent_tasks(sw: Sweep) -> list[str]:
+    return list(dict.fromkeys(emergent_flags(sw)["task"].astype(str))) if len(emergent_flags(sw)) else []
 
 
 def _flag_x(sw: Sweep, task: str) -> str:
-    e = _emergent(sw)
+    e = emergent_flags(sw)
     xs = e.loc[e["task"].astype(str) == task, "x"].astype(str) if "x" in e.columns else pd.Series(dtype=str)
     for x in xs:
         if sw.results is not None and x in sw.results.columns:

@@ -158,7 +158,7 @@ def _check_fits(sw: Sweep) -> None:
         sw.fits = None
 
 
-def _lm_loss_fits(fits: pd.DataFrame | None) -> pd.DataFrame:
+def lm_loss_fits(fits: pd.DataFrame | None) -> pd.DataFrame:
     if fits is None or "law" not in fits.columns:
         return pd.DataFrame()
     f = fits
@@ -229,8 +229,8 @@ def _scaling_fits(sw: Sweep, analyses: dict) -> None:
             sw.chinchilla = fit
         elif isinstance(getattr(fit, "x", None), str) and fit.x in SCALING_XS:
             sw.scaling_fits.setdefault(fit.x, fit)
-    lm_rows = _lm_loss_fits(sw.fits)
-    bands = _lm_loss_fits(sw.fit_bands) if sw.fit_bands is not None else pd.DataFrame()
+    lm_rows = lm_loss_fits(sw.fits)
+    bands = lm_loss_fits(sw.fit_bands) if sw.fit_bands is not None else pd.DataFrame()
     for x in SCALING_XS:
         if x in sw.scaling_fits:
             continue
@@ -262,7 +262,7 @@ def _predicts(fit) -> bool:
 
 def _chinchilla_from_csv(fits: pd.DataFrame | None):
     """A FitResult rebuilt from fits.csv's Chinchilla parameters (E, A, B, alpha, beta), or None."""
-    rows = _lm_loss_fits(fits)
+    rows = lm_loss_fits(fits)
     if rows.empty:
         return None
     rows = rows[rows["law"].astype(str) == "chinchilla"]

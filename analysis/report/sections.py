@@ -12,8 +12,8 @@ from analysis import forecast, jumps, plots, schema, tables
 from analysis.budget import emergent_budget
 from analysis.fmt import cell as _fmt
 from analysis.report.document import Bullets, Code, FigureRef, FirstScreen, Heading, Note, Para, Pre, Strong, Table
-from analysis.report.figures import _emergent, _emergent_tasks, _fig_key, _loss_panels
-from analysis.report.inputs import SCALING_XS, STATUS_DONE, Sweep, VIEW_FILES, _lm_loss_fits
+from analysis.report.figures import emergent_flags, emergent_tasks, fig_key, loss_panels
+from analysis.report.inputs import SCALING_XS, STATUS_DONE, Sweep, VIEW_FILES, lm_loss_fits
 
 
 SAMPLE_EXAMPLES = 4  # held-out prompts shown per emergent task
@@ -86,7 +86,7 @@ def section_overview(sw: Sweep) -> list:
         n_sizes = sw.runs["model"].nunique()
         seeds = sw.runs["seed"].nunique() if "seed" in sw.runs.columns else 1
         facts.append([f"{n_sizes} model sizes x {seeds} seed(s)"])
-    e = _emergent(sw)
+    e = emergent_flags(sw)
     if sw.flags is not None and "verdict" in sw.flags.columns:
         counts = sw.flags["verdict"].astype(str).value_counts()
         facts.append([f"{len(sw.flags)} flags: " + ", ".join(f"{v} {k}" for k, v in counts.items())])
@@ -219,7 +219,7 @@ def section_scaling(sw: Sweep) -> list:
             rows.append([f"final loss vs {x}", f"{fit.law}", p, _fmt(v, 4), f"[{_fmt(lo)}, {_fmt(hi)}]",
                          _fmt(fit.stderr.get(p, np.nan)) if hasattr(fit, "stderr") else "n/a",
                          _fmt(getattr(fit, "n", np.nan)), _fmt(getattr(fit, "rmse", np.nan))])
-    csv_rows = _lm_loss_fits(sw.fits)
+    csv_rows = lm_loss_fits(sw.fits)
     if len(csv_rows) and "param" in csv_rows.columns:
         shown = {(r[0].replace("final loss vs ", ""), r[1]) for r in rows}
         for _, r in csv_rows.iterrows():
@@ -444,7 +444,7 @@ def section_emergent(sw: Sweep) -> list:
         blocks.append(Para(["Run ", Code("emergence analyze " + str(sw.folder)), " to flag them."]))
         blocks += [FigureRef("capability"), FigureRef("heatmap")]
         return blocks
-    e = _emergent(sw)
+    e = emergent_flags(sw)
     if e.empty:
         blocks.append(Para(["No ability was flagged emergent: no curve rises narrower than W0 by its 95% upper bound "
                             "(see the next sections for the verdicts)."]))
@@ -453,7 +453,7 @@ def section_emergent(sw: Sweep) -> list:
                             "in fewer than W0 decades by its 95% upper bound; the tables give the width, where the rise "
                             "is, its p- and q-values, and how single runs behave."]))
     w0 = flag_w0(sw.flags)
-    for task in _emergent_tasks(sw):
+    for task in emergent_tasks(sw):
         blocks.append(Heading(3, f"Task {task}", _anchor("task", task)))
         for _, r in e[e["task"].astype(str) == task].iterrows():
             fam = r.get("q_family", np.nan)
@@ -466,7 +466,7 @@ def section_emergent(sw: Sweep) -> list:
             hint = (" (train the sizes of the transition again with more tokens and run `emergence budget`: a jump "
                     "that only marks the end of the budget is not one in capacity)" if said == "not checked" else "")
             blocks.append(Para([Strong("Capacity or budget:"), f" {_oneline(said, 600)}{hint}."]))
-        blocks.append(FigureRef(_fig_key("capability", task)))
+        blocks.append(FigureRef(fig_key("capability", task)))
         t = sample_table(sw.samples, task)
         if t is not None:
             blocks.append(Para([Strong("Sample answers."), " What each size answers on held-out prompts:"]))
@@ -656,7 +656,7 @@ def _transitions_body(tr: pd.DataFrame) -> list:
 
 def _loss_body(lv: pd.DataFrame) -> list:
     cols = [c for c in LOSS_COLUMNS if c[1] in lv.columns]
-    rows = [[get(r) for _, _, get in cols] for _, r in _loss_panels(lv, n=len(lv)).iterrows()]
+    rows = [[get(r) for _, _, get in cols] for _, r in loss_panels(lv, n=len(lv)).iterrows()]
     return [Para(["Du et al. 2024: an ability is emergent in loss if it is absent above a loss threshold \u03b7 and "
                   "appears below it; \u201csize still matters\u201d tests whether model size explains the metric "
                   "once the loss is known."]),
@@ -858,7 +858,7 @@ def _sha256(p: Path) -> str:
 
 
 def _anchor(prefix: str, name: str) -> str:
-    return _fig_key(prefix, name)
+    return fig_key(prefix, name)
 
 
 def build_document(sw: Sweep) -> list:
