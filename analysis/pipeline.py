@@ -5,7 +5,10 @@ is the tidy results table (from this framework or an importer), the output a dic
 """
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -82,11 +85,27 @@ def scaling_fits_and_bands(df: pd.DataFrame, *, n_boot: int = 200) -> tuple[pd.D
     return pd.DataFrame(rows, columns=FIT_COLUMNS), pd.DataFrame(bands, columns=BAND_COLUMNS)
 
 
+def _transitions_view(df: pd.DataFrame, along: dict) -> pd.DataFrame:
+    from analysis.views import flag_transitions
+
+    return flag_transitions(df, **along)
+
+
+def _loss_view(df: pd.DataFrame, loss_opts: dict) -> pd.DataFrame:
+    from analysis.flags import flag_emergence
+
+    return flag_emergence(df, x="loss", **loss_opts)
+
+
 def run_analysis(df: pd.DataFrame, out_dir: Path, *, x: str = "n_params", views=None, runs: pd.DataFrame | None = None,
                  instances: pd.DataFrame | None = None, n_boot: int = 200,
-                 flag_options: dict | None = None) -> dict[str, Path]:
+                 flag_options: dict | None = None, workers: int | None = None) -> dict[str, Path]:
     """Write fits.csv (with fit_bands.csv, the fitted curves the report draws), flags.csv and, for each requested
-    view ("all" for every one), its CSV into `out_dir`."""
+    view ("all" for every one), its CSV into `out_dir`.
+
+    The two dearest views (transitions along training and the loss view) are computed in `workers` processes
+    beside the flags (default: up to 2, as the cores allow; 1: all in this process). Each is a function of the
+    table and the settings alone, so the files are the same either way."""
     from analysis.flags import flag_emergence  # flags imports the views; loaded when an analysis runs
 
     df = validate(df)
@@ -95,27 +114,38 @@ def run_analysis(df: pd.DataFrame, out_dir: Path, *, x: str = "n_params", views=
     out_dir = Path(out_dir)
     written: dict[str, Path] = {}
 
-    fits, bands = scaling_fits_and_bands(df, n_boot=n_boot)
-    written["fits"] = write_csv(fits, out_dir / "fits.csv")
-    written["fit_bands"] = write_csv(bands, out_dir / "fit_bands.csv")
     flag_options = dict(flag_options or {})
     loss_w0 = flag_options.pop("loss_w0", None)  # the loss view's W0, in nats
-    flags = flag_emergence(df, x=x, **flag_options)
-    written["flags"] = write_csv(flags, out_dir / "flags.csv")
-
     chosen = VIEWS if views == "all" else tuple(views or ())
+    side: dict[str, tuple] = {}  # view -> (function, its argument): the dear views, run beside the flags
     if "transitions" in chosen:
-        from analysis.views import flag_transitions
-
-        along = {k: v for k, v in flag_options.items() if k in ("w0", "alpha", "n_boot", "seed")}
-        written["transitions"] = write_csv(flag_transitions(df, **along), out_dir / "transitions.csv")
+        side["transitions"] = (_transitions_view,
+                               {k: v for k, v in flag_options.items() if k in ("w0", "alpha", "n_boot", "seed")})
     if "loss" in chosen and {"lm"} <= set(df["task"]):
         # against loss the width is in nats, with its own W0 (`loss_w0`, analysis.loss_w0; else
         # analysis.views.LOSS_W0), not the decades of x
         loss_opts = {k: v for k, v in flag_options.items() if k in ("alpha", "n_boot", "seed")}
         if loss_w0 is not None:
             loss_opts["w0"] = loss_w0
-        written["loss"] = write_csv(flag_emergence(df, x="loss", **loss_opts), out_dir / "loss.csv")
+        side["loss"] = (_loss_view, loss_opts)
+    workers = min(2, os.cpu_count() or 1) if workers is None else int(workers)
+    pool = None
+    if workers > 1 and side:
+        # spawned, not forked: the caller may hold thread pools (torch, BLAS) that a fork would copy mid-flight
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(side)), mp_context=mp.get_context("spawn"))
+    try:
+        pending = {name: pool.submit(fn, df, arg) for name, (fn, arg) in side.items()} if pool else {}
+        fits, bands = scaling_fits_and_bands(df, n_boot=n_boot)
+        written["fits"] = write_csv(fits, out_dir / "fits.csv")
+        written["fit_bands"] = write_csv(bands, out_dir / "fit_bands.csv")
+        flags = flag_emergence(df, x=x, **flag_options)
+        written["flags"] = write_csv(flags, out_dir / "flags.csv")
+        for name, (fn, arg) in side.items():
+            table = pending[name].result() if pool else fn(df, arg)
+            written[name] = write_csv(table, out_dir / f"{name}.csv")
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     if "resolution" in chosen and instances is not None and len(instances):
         from analysis.resolution import resolution_curves
 

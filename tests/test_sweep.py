@@ -166,22 +166,24 @@ def test_stacked_sweep_trains_the_seeds_of_a_size_in_one_job(tmp_path):
     assert p.returncode == 2 and "sweep.seeds is set by `emergence sweep`" in p.stderr
 
 
-def test_the_default_demo_is_dense_through_the_transition_with_six_stacked_seeds():
-    """cpu_demo: 10 one-layer sizes, steps of at most 0.16 decades up to 5k parameters (0.1 where the tasks are
-    acquired), 6 seeds each, the seeds of a size stacked in one job, the largest job first."""
+def test_the_default_demo_is_the_design_the_study_chose_with_six_stacked_seeds():
+    """cpu_demo (sweeps/design_study.py): 6 one-layer sizes, steps of at most 0.15 decades through 2.5k parameters
+    (where the additions are acquired), 6M tokens per run, 6 seeds each, the seeds of a size
+    stacked in one job, the largest job first, and an even number of jobs (no worker idle in the last round)."""
     _, points = expand_grid(["experiment=cpu_demo"])
     _, planned = plan(["experiment=cpu_demo"])
     models = sorted({r["model"] for r in planned}, key=lambda m: int(m[3:]))
-    assert models == ["l1d4", "l1d5", "l1d6", "l1d7", "l1d8", "l1d10", "l1d12", "l1d14", "l1d16", "l1d24"]
-    assert len(points) == len(planned) == 60 and "model=l1d24" in points[0]
+    assert models == ["l1d6", "l1d7", "l1d8", "l1d10", "l1d14", "l1d24"]
+    assert len(points) == len(planned) == 36 and "model=l1d24" in points[0]
     seeds = {m: sorted(r["seed"] for r in planned if r["model"] == m) for m in models}
     assert all(s == [0, 1, 2, 3, 4, 5] for s in seeds.values())
     n = sorted({r["n_params"] for r in planned})
     steps = np.diff(np.log10(n))
-    assert 600 < n[0] < 800 and n[-1] > 10_000
-    assert steps[np.array(n[1:]) <= 5_300].max() <= 0.16
+    assert 1_200 < n[0] < 1_300 and n[-1] > 10_000
+    assert steps[np.array(n[1:]) <= 2_600].max() <= 0.15
     cfg = compose(points[0])
     assert cfg.sweep.stack_seeds and max(n) <= cfg.sweep.stack_max_params  # every size is one stacked job
+    assert cfg.train.tokens == 6e6 and len(models) % 2 == 0
 
 
 @pytest.mark.slow

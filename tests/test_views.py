@@ -367,3 +367,27 @@ def test_bad_input():
     bad.loc[0, "answer_logprob"] = 0.5
     with pytest.raises(ValueError, match="must be <= 0"):
         resolution_curves(bad)
+
+
+def test_the_views_beside_the_flags_write_the_same_files_in_one_process_or_two(tmp_path):
+    """run_analysis computes transitions and the loss view in worker processes beside the flags; the files are the
+    same as when everything runs in one process."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from report_sweep import make_sweep
+
+    from analysis.pipeline import run_analysis
+
+    sweep = make_sweep(tmp_path / "s", with_analysis=False)
+    df = pd.read_parquet(sweep / "results.parquet")
+    opts = {"n_boot": 40, "loss_w0": 0.1}
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = run_analysis(df, tmp_path / "one", views=["transitions", "loss"], n_boot=0, flag_options=opts, workers=1)
+    two = run_analysis(df, tmp_path / "two", views=["transitions", "loss"], n_boot=0, flag_options=opts, workers=2)
+    assert set(one) == set(two) == {"fits", "fit_bands", "flags", "transitions", "loss"}
+    for name in ("flags", "transitions", "loss"):
+        a, b = Path(one[name]).read_bytes(), Path(two[name]).read_bytes()
+        assert a == b and len(a.splitlines()) > 2, name
