@@ -274,9 +274,11 @@ def check_report(browser, report: Path, name: str, most_px: int) -> dict:
 
 
 def test_the_committed_example_report_reads_well(browser):
-    """The committed report: 33,353 px tall at 1400 px when its evidence sentences sat in squeezed table cells (810 px
-    rows); 12,349 px once they moved into <details>."""
-    check_report(browser, Path(__file__).parent.parent / "results" / "example" / "report.html", "example", 16_000)
+    """The committed report. The earlier example (10 sizes, 2M tokens) was 33,353 px tall at 1400 px when its evidence
+    sentences sat in squeezed table cells (810 px rows), and 12,349 px once they moved into <details>. The current
+    one (the 6M-token default) is about 21,400 px: its four secondary-metric emergent rows each have an evidence
+    table, and the budget section a sentence per size. The bound is a guard against blank space coming back."""
+    check_report(browser, Path(__file__).parent.parent / "results" / "example" / "report.html", "example", 25_000)
 
 
 @pytest.mark.skipif(not PYTHIA.exists(), reason="../shared/data/pythia-evals is not beside the checkout")

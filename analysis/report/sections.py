@@ -94,8 +94,11 @@ def section_overview(sw: Sweep) -> list:
             x = str(r.get("x", "n_params"))
             width = (f", rising over {_with_interval(r, 'width', 'width_lo', 'width_hi', _fmt)} decades"
                      if np.isfinite(_num(r.get("width", np.nan))) else "")
+            fam = r.get("q_family", np.nan)
+            secondary = (" (a secondary metric: q within its own family, not a headline claim)"
+                         if pd.notna(fam) and str(fam).strip() and str(fam) != "headline" else "")
             facts.append(["emergent: ", Strong(f"{r['task']} / {r['metric']}"),
-                          f" at {_x_value(r.get('jump_at'), x)} ({x}){width}"])
+                          f" at {_x_value(r.get('jump_at'), x)} ({x}){width}{secondary}"])
     fit = sw.scaling_fits.get("n_params")
     if fit is not None and hasattr(fit, "params") and "alpha" in fit.params:
         lo, hi = fit.ci.get("alpha", (np.nan, np.nan))
@@ -129,20 +132,22 @@ def first_screen(sw: Sweep) -> FirstScreen:
     rest = max(len(head) - FIRST_SCREEN_ROWS, 0)
     x = str(head["x"].iloc[0]) if "x" in head.columns and len(head) else "n_params"
     rows = []
+    # did an emergent row's transition move with the token budget? (budget.csv; a column only where one is emergent)
+    budget_col = sw.budget is not None and head["verdict"].astype(str).eq("emergent").any()
     for _, r in head.head(FIRST_SCREEN_ROWS).iterrows():
         where = (_with_interval(r, "jump_at", "jump_lo", "jump_hi", lambda v: _x_value(v, x))
                  if np.isfinite(_num(r.get("jump_at", np.nan))) else "")
         width = (_with_interval(r, "width", "width_lo", "width_hi", _fmt)
                  if np.isfinite(_num(r.get("width", np.nan))) else "")
         row = [str(r["task"]), str(r["metric"]), str(r["verdict"]), width, where]
-        if sw.budget is not None:  # budget.csv: did an emergent row's transition move with the token budget?
+        if budget_col:
             row.append(emergent_budget(sw.budget, r["task"], r["metric"]).split(":")[0]
                        if str(r["verdict"]) == "emergent" else "")
         rows.append(row)
     more = (f"; {rest} more task(s), and every metric, in the sections below" if rest else
             "; every metric is in the sections below")
     header = ["task", "metric", "verdict", "W, decades (95% bounds)", f"where ({x})"]
-    if sw.budget is not None:
+    if budget_col:
         header.append("with more tokens")
         more += "; with more tokens: the check of `emergence budget` (Capacity or budget?)"
     blocks.append(Table(header, rows, caption=f"The headline metric of each task (its FDR family), emergent "
@@ -463,8 +468,11 @@ def section_emergent(sw: Sweep) -> list:
                                 _oneline(r.get("evidence", ""), 2000) or "no evidence sentence recorded"]))
             blocks.append(_flag_numbers(r, w0))
             said = emergent_budget(sw.budget, r["task"], r["metric"])
-            hint = (" (train the sizes of the transition again with more tokens and run `emergence budget`: a jump "
-                    "that only marks the end of the budget is not one in capacity)" if said == "not checked" else "")
+            hint = ("" if said != "not checked" else
+                    " (`emergence budget` counts runs on all-or-nothing metrics only: see this task's exact match)"
+                    if sw.budget is not None else
+                    " (train the sizes of the transition again with more tokens and run `emergence budget`: a jump "
+                    "that only marks the end of the budget is not one in capacity)")
             blocks.append(Para([Strong("Capacity or budget:"), f" {_oneline(said, 600)}{hint}."]))
         blocks.append(FigureRef(fig_key("capability", task)))
         t = sample_table(sw.samples, task)
