@@ -463,14 +463,18 @@ def import_csv(path, mapping: dict[str, str], *, constants: dict | None = None, 
             table = pd.read_csv(src, sep=sep if sep is not None else ("\t" if src.suffix == ".tsv" else ","))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
         raise ValueError(f"{src}: could not be read as a table: {str(e).splitlines()[0]}") from None
+    # a column already named as the results table names it is read as that column, unless mapped or given otherwise
+    taken = set(mapping) | set(constants) | set(fields) | set(per_column)
+    plain.update({c: c for c in schema.COLUMNS if c in table.columns and c not in taken})
     missing = [c for c in plain.values() if c not in table.columns]
     if missing:
         raise ValueError(f"{src}: column(s) {', '.join(map(repr, missing))} not in the file; "
                          f"it has: {', '.join(map(str, table.columns))}")
     for need in ("task", "metric", "value"):
-        if need not in mapping and need not in constants and need not in fields:
-            raise ValueError(f"{src}: say where {need!r} comes from (mapping={{{need!r}: <column>}}) or give it in "
-                             f"constants={{{need!r}: ...}}")
+        if need not in plain and need not in constants and need not in fields and not (need == "value" and wide):
+            raise ValueError(f"{src}: the file has no {need!r} column; map one onto it (--map {need}=COLUMN; "
+                             f"mapping={{{need!r}: COLUMN}}) or give one value for every row (--set {need}=VALUE; "
+                             f"constants={{{need!r}: VALUE}})")
     if wide:
         cells = _wide_cells(src, table, wide_value, per_column)
         base = table.iloc[cells["_row"].to_numpy()].reset_index(drop=True)
@@ -521,8 +525,17 @@ def import_csv(path, mapping: dict[str, str], *, constants: dict | None = None, 
     if "status" not in mapping and "status" not in constants:
         out["status"] = np.where(out["value"].notna(), "imported", "not_measured")
     out = schema.validate(out, where=str(src))
+    key = ["sweep", "run_id", "seed", "step", "task", "metric"]
+    logged_twice = wide and "step" in plain  # a W&B export logs a step twice after a resume: its last row counts
+    clash = out.duplicated(key, keep=False)
+    if clash.any() and not logged_twice:
+        first = out.loc[clash].iloc[0]
+        raise ValueError(f"{src}: {int(clash.sum())} rows share a run, step, task and metric (run_id "
+                         f"{first['run_id']!r}, task {first['task']!r}, metric {first['metric']!r}), so all but one "
+                         "would be lost; map the column that tells the models apart (--map model=COLUMN or "
+                         "--map n_params=COLUMN; run_id, seed and step likewise)")
     if wide:
-        out = (out.drop_duplicates(["sweep", "run_id", "seed", "step", "task", "metric"], keep="last")
+        out = (out.drop_duplicates(key, keep="last")
                .sort_values(["run_id", "step", "task", "metric"], kind="stable").reset_index(drop=True))
         out.attrs["skipped_metrics"] = skipped
         if skipped:

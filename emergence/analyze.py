@@ -126,9 +126,6 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
     if source == "lm-eval":
         df = an.import_lm_eval(path)
     elif source == "csv":
-        if not mapping and not constants:
-            raise ConfigError("--from csv needs the column mapping: --map task=Benchmark --map value=Acc ... "
-                              "(and --set metric=acc for columns the file lacks)")
         df = an.import_csv(path, dict(mapping or {}), constants=dict(constants or {}))
     else:
         df = an.load_results(path)

@@ -134,6 +134,10 @@ class SweepConfig:
     # after another in their job (stacking helps where per-step overhead dominates, `emergence bench`)
     stack_seeds: bool = False
     stack_max_params: int = 100_000
+    # at most this many seeds per stacked job (0: every seed of a size in one job). A stack's step costs about its
+    # seed count times one seed's on a CPU, so splitting the seeds evens the workers' load when the sizes do not
+    # divide among them (5 sizes x 6 seeds on 2 workers: 10 jobs of 3, not 3 rounds of 6)
+    stack_size: int = 0
     seeds: list[int] = field(default_factory=list)  # a stacked job's seeds: set by `emergence sweep`, not by hand
     # memory of one GPU that a remote launcher (SLURM) gets, in GiB: the launch warns about runs that need more
     # (null: unknown, only the estimate is printed)
@@ -343,6 +347,9 @@ def validate(cfg) -> dict[str, Any]:
         raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
     if cfg.data.seq_len < 2:
         raise ConfigError(f"data.seq_len must be at least 2, got {cfg.data.seq_len}")
+    if cfg.sweep.stack_size < 0:
+        raise ConfigError(f"sweep.stack_size must be 0 (every seed of a size in one job) or positive, got "
+                          f"{cfg.sweep.stack_size}")
     for key, value in (("sweep.name", str(cfg.sweep.name)), ("model.name", str(cfg.model.name))):
         if not SAFE_NAME.match(value) or ".." in value:
             raise ConfigError(f"{key}={value!r} is not a safe folder name: use letters, digits, '_', '-', '.' "

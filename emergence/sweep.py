@@ -9,6 +9,7 @@ once the launcher returns, then runs the analysis and the report.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shlex
 import sys
@@ -27,7 +28,7 @@ from emergence.config import (ConfigError, compose, config_settings, gpt_config,
                               validate)
 from emergence.device import check_run_memory, pick_device
 from emergence.files import atomic_write_parquet, environment, write_json
-from emergence.layout import grid_run_ids, load_runs, read_status
+from emergence.layout import load_runs, read_status
 from emergence.live import SweepProgress, bar_owns_terminal
 from emergence.model import GPT, flops_per_token
 from emergence.optim import Step, make_optimizer
@@ -264,7 +265,8 @@ def run_sweep(overrides: list[str], *, dry_run: bool = False) -> int:
     print(f"sweep {folder}: {len(runs)} runs, {len(runs) - len(todo)} already done", file=sys.stderr)
     t0 = time.time()
     with SweepProgress(folder):
-        _launch(stacked_overrides(overrides, runs) if first.sweep.stack_seeds else overrides)
+        _launch(stacked_overrides(overrides, runs, int(first.sweep.stack_size)) if first.sweep.stack_seeds
+                else overrides)
     summary = load_runs(folder)
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     meta["wall_s"] = time.time() - t0
@@ -292,15 +294,18 @@ def _launch(overrides: list[str]) -> None:
         sys.argv = argv
 
 
-def stacked_overrides(overrides: list[str], runs: list[dict]) -> list[str]:
+def stacked_overrides(overrides: list[str], runs: list[dict], stack_size: int = 0) -> list[str]:
     """The multirun overrides with the seed axis folded into each job: `seed` set to the grid's first seed and
-    `sweep.seeds` to all of them, so Hydra launches one job per point of the other axes (`sweep_job` trains its
-    seeds together). Run ids do not change: `sweep` is not part of a run's identity."""
+    `sweep.seeds` to the seeds of a job, so Hydra launches one job per point of the other axes and group of at most
+    `stack_size` seeds (0: all of them; `sweep_job` trains its seeds together). Run ids do not change: `sweep` is not
+    part of a run's identity."""
     seeds = list(dict.fromkeys(int(r["seed"]) for r in runs))
     if len(seeds) < 2:
         return overrides
+    size = stack_size if stack_size > 0 else len(seeds)
+    groups = [seeds[i:i + size] for i in range(0, len(seeds), size)]
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "seed"]
-    return [*kept, f"seed={seeds[0]}", f"sweep.seeds=[{','.join(map(str, seeds))}]"]
+    return [*kept, f"seed={seeds[0]}", "sweep.seeds=" + ",".join(f"[{','.join(map(str, g))}]" for g in groups)]
 
 
 def sweep_job(cfg: DictConfig) -> dict:
@@ -308,7 +313,7 @@ def sweep_job(cfg: DictConfig) -> dict:
     the run's status.json (and then runs.parquet), and the other jobs go on."""
     if cfg.train.threads == 0:
         cfg.train.threads = threads_for_launcher()
-    if cfg.sweep.stack_seeds and len(cfg.sweep.seeds) > 1:
+    if cfg.sweep.stack_seeds and cfg.sweep.seeds:
         return _seeds_job(cfg, [int(s) for s in cfg.sweep.seeds])
     _say(f"[run {job_position(cfg)}] {run_id(cfg)}: model {cfg.model.name}, seed {cfg.seed}")
     try:
@@ -348,7 +353,7 @@ def _seeds_job(cfg: DictConfig, seeds: list[int]) -> dict:
     n = validate(cfg)["n_params"]
     stack = n <= cfg.sweep.stack_max_params
     how = "stacked" if stack else f"one after another ({n:,} parameters > sweep.stack_max_params)"
-    _say(f"[job {job_position(cfg, per_job=len(seeds))}] model {cfg.model.name}, seeds {seeds} {how}")
+    _say(f"[job {job_position(cfg, stacked=True)}] model {cfg.model.name}, seeds {seeds} {how}")
     try:
         summaries = train_seeds(cfg, seeds, stack=stack)
     except KeyboardInterrupt:
@@ -363,17 +368,22 @@ def _seeds_job(cfg: DictConfig, seeds: list[int]) -> dict:
     return {"state": "done" if all(x == "done" for x in states) else ",".join(states), "runs": len(summaries)}
 
 
-def job_position(cfg: DictConfig, per_job: int = 1) -> str:
-    """"k/N": this job's place in the sweep (Hydra's job number over the number of jobs: the grid size in grid.json,
-    divided by the runs each job trains)."""
+def job_position(cfg: DictConfig, stacked: bool = False) -> str:
+    """"k/N": this job's place in the sweep (Hydra's job number over the number of jobs: the grid's runs, or for
+    stacked jobs its points without the seed axis times the seed groups of `sweep.stack_size`)."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
         num = int(HydraConfig.get().job.num) + 1
     except (ValueError, AttributeError):
         num = 0
-    runs = len(grid_run_ids(sweep_dir(cfg)))
-    total = runs // per_job if runs else "?"
+    grid = sweep_dir(cfg) / "grid.json"
+    runs = json.loads(grid.read_text())["runs"] if grid.exists() else []
+    total: int | str = len(runs) if runs else "?"
+    if runs and stacked:
+        seeds = len({int(r["seed"]) for r in runs})
+        size = int(cfg.sweep.stack_size) or seeds
+        total = len(runs) // seeds * -(-seeds // size)
     return f"{num}/{total}"
 
 

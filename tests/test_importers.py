@@ -200,7 +200,7 @@ def test_import_csv_errors(tmp_path):
         import_csv(path, {**MAPPING, "n_params": "Parameters"}, constants={"metric": "acc"})
     with pytest.raises(ValueError, match="'size' is not a results-table column"):
         import_csv(path, {**MAPPING, "size": "Params"}, constants={"metric": "acc"})
-    with pytest.raises(ValueError, match="say where 'metric' comes from"):
+    with pytest.raises(ValueError, match=r"the file has no 'metric' column; map one onto it \(--map metric=COLUMN"):
         import_csv(path, MAPPING)
     bad = tmp_path / "bad.csv"
     bad.write_text("Model,Params,Benchmark,Accuracy,Stderr\na,10,t,high,0.1\n")
@@ -314,6 +314,28 @@ def test_wide_table_errors_are_one_line(wide_csv, mapping, constants, msg):
     with pytest.raises(ValueError, match=msg) as e:
         import_csv(wide_csv, mapping, constants=constants)
     assert "\n" not in str(e.value) and str(wide_csv) in str(e.value)
+
+
+def test_wide_table_keeps_every_model_reading_columns_named_as_the_schema_names_them(tmp_path):
+    """One row per model, one column per task and metric, and no step: every cell is a measurement. Columns already
+    called `model` and `n_params` are read as those columns, so no model overwrites another."""
+    p = tmp_path / "wide.csv"
+    p.write_text("model,n_params,arc_easy/acc,lambada/acc\n" + "".join(
+        f"m{i},{10 ** (6 + i / 2):.0f},{0.25 + i / 20},{0.1 + i / 10}\n" for i in range(6)))
+    df = import_csv(p, {"value": "{task}/{metric}"})
+    assert len(df) == 12 and sorted(set(df["model"])) == [f"m{i}" for i in range(6)]
+    assert df["n_params"].notna().all() and one(df, model="m5", task="lambada")["value"] == pytest.approx(0.6)
+    long = tmp_path / "long.csv"  # a long table whose columns carry the schema's names needs no mapping at all
+    long.write_text("model,n_params,task,metric,value\na,10,t,acc,0.1\nb,100,t,acc,0.5\n")
+    assert list(import_csv(long, {})["value"]) == [0.1, 0.5]
+
+
+def test_rows_that_would_overwrite_each_other_are_refused_not_dropped(tmp_path):
+    p = tmp_path / "w.csv"
+    p.write_text("size,arc/acc\n1,0.2\n2,0.3\n")  # nothing tells the two models apart
+    with pytest.raises(ValueError, match=r"2 rows share a run, step, task and metric .*--map model=COLUMN"):
+        import_csv(p, {"value": "{task}/{metric}"})
+    assert list(import_csv(p, {"value": "{task}/{metric}", "n_params": "size"})["value"]) == [0.2, 0.3]
 
 
 def test_wide_table_two_columns_for_one_measurement_are_refused(tmp_path):

@@ -13,7 +13,7 @@ import torch
 from analysis.schema import validate
 from emergence import checkpoint as ckpt
 from emergence.config import compose
-from emergence.sweep import expand_grid, plan
+from emergence.sweep import expand_grid, plan, stacked_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,22 +148,34 @@ def test_ddp_two_cpu_processes_match_one(tmp_path, text_file):
 
 @pytest.mark.slow
 def test_stacked_sweep_trains_the_seeds_of_a_size_in_one_job(tmp_path):
-    grid = [*TINY_GRID, "seed=0,1", f"paths.results={tmp_path}"]
-    # l1d8 (1,840 parameters) is stacked; l1d12 (above the limit) trains its seeds one after another in its job
-    p = emergence("sweep", *grid, "sweep.stack_seeds=true", "sweep.stack_max_params=2000")
+    grid = [*TINY_GRID, "seed=0,1,2", f"paths.results={tmp_path}"]
+    # l1d8 (1,840 parameters) is stacked, its seeds in groups of at most 2 (sweep.stack_size): jobs [0, 1] and [2];
+    # l1d12 (above the limit) trains its seeds one after another in its jobs
+    p = emergence("sweep", *grid, "sweep.stack_seeds=true", "sweep.stack_max_params=2000", "sweep.stack_size=2")
     assert p.returncode == 0, p.stderr[-3000:]
-    assert p.stderr.count("[job ") == 2 and "seeds [0, 1] stacked" in p.stderr and "one after another" in p.stderr
+    assert p.stderr.count("[job ") == 4 and "[job 4/4]" in p.stderr
+    assert "seeds [0, 1] stacked" in p.stderr and "seeds [2] stacked" in p.stderr and "one after another" in p.stderr
     runs = pd.read_parquet(tmp_path / "smoke" / "runs.parquet")
     _, planned = plan(grid)
     assert sorted(runs["run_id"]) == sorted(r["run_id"] for r in planned)  # the same runs as without stacking
-    assert list(runs["status"]) == ["done"] * 4
+    assert list(runs["status"]) == ["done"] * 6
     for _, r in runs.iterrows():
         st = json.loads((tmp_path / "smoke" / "runs" / r["run_id"] / "status.json").read_text())
-        assert st.get("stacked_with") == (2 if r["model"] == "l1d8" else None)
+        want = None if r["model"] != "l1d8" else 2 if r["seed"] < 2 else 1
+        assert st.get("stacked_with") == want, (r["run_id"], st.get("stacked_with"))
     res = pd.read_parquet(tmp_path / "smoke" / "results.parquet")
-    assert set(res["run_id"]) == set(runs["run_id"]) and set(res["seed"]) == {0, 1}
+    assert set(res["run_id"]) == set(runs["run_id"]) and set(res["seed"]) == {0, 1, 2}
     p = emergence("sweep", *grid, "sweep.seeds=[0,1]")
     assert p.returncode == 2 and "sweep.seeds is set by `emergence sweep`" in p.stderr
+    p = emergence("sweep", *grid, "sweep.stack_seeds=true", "sweep.stack_size=-1")
+    assert p.returncode == 2 and "sweep.stack_size must be 0" in p.stderr
+
+
+def test_stacked_overrides_fold_the_seed_axis_into_groups_of_stack_size():
+    runs = [{"seed": s} for s in (0, 1, 2, 3, 4)]
+    assert stacked_overrides(["model=a,b", "seed=0,1,2,3,4"], runs) == ["model=a,b", "seed=0", "sweep.seeds=[0,1,2,3,4]"]
+    assert stacked_overrides(["model=a,b", "seed=0,1,2,3,4"], runs, 2)[-1] == "sweep.seeds=[0,1],[2,3],[4]"
+    assert stacked_overrides(["model=a"], [{"seed": 0}], 2) == ["model=a"]  # one seed: nothing to fold
 
 
 def test_the_default_demo_is_the_design_the_study_chose_with_six_stacked_seeds():
