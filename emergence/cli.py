@@ -176,7 +176,7 @@ def cmd_report(args) -> int:
     folder = Path(args.sweep_dir)
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder; give a sweep folder such as results/cpu_demo")
-    paths = write_report(folder)
+    paths = write_report(folder, strict=True)
     print(f"wrote {paths.get('html', folder / 'report.html')}")
     return 0
 

@@ -189,11 +189,53 @@ def compose(overrides: list[str] | None = None, *, config_name: str = "config",
     from hydra import compose as hydra_compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ConfigAttributeError, ValidationError
+
     GlobalHydra.instance().clear()
-    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []),
-                            return_hydra_config=return_hydra_config)
+    overrides = list(overrides or [])
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            cfg = hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=return_hydra_config)
+    except ConfigCompositionException as e:
+        cause, text = e.__cause__, str(e.__cause__)
+        where = re.search(r"full_key: (\S+)", text)
+        if isinstance(cause, ConfigAttributeError) and where and "not in" in text:
+            kind = re.search(r"not in '(\w+)'", text)
+            raise ConfigError(unknown_key(where.group(1), globals().get(kind.group(1)) if kind else None)) from None
+        if isinstance(cause, ValidationError) and where and "could not be converted to" in text:
+            given = re.search(r"Value '([^']*)'", text)
+            want = re.search(r"converted to (\w+)", text).group(1)
+            raise ConfigError(f"{where.group(1)} takes {TYPE_WORDS.get(want, want)}, got "
+                              f"{given.group(1) if given else 'another type'!r}") from None
+        raise
+    for o in overrides:  # `+key=value` adds a key; Hydra accepts it anywhere, a schema only where it has the field
+        key = o.split("=", 1)[0]
+        if not key.startswith("+") or "/" in key or "@" in key or key.lstrip("+").startswith("hydra."):
+            continue
+        parent_path, _, leaf = key.lstrip("+").rpartition(".")
+        parent = OmegaConf.select(cfg, parent_path) if parent_path else cfg
+        schema = OmegaConf.get_type(parent) if isinstance(parent, DictConfig) else None
+        if dataclasses.is_dataclass(schema) and leaf not in {f.name for f in dataclasses.fields(schema)}:
+            raise ConfigError(unknown_key(key.lstrip("+"), schema))
     return cfg
+
+
+TYPE_WORDS = {"Integer": "an integer (write 1000000000, not 1e9)", "Float": "a number", "Boolean": "true or false",
+              "String": "text"}
+
+
+def unknown_key(full_key: str, schema) -> str:
+    """"train has no key lrr; did you mean lr?": one line for a key that no schema defines."""
+    import difflib
+
+    parent, _, leaf = full_key.rpartition(".")
+    where = parent or "the config"
+    fields = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
+    near = difflib.get_close_matches(leaf, fields, n=1)
+    hint = (f"did you mean {parent + '.' if parent else ''}{near[0]}?" if near else
+            f"its keys: {', '.join(fields)}" if fields else "check the name")
+    return f"{where} has no key {leaf}; {hint} (a key no schema defines would change the run id and train again)"
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -238,3 +238,21 @@ def test_the_loss_views_w0_is_a_setting_in_nats(tmp_path):
     assert (pd.read_csv(written["flags"])["w0"] == 0.5).all()
     with pytest.raises(ConfigError, match="analysis.loss_w0 must be a positive"):
         validate(compose(["analysis.loss_w0=0"]))
+
+
+@pytest.mark.parametrize("damage", ["truncated results", "no results", "garbage runs"])
+def test_report_on_broken_input_fails_in_one_line_and_writes_nothing(tmp_path, capsys, damage):
+    folder = tmp_path / "sweep"
+    example = Path(__file__).resolve().parents[1] / "results" / "example"
+    folder.mkdir()
+    for name in ("results.parquet", "runs.parquet", "flags.csv", "fits.csv", "meta.json"):
+        shutil.copy(example / name, folder / name)
+    name = "runs.parquet" if "runs" in damage else "results.parquet"
+    if damage == "no results":
+        (folder / name).unlink()
+    else:
+        (folder / name).write_bytes((folder / name).read_bytes()[:2000] if "truncated" in damage else b"garbage")
+    assert main(["report", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{folder / name} " in err and "rerun" in err, err
+    assert not (folder / "report.html").exists() and not (folder / "plots").exists()

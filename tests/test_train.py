@@ -104,7 +104,12 @@ def test_text_source_trains_and_never_reads_heldout(tiny, text_file):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("train.bogus=1", "bogus"),
+    ("train.bogus=1", "train has no key bogus"),
+    ("train.lrr=1", "train has no key lrr; did you mean train.lr?"),
+    ("+train.lrr=1", "train has no key lrr; did you mean train.lr?"),  # Hydra's own advice, followed
+    ("+seeed=1", "the config has no key seeed; did you mean seed?"),
+    ("train.lr=abc", "train.lr takes a number, got 'abc'"),
+    ("train.max_steps=1e9", "train.max_steps takes an integer"),
     ("train.max_steps=abc", "max_steps"),
     ("model.n_head=3", "not divisible"),
     ("train.max_steps=-5", "non-negative"),

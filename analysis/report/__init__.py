@@ -20,22 +20,26 @@ from pathlib import Path
 
 from analysis.report.document import md_code, md_escape, render_html, render_md
 from analysis.report.figures import make_figures
-from analysis.report.inputs import load_sweep
+from analysis.report.inputs import load_sweep, refuse_broken
 from analysis.report.sections import build_document
 
 __all__ = ["write_report", "load_sweep", "build_document", "make_figures", "render_html", "render_md", "md_escape",
            "md_code"]
 
-def write_report(sweep_dir, *, analyses: dict | None = None) -> dict[str, Path]:
+def write_report(sweep_dir, *, analyses: dict | None = None, strict: bool = False) -> dict[str, Path]:
     """Write `plots/*.png` and `plots/*.svg`, `report.html` (self-contained) and `report.md` into `sweep_dir`.
 
     analyses: optional results already computed, which take precedence over the files: {"flags": DataFrame,
     "fits": DataFrame, "transitions" | "loss" | "resolution" | "backtest": DataFrame, "scaling_fit": FitResult
     (or a dict of them; a FitResult's x says whether it is against n_params or flops; a "chinchilla" one draws
     the compute-optimal frontier)}.
+    strict: refuse (ValueError, one line, nothing written) a folder whose results.parquet is missing, or any of whose
+    files is damaged; without it (the end of a sweep) such a file is reported in its section.
     Returns {"html": path, "md": path, "plots/<name>.png": path, "plots/<name>.svg": path, ...}.
     """
     sw = load_sweep(sweep_dir, analyses)
+    if strict:
+        refuse_broken(sw)
     plots_dir = sw.folder / "plots"
     figs = make_figures(sw, plots_dir)
     doc = build_document(sw)

@@ -72,6 +72,16 @@ def _read_csv(path: Path) -> pd.DataFrame:
         return pd.DataFrame()
 
 
+def refuse_broken(sw: Sweep) -> None:
+    """ValueError naming the first file the report cannot stand on: results.parquet missing, or any file damaged."""
+    for name, why in sw.notes.items():
+        if why.startswith(("could not be read", "is not a valid")) or (name == "results.parquet" and
+                                                                      why == "not found"):
+            raise ValueError(f"{sw.folder / name} {why.split(' (')[0] if why.startswith('could') else why}; "
+                             "rerun the step that writes it (`emergence sweep` resumes and rebuilds the tables, "
+                             "`emergence analyze` the flags) and then the report")
+
+
 def load_sweep(folder, analyses: dict | None = None) -> Sweep:
     """Everything the report shows, read from a sweep folder (and `analyses`, which take precedence)."""
     folder = Path(folder)
