@@ -315,6 +315,26 @@ def _interval(draws: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     return np.nanquantile(draws, q, axis=0), np.nanquantile(draws, 1 - q, axis=0)
 
 
+def _around(predicted, lo, hi) -> tuple[np.ndarray, np.ndarray]:
+    """An interval that holds its own point: where the bootstrap's fits all fall on one side of the fit to the data
+    (a skewed or biased bootstrap near a bound), the percentile interval is stretched to reach the prediction."""
+    predicted = np.asarray(predicted, dtype=float)
+    return np.fmin(lo, predicted), np.fmax(hi, predicted)
+
+
+def check_arguments(method: str, via: str | None, level: float, n_boot: int) -> None:
+    """One line for arguments no forecast can use, before anything is fitted."""
+    if method not in ("auto", *METHODS):
+        raise ValueError(f"method must be auto, two_step or direct, got {method!r}")
+    if method == "two_step" and not via:
+        raise ValueError("method two_step needs via: the task loss metric (e.g. --via answer_nll or bits_per_byte)")
+    if not 0 < level < 1:
+        raise ValueError(f"the interval level must be between 0 and 1 (0.95 for 95%), got {level:g}")
+    if isinstance(n_boot, bool) or int(n_boot) != n_boot or n_boot < 1:
+        raise ValueError(f"the intervals come from bootstrap fits: n_boot must be a positive integer (200 is the "
+                         f"default), got {n_boot}")
+
+
 # ------------------------------------------------------------------------------------------------------ the API
 def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None = None, method: str = "auto",
              level: float = 0.95, floor: float | None = None, n_boot: int = 200, seed: int = 0,
@@ -328,12 +348,7 @@ def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None 
     makes the answer certain. method: two_step (needs via), direct, or auto (by rolling-origin backtest; `backtest`, if
     given, is that of `forecast_backtest` with the same arguments)."""
     at = check_targets(at)
-    if not 0 < level < 1:
-        raise ValueError(f"level must be between 0 and 1, got {level}")
-    if method not in ("auto", *METHODS):
-        raise ValueError(f"method must be auto, two_step or direct, got {method!r}")
-    if method == "two_step" and not via:
-        raise ValueError("method two_step needs via: the task loss metric (e.g. answer_nll or bits_per_byte)")
+    check_arguments(method, via, level, n_boot)
     _check_levels(metric, floor, ceiling)
     final, points = ladder(results, task, metric, via)
     bounds = schema.metric_bounds(metric)
@@ -348,11 +363,12 @@ def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None 
                     ceiling=ceiling, higher=_higher(metric))
     p = model.predict(at)
     lo, hi, unseen = model.interval(p, level)
+    lo, hi = _around(p["predicted"], lo, hi)
     out = pd.DataFrame({"task": task, "metric": metric, "n_params": at["n_params"], "tokens": at["tokens"],
                         "predicted": p["predicted"], "lo": lo, "hi": hi, "method": model.name,
                         "rise_unseen": unseen})
     if "via" in p:
-        vlo, vhi = _interval(p["via_draws"], level)
+        vlo, vhi = _around(p["via"], *_interval(p["via_draws"], level))
         out = out.assign(via_predicted=p["via"], via_lo=vlo, via_hi=vhi)
     return out
 
@@ -377,6 +393,8 @@ def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | 
     method on the runs smaller than size k (all budgets) and predict every run of size k. One row per (method,
     origin, predicted run): BACKTEST_COLUMNS."""
     methods = list(methods or (METHODS if via else ("direct",)))
+    for method in methods:
+        check_arguments(method, via, level, n_boot)
     _check_levels(metric, floor, ceiling)
     final, points = ladder(results, task, metric, via)
     bounds = schema.metric_bounds(metric)
@@ -394,6 +412,7 @@ def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | 
                 continue  # too few runs below this origin for this method: no prediction, nothing to score
             p = model.predict(targets)
             lo, hi, unseen = model.interval(p, level)
+            lo, hi = _around(p["predicted"], lo, hi)
             actual = targets["value"].to_numpy(float)
             err = p["predicted"] - actual
             for i, (_, r) in enumerate(targets.iterrows()):
@@ -446,6 +465,7 @@ def write_forecast(results: pd.DataFrame, out_dir, at, task: str, metric: str, v
 
     out_dir = Path(out_dir)
     at = check_targets(at)
+    check_arguments(method, via, level, n_boot)
     bt = forecast_backtest(results, task, metric, via, methods=[method] if method != "auto" else None, level=level,
                            floor=floor, n_boot=n_boot, seed=seed, use_flops="flops" in at.columns, ceiling=ceiling)
     pred = forecast(results, at, task, metric, via, method, level, floor, n_boot, seed, backtest=bt, ceiling=ceiling)

@@ -195,6 +195,9 @@ def parse_target(text: str) -> dict[str, float]:
     return out
 
 
+TASK_LOSSES = {"answer_nll", "bits_per_byte"}  # a task's own losses, which `forecast --via` can route through
+
+
 def cmd_forecast(args) -> int:
     import pandas as pd
 
@@ -221,6 +224,11 @@ def cmd_forecast(args) -> int:
                          ceiling=args.ceiling)
     with pd.option_context("display.width", 160, "display.max_colwidth", 60):
         print(out["forecast"].to_string(index=False))
+        losses = sorted(set(results.loc[results["task"] == args.task, "metric"].astype(str)) & TASK_LOSSES)
+        if args.via is None and losses:
+            print(f"note: {args.task} also has {' and '.join(losses)} measured; --via {losses[0]} (with --ceiling 1 "
+                  "when it is the answer's own loss) forecasts through the task's loss, two_step, and the backtest "
+                  "then chooses between the methods")
         if out["forecast"]["rise_unseen"].any():
             print("rise unseen: the ladder has not begun the rise (its fitted curve is not 10% of the way up), so "
                   "where it lies past the ladder is not in the data; those intervals reach the ceiling")

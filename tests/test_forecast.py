@@ -364,3 +364,43 @@ def test_the_report_judges_the_intervals_of_a_ladder_that_had_seen_the_rise_apar
     assert "Of the other 10, 50% held, 0.2 wide on average." in md and "too narrow here" in md
     cov = fc.coverage(bt).iloc[0]
     assert (cov["n_rise_unseen"], cov["coverage_seen"], cov["mean_width_seen"]) == (10, 0.5, pytest.approx(0.2))
+
+
+def test_every_interval_holds_its_own_point_on_the_committed_example():
+    """Past the committed example's largest size, the bootstrap's refitted losses all lie below the loss the data
+    fit gives (a skewed bootstrap near the bound 0): the percentile interval alone misses its point."""
+    from pathlib import Path
+
+    import analysis as an
+
+    res = an.load_results(Path(__file__).resolve().parents[1] / "results" / "example")
+    at = pd.DataFrame({"n_params": [2e4, 1e5], "tokens": [6e6, 6e6]})
+    out = fc.forecast(res, at, "add2", "exact_match", via="answer_nll", method="two_step", ceiling=1.0, n_boot=100)
+    for p, lo, hi in (("predicted", "lo", "hi"), ("via_predicted", "via_lo", "via_hi")):
+        assert (out[lo] <= out[p]).all() and (out[p] <= out[hi]).all(), out[[p, lo, hi]]
+    assert (out["hi"] <= 1).all() and (out["via_lo"] >= 0).all()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "two_step"], "method two_step needs via"),
+    (["--level", "1.5"], "the interval level must be between 0 and 1 (0.95 for 95%), got 1.5"),
+    (["--n-boot", "0"], "n_boot must be a positive integer"),
+])
+def test_cli_arguments_no_forecast_can_use_are_refused_in_words(lad, tmp_path, capsys, args, message):
+    from emergence.cli import main
+
+    lad.to_parquet(tmp_path / "results.parquet")
+    assert main(["forecast", str(tmp_path), "--task", "t", "--metric", "exact_match", "--at",
+                 "n_params=6e8,tokens=3e9", *args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "forecast.csv").exists()
+
+
+def test_cli_says_when_the_task_has_a_loss_to_forecast_through(lad, tmp_path, capsys):
+    from emergence.cli import main
+
+    lad.to_parquet(tmp_path / "results.parquet")
+    assert main(["forecast", str(tmp_path), "--task", "t", "--metric", "exact_match", "--n-boot", "30", "--at",
+                 "n_params=6e8,tokens=3e9"]) == 0
+    assert "note: t also has answer_nll measured; --via answer_nll" in capsys.readouterr().out
