@@ -94,7 +94,15 @@ def cmd_probe(args) -> int:
         raise UsageError("give a run folder (results/<sweep>/runs/<run_id>) or --hf PATH_OR_NAME --out SWEEP_DIR")
     from emergence.probe import probe_cli  # when the verb runs: the CLI starts without torch
 
-    return probe_cli(Path(args.run_dir), args.overrides)
+    run_dir = Path(args.run_dir)
+    code = probe_cli(run_dir, args.overrides)
+    sweep = run_dir.resolve().parent.parent
+    if code == 0 and run_dir.resolve().parent.name == "runs" and (sweep / "grid.json").exists():
+        from emergence.sweep import aggregate  # the sweep's tables hold the new rows, as a sweep's end leaves them
+
+        rows = aggregate(sweep).get("results", 0)
+        print(f"{sweep / 'results.parquet'}: rebuilt, {rows} rows; `emergence analyze {sweep}` judges them")
+    return code
 
 
 def cmd_sweep(args) -> int:

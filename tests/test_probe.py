@@ -228,7 +228,14 @@ def test_probe_cli_and_generate(tiny, tmp_path):
     p = subprocess.run([sys.executable, "-m", "emergence", "probe", str(folder), "probe.n=8", "probe.generate_n=2",
                         "probe.steps=[12]"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
-    assert "steps [12]" in p.stdout
+    assert "steps [12]" in p.stdout and "rebuilt" not in p.stdout  # a run outside a sweep: no sweep tables to rebuild
+    sweep = folder.parent.parent
+    (sweep / "grid.json").write_text(json.dumps({"runs": [{"run_id": folder.name, "model": "l1d8", "seed": 0}],
+                                                 "overrides": []}))
+    p = subprocess.run([sys.executable, "-m", "emergence", "probe", str(folder), "probe.n=8", "probe.generate_n=2",
+                        "probe.steps=[4]"], capture_output=True, text=True)
+    assert p.returncode == 0 and f"{sweep / 'results.parquet'}: rebuilt" in p.stdout, p.stderr
+    assert 4 in set(pd.read_parquet(sweep / "results.parquet")["step"])  # the new rows reach the sweep's table
     p = subprocess.run([sys.executable, "-m", "emergence", "generate", str(folder / "checkpoints" / "step_12.pt"),
                         "C:abc123=", "--max-new-tokens", "8"], capture_output=True, text=True)
     assert p.returncode == 0 and len(p.stdout.strip("\n")) <= 8
