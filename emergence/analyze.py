@@ -101,7 +101,7 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
             command: str | None = None) -> dict[str, Path]:
     """Fit scaling laws and flag emergence; write fits.csv, flags.csv (and each view's CSV).
 
-    Our own results (a sweep folder, or a results table) are analysed where they are: the outputs go into the
+    Our own results (a sweep folder, or a results table) are analyzed where they are: the outputs go into the
     sweep folder, or the folder of the table. An import (`source` "lm-eval" or "csv") becomes a folder that
     `emergence report` reads as it reads a sweep: the imported table as `results.parquet`, the record of the import
     as `meta.json` (`write_import`), and the analysis beside them. That folder is `out` if given; else the folder
@@ -120,7 +120,7 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
         raise ConfigError(f"unknown source {source!r}; use one of: results, {', '.join(IMPORT_SOURCES)}")
     if out is not None and source not in IMPORT_SOURCES:
         raise ConfigError("--out is where an import (--from lm-eval or csv) is written; a sweep's own results are "
-                          "analysed in their folder")
+                          "analyzed in their folder")
     if source == "results":  # whatever comes out, it is not the sweep's last analysis
         (path if path.is_dir() else path.parent).joinpath(ANALYSIS_KEY).unlink(missing_ok=True)
     if source == "lm-eval":
@@ -133,7 +133,7 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
         values = measured(df)[x].dropna().unique()
         if len(values) == 1:
             raise ConfigError(f"{path}: every measured row has {x}={values[0]}, so there is nothing to compare: "
-                              "add sizes to the sweep (model=a,b,c) or analyse another axis (--x tokens)")
+                              "add sizes to the sweep (model=a,b,c) or analyze another axis (--x tokens)")
     if not len(measured(df)):
         raise ConfigError(f"{path}: the results table has no measured values (every row is NaN or from a failed run)")
     written: dict[str, Path] = {}

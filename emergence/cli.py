@@ -6,18 +6,19 @@ A bad argument or config gives one line on stderr and exit status 2, never a tra
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-VERBS = {
+VERBS = {  # in the order `emergence --help` lists them
     "train": "train one run from the config and overrides (resumes if it was stopped)",
+    "sweep": "train, probe, aggregate, analyze and report a family of runs (default experiment: cpu_demo)",
     "probe": "probe the checkpoints of a run not yet probed, or Hugging Face models (--hf) into a sweep folder",
-    "sweep": "train, probe, aggregate, analyse and report a family of runs (default experiment: cpu_demo)",
     "status": "show each run of a sweep: done, running, failed (with its error), not started",
     "analyze": "fit scaling laws and flag emergent abilities in a sweep folder or results table",
-    "report": "write plots, report.html and report.md for a sweep folder",
     "stability": "how often a verdict survives: judge disjoint sets of runs of one sweep (stability.csv)",
     "budget": "does a jump move with the token budget: compare a sweep with its sizes trained longer (budget.csv)",
+    "report": "write plots, report.html and report.md for a sweep folder",
     "forecast": "predict a larger model's score on a task from a ladder of runs, with a backtested interval",
     "export": "write a checkpoint as a Hugging Face folder (transformers' from_pretrained reads it)",
     "generate": "continue a prompt from a checkpoint (greedy or sampled)",
@@ -267,6 +268,10 @@ def cmd_export(args) -> int:
 def cmd_generate(args) -> int:
     from emergence.probe import generate_text  # when the verb runs: the CLI starts without torch
 
+    if not args.temperature >= 0:
+        raise UsageError(f"--temperature must be 0 (greedy) or positive (sampled), got {args.temperature}")
+    if args.max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     print(generate_text(Path(args.checkpoint), args.prompt, max_new_tokens=args.max_new_tokens,
                         temperature=args.temperature, seed=args.seed))
     return 0
@@ -284,8 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="emergence",
         description="Train a family of GPT sizes, probe every checkpoint on held-out tasks, fit scaling laws and "
                     "flag emergent abilities with their evidence.",
-        epilog="verbs:\n" + "\n".join(f"  {k:<9} {v}" for k, v in VERBS.items()) +
-               "\n\nRun 'emergence VERB --help' for a verb's arguments.",
+        epilog="Run 'emergence VERB --help' for a verb's arguments.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="verb", metavar="VERB")
 
@@ -313,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default=None, metavar="SWEEP_DIR", help="with --hf: the sweep folder to write")
     q.set_defaults(fn=cmd_probe)
     q = sub.add_parser("status", help=VERBS["status"], description=VERBS["status"])
-    q.add_argument("sweep_dir")
+    q.add_argument("sweep_dir", help="a sweep folder, results/<sweep> (with --watch it may not exist yet)")
     q.add_argument("--watch", action="store_true",
                    help="redraw a table of the runs (state, step, loss, tokens/s, ETA) until every run has finished")
     q.add_argument("--interval", type=float, default=None, metavar="S", help="with --watch: seconds between looks "
@@ -322,8 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("analyze", help=VERBS["analyze"], description=VERBS["analyze"])
     q.add_argument("path", help="a sweep folder, results.parquet/.csv, an lm-evaluation-harness JSON (or folder), "
                                 "or a CSV with --from csv")
-    q.add_argument("--x", default="n_params", choices=["n_params", "flops", "tokens", "loss"])
-    q.add_argument("--from", dest="source", default="results", choices=["results", "lm-eval", "csv"])
+    q.add_argument("--x", default="n_params", choices=["n_params", "flops", "tokens", "loss"],
+                   help="the axis the jumps are judged along (default n_params: across sizes)")
+    q.add_argument("--from", dest="source", default="results", choices=["results", "lm-eval", "csv"],
+                   help="what PATH is (default results: a sweep folder or results table of this tool)")
     q.add_argument("--view", action="append", choices=["transitions", "loss", "resolution", "backtest"],
                    help="also write this view's CSV (repeatable)")
     q.add_argument("--map", action="append", default=[], metavar="COLUMN=SOURCE",
@@ -351,23 +357,26 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("budget", help=VERBS["budget"], description=VERBS["budget"] + ". For every all-or-nothing "
                        "metric and every size both hold: runs that acquired it under each budget, and Fisher's exact "
                        "test of the difference. Writes budget.csv into BASE; the report shows it.")
-    q.add_argument("base", help="a sweep folder or results table")
-    q.add_argument("more", help="the same sizes (some of them) trained on more tokens: a sweep folder or results table")
+    q.add_argument("base", metavar="SWEEP_DIR", help="a sweep folder or results table")
+    q.add_argument("more", metavar="LONGER_DIR",
+                   help="the same sizes (some of them) trained on more tokens: a sweep folder or results table")
     q.set_defaults(fn=cmd_budget)
     q = sub.add_parser("report", help=VERBS["report"], description=VERBS["report"])
-    q.add_argument("sweep_dir")
+    q.add_argument("sweep_dir", help="a sweep folder (or the folder an import wrote), with its results.parquet")
     q.set_defaults(fn=cmd_report)
     q = sub.add_parser("forecast", help=VERBS["forecast"], description=VERBS["forecast"] + ". Writes forecast.csv "
                        "and forecast_backtest.csv beside the input (analysis/README.md, Forecast).")
     q.add_argument("path", help="a sweep folder or results table: a ladder of sizes (x budgets) with checkpoints")
-    q.add_argument("--task", required=True)
+    q.add_argument("--task", required=True, help="the task to predict, as the results table names it")
     q.add_argument("--metric", required=True, help="the score to predict, e.g. exact_match or acc")
     q.add_argument("--via", default=None, metavar="LOSS",
                    help="the loss of the two-step route: a metric of the task (answer_nll, bits_per_byte) or "
                         "TASK:METRIC of another task (lambada_openai:perplexity; a perplexity enters as its log)")
     q.add_argument("--at", action="append", required=True, metavar="n_params=N,tokens=D",
                    help="a model to predict (repeatable)")
-    q.add_argument("--method", default="auto", choices=["auto", "two_step", "direct"])
+    q.add_argument("--method", default="auto", choices=["auto", "two_step", "direct"],
+                   help="two_step: through the task's loss (needs --via); direct: a sigmoid in compute; auto (the "
+                        "default): the one with the smaller backtest error")
     q.add_argument("--floor", type=float, default=None, help="the metric's chance level (multiple choice), else fitted")
     q.add_argument("--ceiling", type=float, default=None,
                    help="the score at zero loss (two_step), else fitted: 1 when --via is the answer's own loss")
@@ -384,10 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(fn=cmd_export)
     q = sub.add_parser("generate", help=VERBS["generate"], description=VERBS["generate"])
     q.add_argument("checkpoint", help="a checkpoint file, .../checkpoints/step_<N>.pt")
-    q.add_argument("prompt")
-    q.add_argument("--max-new-tokens", type=int, default=32)
-    q.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("prompt", help="the text to continue, e.g. 'A:12+34=' for a task-trained model")
+    q.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate at most (default 32)")
+    q.add_argument("--temperature", type=float, default=0.0, help="0 (the default): greedy; above 0: sampled")
+    q.add_argument("--seed", type=int, default=0, help="seed of the sampling (with --temperature above 0)")
     q.set_defaults(fn=cmd_generate)
     q = sub.add_parser("bench", help=VERBS["bench"], description=VERBS["bench"])
     q.add_argument("--out", default=None, help="write the measurements as JSON here")
@@ -414,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"emergence {args.verb}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`emergence status ... | head`): stop quietly, as `cat` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except _expected_errors() as e:
         return _fail(args.verb, one_line(e))
 

@@ -207,12 +207,19 @@ class _PlainTable:
 
 
 def print_status(folder: Path) -> int:
-    """`emergence status SWEEP_DIR`: each run's state from the files alone (works from a cluster's login node)."""
-    require_sweep_folder(folder)
-    runs = load_runs(folder)
+    """`emergence status SWEEP_DIR`: each run's state from the files alone (works from a cluster's login node). A
+    folder without its runs' folders (a copied or committed sweep) is read from its runs.parquet, as aggregated."""
+    recorded = not (folder / "runs").is_dir() and not (folder / "grid.json").exists() and \
+        (folder / "runs.parquet").is_file()
+    if not recorded:
+        require_sweep_folder(folder)
+    runs = pd.read_parquet(folder / "runs.parquet") if recorded else load_runs(folder)
+    if recorded:
+        print(f"{folder}: the runs as runs.parquet recorded them (the run folders are not here)")
     print(f"{'run_id':<28} {'model':<12} {'seed':>4} {'status':<12} {'step':>12} {'wall':>8}  error")
     for _, r in runs.iterrows():
-        step = latest_step(folder / "runs" / r["run_id"])
+        step = r["max_steps"] if recorded and r["status"] == "done" else "-" if recorded else \
+            latest_step(folder / "runs" / r["run_id"])
         steps = r.get("max_steps")
         prog = f"{step}/{int(steps)}" if steps == steps and steps is not None else str(step)
         wall = f"{r['wall_s']:.0f}s" if r["wall_s"] == r["wall_s"] else "-"
@@ -224,9 +231,18 @@ def print_status(folder: Path) -> int:
 
 def watch(folder: Path, interval: float = 2.0, stream=None) -> int:
     """`emergence status SWEEP_DIR --watch`: show the status table every `interval` seconds until every run has
-    finished (done, failed or diverged) or Ctrl-C."""
-    require_sweep_folder(folder)
+    finished (done, failed or diverged) or Ctrl-C. A folder that does not exist yet (the sweep is starting) is
+    waited for."""
     stream = stream or sys.stdout
+    try:
+        if not folder.exists():
+            print(f"waiting for {folder} to appear (the sweep writes it when it starts); Ctrl-C to stop",
+                  file=stream, flush=True)
+        while not folder.exists():
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return 0
+    require_sweep_folder(folder)
     view = _LiveTable(stream) if is_terminal(stream) else _PlainTable(stream)
     try:
         with view:

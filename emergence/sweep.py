@@ -272,6 +272,11 @@ def run_sweep(overrides: list[str], *, dry_run: bool = False) -> int:
     meta["wall_s"] = time.time() - t0
     write_json(meta_path, meta)
     print_summary(summary, time.time() - t0, skipped=len(runs) - len(todo))
+    report = folder / "report.html"
+    if first.sweep.analyze and report.exists():
+        print(f"report: {report}", file=sys.stderr)
+    elif not first.sweep.analyze:
+        print(f"analysis: `emergence analyze {folder}`, then `emergence report {folder}`", file=sys.stderr)
     return 0 if (summary["status"] == "done").all() else 1
 
 
@@ -402,7 +407,7 @@ def threads_for_launcher() -> int:
 
 
 class SweepCallback(Callback):
-    """Aggregate, analyse and report once the launcher has run every job (also after failures)."""
+    """Aggregate, analyze and report once the launcher has run every job (also after failures)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         folder = sweep_dir(config)

@@ -272,9 +272,29 @@ def test_cli_watch_runs_until_done_and_one_shot_status_is_unchanged(tmp_path, ca
     (["--interval", "1"], "give --watch too"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
-    target = tmp_path / "missing" if "is not" in message else make_sweep(tmp_path)
+    target = tmp_path / "not_a_sweep" if "is not" in message else make_sweep(tmp_path)
+    target.mkdir(exist_ok=True)
     assert main(["status", str(target), *args]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert len(captured.err.splitlines()) == 1 and message in captured.err
     assert captured.err.startswith("emergence status: error: ")
+
+
+@pytest.mark.timeout(60)
+def test_watch_started_before_the_sweep_waits_for_its_folder(tmp_path, monkeypatch):
+    """A user starts `status --watch` in a second terminal before the sweep has written its folder."""
+    looks = []
+    real_sleep = live.time.sleep
+
+    def sleep(seconds):
+        looks.append(seconds)
+        if len(looks) == 2:
+            make_sweep(tmp_path, states=("done",))
+        real_sleep(0)
+
+    monkeypatch.setattr(live.time, "sleep", sleep)
+    out = io.StringIO()
+    assert live.watch(tmp_path / "demo", interval=0.01, stream=out) == 0
+    text = out.getvalue()
+    assert text.startswith(f"waiting for {tmp_path / 'demo'} to appear") and text.splitlines()[-1] == "1 of 1 runs done"

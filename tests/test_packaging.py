@@ -10,14 +10,21 @@ ROOT = Path(__file__).resolve().parents[1]
 VERBS = ["train", "probe", "sweep", "status", "analyze", "report", "generate", "bench"]
 
 
-def test_help_lists_every_verb():
+def test_help_lists_every_verb_once_and_every_argument_says_what_it_is():
+    from emergence.cli import build_parser
+
     p = subprocess.run([sys.executable, "-m", "emergence", "--help"], capture_output=True, text=True)
     assert p.returncode == 0
     for verb in VERBS:
-        assert f"  {verb} " in p.stdout, verb
+        assert p.stdout.count(f"\n    {verb} ") == 1, verb  # listed once
+    assert "analyse" not in p.stdout
     for verb in VERBS:
         q = subprocess.run([sys.executable, "-m", "emergence", verb, "--help"], capture_output=True, text=True)
         assert q.returncode == 0 and "usage: emergence " + verb in q.stdout
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    silent = [f"{verb} {a.dest}" for verb, q in sub.choices.items() for a in q._actions
+              if a.dest != "help" and not a.help]
+    assert not silent, silent
 
 
 @pytest.mark.slow
@@ -37,3 +44,14 @@ def test_wheel_carries_configs_and_composes_outside_the_checkout(tmp_path):
                        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
     assert q.returncode == 0, q.stderr[-2000:]
     assert q.stdout.strip() == "smoke"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--temperature", "-1"], "--temperature must be 0 (greedy) or positive"),
+    (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
+])
+def test_generate_refuses_settings_that_cannot_sample(tmp_path, capsys, args, message):
+    from emergence.cli import main
+
+    assert main(["generate", str(tmp_path / "step_1.pt"), "A:1+2=", *args]) == 2
+    assert message in capsys.readouterr().err

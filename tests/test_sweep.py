@@ -1,6 +1,7 @@
 """`emergence sweep` end to end: the smoke experiment, skip/resume, launchers, status, dry run, DDP."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,7 @@ def test_smoke_sweep_end_to_end_then_skip(tmp_path):
     p = emergence("sweep", "experiment=smoke", f"paths.results={tmp_path}")
     assert p.returncode == 0, p.stderr[-3000:]
     folder = tmp_path / "smoke"
+    assert f"report: {folder / 'report.html'}" in p.stderr  # the last line says where to look
     runs = pd.read_parquet(folder / "runs.parquet")
     assert len(runs) == 4 and (runs["status"] == "done").all()
     assert runs["n_params"].is_monotonic_increasing or runs["n_params"].nunique() == 4
@@ -81,6 +83,12 @@ def test_smoke_sweep_end_to_end_then_skip(tmp_path):
     # status from files alone
     s = emergence("status", str(folder))
     assert s.returncode == 0 and s.stdout.count(" done ") == 4
+    # a sweep folder copied without its run folders (as results/example is committed): read from runs.parquet
+    copy = tmp_path / "copied"
+    copy.mkdir()
+    shutil.copy(folder / "runs.parquet", copy / "runs.parquet")
+    s = emergence("status", str(copy))
+    assert s.returncode == 0 and s.stdout.count(" done ") == 4 and "as runs.parquet recorded them" in s.stdout
 
 
 TINY_GRID = ["experiment=smoke", "train.max_steps=8", "train.ckpt_log_until=2", "train.ckpt_every=4",
