@@ -295,7 +295,7 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
     width_text = (f"W = {fmt(W, 2)} {unit} [{fmt(Wlo, 2)}, {fmt(Whi, 2)}] against W0 = {fmt(w0, 2)} "
                   f"(p = {fmt(res.p_value, 2)} for W < W0, {fmt(res.p_smooth, 2)} for W > W0; parametric bootstrap, "
                   f"{res.n_boot} draws at W = W0)")
-    rise_text = (f"rises from {fmt(floor_u)} to {fmt(ceil_u)} around {x_name} = {fmt(jump_at)} "
+    rise_text = (f"{'rises' if hib else 'falls'} from {fmt(floor_u)} to {fmt(ceil_u)} around {x_name} = {fmt(jump_at)} "
                  f"[{fmt(jlo)}, {fmt(jhi)}]")
     verdict, why = _decide(res, p_flat, n_low, n_high, gap, w0, alpha, min_side, rise_text, width_text,
                            size_word, unit, what="point(s)")
@@ -396,7 +396,7 @@ def flag_along(runs: list[dict], *, higher_is_better: bool, bounds=None, x_name:
         F, C = float(res.floor[j]), float(res.ceiling[j])
         floor_u, ceil_u = (F, C) if hib else (-F, -C)
         at, lo, hi = 10 ** res.t0[j], 10 ** res.t0_lo[j], 10 ** res.t0_hi[j]
-        rise = (f"rises from {fmt(floor_u)} to {fmt(ceil_u)} around {x_name} = {fmt(at)} [{fmt(lo)}, {fmt(hi)}]")
+        rise = (f"{'rises' if hib else 'falls'} from {fmt(floor_u)} to {fmt(ceil_u)} around {x_name} = {fmt(at)} [{fmt(lo)}, {fmt(hi)}]")
         verdict, why = _decide(res, res.p_flat, n_low, n_high, gap, w0, alpha, min_side, rise, width_text,
                                "checkpoints", "decades", what="checkpoint(s)", whose="this run's")
         out[k] = {"x": x_name, "verdict": verdict, "jump_at": at, "jump_lo": lo, "jump_hi": hi, "width": res.width,

@@ -149,6 +149,12 @@ def check_config(folder: Path, label: str) -> dict:
         raise ModelRefused(f"probing Hugging Face models needs transformers: {HF_EXTRA}") from None
     path = folder / "config.json"
     if not path.is_file():
+        revisions = sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / "config.json").is_file()) \
+            if folder.is_dir() else []
+        if revisions:
+            shown = ",".join(revisions[:4]) + (",..." if len(revisions) > 4 else "")
+            raise ModelRefused(f"{label}: {folder} has no config.json, but {len(revisions)} subfolder(s) do: probe "
+                               f"them as revisions, --revision {shown}")
         raise ModelRefused(f"{label}: {folder} has no config.json; it is not a Hugging Face model folder")
     cfg = _read_json(path, label)
     if cfg.get("auto_map"):

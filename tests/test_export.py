@@ -153,14 +153,17 @@ def test_bad_inputs_are_refused_with_one_line_and_nothing_written(tmp_path):
     assert (full / "keep.txt").read_text() == "mine"
 
 
-def test_cli_exports_into_an_empty_folder_and_says_where(tmp_path, capsys):
+def test_cli_exports_into_an_empty_folder_and_says_where(tmp_path, capfd):
     path, _ = make_checkpoint(tmp_path / "run", pos="rotary", tie=False)
     (tmp_path / "hf").mkdir()
     (tmp_path / ".hf.export-999999999" / "x").mkdir(parents=True)  # left by an export killed long ago
     assert ex.export_cli(str(path), str(tmp_path / "hf")) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "run"]
-    said = capsys.readouterr().out
+    said, err = capfd.readouterr()
     assert "GPTNeoXForCausalLM" in said and "step 5" in said and "from_pretrained" in said
+    assert "sequence length" not in err and "transformers" not in err, err  # the check's sample is ours to compare
+    modes = {f.name: f.stat().st_mode & 0o777 for f in (tmp_path / "hf").iterdir()}
+    assert len(set(modes.values())) == 1 and modes["model.safetensors"] & 0o044, modes  # one mode for every file
     meta = json.loads((tmp_path / "hf" / "emergence.json").read_text())
     assert meta["step"] == 5 and meta["run_id"] == "r0" and meta["tokenizer"] == "chars"
     assert meta["n_params"] == n_params(GPTConfig(**meta["model_config"]))

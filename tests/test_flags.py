@@ -492,3 +492,11 @@ def test_a_continuous_metric_that_jumps_elsewhere_does_not_rule_out_a_mirage():
     assert tok["verdict"] == "emergent" or tok["per_run"] == "abrupt", tok["evidence"]
     assert tok["jump_lo"] > e["jump_hi"]  # a later rise
     assert pd.isna(e["mirage"]), e["evidence"]
+
+
+def test_a_loss_is_said_to_fall_not_to_rise():
+    rng = np.random.default_rng(3)
+    x = np.repeat(np.logspace(3, 5, 9), 3)
+    y = 2.0 - 1.7 / (1 + np.exp(-(np.log10(x) - 4) * 4)) + rng.normal(0, 0.02, x.size)
+    row = flag_curve(x, y, higher_is_better=False, seeds=np.tile([0, 1, 2], 9), n_boot=40)
+    assert "falls from 1.9" in row["evidence"] and "rises from" not in row["evidence"], row["evidence"]

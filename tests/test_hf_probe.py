@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -244,6 +245,10 @@ def test_refusals_are_one_line_and_write_nothing(hub, tmp_path):
     with pytest.raises(ModelRefused, match="needs --out"):
         probe_hf_cli(argparse.Namespace(hf=[str(hub["neox"])], revision=None, out=None, run_dir=None))
     _refused([str(hub["neox"])], out, ["step1000", "step9999"], match="no revision 'step9999'")
+    revisions_only = tmp_path / "revisions-only"  # a suite's revisions as subfolders, nothing at the top
+    shutil.copytree(hub["neox"] / "step1000", revisions_only / "step1000")
+    shutil.copytree(hub["neox"] / "step2000", revisions_only / "step2000")
+    _refused([str(revisions_only)], out, match="2 subfolder.s. do: probe them as revisions, --revision step1000,step2000")
     _refused(["nobody/not-a-cached-model"], out, match="local Hugging Face cache")
 
     bert = tmp_path / "bert"
