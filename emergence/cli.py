@@ -57,11 +57,43 @@ def _bytes(b: float) -> str:
     return f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
 
 
+def list_experiments() -> int:
+    """`--list-experiments`: each experiment of sweeps/experiment/ with the first sentence of its comment."""
+    import importlib.resources
+
+    folder = importlib.resources.files("sweeps") / "experiment"
+    for f in sorted((p for p in folder.iterdir() if p.name.endswith(".yaml")), key=lambda p: p.name):
+        lines = [ln[1:].strip() for ln in f.read_text().splitlines() if ln.startswith("#") and "@package" not in ln]
+        about = lines[0].rstrip(",;:") if lines else ""
+        print(f"{f.name[:-5]:<15} {about}")
+    return 0
+
+
+def show_config(overrides: list[str], grid: bool = False) -> int:
+    """`--show-config`: the composed config of the overrides (`grid`: a sweep's first point), as YAML, checked."""
+    from omegaconf import OmegaConf
+
+    from emergence.config import compose, validate  # when the verb runs: the CLI starts without torch
+    from emergence.sweep import expand_grid
+
+    points = expand_grid(list(overrides))[1] if grid else [list(overrides)]
+    cfg = compose(points[0])
+    validate(cfg)
+    if len(points) > 1:
+        print(f"# the first of {len(points)} points of the grid: {' '.join(points[0])}")
+    print(OmegaConf.to_yaml(cfg), end="")
+    return 0
+
+
 def cmd_train(args) -> int:
     from emergence.config import compose, run_dir, validate  # when the verb runs: the CLI starts without torch
     from emergence.device import check_run_memory, pick_device  # when the verb runs: the CLI starts without torch
     from emergence.train import train  # when the verb runs: the CLI starts without torch
 
+    if args.list_experiments:
+        return list_experiments()
+    if args.show_config:
+        return show_config(args.overrides)
     cfg = compose(args.overrides)
     derived = validate(cfg)
     if args.dry_run:
@@ -108,6 +140,12 @@ def cmd_probe(args) -> int:
 
 def cmd_sweep(args) -> int:
     from emergence.sweep import run_sweep  # when the verb runs: the CLI starts without torch
+
+    if args.list_experiments:
+        return list_experiments()
+    if args.show_config:
+        given = any(o.split("=", 1)[0].lstrip("+") == "experiment" for o in args.overrides)
+        return show_config(args.overrides if given else ["experiment=cpu_demo", *args.overrides], grid=True)
 
     return run_sweep(args.overrides, dry_run=args.dry_run)
 
@@ -295,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def dry(q):
         q.add_argument("--dry-run", action="store_true", help="list what would run, with estimates, and exit")
+        q.add_argument("--show-config", action="store_true",
+                       help="print the composed config (a sweep's first point) as YAML, and exit")
+        q.add_argument("--list-experiments", action="store_true",
+                       help="list the experiments (experiment=NAME) with what each is for, and exit")
 
     for verb, fn in (("train", cmd_train), ("sweep", cmd_sweep)):
         q = sub.add_parser(verb, help=VERBS[verb], description=VERBS[verb])

@@ -55,3 +55,16 @@ def test_generate_refuses_settings_that_cannot_sample(tmp_path, capsys, args, me
 
     assert main(["generate", str(tmp_path / "step_1.pt"), "A:1+2=", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_experiments_are_listed_and_the_composed_config_is_shown(capsys):
+    from emergence.cli import main
+
+    assert main(["sweep", "--list-experiments"]) == 0
+    names = [ln.split()[0] for ln in capsys.readouterr().out.splitlines()]
+    assert names == sorted(p.stem for p in (ROOT / "sweeps" / "experiment").glob("*.yaml"))
+    assert main(["sweep", "--show-config", "train.tokens=7e6"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# the first of 36 points of the grid: experiment=cpu_demo train.tokens=7e6 model=l1d24")
+    assert "  tokens: 7000000.0\n" in out and "  name: l1d24\n" in out
+    assert main(["train", "--show-config", "model=l1d8", "train.lrr=3"]) == 2  # checked as a run would be
