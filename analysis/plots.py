@@ -48,7 +48,7 @@ STYLE = {
     "legend.fontsize": 8, "figure.titlesize": 10.5, "axes.spines.top": False, "axes.spines.right": False,
     "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5, "axes.axisbelow": True, "lines.linewidth": 1.5,
     "lines.markersize": 4.5, "legend.frameon": False, "savefig.dpi": DPI, "figure.dpi": DPI,
-    "svg.fonttype": "none", "axes.prop_cycle": matplotlib.cycler(color=[OKABE_ITO[k] for k in (
+    "svg.fonttype": "none", "svg.hashsalt": "emergence", "axes.prop_cycle": matplotlib.cycler(color=[OKABE_ITO[k] for k in (
         "blue", "orange", "green", "vermillion", "purple", "sky", "yellow", "black")]),
 }
 

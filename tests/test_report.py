@@ -393,3 +393,17 @@ def test_fits_in_another_layout_are_named_not_guessed(tmp_path):
     sw = report.load_sweep(tmp_path)
     assert sw.fits is None
     assert "no 'param', 'value', 'lo', 'hi' column" in sw.notes["fits.csv"] and "rerun" in sw.notes["fits.csv"]
+
+def test_figures_drawn_in_a_second_process_are_the_bytes_one_process_draws(tmp_path):
+    """`write_report` draws part of the figures in a spawned process from the files: the same PNG and SVG bytes as
+    drawing them here (SVG ids come from a fixed salt, so a rerun gives the same bytes too)."""
+    from analysis.report.figures import IN_SECOND_PROCESS, make_figures
+    from analysis.report.inputs import load_sweep
+
+    root = make_sweep(tmp_path / "two", sizes=SIZES[:4], with_views=False)
+    report.write_report(root, workers=2)
+    here = make_figures(load_sweep(root), tmp_path / "here", keep=IN_SECOND_PROCESS.__contains__)
+    assert {"training", "heatmap", "family"} <= set(here)
+    for key in here:
+        for ext in ("png", "svg"):
+            assert (root / "plots" / f"{key}.{ext}").read_bytes() == (tmp_path / "here" / f"{key}.{ext}").read_bytes()

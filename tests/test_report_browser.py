@@ -83,13 +83,20 @@ class Page:
                               "const top = h => h.getBoundingClientRect().top + window.scrollY; "
                               "return hs.map((h, i) => ({id: h.id, top: top(h), end: i + 1 < hs.length ? "
                               "top(hs[i + 1]) : document.documentElement.scrollHeight})); })()")
+        size = self.page.viewport_size
         width = self.evaluate("document.documentElement.clientWidth")
         out = []
-        for s in spans:
-            path = SCREENSHOTS[0] / f"{name}-section-{s['id']}.png"
-            self.page.screenshot(path=str(path), full_page=True, clip={
-                "x": 0, "y": s["top"], "width": width, "height": max(1, min(s["end"] - s["top"], most))})
-            out.append(path)
+        try:  # a viewport as tall as the section, scrolled to it: a full-page capture per section re-renders the
+            for s in spans:  # whole page each time (a minute on a 21,000 px report)
+                path = SCREENSHOTS[0] / f"{name}-section-{s['id']}.png"
+                height = max(1, int(min(s["end"] - s["top"], most)))
+                self.page.set_viewport_size({"width": size["width"], "height": height})
+                scrolled = self.evaluate(f"(() => {{ window.scrollTo(0, {s['top']}); return window.scrollY; }})()")
+                self.page.screenshot(path=str(path), clip={"x": 0, "y": s["top"] - scrolled, "width": width,
+                                                           "height": height})
+                out.append(path)
+        finally:
+            self.page.set_viewport_size(size)
         return out
 
     def close(self) -> None:

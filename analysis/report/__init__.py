@@ -16,23 +16,27 @@ network at all: images come from data URIs, styles are inline.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from analysis.report.document import md_code, md_escape, render_html, render_md
-from analysis.report.figures import make_figures
+from analysis.report.figures import draw_figures, make_figures
 from analysis.report.inputs import load_sweep, refuse_broken
 from analysis.report.sections import build_document
 
 __all__ = ["write_report", "load_sweep", "build_document", "make_figures", "render_html", "render_md", "md_escape",
            "md_code"]
 
-def write_report(sweep_dir, *, analyses: dict | None = None, strict: bool = False) -> dict[str, Path]:
+def write_report(sweep_dir, *, analyses: dict | None = None, strict: bool = False,
+                 workers: int | None = None) -> dict[str, Path]:
     """Write `plots/*.png` and `plots/*.svg`, `report.html` (self-contained) and `report.md` into `sweep_dir`.
 
     analyses: optional results already computed, which take precedence over the files: {"flags": DataFrame,
     "fits": DataFrame, "transitions" | "loss" | "resolution" | "backtest": DataFrame, "scaling_fit": FitResult
     (or a dict of them; a FitResult's x says whether it is against n_params or flops; a "chinchilla" one draws
     the compute-optimal frontier)}.
+    workers: processes drawing the figures (default: 2 where the machine has 2 cores or more and the figures come
+    from the files alone, else 1).
     strict: refuse (ValueError, one line, nothing written) a folder whose results.parquet is missing, or any of whose
     files is damaged; without it (the end of a sweep) such a file is reported in its section.
     Returns {"html": path, "md": path, "plots/<name>.png": path, "plots/<name>.svg": path, ...}.
@@ -41,7 +45,9 @@ def write_report(sweep_dir, *, analyses: dict | None = None, strict: bool = Fals
     if strict:
         refuse_broken(sw)
     plots_dir = sw.folder / "plots"
-    figs = make_figures(sw, plots_dir)
+    if workers is None:
+        workers = 2 if (os.cpu_count() or 1) >= 2 and not analyses else 1
+    figs = draw_figures(sw, plots_dir, workers=workers if not analyses else 1)
     doc = build_document(sw)
     title = f"Sweep report: {sw.folder.name}"
     html_text = render_html(doc, figs, title)

@@ -46,9 +46,13 @@ def fig_key(prefix: str, name: str) -> str:
     return f"{prefix}_{tables.slug(name, 30)}_{digest}"
 
 
-def make_figures(sw: Sweep, plots_dir: Path) -> dict[str, FigureFile]:
+def make_figures(sw: Sweep, plots_dir: Path, keep=None) -> dict[str, FigureFile]:
+    """Draw and save the report's figures; `keep(key)`: which to draw (None: all of them)."""
     plots_dir.mkdir(parents=True, exist_ok=True)
     figs: dict[str, FigureFile] = {}
+
+    def add(key, title, caption, folder, make):
+        return _figure(key, title, caption, folder, make) if keep is None or keep(key) else None
     res, runs, flags = sw.results, sw.runs, sw.flags
 
     def need_results():
@@ -64,7 +68,7 @@ def make_figures(sw: Sweep, plots_dir: Path) -> dict[str, FigureFile]:
             fit_labels[x] = (f"$E + A {var}^{{-\\alpha}}$, $\\alpha$ = {plots.fmt_num(fit.params['alpha'], 3)}"
                              + (f" [{plots.fmt_num(lo, 2)}, {plots.fmt_num(hi, 2)}]" if np.isfinite(lo) else ""))
     optimal = compute_optimal_curve(sw.chinchilla, res["flops"]) if res is not None and sw.chinchilla else None
-    figs["scaling"] = _figure(
+    figs["scaling"] = add(
         "scaling", "Scaling of held-out loss",
         "(a) Final held-out LM loss of every completed run against parameters (faint: seeds; filled: mean with 95% "
         "interval) and the fitted power law with its 95% bootstrap band. (b) The loss of every run along training "
@@ -73,7 +77,7 @@ def make_figures(sw: Sweep, plots_dir: Path) -> dict[str, FigureFile]:
         + (" and the compute-optimal frontier of the Chinchilla fit" if optimal is not None else "") + ".",
         plots_dir, lambda: plots.plot_scaling(need_results(), runs, fits=sw.scaling_fits, optimal=optimal,
                                               fit_labels=fit_labels))
-    figs["capability"] = _figure(
+    figs["capability"] = add(
         "capability", "Capability against scale, every metric beside exact match",
         "Each task's metrics at the final checkpoint against parameters: faint points are seeds, filled points the "
         "mean over seeds with a 95% interval, the dashed curve a fitted law where there is one; a flagged jump is "
@@ -84,7 +88,7 @@ def make_figures(sw: Sweep, plots_dir: Path) -> dict[str, FigureFile]:
                                                  fits=sw.fits))
     for task in emergent_tasks(sw):
         x = _flag_x(sw, task)
-        figs[fig_key("capability", task)] = _figure(
+        figs[fig_key("capability", task)] = add(
             fig_key("capability", task), f"{task} against scale",
             f"Every metric of this task against {plots.X_LABELS.get(x, x)} at the final checkpoint (faint: seeds; "
             "filled: mean with 95% interval), the flagged jump shaded over the 95% interval of its location and "
@@ -94,24 +98,24 @@ def make_figures(sw: Sweep, plots_dir: Path) -> dict[str, FigureFile]:
     heat_metric = tables.heatmap_metric(res, runs=runs) if res is not None else "exact_match"
     heat_label = plots.METRIC_LABELS.get(heat_metric, heat_metric)
     heat_label = heat_label[:1].upper() + heat_label[1:]
-    figs["heatmap"] = _figure(
+    figs["heatmap"] = add(
         "heatmap", f"{heat_label} by task and size",
         f"{heat_label} at the final checkpoint, mean over seeds, for every task (rows) and model size (columns).",
         plots_dir, lambda: plots.plot_heatmap(need_results(), heat_metric, runs=runs))
-    figs["training"] = _figure(
+    figs["training"] = add(
         "training", "Training curves",
         "Held-out LM loss and each task's metrics against training tokens (log axis), one line per run, coloured by "
         "size. Dotted lines ending in a cross are runs that failed or diverged. Triangles mark phase changes "
         "flagged within a run (transitions view), with the bar over their interval.",
         plots_dir, lambda: plots.plot_training(need_results(), runs=runs, transitions=sw.views.get("transitions")))
     if sw.views.get("loss") is not None:
-        figs["loss_threshold"] = _figure(
+        figs["loss_threshold"] = add(
             "loss_threshold", "Capability against held-out loss",
             "Every checkpoint of every size, its metric against its held-out LM loss (high loss on the left), with "
             "the loss threshold \u03b7 and its 95% interval where one was found (Du et al. 2024).",
             plots_dir, lambda: plots.plot_loss_threshold(need_results(), loss_panels(sw.views["loss"]), runs=runs))
     if sw.views.get("backtest") is not None:
-        figs["backtest"] = _figure(
+        figs["backtest"] = add(
             "backtest", "Backtest: predicting the largest sizes from the smaller ones",
             "Measured means over seeds (black) and, for each held-out size, the prediction of the law fitted on the "
             "smaller sizes with its 95% interval (vermillion).",
@@ -120,22 +124,53 @@ def make_figures(sw: Sweep, plots_dir: Path) -> dict[str, FigureFile]:
     if fb is not None and {"method", "predicted", "actual", "n_params"} <= set(fb.columns) and len(fb):
         best = forecast.choose_method(fb)
         shown = fb[fb["method"].astype(str).str.startswith(best)].rename(columns={"method": "law"})
-        figs["forecast"] = _figure(
+        figs["forecast"] = add(
             "forecast", "Forecast backtest: each size predicted from the smaller ones",
             f"Rolling-origin backtest of `emergence forecast` ({best}, the method with the smaller error): each "
             "run's measured value (black) and its prediction from the runs of every smaller size, with the 95% "
             "prediction interval (vermillion).",
             plots_dir, lambda: plots.plot_backtest(shown, None))
     if sw.views.get("resolution") is not None:
-        figs["resolution"] = _figure(
+        figs["resolution"] = add(
             "resolution", "Infinite-resolution view",
             "log(\u2212log P) of the mean answer probability P at the final checkpoint against parameters, per task, "
             "with the least-squares line of the task scaling law (Hu et al. 2023). A straight line is predictable; a "
             "downward bend is accelerated emergence.",
             plots_dir, lambda: plots.plot_resolution(_resolution_points(sw), sw.views["resolution"]))
     if runs is not None:
-        figs["family"] = _figure("family", "Model family", "The model family of this sweep.", plots_dir,
+        figs["family"] = add("family", "Model family", "The model family of this sweep.", plots_dir,
                                  lambda: plots.plot_family_table(runs))
+    return {k: v for k, v in figs.items() if v is not None}
+
+
+IN_SECOND_PROCESS = frozenset({"training", "heatmap", "family", "resolution"})  # about half the drawing time
+
+
+def _draw_from_files(folder: str, keys: frozenset) -> dict[str, FigureFile]:
+    """The figures `keys` of the sweep in `folder`, drawn in a second process from the files alone."""
+    from analysis.report.inputs import load_sweep
+
+    return make_figures(load_sweep(folder), Path(folder) / "plots", keep=keys.__contains__)
+
+
+def draw_figures(sw: Sweep, plots_dir: Path, workers: int = 1) -> dict[str, FigureFile]:
+    """`make_figures`, with `workers` 2 drawing part of them in a second process (spawned: matplotlib and the
+    tables start clean) from the sweep's files, beside this one. Each figure is drawn by the same code from the same
+    tables either way, so the files are the same bytes."""
+    if workers < 2:
+        return make_figures(sw, plots_dir)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from concurrent.futures.process import BrokenProcessPool
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        other = pool.submit(_draw_from_files, str(sw.folder), IN_SECOND_PROCESS)
+        figs = make_figures(sw, plots_dir, keep=lambda k: k not in IN_SECOND_PROCESS)
+        try:
+            figs.update(other.result())
+        except BrokenProcessPool:  # no second process here (a main module spawn cannot import): draw them here
+            figs.update(make_figures(sw, plots_dir, keep=IN_SECOND_PROCESS.__contains__))
     return figs
 
 
