@@ -456,11 +456,24 @@ def coverage(backtest: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     return out.reset_index().assign(level=level)[COVERAGE_COLUMNS]
 
 
+def _with_other_tasks(frame: pd.DataFrame, path, task: str, metric: str) -> pd.DataFrame:
+    """`frame` (one task and metric) after the rows `path` already holds for other tasks or metrics: a forecast of
+    add3 does not erase that of add2. A file that cannot be read is replaced."""
+    try:
+        old = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return frame
+    if not {"task", "metric"} <= set(old.columns) or not len(old):
+        return frame
+    other = old[(old["task"].astype(str) != str(task)) | (old["metric"].astype(str) != str(metric))]
+    return pd.concat([other, frame], ignore_index=True) if len(other) else frame
+
+
 def write_forecast(results: pd.DataFrame, out_dir, at, task: str, metric: str, via: str | None = None,
                    method: str = "auto", level: float = 0.95, floor: float | None = None, n_boot: int = 200,
                    seed: int = 0, ceiling: float | None = None) -> dict[str, pd.DataFrame]:
     """`forecast` and `forecast_backtest` of one task, written to `out_dir` as forecast.csv and
-    forecast_backtest.csv (each replaced whole, or not at all); returns the two tables and the coverage."""
+    forecast_backtest.csv (the rows of this task and metric replaced, those of others kept; each file replaced whole, or not at all); returns the two tables and the coverage."""
     from pathlib import Path
 
     out_dir = Path(out_dir)
@@ -471,6 +484,6 @@ def write_forecast(results: pd.DataFrame, out_dir, at, task: str, metric: str, v
     pred = forecast(results, at, task, metric, via, method, level, floor, n_boot, seed, backtest=bt, ceiling=ceiling)
     for frame, name in ((pred, "forecast.csv"), (bt, "forecast_backtest.csv")):
         tmp = out_dir / f".{name}.tmp"
-        frame.to_csv(tmp, index=False)
+        _with_other_tasks(frame, out_dir / name, task, metric).to_csv(tmp, index=False)
         tmp.replace(out_dir / name)
     return {"forecast": pred, "backtest": bt, "coverage": coverage(bt, level)}

@@ -148,11 +148,37 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
     else:
         out_dir = path if path.is_dir() else path.parent
     settings = settings or folder_settings(out_dir, given)
+    kept = keep_other_axis(out_dir / "flags.csv", x)
+    if kept:
+        print(kept, file=sys.stderr)
     written.update(an.run_analysis(df, out_dir, x=x, views=views, runs=_maybe_runs(out_dir),
                                    instances=_maybe(out_dir / "instances.parquet"),
                                    flag_options={**task_options(df), **settings.options.kwargs()}))
     written["flag_options"] = settings.write(out_dir)
     return written
+
+
+def keep_other_axis(flags: Path, x: str) -> str:
+    """Before flags along `x` replace `flags` (flags.csv) judged along another axis, keep that file as
+    flags.<axis>.csv; returns the line that says so ("" when nothing was kept)."""
+    try:
+        axes = set(pd.read_csv(flags, usecols=["x"])["x"].astype(str)) if flags.exists() else set()
+    except (ValueError, OSError, pd.errors.ParserError):
+        return ""
+    if not axes or axes == {x}:
+        return ""
+    name = f"flags.{'+'.join(sorted(axes))}.csv"
+    flags.replace(flags.with_name(name))
+    return f"kept the flags judged along {', '.join(sorted(axes))} as {flags.with_name(name)}; flags.csv is along {x}"
+
+
+def keep_previous(path: Path) -> str:
+    """Keep an existing `path` (stability.csv) as <stem>.previous<suffix> before it is replaced; the line saying so."""
+    if not path.exists():
+        return ""
+    kept = path.with_name(f"{path.stem}.previous{path.suffix}")
+    path.replace(kept)
+    return f"kept the previous {path.name} as {kept}"
 
 
 def import_folder(path: Path, out: Path | None = None) -> Path:
@@ -306,7 +332,10 @@ def stability_cli(path: Path, *, runs_per_size: int, replicates: int | None = No
     print("settings: " + "; ".join(settings.describe()))
     table = stability(df, runs_per_size, replicates, seed=seed, **{**task_options(df), **settings.options.kwargs(loss_view=False)})
     out = (path if path.is_dir() else path.parent) / "stability.csv"
+    kept = keep_previous(out)
     write_csv(table, out)
+    if kept:
+        print(kept)
     with pd.option_context("display.width", 160, "display.max_rows", 200):
         print(table[["task", "metric", "modal", "modal_share", "modal_lo", "modal_hi", "verdicts"]].to_string(
             index=False))

@@ -39,8 +39,6 @@ DESIGNS: dict[str, list[str]] = {
     "t6m_6": ["train.tokens=6e6", "model=l1d24,l1d14,l1d10,l1d8,l1d7,l1d6", "train.ckpt_every=1000"],
     "t6m_6_s17": ["train.tokens=6e6", "model=l1d24,l1d14,l1d10,l1d8,l1d7,l1d6", "train.ckpt_every=1000",
                   "data.seq_len=17"],
-    # 5 sizes (the 6 of t7m_6 without l1d24) in stacks of 3 seeds: 10 equal jobs, 5 per worker
-    "t7m_5": ["train.tokens=7e6", "model=l1d14,l1d10,l1d8,l1d7,l1d6", "train.ckpt_every=1000", "sweep.stack_size=3"],
 }
 
 

@@ -32,6 +32,12 @@ def test_analyze_pythia_evals_folder(tmp_path):
     flags = pd.read_csv(src / "flags.csv")
     assert len(flags) and set(flags["verdict"]) <= {"emergent", "smooth", "flat", "inconclusive"}
     assert "wrote" in p.stdout
+    # judged along another axis, the flags along parameters are kept under their axis's name, and said so
+    p = run(str(src), "--x", "flops", "--n-boot", "50")
+    assert p.returncode == 0, p.stderr
+    assert f"kept the flags judged along n_params as {src / 'flags.n_params.csv'}" in p.stderr
+    assert pd.read_csv(src / "flags.n_params.csv").equals(flags)
+    assert set(pd.read_csv(src / "flags.csv")["x"]) == {"flops"}
 
 
 def test_analyze_csv_with_mapping(tmp_path):

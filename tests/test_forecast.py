@@ -404,3 +404,13 @@ def test_cli_says_when_the_task_has_a_loss_to_forecast_through(lad, tmp_path, ca
     assert main(["forecast", str(tmp_path), "--task", "t", "--metric", "exact_match", "--n-boot", "30", "--at",
                  "n_params=6e8,tokens=3e9"]) == 0
     assert "note: t also has answer_nll measured; --via answer_nll" in capsys.readouterr().out
+
+
+def test_a_forecast_of_another_metric_keeps_the_rows_of_the_first(lad, tmp_path):
+    at = pd.DataFrame({"n_params": [6e8], "tokens": [3e9]})
+    for metric in ("exact_match", "answer_nll", "exact_match"):
+        fc.write_forecast(lad, tmp_path, at, "t", metric, method="direct", n_boot=30)
+    pred, bt = pd.read_csv(tmp_path / "forecast.csv"), pd.read_csv(tmp_path / "forecast_backtest.csv")
+    assert sorted(pred["metric"]) == ["answer_nll", "exact_match"]  # one row each: the rerun replaced its own
+    assert set(bt["metric"]) == {"answer_nll", "exact_match"}
+    assert not bt.duplicated(["metric", "method", "origin", "run_id"]).any()

@@ -83,6 +83,11 @@ def test_stability_cli_writes_the_table_and_refuses_a_pool_too_small(tmp_path):
     assert p.returncode == 0, p.stderr
     st = pd.read_csv(tmp_path / "stability.csv")
     assert len(st) == 2 and (st["replicates"] == 2).all()
+    p = subprocess.run([sys.executable, "-m", "emergence", "stability", str(path), "--runs-per-size", "1",
+                        "--replicates", "3"], capture_output=True, text=True)
+    assert p.returncode == 0 and f"kept the previous stability.csv as {tmp_path / 'stability.previous.csv'}" in p.stdout
+    assert pd.read_csv(tmp_path / "stability.previous.csv").equals(st)  # the earlier table, not lost
+    assert (pd.read_csv(tmp_path / "stability.csv")["replicates"] == 3).all()
     bad = subprocess.run([sys.executable, "-m", "emergence", "stability", str(path), "--runs-per-size", "3"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "smallest pool" in bad.stderr
