@@ -106,7 +106,7 @@ FLAG_COLUMNS = ["task", "metric", "x", "verdict", "jump_at", "jump_lo", "jump_hi
                 "evidence"]
 EXTRA_COLUMNS = ["w0", "floor", "ceiling", "p_smooth", "p_flat", "step_max", "step_allowed", "step_p",
                  "share_by_size", "share_width", "per_run_p", "loss_separates", "em_measured", "em_predicted",
-                 "answer_length", "noise", "q_family"]
+                 "answer_length", "noise", "q_family", "reason"]
 
 
 # ---------------------------------------------------------------------------------------------------- the grid

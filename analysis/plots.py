@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from pathlib import Path
 
 import matplotlib
@@ -90,10 +91,14 @@ def save_figure(fig: Figure, stem, *, formats=("png", "svg")) -> list[Path]:
         with style():
             for i, fmt in enumerate(formats):
                 path = stem.with_suffix("." + fmt)
+                # written beside, then renamed over the name: a kill leaves the old file or the new one, never half
+                # of one, and a link at that name is replaced, not followed to a file outside the folder
+                tmp = path.with_name(f".{path.name}.tmp")
                 meta = {"Software": None} if fmt == "png" else {"Date": None, "Creator": None} if fmt == "svg" else {}
-                fig.savefig(path, format=fmt, dpi=DPI, metadata=meta)
+                fig.savefig(tmp, format=fmt, dpi=DPI, metadata=meta)
                 if fmt == "png":
-                    _palette_png(path)
+                    _palette_png(tmp)
+                os.replace(tmp, path)
                 out.append(path)
                 if i == 0 and engine is not None:
                     # the layout is solved; keep it for the other formats instead of solving it again (the slow part)

@@ -85,36 +85,38 @@ def _intersect(a: jumps.WidthTest, b: jumps.WidthTest, prefer_a: bool) -> jumps.
 
 
 def _decide(res, p_flat, n_low, n_high, gap, w0, alpha, min_side, rise, width_text, size_word, unit,
-            what: str = "point(s)", whose: str = "the") -> tuple[str, str]:
-    """The verdict and its reason. Spacing is evidence, not an override: where the calibrated test rejects
+            what: str = "point(s)", whose: str = "the") -> tuple[str, str, str]:
+    """The verdict, its evidence sentence and its short reason (the `reason` column). Spacing is evidence, not an override: where the calibrated test rejects
     W >= W0 the rise is a jump however far apart the sizes are (the test's null already holds every rise W0 wide
     that fits between them); only where it cannot reject is wide spacing the reason it could not."""
     narrow = res.width_hi < w0 and res.p_value <= alpha
     wide_gap = gap > w0 / 2 + DECADE_TOL
     if p_flat > alpha:
-        return "flat", f"nothing rises beyond noise: the best curve beats a constant with p = {fmt(p_flat, 2)}"
+        return ("flat", f"nothing rises beyond noise: the best curve beats a constant with p = {fmt(p_flat, 2)}",
+                "no rise beyond noise")
     if narrow and n_low >= min_side and n_high >= min_side:
         why = f"a jump: {rise}; {width_text}"
         if wide_gap:
             why += (f"; {whose} {size_word} around the rise are {fmt(gap, 2)} {unit} apart, and the test rejects a "
                     "rise W0 wide across them")
-        return "emergent", why
+        return "emergent", why, "narrower than W0"
     if narrow:
         side = "floor" if n_low < min_side else "ceiling"
         return "inconclusive", (f"narrower than W0, but {whose} {side} is not observed ({n_low} {what} on the floor, "
-                                f"{n_high} on the ceiling; {min_side} each are needed): {rise}; {width_text}")
+                                f"{n_high} on the ceiling; {min_side} each are needed): {rise}; {width_text}"), \
+            f"{side} not observed"
     if res.width_lo > w0 and res.p_smooth <= alpha:
-        return "smooth", f"a gradual rise: {rise}; {width_text}"
+        return "smooth", f"a gradual rise: {rise}; {width_text}", "wider than W0"
     if wide_gap:
         return "inconclusive", (f"the test cannot tell, and {whose} {size_word} around the rise are {fmt(gap, 2)} "
                                 f"{unit} apart, more than W0/2 = {fmt(w0 / 2, 2)}: too far apart to resolve W0; "
-                                f"{rise}; {width_text}")
-    return "inconclusive", f"the interval of W straddles W0: {rise}; {width_text}"
+                                f"{rise}; {width_text}"), f"{size_word} too far apart"
+    return "inconclusive", f"the interval of W straddles W0: {rise}; {width_text}", "W's interval straddles W0"
 
 
-def _blank(x_name, verdict, evidence, n_sizes=0, n_runs=0, w0=W0) -> dict:
+def _blank(x_name, verdict, evidence, n_sizes=0, n_runs=0, w0=W0, reason="") -> dict:
     row = {c: np.nan for c in FLAG_COLUMNS + EXTRA_COLUMNS if c not in ("task", "metric")}
-    row.update(x=x_name, verdict=verdict, evidence=evidence, n_sizes=int(n_sizes), n_runs=int(n_runs),
+    row.update(x=x_name, verdict=verdict, evidence=evidence, n_sizes=int(n_sizes), n_runs=int(n_runs), reason=reason,
                per_run="undetermined", mirage=pd.NA, loss_separates=pd.NA, share_by_size="", noise="", w0=w0,
                q_family="")
     return row
@@ -209,11 +211,13 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
     n_sizes = int(ux.size)
     if n_sizes < min_sizes:
         return _blank(x_name, "inconclusive", f"{n_sizes} distinct {x_name} value(s): at least {min_sizes} are "
-                      f"needed to judge a rise{note}", n_sizes, x.size, w0)
+                      f"needed to judge a rise{note}", n_sizes, x.size, w0,
+                      f"not enough data: {n_sizes} {x_name} value(s), {min_sizes} needed")
     if not np.ptp(y) < 1e150 or not np.ptp(t) < 1e150:  # its square (a variance) must be finite too
         raise ValueError("the values span a range too large to represent; rescale the metric")
     if np.ptp(y) == 0:
-        r = _blank(x_name, "flat", f"all {y.size} values are identical ({fmt(y[0])}){note}", n_sizes, x.size, w0)
+        r = _blank(x_name, "flat", f"all {y.size} values are identical ({fmt(y[0])}){note}", n_sizes, x.size, w0,
+                   "all values identical")
         r["breakthroughness"] = 0.0
         return r
     m = np.bincount(inv).astype(float)
@@ -297,8 +301,8 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
                   f"{res.n_boot} draws at W = W0)")
     rise_text = (f"{'rises' if hib else 'falls'} from {fmt(floor_u)} to {fmt(ceil_u)} around {x_name} = {fmt(jump_at)} "
                  f"[{fmt(jlo)}, {fmt(jhi)}]")
-    verdict, why = _decide(res, p_flat, n_low, n_high, gap, w0, alpha, min_side, rise_text, width_text,
-                           size_word, unit, what="point(s)")
+    verdict, why, reason = _decide(res, p_flat, n_low, n_high, gap, w0, alpha, min_side, rise_text, width_text,
+                                   size_word, unit, what="point(s)")
     if p_flat > alpha:
         why += f" (range {fmt(np.ptp(y))})"
     evidence = f"{verdict}: {why}; {runs_text}"
@@ -328,7 +332,7 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
     return {"x": x_name, "verdict": verdict, "jump_at": jump_at, "jump_lo": jlo, "jump_hi": jhi, "width": W,
             "width_lo": Wlo, "width_hi": Whi, "n_sizes": n_sizes, "n_runs": int(x.size), "per_run": per["per_run"],
             "p_value": res.p_value, "q_value": res.p_value, "breakthroughness": bt, "mirage": pd.NA,
-            "loss_at_jump": align["loss_at_jump"], "evidence": evidence, "w0": w0, "floor": floor_u,
+            "loss_at_jump": align["loss_at_jump"], "evidence": evidence, "reason": reason, "w0": w0, "floor": floor_u,
             "ceiling": ceil_u, "p_smooth": res.p_smooth, "p_flat": p_flat, "step_max": step,
             "step_allowed": allowed, "step_p": step_p, "share_by_size": share, "share_width": share_w,
             "per_run_p": per.get("per_run_p", np.nan),
@@ -365,7 +369,8 @@ def flag_along(runs: list[dict], *, higher_is_better: bool, bounds=None, x_name:
         n_pts = int(np.unique(x[ok]).size)
         if n_pts < min_sizes:
             out[k] = _blank(x_name, "inconclusive", f"{n_pts} checkpoint(s) with {x_name} > 0: at least "
-                            f"{min_sizes} are needed to judge a rise", n_pts, n_pts, w0)
+                            f"{min_sizes} are needed to judge a rise", n_pts, n_pts, w0,
+                            f"not enough data: {n_pts} checkpoint(s), {min_sizes} needed")
             continue
         order = np.argsort(x[ok], kind="stable")
         vm = measurement_variance(y[ok], None if se is None else np.asarray(se, float)[ok],
@@ -380,7 +385,8 @@ def flag_along(runs: list[dict], *, higher_is_better: bool, bounds=None, x_name:
         raise ValueError("the values span a range too large to represent; rescale the metric")
     if all(np.ptp(y) == 0 for y in ys):
         for k in idx:
-            out[k] = _blank(x_name, "flat", "every value of every run is the same", len(runs[k]["x"]), 1, w0)
+            out[k] = _blank(x_name, "flat", "every value of every run is the same", len(runs[k]["x"]), 1, w0,
+                            "all values identical")
         return out
     measured = all(np.any(v > 0) for v in vms)
     lb, ub = _levels((lb, ub), np.concatenate(ys))
@@ -397,13 +403,14 @@ def flag_along(runs: list[dict], *, higher_is_better: bool, bounds=None, x_name:
         floor_u, ceil_u = (F, C) if hib else (-F, -C)
         at, lo, hi = 10 ** res.t0[j], 10 ** res.t0_lo[j], 10 ** res.t0_hi[j]
         rise = (f"{'rises' if hib else 'falls'} from {fmt(floor_u)} to {fmt(ceil_u)} around {x_name} = {fmt(at)} [{fmt(lo)}, {fmt(hi)}]")
-        verdict, why = _decide(res, res.p_flat, n_low, n_high, gap, w0, alpha, min_side, rise, width_text,
-                               "checkpoints", "decades", what="checkpoint(s)", whose="this run's")
+        verdict, why, reason = _decide(res, res.p_flat, n_low, n_high, gap, w0, alpha, min_side, rise, width_text,
+                                       "checkpoints", "decades", what="checkpoint(s)", whose="this run's")
         out[k] = {"x": x_name, "verdict": verdict, "jump_at": at, "jump_lo": lo, "jump_hi": hi, "width": res.width,
                   "width_lo": res.width_lo, "width_hi": res.width_hi, "n_sizes": int(t.size), "n_runs": 1,
                   "per_run": "undetermined", "p_value": res.p_value, "q_value": res.p_value,
                   "breakthroughness": float(breakthroughness(y)), "mirage": pd.NA, "loss_at_jump": np.nan,
-                  "evidence": f"{verdict}: {why}; {t.size} checkpoints", "w0": w0, "floor": floor_u,
+                  "evidence": f"{verdict}: {why}; {t.size} checkpoints", "reason": reason, "w0": w0,
+                  "floor": floor_u,
                   "ceiling": ceil_u, "p_smooth": res.p_smooth, "p_flat": res.p_flat, "step_max": np.nan,
                   "step_allowed": np.nan, "step_p": np.nan, "share_by_size": "", "share_width": np.nan,
                   "per_run_p": np.nan, "loss_separates": pd.NA, "em_measured": np.nan, "em_predicted": np.nan,
@@ -468,6 +475,7 @@ def apply_fdr(rows: pd.DataFrame, alpha: float = ALPHA, groups=None, families=No
         where = (f"the table's {n_tests[fam[i]]} tests" if families is None else
                  f"the {n_tests[fam[i]]} test(s) of its family ({fam[i]})")
         rows.loc[i, "verdict"] = "inconclusive"
+        rows.loc[i, "reason"] = "narrower than W0, not significant in its family"
         rows.loc[i, "evidence"] = ("inconclusive: " + str(rows.loc[i, "evidence"]).split(": ", 1)[-1]
                                    + f"; not significant across {where} (q = "
                                    f"{fmt(rows.loc[i, 'q_value'], 2)} > {fmt(alpha, 2)}, Benjamini-Hochberg)")

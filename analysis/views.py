@@ -278,7 +278,8 @@ def _loss_threshold(joined: pd.DataFrame, task: str, metric: str, *, n_boot: int
     n_runs = int(j["run_id"].nunique())
     if j.empty:
         return {**out, **{k: np.nan for k in FLAG_KEYS}, "x": "loss", "verdict": "inconclusive",
-                "evidence": "no checkpoint has both this metric and its held-out loss", "eta": np.nan,
+                "evidence": "no checkpoint has both this metric and its held-out loss",
+                "reason": "not enough data: no checkpoint with a held-out loss", "eta": np.nan,
                 "eta_lo": np.nan, "eta_hi": np.nan, "size_explains_p": np.nan, "size_still_matters": pd.NA,
                 "n_points": 0, "n_runs": 0}
     hib = schema.higher_is_better(metric)

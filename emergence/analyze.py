@@ -41,10 +41,11 @@ def analysis_key(folder: Path, options: Settings) -> str:
     return h.hexdigest()
 
 
-def finish_sweep(folder: Path, config: DictConfig | None = None) -> None:
+def finish_sweep(folder: Path, config: DictConfig | None = None) -> list[str]:
     """Analysis (every view), then the report, then the analysis run of the tracker; a failure here is reported but
     leaves the sweep's tables in place (`emergence analyze` / `emergence report` can redo it). Skipped when the
-    results, the settings and the analysis code are those of the last complete analysis (`analysis_key`)."""
+    results, the settings and the analysis code are those of the last complete analysis (`analysis_key`). Returns
+    what failed, one line each (the sweep then exits non-zero)."""
     a = config.get("analysis") if config is not None else None
     options = config_settings(a) if a is not None else for_folder(folder)
     key_file = folder / ANALYSIS_KEY
@@ -53,21 +54,22 @@ def finish_sweep(folder: Path, config: DictConfig | None = None) -> None:
             and all((folder / name).exists() for name in ANALYSIS_OUTPUTS)):
         print(f"analysis: results, settings and analysis code unchanged since the last analysis of {folder}; "
               "kept its flags and report (`emergence analyze` and `emergence report` redo them)", file=sys.stderr)
-        return
+        return []
     key_file.unlink(missing_ok=True)
     try:
         written = analyze(folder, views="all", settings=options)
     except Exception as e:  # the tables are written; analysis can be rerun with `emergence analyze`
-        print(f"warning: analysis failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return
+        return [f"analysis failed ({type(e).__name__}: {e}); the tables are written: `emergence analyze {folder}` "
+                "redoes it"]
     paths: dict = {}
+    failed = []
     try:
         from analysis.report import write_report
 
         paths = write_report(folder) or {}
         key_file.write_text(key + "\n")
     except Exception as e:
-        print(f"warning: report failed: {type(e).__name__}: {e}", file=sys.stderr)
+        failed.append(f"report failed ({type(e).__name__}: {e}); `emergence report {folder}` redoes it")
     if config is not None and config.tracker.kind != "none":
         name = str(config.sweep.name)
         t = make_tracker(config.tracker, run_id=f"{name}-analysis", group=name, job_type="analysis",
@@ -77,6 +79,7 @@ def finish_sweep(folder: Path, config: DictConfig | None = None) -> None:
         t.log_analysis(_maybe_csv(written.get("flags")), _maybe_csv(written.get("fits")), images,
                        paths.get("html"))
         t.finish("done")
+    return failed
 
 
 def _maybe_csv(path):
@@ -156,6 +159,21 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
                                    flag_options={**task_options(df), **settings.options.kwargs()}))
     written["flag_options"] = settings.write(out_dir)
     return written
+
+
+def flags_table(flags: pd.DataFrame) -> str:
+    """The printed table of `emergence analyze`: each row's verdict with its short reason, numbers to 3 significant
+    digits, and a column only where some row has a value in it."""
+    from analysis.fmt import sentence
+
+    cols = [c for c in ("task", "metric", "verdict", "reason", "jump_at", "width", "width_lo", "width_hi", "q_value",
+                        "per_run", "mirage") if c in flags and flags[c].notna().any()]
+    shown = flags[cols].copy()
+    for c in ("jump_at", "width", "width_lo", "width_hi", "q_value"):
+        if c in shown:
+            shown[c] = [sentence(v) if pd.notna(v) else "" for v in shown[c]]
+    with pd.option_context("display.width", 200, "display.max_rows", 200, "display.max_colwidth", 60):
+        return shown.fillna("").to_string(index=False)
 
 
 def keep_other_axis(flags: Path, x: str) -> str:
@@ -304,11 +322,7 @@ def analyze_cli(path: Path, *, x: str = "n_params", source: str = "results", vie
                       given=given, out=out)
     flags_path = written.get("flags")
     if flags_path is not None and Path(flags_path).exists():
-        flags = pd.read_csv(flags_path)
-        cols = [c for c in ("task", "metric", "verdict", "jump_at", "width", "width_lo", "width_hi", "q_value",
-                            "per_run", "mirage") if c in flags]
-        with pd.option_context("display.width", 160, "display.max_rows", 200, "display.max_colwidth", 40):
-            print(flags[cols].to_string(index=False))
+        print(flags_table(pd.read_csv(flags_path)))
     for name, p in written.items():
         print(f"wrote {p}")
     if "results" in written:

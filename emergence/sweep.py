@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from filelock import FileLock
 from hydra.experimental.callback import Callback
@@ -181,15 +182,18 @@ def calibrate(runs: list[dict], seconds: float = 1.0) -> dict[str, float]:
         model = GPT(gc)
         step = Step(lambda x, y: model(x, y)[1], make_optimizer(model, 1e-3, 0.1, (0.9, 0.98), "cpu"),
                     lambda i: 1e-3, cfg.train.grad_clip)
-        x = torch.randint(0, gc.vocab_size, (cfg.train.batch_size, gc.block_size))
-        steps, t0 = 0, time.perf_counter()
-        while steps < 3 or (time.perf_counter() - t0 < seconds and steps < 50):
-            if steps == 1:
-                t0 = time.perf_counter()
-            step(steps, [(x, x)])
-            steps += 1
-        elapsed = time.perf_counter() - t0
-        out[run["model"]] = flops_per_token(gc) * x.numel() * (steps - 1) / max(elapsed, 1e-9)
+        # the run's own batch shape (its sequence length, not the model's context): at the smallest sizes a step
+        # is mostly fixed cost, so a step of another shape would say little about this one
+        x = torch.randint(0, gc.vocab_size, (cfg.train.batch_size, min(int(cfg.data.seq_len), gc.block_size)))
+        for i in range(3):  # warm-up: the first steps allocate and initialise kernels
+            step(i, [(x, x)])
+        times, t_start = [], time.perf_counter()
+        while len(times) < 5 or (time.perf_counter() - t_start < seconds and len(times) < 50):
+            t0 = time.perf_counter()
+            step(len(times) + 3, [(x, x)])
+            times.append(time.perf_counter() - t0)
+        # the median step: one slow step (another process, a page fault) does not move it
+        out[run["model"]] = flops_per_token(gc) * x.numel() / max(float(np.median(times)), 1e-9)
     return out
 
 
@@ -264,6 +268,7 @@ def run_sweep(overrides: list[str], *, dry_run: bool = False) -> int:
     todo = [r for r in runs if r["state"] not in ("done", "diverged")]  # what train() skips
     print(f"sweep {folder}: {len(runs)} runs, {len(runs) - len(todo)} already done", file=sys.stderr)
     t0 = time.time()
+    FINISH_FAILURES.clear()
     with SweepProgress(folder):
         _launch(stacked_overrides(overrides, runs, int(first.sweep.stack_size)) if first.sweep.stack_seeds
                 else overrides)
@@ -272,6 +277,10 @@ def run_sweep(overrides: list[str], *, dry_run: bool = False) -> int:
     meta["wall_s"] = time.time() - t0
     write_json(meta_path, meta)
     print_summary(summary, time.time() - t0, skipped=len(runs) - len(todo))
+    for line in FINISH_FAILURES:
+        print(f"error: {line}", file=sys.stderr)
+    if FINISH_FAILURES:
+        return 1
     report = folder / "report.html"
     if first.sweep.analyze and report.exists():
         print(f"report: {report}", file=sys.stderr)
@@ -411,11 +420,19 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         folder = sweep_dir(config)
-        aggregate(folder)
+        try:
+            aggregate(folder)
+        except Exception as e:  # Hydra would only warn: the sweep reads FINISH_FAILURES and exits non-zero
+            FINISH_FAILURES.append(f"aggregation failed ({type(e).__name__}: {e}); the runs' files are kept: run "
+                                   "the same command again")
+            return
         if config.sweep.analyze:
-            finish_sweep(folder, config)
+            FINISH_FAILURES.extend(finish_sweep(folder, config))
         else:  # the settings still travel with the sweep: `emergence analyze` and `stability` read them
             config_settings(config.analysis).write(folder)
+
+
+FINISH_FAILURES: list[str] = []  # what failed after the runs (aggregation, analysis, report), for `run_sweep`'s exit
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -50,6 +50,9 @@ def test_analyze_csv_with_mapping(tmp_path):
     row = flags[(flags["task"] == "addition") & (flags["metric"] == "acc")].iloc[0]
     assert row["n_sizes"] == 3  # the row without a value is left out, not read as 0
     assert row["verdict"] == "inconclusive"  # fewer than 4 sizes: no claim
+    # the printed table says why, and leaves out columns no row has a value in
+    assert "not enough data: 3 n_params value(s), 4 needed" in p.stdout
+    assert "reason" in p.stdout.splitlines()[0] and "mirage" not in p.stdout.splitlines()[0]
 
 
 def test_analyze_bad_inputs_one_line(tmp_path):

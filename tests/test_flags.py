@@ -500,3 +500,16 @@ def test_a_loss_is_said_to_fall_not_to_rise():
     y = 2.0 - 1.7 / (1 + np.exp(-(np.log10(x) - 4) * 4)) + rng.normal(0, 0.02, x.size)
     row = flag_curve(x, y, higher_is_better=False, seeds=np.tile([0, 1, 2], 9), n_boot=40)
     assert "falls from 1.9" in row["evidence"] and "rises from" not in row["evidence"], row["evidence"]
+
+
+def test_every_verdict_carries_a_short_reason_and_too_little_data_says_so():
+    rng = np.random.default_rng(0)
+    two = flag_curve(np.array([1e3, 1e3, 1e4, 1e4]), np.array([0.1, 0.12, 0.8, 0.82]), higher_is_better=True,
+                     n_boot=20)
+    assert two["verdict"] == "inconclusive" and two["reason"] == "not enough data: 2 x value(s), 4 needed"
+    same = flag_curve(np.logspace(3, 5, 6), np.full(6, 0.3), higher_is_better=True, n_boot=20)
+    assert same["verdict"] == "flat" and same["reason"] == "all values identical"
+    x = np.repeat(np.logspace(3, 5, 9), 3)
+    wide = 0.1 + 0.8 / (1 + np.exp(-(np.log10(x) - 4) * 1.5)) + rng.normal(0, 0.01, x.size)
+    row = flag_curve(x, wide, higher_is_better=True, seeds=np.tile([0, 1, 2], 9), n_boot=40)
+    assert row["verdict"] == "smooth" and row["reason"] == "wider than W0"

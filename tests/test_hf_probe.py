@@ -179,6 +179,8 @@ def test_three_revisions_form_a_sweep_that_analyze_and_report_accept(hub, tmp_pa
     assert main(["analyze", str(out), "--x", "tokens"]) == 0
     assert main(["report", str(out)]) == 0
     assert (out / "flags.csv").exists() and (out / "report.html").stat().st_size > 0
+    html = (out / "report.html").read_text()
+    assert "1 model size (seeds not recorded)" in html and "Seeds: ." not in html and "0 seed(s)" not in html
     flags = pd.read_csv(out / "flags.csv")
     assert set(flags["task"]) == {"add2"} and set(flags["metric"]) == set(textprobe.METRICS)
 

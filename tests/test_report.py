@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import re
+import shutil
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
@@ -407,3 +408,25 @@ def test_figures_drawn_in_a_second_process_are_the_bytes_one_process_draws(tmp_p
     for key in here:
         for ext in ("png", "svg"):
             assert (root / "plots" / f"{key}.{ext}").read_bytes() == (tmp_path / "here" / f"{key}.{ext}").read_bytes()
+
+
+def test_links_in_the_sweep_folder_are_replaced_never_followed(tmp_path):
+    """A report.html, report.md or figure that is a symbolic link to a file elsewhere: the report replaces the link
+    with its own file and leaves the file elsewhere as it was; a plots/ that is a link is refused, nothing written."""
+    root = make_sweep(tmp_path / "links", with_views=False, with_analysis=False, sizes=SIZES[:3], seeds=[0])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "plots").mkdir(exist_ok=True)
+    for name in ("report.html", "report.md", "plots/capability.png"):
+        (outside / Path(name).name).write_text("mine")
+        (root / name).symlink_to(outside / Path(name).name)
+    report.write_report(root, workers=1)
+    assert all(f.read_text() == "mine" for f in outside.iterdir())
+    for name in ("report.html", "report.md", "plots/capability.png"):
+        assert not (root / name).is_symlink() and (root / name).stat().st_size > 100
+    assert not list(root.glob(".*.tmp")) and not list((root / "plots").glob(".*.tmp"))
+    shutil.rmtree(root / "plots")
+    (root / "plots").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ValueError, match="plots is a symbolic link"):
+        report.write_report(root, workers=1)
+    assert sorted(f.name for f in outside.iterdir()) == ["capability.png", "report.html", "report.md"]

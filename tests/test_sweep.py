@@ -89,6 +89,11 @@ def test_smoke_sweep_end_to_end_then_skip(tmp_path):
     shutil.copy(folder / "runs.parquet", copy / "runs.parquet")
     s = emergence("status", str(copy))
     assert s.returncode == 0 and s.stdout.count(" done ") == 4 and "as runs.parquet recorded them" in s.stdout
+    # a failure after the runs (here aggregation: runs.parquet cannot be replaced) is an error, not a warning
+    (folder / "runs.parquet").unlink()
+    (folder / "runs.parquet").mkdir()
+    p = emergence("sweep", "experiment=smoke", f"paths.results={tmp_path}")
+    assert p.returncode == 1 and "error: aggregation failed (OSError: could not write" in p.stderr, p.stderr[-2000:]
 
 
 TINY_GRID = ["experiment=smoke", "train.max_steps=8", "train.ckpt_log_until=2", "train.ckpt_every=4",
@@ -260,3 +265,33 @@ def test_the_analysis_key_follows_the_tables_and_the_settings(tmp_path):
         analyze(tmp_path)
     assert not (tmp_path / ANALYSIS_KEY).exists()
 
+
+
+def test_the_dry_run_times_the_runs_own_batch_shape_by_its_median_step(monkeypatch):
+    """The wall estimate comes from steps of the run's batch (its data.seq_len, not the model's context) after a
+    warm-up, by the median step: a first slow step or one slow outlier does not move it."""
+    import emergence.sweep as sw
+
+    shapes, calls = [], []
+
+    class FakeStep:
+        def __init__(self, *a, **k):
+            pass
+
+        def __call__(self, i, batches):
+            shapes.append(tuple(batches[0][0].shape))
+            calls.append(i)
+
+    monkeypatch.setattr(sw, "Step", FakeStep)
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(sw.time, "perf_counter", lambda: float(next(ticks)))
+    _, runs = plan(["experiment=smoke", "model=l1d8", "data.seq_len=12"])
+    rate = sw.calibrate(runs, seconds=1.0)["l1d8"]
+    from emergence.config import gpt_config
+    from emergence.model import flops_per_token
+
+    cfg = compose(runs[0]["overrides"])
+    assert set(shapes) == {(cfg.train.batch_size, 12)}
+    assert calls[:3] == [0, 1, 2] and len(calls) == 3 + 5  # warm-up, then at least 5 timed steps
+    # each timed step took one tick: the rate is one step's FLOPs per second
+    assert rate == pytest.approx(flops_per_token(gpt_config(cfg)) * cfg.train.batch_size * 12)

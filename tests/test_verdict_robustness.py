@@ -75,12 +75,12 @@ def test_spacing_is_the_reason_only_where_the_test_cannot_reject_and_carries_a_t
     args = dict(p_flat=0.001, n_low=3, n_high=3, w0=0.5, alpha=0.05, min_side=2, rise="r", width_text="w",
                 size_word="sizes", unit="decades")
     unsure = _Res(0.3, 0.4, 0.2, 0.9)
-    v, why = _decide(unsure, gap=0.25 + DECADE_TOL / 2, **args)  # 0.25 by rounding is not more than W0/2
-    assert v == "inconclusive" and "straddles" in why
-    v, why = _decide(unsure, gap=0.31, **args)
-    assert v == "inconclusive" and "too far apart" in why
-    v, why = _decide(_Res(0.01, 0.99, 0.0, 0.3), gap=0.31, **args)
-    assert v == "emergent" and "rejects a rise W0 wide" in why
+    v, why, reason = _decide(unsure, gap=0.25 + DECADE_TOL / 2, **args)  # 0.25 by rounding is not more than W0/2
+    assert v == "inconclusive" and "straddles" in why and reason == "W's interval straddles W0"
+    v, why, reason = _decide(unsure, gap=0.31, **args)
+    assert v == "inconclusive" and "too far apart" in why and reason == "sizes too far apart"
+    v, why, reason = _decide(_Res(0.01, 0.99, 0.0, 0.3), gap=0.31, **args)
+    assert v == "emergent" and "rejects a rise W0 wide" in why and reason == "narrower than W0"
 
 
 def _mirage_table(seed=0):

@@ -45,6 +45,10 @@ def write_report(sweep_dir, *, analyses: dict | None = None, strict: bool = Fals
     if strict:
         refuse_broken(sw)
     plots_dir = sw.folder / "plots"
+    if plots_dir.is_symlink() or (plots_dir.exists() and not plots_dir.is_dir()):
+        raise ValueError(f"{plots_dir} is {'a symbolic link' if plots_dir.is_symlink() else 'not a folder'}; the "
+                         "report writes its figures into a folder of the sweep's own: remove it and run the report "
+                         "again")
     if workers is None:
         workers = 2 if (os.cpu_count() or 1) >= 2 and not analyses else 1
     figs = draw_figures(sw, plots_dir, workers=workers if not analyses else 1)
@@ -53,8 +57,11 @@ def write_report(sweep_dir, *, analyses: dict | None = None, strict: bool = Fals
     html_text = render_html(doc, figs, title)
     md_text = render_md(doc, figs)
     out: dict[str, Path] = {}
-    (sw.folder / "report.html").write_text(html_text, encoding="utf-8")
-    (sw.folder / "report.md").write_text(md_text, encoding="utf-8")
+    for name, text in (("report.html", html_text), ("report.md", md_text)):
+        # whole or not at all, and a link at that name is replaced, not followed out of the folder
+        tmp = sw.folder / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, sw.folder / name)
     out["html"] = sw.folder / "report.html"
     out["md"] = sw.folder / "report.md"
     for ff in figs.values():

@@ -84,8 +84,9 @@ def section_overview(sw: Sweep) -> list:
         facts.append([f"{len(sw.runs)} runs: " + ", ".join(f"{v} {k}" for k, v in st.items())])
     if sw.runs is not None and "model" in sw.runs.columns:
         n_sizes = sw.runs["model"].nunique()
-        seeds = sw.runs["seed"].nunique() if "seed" in sw.runs.columns else 1
-        facts.append([f"{n_sizes} model sizes x {seeds} seed(s)"])
+        seeds = pd.to_numeric(sw.runs["seed"], errors="coerce").dropna().nunique() if "seed" in sw.runs.columns else 0
+        facts.append([f"{n_sizes} model size{'s' if n_sizes != 1 else ''}"
+                      + (f" x {seeds} seed(s)" if seeds else " (seeds not recorded)")])
     e = emergent_flags(sw)
     if sw.flags is not None and "verdict" in sw.flags.columns:
         counts = sw.flags["verdict"].astype(str).value_counts()
@@ -193,7 +194,8 @@ def section_run(sw: Sweep) -> list:
                             numeric=set(range(1, len(header)))))
     if "seed" in runs.columns:
         seeds = sorted(pd.to_numeric(runs["seed"], errors="coerce").dropna().astype(int).unique())
-        blocks.append(Para(["Seeds: ", ", ".join(map(str, seeds)) + "."]))
+        if seeds:
+            blocks.append(Para(["Seeds: ", ", ".join(map(str, seeds)) + "."]))
     if sw.results is not None:
         tasks = tables.capability_tasks(sw.results)
         metrics = sorted(sw.results.loc[sw.results["task"].astype(str) != "lm", "metric"].astype(str).unique())
