@@ -55,8 +55,9 @@ def fault_point(label: str, file=None) -> None:
     process kills itself with SIGKILL here, as a preemption or the OOM killer would (no cleanup, no `finally`).
 
     Labels: `write-half:<file name>` (half the bytes are in the temporary file), `write-before-rename:<file name>`,
-    `write-after-rename:<file name>` (in `atomic_write_bytes`) and `step:<N>` (the training loop, right after
-    optimizer step N). Unset, as outside the tests, it costs one dictionary lookup.
+    `write-after-rename:<file name>` (in `atomic_write_bytes`; the last two in `atomic_write_parquet` too) and
+    `step:<N>` (the training loop, right after optimizer step N). Unset, as outside the tests, it costs one
+    dictionary lookup.
     """
     if os.environ.get(FAULT_ENV) == label:
         if file is not None:
@@ -104,7 +105,9 @@ def atomic_write_parquet(df, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         df.to_parquet(tmp, index=False)
+        fault_point(f"write-before-rename:{path.name}")
         os.replace(tmp, path)
+        fault_point(f"write-after-rename:{path.name}")
     except OSError as e:
         raise OSError(f"could not write {path}: {e}; the previous file is intact") from e
     finally:

@@ -168,7 +168,12 @@ def unprobed_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoints of a run with no probe row yet (the process was killed between writing one and probing it)."""
     run_dir = Path(run_dir)
     probes_path = run_dir / "probes.parquet"
-    done = set(pd.read_parquet(probes_path, columns=["step"])["step"].astype(int)) if probes_path.exists() else set()
+    if not probes_path.exists():
+        return [p for _, p in ckpt.list_checkpoints(run_dir / "checkpoints")]
+    rows = pd.read_parquet(probes_path, columns=["step", "task"])
+    listed = set(zip(rows["step"].astype(int), rows["task"].astype(str)))
+    short = {s for s, _ in listed - probed_pairs(run_dir)}  # a task's probe row without its per-example rows
+    done = {s for s, _ in listed} - short
     return [p for s, p in ckpt.list_checkpoints(run_dir / "checkpoints") if s not in done]
 
 
@@ -194,21 +199,31 @@ def probe_run(run_dir: Path, probe_cfg, *, only: list[Path] | None = None, task_
 
 
 def probed_pairs(run_dir: Path) -> set[tuple[int, str]]:
-    """(step, task) pairs that `probes.parquet` already holds."""
-    probes_path = Path(run_dir) / "probes.parquet"
+    """(step, task) pairs probed completely: in `probes.parquet`, and, for a task that keeps per-example rows (one
+    that has them at some step), in `instances.parquet` too. A pair short of either is probed again."""
+    run_dir = Path(run_dir)
+    probes_path, inst_path = run_dir / "probes.parquet", run_dir / "instances.parquet"
     if not probes_path.exists():
         return set()
     old = pd.read_parquet(probes_path, columns=["step", "task"])
-    return set(zip(old["step"].astype(int), old["task"].astype(str)))
+    done = set(zip(old["step"].astype(int), old["task"].astype(str)))
+    if inst_path.exists():
+        inst = pd.read_parquet(inst_path, columns=["step", "task"])
+        has = set(zip(inst["step"].astype(int), inst["task"].astype(str)))
+        per_example = {t for _, t in has}
+        done = {(s, t) for s, t in done if t not in per_example or (s, t) in has}
+    return done
 
 
 def write_probes(run_dir: Path, new: pd.DataFrame, instances: pd.DataFrame, samples: pd.DataFrame) -> None:
-    """Merge new rows into the run's three probe files (a row probed again replaces the old one). The caller holds
-    the run's probe lock."""
+    """Merge new rows into the run's three probe files (a row probed again replaces the old one). probes.parquet,
+    which says what was probed, is written last: a process killed before it leaves those checkpoints to be probed
+    again, their per-example rows replaced, never a probe row without its examples. The caller holds the run's probe
+    lock."""
     run_dir = Path(run_dir)
-    _append(run_dir / "probes.parquet", new, ["run_id", "step", "task", "metric"])
     _append(run_dir / "instances.parquet", instances, ["run_id", "step", "task", "example_id"])
     _append(run_dir / "samples.parquet", samples, ["run_id", "step", "task", "example_id"])
+    _append(run_dir / "probes.parquet", new, ["run_id", "step", "task", "metric"])
 
 
 class Probed:

@@ -190,6 +190,49 @@ def test_probe_cli_names_the_bad_checkpoint_and_probes_the_rest(reference, tmp_p
     pd.testing.assert_frame_equal(probes.sort_values(PROBE_KEYS, ignore_index=True)[cols], ref[cols])
 
 
+@pytest.mark.parametrize("label", ["write-after-rename:instances.parquet", "write-before-rename:probes.parquet"])
+def test_a_probe_killed_between_its_files_is_redone_whole(reference, tmp_path, label):
+    """Killed after a checkpoint's per-example rows are written but before its probe rows (the file that says what
+    was probed): the rerun probes it again and every file ends as an uninterrupted probe leaves it."""
+    import shutil
+
+    run = tmp_path / reference["folder"].name
+    shutil.copytree(reference["folder"], run)
+    whole = {n: pd.read_parquet(run / f"{n}.parquet") for n in ("probes", "instances", "samples")}
+    for n in whole:
+        (run / f"{n}.parquet").unlink()
+    p = emergence_cli("probe", run, env={files.FAULT_ENV: label})
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    assert (run / "instances.parquet").exists() and not (run / "probes.parquet").exists()
+    p = emergence_cli("probe", run)
+    assert p.returncode == 0, p.stderr
+    for n, ref in whole.items():
+        keys = ["step", "task", "metric"] if n == "probes" else ["step", "task", "example_id"]
+        got = pd.read_parquet(run / f"{n}.parquet")
+        assert len(got) == len(ref) and not got.duplicated(keys).any(), n
+        cols = [c for c in ref.columns if c not in ("value", "answer_logprob", "sweep")]
+        pd.testing.assert_frame_equal(got.sort_values(keys, ignore_index=True)[cols],
+                                      ref.sort_values(keys, ignore_index=True)[cols], check_dtype=False)
+
+
+def test_a_probe_row_without_its_examples_counts_as_not_probed(reference, tmp_path):
+    """A run damaged by an earlier version (probe rows written, per-example rows lost): `emergence probe` redoes the
+    checkpoints whose examples are missing instead of saying "0 new rows"."""
+    import shutil
+
+    from emergence.probe import probed_pairs
+
+    run = tmp_path / reference["folder"].name
+    shutil.copytree(reference["folder"], run)
+    inst = pd.read_parquet(run / "instances.parquet")
+    n_before = len(inst)
+    inst[inst["step"] != 12].to_parquet(run / "instances.parquet")
+    assert (12, "copy") not in probed_pairs(run) and (6, "copy") in probed_pairs(run)
+    p = emergence_cli("probe", run)
+    assert p.returncode == 0 and "new rows for 1 checkpoint(s) (steps [12])" in p.stdout, p.stdout + p.stderr
+    assert len(pd.read_parquet(run / "instances.parquet")) == n_before
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # 3 and 4. In one multirun: a job that raises and a job whose loss becomes NaN. The other jobs finish, both are recorded
 # with their error, the sweep exits non-zero, the analysis leaves them out and the report lists them; a rerun retries
