@@ -176,7 +176,7 @@ def validate(df: pd.DataFrame, *, where: str = "results table") -> pd.DataFrame:
     """Check a results table against the schema; return it with schema dtypes, or raise ValueError naming the column.
 
     Checks: every required column present; numeric columns numeric; statuses known; a value that is not "ok" is NaN
-    (a failed measurement must not read as a number).
+    (a failed measurement must not read as a number); sizes positive, and stderr, tokens and FLOPs not negative.
     """
     require_columns(df, REQUIRED, where, f"a results table needs: {', '.join(REQUIRED)}")
     for col, dtype in COLUMNS.items():
@@ -199,6 +199,14 @@ def validate(df: pd.DataFrame, *, where: str = "results table") -> pd.DataFrame:
     if bad.any():
         raise ValueError(f"{where}: column 'value' holds a number on {int(bad.sum())} row(s) whose status is not "
                          "'ok'; a value that was not measured must be NaN")
+    # quantities that cannot be negative (a size cannot be zero either): a wrong sign would move a verdict silently
+    for col, least, what in (("n_params", 0, "positive"), ("stderr", None, "zero or more"),
+                             ("tokens", None, "zero or more"), ("flops", None, "zero or more")):
+        v = pd.to_numeric(out[col], errors="coerce")
+        wrong = (v <= least) if least is not None else (v < 0)
+        if wrong.any():
+            raise ValueError(f"{where}: column {col!r} must be {what}, found {v[wrong].iloc[0]:g} on "
+                             f"{int(wrong.sum())} row(s); fix the input (a missing value is left empty)")
     return out
 
 

@@ -395,3 +395,20 @@ def test_folder_import_passes_over_its_own_record_but_not_other_json(tmp_path):
     (tmp_path / "evals" / "meta.json").write_text(json.dumps({"command": "emergence sweep"}))
     with pytest.raises(ValueError, match=r"meta\.json: not an lm-evaluation-harness results file"):
         import_lm_eval(tmp_path / "evals")
+
+
+@pytest.mark.parametrize("column, value, message", [
+    ("n_params", "0", "'n_params' must be positive, found 0"),
+    ("n_params", "-1e6", "'n_params' must be positive, found -1e\\+06"),
+    ("stderr", "-0.02", "'stderr' must be zero or more, found -0.02"),
+])
+def test_signs_that_would_move_a_verdict_silently_are_refused(tmp_path, column, value, message):
+    """A size of zero or below was dropped without a word, and a negative stderr widened W's interval (0.71 to
+    2.08): both are refused, naming the column."""
+    p = tmp_path / "t.csv"
+    rows = {"model": ["a", "b"], "n_params": ["1e6", "1e7"], "task": ["t", "t"], "metric": ["acc", "acc"],
+            "value": ["0.3", "0.5"], "stderr": ["0.01", "0.01"]}
+    rows[column][1] = value
+    pd.DataFrame(rows).to_csv(p, index=False)
+    with pytest.raises(ValueError, match=message):
+        import_csv(p, {})
