@@ -230,6 +230,9 @@ def _load_json(path: Path):
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to read (no lm-evaluation-harness file is); give the "
+                         "harness's results file") from None
 
 
 IMPORT_RECORD = "meta.json"  # what an import writes beside its results.parquet: the source, the command, the time

@@ -412,3 +412,10 @@ def test_signs_that_would_move_a_verdict_silently_are_refused(tmp_path, column, 
     pd.DataFrame(rows).to_csv(p, index=False)
     with pytest.raises(ValueError, match=message):
         import_csv(p, {})
+
+
+def test_json_nested_past_the_parser_is_one_clear_line(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="nested too deeply to read"):
+        import_lm_eval(deep)
