@@ -40,6 +40,7 @@ import pandas as pd
 
 from analysis import schema
 from analysis.fit import fit_law
+from analysis.pipeline import csv_plain, csv_safe
 
 METHODS = ("two_step", "direct")
 COLUMNS = ["task", "metric", "n_params", "tokens", "predicted", "lo", "hi", "method", "rise_unseen"]
@@ -460,7 +461,7 @@ def _with_other_tasks(frame: pd.DataFrame, path, task: str, metric: str) -> pd.D
     """`frame` (one task and metric) after the rows `path` already holds for other tasks or metrics: a forecast of
     add3 does not erase that of add2. A file that cannot be read is replaced."""
     try:
-        old = pd.read_csv(path)
+        old = csv_plain(pd.read_csv(path))
     except (OSError, ValueError, pd.errors.ParserError):
         return frame
     if not {"task", "metric"} <= set(old.columns) or not len(old):
@@ -484,6 +485,6 @@ def write_forecast(results: pd.DataFrame, out_dir, at, task: str, metric: str, v
     pred = forecast(results, at, task, metric, via, method, level, floor, n_boot, seed, backtest=bt, ceiling=ceiling)
     for frame, name in ((pred, "forecast.csv"), (bt, "forecast_backtest.csv")):
         tmp = out_dir / f".{name}.tmp"
-        _with_other_tasks(frame, out_dir / name, task, metric).to_csv(tmp, index=False)
+        csv_safe(_with_other_tasks(frame, out_dir / name, task, metric)).to_csv(tmp, index=False)
         tmp.replace(out_dir / name)
     return {"forecast": pred, "backtest": bt, "coverage": coverage(bt, level)}

@@ -178,8 +178,38 @@ def backtests(df: pd.DataFrame, holdout: int = 1) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+# a cell a spreadsheet would run as a formula (OWASP, CSV injection): written with a leading apostrophe, which a
+# spreadsheet shows as text; a cell that already starts with one gets another, so reading back is exact
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with every text cell that starts like a formula (or with an apostrophe) prefixed with an apostrophe."""
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object or pd.api.types.is_string_dtype(out[c]):
+            out[c] = out[c].map(lambda v: "'" + v if isinstance(v, str) and v.startswith((*FORMULA_START, "'"))
+                                else v)
+    return out
+
+
+def csv_plain(df: pd.DataFrame) -> pd.DataFrame:
+    """The inverse of `csv_safe`, for a table read back from a CSV this package wrote."""
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object or pd.api.types.is_string_dtype(out[c]):
+            out[c] = out[c].map(lambda v: v[1:] if isinstance(v, str) and len(v) > 1 and v[0] == "'" and
+                                v[1] in (*FORMULA_START, "'") else v)
+    return out
+
+
+def read_csv(path) -> pd.DataFrame:
+    """A CSV this package wrote (`write_csv`), its text cells as they were."""
+    return csv_plain(pd.read_csv(path))
+
+
 def write_csv(df: pd.DataFrame, path: Path) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False)
+    csv_safe(df).to_csv(tmp, index=False)
     tmp.replace(path)
     return path

@@ -83,7 +83,9 @@ def finish_sweep(folder: Path, config: DictConfig | None = None) -> list[str]:
 
 
 def _maybe_csv(path):
-    return pd.read_csv(path) if path is not None and Path(path).exists() and Path(path).stat().st_size else None
+    from analysis.pipeline import read_csv
+
+    return read_csv(path) if path is not None and Path(path).exists() and Path(path).stat().st_size else None
 
 
 def folder_settings(folder: Path, given: dict | None = None) -> Settings:
@@ -322,7 +324,9 @@ def analyze_cli(path: Path, *, x: str = "n_params", source: str = "results", vie
                       given=given, out=out)
     flags_path = written.get("flags")
     if flags_path is not None and Path(flags_path).exists():
-        print(flags_table(pd.read_csv(flags_path)))
+        from analysis.pipeline import read_csv
+
+        print(flags_table(read_csv(flags_path)))
     for name, p in written.items():
         print(f"wrote {p}")
     if "results" in written:

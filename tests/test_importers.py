@@ -419,3 +419,18 @@ def test_json_nested_past_the_parser_is_one_clear_line(tmp_path):
     deep.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ValueError, match="nested too deeply to read"):
         import_lm_eval(deep)
+
+
+def test_cells_a_spreadsheet_would_run_are_written_as_text_and_read_back_exactly(tmp_path):
+    """OWASP's CSV injection: a task named like a formula reaches flags.csv with a leading apostrophe (a spreadsheet
+    shows it as text), and this package reads its own CSVs back to the name as given."""
+    from analysis.pipeline import read_csv, write_csv
+
+    names = ["=HYPERLINK(\"http://x\",\"y\")", "+1", "-2", "@SUM(A1)", "'quoted", "plain", "a-b"]
+    df = pd.DataFrame({"task": names, "value": [1.0, -2.0, 3.0, 4.0, 5.0, 6.0, 7.0]})
+    path = write_csv(df, tmp_path / "flags.csv")
+    raw = path.read_text().splitlines()[1:]
+    assert [r.rsplit(",", 1)[0].strip('"') for r in raw][:5] == ["'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")", "'+1",
+                                                                  "'-2", "'@SUM(A1)", "''quoted"]
+    assert raw[1].endswith(",-2.0") and raw[5] == "plain,6.0" and raw[6] == "a-b,7.0"  # numbers stay numbers
+    pd.testing.assert_frame_equal(read_csv(path), df)

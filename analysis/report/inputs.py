@@ -66,8 +66,10 @@ def _read(sw: Sweep, name: str, reader):
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    from analysis.pipeline import csv_plain
+
     try:
-        return pd.read_csv(path, keep_default_na=True)
+        return csv_plain(pd.read_csv(path, keep_default_na=True))
     except pd.errors.EmptyDataError:  # a view with nothing to say writes an empty file
         return pd.DataFrame()
 
