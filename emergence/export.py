@@ -360,13 +360,13 @@ def export(checkpoint: Path, out_dir: Path, *, check: bool = True) -> Path:
     tok, special, kind = _tokenizer_for(checkpoint, state, gc.vocab_size)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.parent.glob(f".{out_dir.name}.export-*"):  # left by an export that was killed
-        if old.is_dir() and not pid_alive(old.name.rsplit("-", 1)[1]):
-            shutil.rmtree(old, ignore_errors=True)
+    remove_killed_exports(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.export-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    if tmp.exists():
+        raise ValueError(f"{tmp} exists and this export did not create it; move it away (nothing was written)")
     try:
         tmp.mkdir()
+        (tmp / EXPORT_MARK).write_text(f"{os.getpid()}\n")  # the folder is ours: `remove_killed_exports`'s proof
         arch = _write_model(model, special, tmp)
         _write_tokenizer(tok, special, kind, gc.block_size, tmp)
         meta = {"source": str(checkpoint.resolve()), "run_id": state.get("run_id"), "step": state.get("step"),
@@ -379,6 +379,7 @@ def export(checkpoint: Path, out_dir: Path, *, check: bool = True) -> Path:
             f.chmod(0o666 & ~umask)
         if check:
             _check(model, tmp, kind, tok)
+        (tmp / EXPORT_MARK).unlink()
         if out_dir.exists():
             out_dir.rmdir()  # empty, checked above
         os.replace(tmp, out_dir)
@@ -386,6 +387,28 @@ def export(checkpoint: Path, out_dir: Path, *, check: bool = True) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+EXPORT_MARK = ".emergence-export"  # in a folder an export is building; gone once the folder is renamed into place
+
+
+def remove_killed_exports(out_dir: Path) -> list[Path]:
+    """Delete the folders an export to `out_dir` was building when it was killed: named exactly
+    `.<out_dir name>.export-<process id>`, holding this tool's mark, their process gone. Nothing else is touched,
+    whatever its name (the name is matched as text, never as a pattern)."""
+    import re
+
+    name = re.compile(rf"^\.{re.escape(out_dir.name)}\.export-(\d+)$")
+    removed = []
+    if not out_dir.parent.is_dir():
+        return removed
+    for old in out_dir.parent.iterdir():
+        m = name.match(old.name)
+        if (m and old.is_dir() and not old.is_symlink() and (old / EXPORT_MARK).is_file()
+                and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1)))):
+            shutil.rmtree(old, ignore_errors=True)
+            removed.append(old)
+    return removed
 
 
 def export_cli(checkpoint: str, out_dir: str) -> int:

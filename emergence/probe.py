@@ -270,7 +270,7 @@ def probe_checkpoints(files: list[tuple[int, Path]], probe_cfg, done: set[tuple[
                 continue
         run_cfg = state["config"]
         text_run = run_cfg["data"]["source"] in ("text", "tokens")  # no task vocabulary: only a tokenizer renders tasks
-        tok = run_tokenizer(path)
+        tok = checkpoint_tokenizer(path)
         if tok is not None:  # a run trained with a tokenizer reads the tasks as text (emergence.textprobe)
             shots = textprobe.probe_shots(probe_cfg)
             tasks = [textprobe.shot_task(t, shots) for t in probe_tasks_for(run_cfg, probe_cfg)]
@@ -316,7 +316,7 @@ def probe_checkpoints(files: list[tuple[int, Path]], probe_cfg, done: set[tuple[
     return out.rows[first:]
 
 
-def run_tokenizer(checkpoint: Path | None):
+def checkpoint_tokenizer(checkpoint: Path | None):
     """The tokenizer a run trained with, as a `textprobe.TextTokenizer`, when its folder holds `tokenizer.json`
     (data.tokenizer=bpe); None for runs in the task or byte vocabulary, which the char-level probe scores."""
     if checkpoint is None:
@@ -458,7 +458,7 @@ def generate_text(path: Path, prompt: str, *, max_new_tokens: int = 32, temperat
     """Continue `prompt` from a checkpoint; stops at the end-of-answer token for task-trained models."""
     state = ckpt.load(path)
     model = load_model(state)
-    tok = run_tokenizer(path)
+    tok = checkpoint_tokenizer(path)
     if tok is not None:  # a run trained with a learned tokenizer (data.tokenizer=bpe)
         bpe = load_tokenizer(Path(path).parent.parent)
         ids, eos, decode = [bpe.bos, *bpe.encode_batch([prompt])[0]], bpe.eos, bpe.decode

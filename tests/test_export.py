@@ -156,9 +156,18 @@ def test_bad_inputs_are_refused_with_one_line_and_nothing_written(tmp_path):
 def test_cli_exports_into_an_empty_folder_and_says_where(tmp_path, capfd):
     path, _ = make_checkpoint(tmp_path / "run", pos="rotary", tie=False)
     (tmp_path / "hf").mkdir()
-    (tmp_path / ".hf.export-999999999" / "x").mkdir(parents=True)  # left by an export killed long ago
+    killed = tmp_path / ".hf.export-999999999"  # left by an export killed long ago: its mark is inside
+    killed.mkdir()
+    (killed / ex.EXPORT_MARK).write_text("999999999\n")
+    # folders this tool did not make, whatever their names: never touched
+    others = [".hf.export-2019", ".hf.export-final", ".hf.export-999999998", ".hfx.export-999999999"]
+    for name in others:
+        (tmp_path / name / "keep").mkdir(parents=True)
     assert ex.export_cli(str(path), str(tmp_path / "hf")) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["hf", "run", *others])
+    assert not (tmp_path / "hf" / ex.EXPORT_MARK).exists()
+    star = tmp_path / "out*"  # a target whose name is a glob pattern matches only itself
+    assert ex.remove_killed_exports(star) == [] and all((tmp_path / n / "keep").is_dir() for n in others)
     said, err = capfd.readouterr()
     assert "GPTNeoXForCausalLM" in said and "step 5" in said and "from_pretrained" in said
     assert "sequence length" not in err and "transformers" not in err, err  # the check's sample is ours to compare
