@@ -95,10 +95,14 @@ def save_figure(fig: Figure, stem, *, formats=("png", "svg")) -> list[Path]:
                 # of one, and a link at that name is replaced, not followed to a file outside the folder
                 tmp = path.with_name(f".{path.name}.tmp")
                 meta = {"Software": None} if fmt == "png" else {"Date": None, "Creator": None} if fmt == "svg" else {}
-                fig.savefig(tmp, format=fmt, dpi=DPI, metadata=meta)
-                if fmt == "png":
-                    _palette_png(tmp)
-                os.replace(tmp, path)
+                try:
+                    fig.savefig(tmp, format=fmt, dpi=DPI, metadata=meta)
+                    if fmt == "png":
+                        _palette_png(tmp)
+                    os.replace(tmp, path)
+                except OSError as e:  # a full disk: say which file, and leave the previous one as it was
+                    tmp.unlink(missing_ok=True)
+                    raise OSError(f"could not write {path}: {e.strerror or e}; the previous file is intact") from e
                 out.append(path)
                 if i == 0 and engine is not None:
                     # the layout is solved; keep it for the other formats instead of solving it again (the slow part)

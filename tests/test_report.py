@@ -430,3 +430,20 @@ def test_links_in_the_sweep_folder_are_replaced_never_followed(tmp_path):
     with pytest.raises(ValueError, match="plots is a symbolic link"):
         report.write_report(root, workers=1)
     assert sorted(f.name for f in outside.iterdir()) == ["capability.png", "report.html", "report.md"]
+
+
+def test_a_full_disk_names_the_file_and_leaves_the_previous_report(tmp_path, monkeypatch):
+    root = make_sweep(tmp_path / "full", with_views=False, with_analysis=False, sizes=SIZES[:3], seeds=[0])
+    (root / "report.html").write_text("the previous report")
+    real = Path.write_text
+
+    def full(self, *a, **k):
+        if self.name == ".report.html.tmp":
+            raise OSError(28, "No space left on device")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError, match=r"could not write .*report\.html: No space left on device; the previous file is "
+                                      r"intact"):
+        report.write_report(root, workers=1)
+    assert (root / "report.html").read_text() == "the previous report" and not (root / ".report.html.tmp").exists()

@@ -60,8 +60,13 @@ def write_report(sweep_dir, *, analyses: dict | None = None, strict: bool = Fals
     for name, text in (("report.html", html_text), ("report.md", md_text)):
         # whole or not at all, and a link at that name is replaced, not followed out of the folder
         tmp = sw.folder / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, sw.folder / name)
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, sw.folder / name)
+        except OSError as e:  # a full disk: say which file, and leave the previous one as it was
+            tmp.unlink(missing_ok=True)
+            raise OSError(f"could not write {sw.folder / name}: {e.strerror or e}; the previous file is intact") \
+                from e
     out["html"] = sw.folder / "report.html"
     out["md"] = sw.folder / "report.md"
     for ff in figs.values():
