@@ -32,6 +32,7 @@ from analysis.tables import (best_fit_rows, capability_tasks, excluded_runs,
                              family_display, final_values, frontier, heatmap_table, is_true, law_curve, need,
                              ordered_metrics, seed_summary, sizes, training_panels)
 from analysis.fmt import count as fmt_count, number as fmt_num, number_or_inf as _num_text
+from analysis import schema
 from analysis.schema import METRICS
 
 # Okabe and Ito 2008: a palette distinguishable under protanopia, deuteranopia and tritanopia.
@@ -514,9 +515,23 @@ def verdict_text(flags: pd.DataFrame | None, task: str, metrics, x: str = "n_par
     return "\n".join(lines)
 
 
+TRAINING_AXES = ("tokens", "step", "flops")  # along training: every checkpoint is a point, not only the last
+
+
+def capability_points(df, task, metric, x, runs=None) -> pd.DataFrame:
+    """The points of one capability panel: each completed run's last checkpoint against a size axis, or every
+    measured checkpoint against a training axis (tokens, step, FLOPs), where x is positive."""
+    if x in TRAINING_AXES:
+        rows = df[(df["task"] == task) & (df["metric"] == metric)]
+        rows = rows[~rows["run_id"].astype(str).isin(excluded_runs(df, runs))]
+        pts = schema.measured(rows) if {"status", "stderr"} <= set(rows.columns) else rows[rows["value"].notna()]
+    else:
+        pts = final_values(df, task, metric, runs=runs)
+    return pts[pts[x].notna() & (pd.to_numeric(pts[x], errors="coerce") > 0)] if not pts.empty else pts
+
+
 def _capability_panel(ax, df, task, metric, x, colors, runs, flags, fits, curve) -> None:
-    final = final_values(df, task, metric, runs=runs)
-    final = final[final[x].notna() & (final[x] > 0)] if not final.empty else final
+    final = capability_points(df, task, metric, x, runs)
     ax.set_xscale("log")
     ax.set_xlabel(X_LABELS.get(x, safe_text(x)))
     ax.set_ylabel(metric_label(metric))

@@ -305,3 +305,26 @@ def test_seed_intervals_stay_inside_the_metric_bounds():
     s = tables.seed_summary(final)
     assert (s["lo"] >= 0).all() and (s["hi"] <= 1).all()
     assert s["hi"].iloc[0] == 1.0  # 2 seeds at 0 and 0.9: a t interval far wider than [0, 1], clipped
+
+
+def test_capability_follows_a_training_axis_with_every_checkpoint(tmp_path):
+    """One model's checkpoints judged along tokens (`emergence analyze --x tokens`): the panels draw every
+    checkpoint against tokens, and the report's figure uses the flags' axis, not parameters."""
+    from analysis import plots
+    from analysis.report.figures import flags_axis
+    from analysis.report.inputs import Sweep
+
+    steps = [1000, 2000, 4000, 8000, 16000, 32000]
+    rows = [{"sweep": "hf", "run_id": "m", "model": "m", "n_params": 7e7, "seed": pd.NA, "step": s,
+             "tokens": s * 2e6, "flops": 6 * 7e7 * s * 2e6, "task": "add2", "metric": "exact_match",
+             "value": v, "stderr": 0.02, "n": 256, "status": "imported"}
+            for s, v in zip(steps, [0.01, 0.02, 0.03, 0.6, 0.9, 0.92])]
+    res = pd.DataFrame(rows)
+    flags = pd.DataFrame([{"task": "add2", "metric": "exact_match", "x": "tokens", "verdict": "emergent",
+                           "jump_at": 1.1e10, "jump_lo": 9e9, "jump_hi": 1.3e10, "width": 0.2, "evidence": "e"}])
+    fig = plots.plot_capability(res, flags=flags, x="tokens")
+    ax = fig.axes[0]
+    points = sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))
+    assert points == len(steps) and ax.get_xlabel().lower().startswith("training tokens"), ax.get_xlabel()
+    assert flags_axis(Sweep(tmp_path, results=res, flags=flags)) == "tokens"
+    assert flags_axis(Sweep(tmp_path, results=res, flags=flags.assign(x="n_params"))) == "n_params"

@@ -77,15 +77,19 @@ def make_figures(sw: Sweep, plots_dir: Path, keep=None) -> dict[str, FigureFile]
         + (" and the compute-optimal frontier of the Chinchilla fit" if optimal is not None else "") + ".",
         plots_dir, lambda: plots.plot_scaling(need_results(), runs, fits=sw.scaling_fits, optimal=optimal,
                                               fit_labels=fit_labels))
+    axis = flags_axis(sw)
+    where = ("at the final checkpoint against parameters" if axis == "n_params" else
+             f"at every checkpoint against {plots.X_LABELS.get(axis, axis)} (the axis the flags were judged along)"
+             if axis in plots.TRAINING_AXES else f"at the final checkpoint against {plots.X_LABELS.get(axis, axis)}")
     figs["capability"] = add(
         "capability", "Capability against scale, every metric beside exact match",
-        "Each task's metrics at the final checkpoint against parameters: faint points are seeds, filled points the "
+        f"Each task's metrics {where}: faint points are seeds, filled points the "
         "mean over seeds with a 95% interval, the dashed curve a fitted law where there is one; a flagged jump is "
         "shaded over the 95% interval of its location and labelled with the 10%-90% width W of its rise in decades. "
         "The right column gives each metric's verdict and the numbers behind it. A jump in exact match with smooth "
         "continuous metrics is the signature of a metric artefact (Schaeffer et al. 2023).",
-        plots_dir, lambda: plots.plot_capability(need_results(), runs=runs, flags=_flags_at(flags, "n_params"),
-                                                 fits=sw.fits))
+        plots_dir, lambda: plots.plot_capability(need_results(), runs=runs, flags=_flags_at(flags, axis),
+                                                 fits=sw.fits, x=axis))
     for task in emergent_tasks(sw):
         x = _flag_x(sw, task)
         figs[fig_key("capability", task)] = add(
@@ -189,6 +193,18 @@ def loss_panels(loss: pd.DataFrame, n: int = 6) -> pd.DataFrame:
     order = (~loss["verdict"].astype(str).eq("emergent")).astype(int) * 2 + \
         (~loss["metric"].astype(str).eq("exact_match")).astype(int)
     return loss.assign(_o=order).sort_values("_o", kind="stable").drop(columns="_o").head(n)
+
+
+def flags_axis(sw: Sweep) -> str:
+    """The axis the capability figure is drawn against: the one the flags were judged along where they all share
+    one the results table has (an `emergence analyze --x tokens` of one model's checkpoints), else parameters."""
+    f, res = sw.flags, sw.results
+    if f is None or "x" not in f.columns or res is None or not len(f):
+        return "n_params"
+    axes = set(f["x"].dropna().astype(str))
+    if len(axes) == 1 and (x := axes.pop()) in res.columns and x in ("n_params", *plots.TRAINING_AXES):
+        return x
+    return "n_params"
 
 
 def _flags_at(flags: pd.DataFrame | None, x: str) -> pd.DataFrame | None:
