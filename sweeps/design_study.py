@@ -39,6 +39,9 @@ DESIGNS: dict[str, list[str]] = {
     "t6m_6": ["train.tokens=6e6", "model=l1d24,l1d14,l1d10,l1d8,l1d7,l1d6", "train.ckpt_every=1000"],
     "t6m_6_s17": ["train.tokens=6e6", "model=l1d24,l1d14,l1d10,l1d8,l1d7,l1d6", "train.ckpt_every=1000",
                   "data.seq_len=17"],
+    # two sizes below the transition (the 30-run pool of t7m_6 found one size on the floor the only thing between
+    # add2 and `emergent`), without l1d24
+    "t6m_6_l5": ["train.tokens=6e6", "model=l1d14,l1d10,l1d8,l1d7,l1d6,l1d5", "train.ckpt_every=1000"],
 }
 
 
