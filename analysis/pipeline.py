@@ -185,22 +185,23 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
     """`df` with every text cell that starts like a formula (or with an apostrophe) prefixed with an apostrophe."""
+    return _map_text(df, lambda v: "'" + v if isinstance(v, str) and v.startswith((*FORMULA_START, "'")) else v)
+
+
+def _map_text(df: pd.DataFrame, fn) -> pd.DataFrame:
+    """`fn` applied to every cell of the text columns (by position: a table may repeat a column name)."""
     out = df.copy()
-    for c in out.columns:
-        if out[c].dtype == object or pd.api.types.is_string_dtype(out[c]):
-            out[c] = out[c].map(lambda v: "'" + v if isinstance(v, str) and v.startswith((*FORMULA_START, "'"))
-                                else v)
+    for i in range(out.shape[1]):
+        col = out.iloc[:, i]
+        if col.dtype == object or pd.api.types.is_string_dtype(col):
+            out.isetitem(i, col.map(fn))
     return out
 
 
 def csv_plain(df: pd.DataFrame) -> pd.DataFrame:
     """The inverse of `csv_safe`, for a table read back from a CSV this package wrote."""
-    out = df.copy()
-    for c in out.columns:
-        if out[c].dtype == object or pd.api.types.is_string_dtype(out[c]):
-            out[c] = out[c].map(lambda v: v[1:] if isinstance(v, str) and len(v) > 1 and v[0] == "'" and
-                                v[1] in (*FORMULA_START, "'") else v)
-    return out
+    return _map_text(df, lambda v: v[1:] if isinstance(v, str) and len(v) > 1 and v[0] == "'" and
+                     v[1] in (*FORMULA_START, "'") else v)
 
 
 def read_csv(path) -> pd.DataFrame:

@@ -434,3 +434,5 @@ def test_cells_a_spreadsheet_would_run_are_written_as_text_and_read_back_exactly
                                                                   "'-2", "'@SUM(A1)", "''quoted"]
     assert raw[1].endswith(",-2.0") and raw[5] == "plain,6.0" and raw[6] == "a-b,7.0"  # numbers stay numbers
     pd.testing.assert_frame_equal(read_csv(path), df)
+    twice = pd.DataFrame([["=a", 1, "-b"]], columns=["x", "n", "x"])  # a view that repeats a column name
+    assert write_csv(twice, tmp_path / "twice.csv").read_text().splitlines()[1] == "'=a,1,'-b"
