@@ -405,8 +405,8 @@ def _wide_cells(src: Path, table: pd.DataFrame, pattern: str, per_column: dict[s
     return cells
 
 
-def import_csv(path, mapping: dict[str, str], *, constants: dict | None = None, sep: str | None = None
-               ) -> pd.DataFrame:
+def import_csv(path, mapping: dict[str, str], *, constants: dict | None = None, sep: str | None = None,
+               dedupe: str | None = None) -> pd.DataFrame:
     """Read any table (CSV, TSV or parquet) into a results table, given which of its columns holds what.
 
     `mapping` is {schema column: column in the file}, e.g.
@@ -423,6 +423,8 @@ def import_csv(path, mapping: dict[str, str], *, constants: dict | None = None, 
     at which that column was not logged and gives no row; metrics whose direction is unknown (not in
     `analysis.schema.METRICS`) are skipped with a warning and listed in `df.attrs["skipped_metrics"]`; two columns
     that name the same task and metric are refused; a step logged twice keeps its last row.
+    Other rows that share a run, step, task and metric are refused, unless `dedupe` ("first" or "last") says which
+    to keep (`analysis.schema.dedupe`).
 
     `constants` may also give `tokens_per_step`: tokens = step x tokens_per_step (instead of a tokens column).
     Defaults for the rest: `run_id` = model if given, else "n_params=<N>" when n_params is given, else the file
@@ -528,18 +530,13 @@ def import_csv(path, mapping: dict[str, str], *, constants: dict | None = None, 
     if "status" not in mapping and "status" not in constants:
         out["status"] = np.where(out["value"].notna(), "imported", "not_measured")
     out = schema.validate(out, where=str(src))
-    key = ["sweep", "run_id", "seed", "step", "task", "metric"]
     logged_twice = wide and "step" in plain  # a W&B export logs a step twice after a resume: its last row counts
-    clash = out.duplicated(key, keep=False)
-    if clash.any() and not logged_twice:
-        first = out.loc[clash].iloc[0]
-        raise ValueError(f"{src}: {int(clash.sum())} rows share a run, step, task and metric (run_id "
-                         f"{first['run_id']!r}, task {first['task']!r}, metric {first['metric']!r}), so all but one "
-                         "would be lost; map the column that tells the models apart (--map model=COLUMN or "
-                         "--map n_params=COLUMN; run_id, seed and step likewise)")
+    out = schema.dedupe(out, "last" if logged_twice and dedupe is None else dedupe, where=str(src),
+                        fix="map the column that tells the models apart (--map model=COLUMN or --map n_params=COLUMN; "
+                            "run_id, seed and step likewise), or, if the rows repeat one measurement, give --dedupe "
+                            "last (or first) to keep one row of each")
     if wide:
-        out = (out.drop_duplicates(key, keep="last")
-               .sort_values(["run_id", "step", "task", "metric"], kind="stable").reset_index(drop=True))
+        out = (out.sort_values(["run_id", "step", "task", "metric"], kind="stable").reset_index(drop=True))
         out.attrs["skipped_metrics"] = skipped
         if skipped:
             warnings.warn(f"{src}: skipped column(s) of metric(s) with unknown direction: {', '.join(skipped)}; "

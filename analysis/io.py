@@ -10,12 +10,13 @@ from analysis import schema
 SUFFIXES = (".parquet", ".csv")
 
 
-def load_results(path) -> pd.DataFrame:
+def load_results(path, dedupe: str | None = None) -> pd.DataFrame:
     """Read a results table and validate it against `analysis.schema` (columns, dtypes, statuses).
 
     path: a .parquet or .csv file, or a sweep folder (its `results.parquet`, else `results.csv`). Returns the table
     with the schema's dtypes. Raises ValueError naming the file and what is wrong (a missing column, a non-numeric
-    value, an unknown status, a number where the status says nothing was measured).
+    value, an unknown status, a number where the status says nothing was measured, two rows of one measurement).
+    `dedupe` ("first" or "last") keeps one row of each measurement instead of refusing (`schema.dedupe`).
     """
     try:
         p = Path(path)
@@ -40,4 +41,4 @@ def load_results(path) -> pd.DataFrame:
         raise ValueError(f"{p}: could not be read as {suffix[1:]} ({type(e).__name__}: {e})") from None
     except Exception as e:  # pyarrow raises its own error types for corrupt files
         raise ValueError(f"{p}: could not be read as {suffix[1:]} ({type(e).__name__}: {e})") from None
-    return schema.validate(df, where=str(p))
+    return schema.dedupe(schema.validate(df, where=str(p)), dedupe, where=str(p))

@@ -210,6 +210,33 @@ def validate(df: pd.DataFrame, *, where: str = "results table") -> pd.DataFrame:
     return out
 
 
+DEDUPE = ("first", "last")
+ROW_KEY = ["sweep", "run_id", "seed", "step", "task", "metric"]  # one measurement: rows sharing it would each count
+
+
+def dedupe(df: pd.DataFrame, how: str | None = None, *, where: str = "results table", fix: str = "") -> pd.DataFrame:
+    """`df` with one row per measurement (`ROW_KEY`): unchanged where no two rows share one; otherwise the first or
+    the last of each (`how`), or, by default, ValueError naming the rows, whether they agree, and what to do (`fix`,
+    else the `--dedupe` choice). A table with every row three times would count each run three times: 6 runs per size
+    become 18, and the verdict moves."""
+    if how not in (None, *DEDUPE):
+        raise ValueError(f"dedupe must be one of {', '.join(DEDUPE)} (or None, to refuse duplicates), got {how!r}")
+    clash = df.duplicated(ROW_KEY, keep=False)
+    if not clash.any():
+        return df
+    if how is not None:
+        return df.drop_duplicates(ROW_KEY, keep=how).reset_index(drop=True)
+    first = df.loc[clash].iloc[0]
+    exact = int((clash & df.duplicated(keep=False)).sum())
+    agree = ("all repeat another row exactly" if exact == int(clash.sum()) else
+             f"{exact} repeat another row exactly, {int(clash.sum()) - exact} disagree with it" if exact else
+             "they disagree with each other")
+    raise ValueError(f"{where}: {int(clash.sum())} rows share a run, step, task and metric with another row ("
+                     f"{agree}; the first: run_id {first['run_id']!r}, step {first['step']}, task {first['task']!r}, "
+                     f"metric {first['metric']!r}), and each would count as a measurement of its own; "
+                     f"{fix or 'fix the input, or give --dedupe last (or first) to keep one row of each'}")
+
+
 # ------------------------------------------------------------------------------------ measured rows, last checkpoints
 MEASURED_STATUSES = ("ok", "imported")
 FAILED_RUN_STATUSES = ("diverged", "failed")

@@ -103,7 +103,7 @@ IMPORT_SOURCES = ("lm-eval", "csv")  # `--from` values whose input is another to
 
 def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=None, mapping=None,
             constants=None, given: dict | None = None, settings: Settings | None = None, out: Path | None = None,
-            command: str | None = None) -> dict[str, Path]:
+            command: str | None = None, dedupe: str | None = None) -> dict[str, Path]:
     """Fit scaling laws and flag emergence; write fits.csv, flags.csv (and each view's CSV).
 
     Our own results (a sweep folder, or a results table) are analyzed where they are: the outputs go into the
@@ -115,7 +115,9 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
     `command` is the command line recorded in meta.json (default: the `emergence analyze` line equivalent to the
     arguments). The verdict's settings are `settings` (a sweep's, from its config), else the folder's own
     (flag_options.json) with the command line's values `given` over them; they are written to flag_options.json
-    beside flags.csv. Returns {"results": ..., "meta": ..., "fits": ..., "flags": ..., ...}: the paths written.
+    beside flags.csv. Rows that repeat a measurement (a run, step, task and metric) are refused unless `dedupe`
+    ("first" or "last") says which to keep. Returns {"results": ..., "meta": ..., "fits": ..., "flags": ..., ...}:
+    the paths written.
     """
     import analysis as an
     from analysis.schema import measured
@@ -131,9 +133,9 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
     if source == "lm-eval":
         df = an.import_lm_eval(path)
     elif source == "csv":
-        df = an.import_csv(path, dict(mapping or {}), constants=dict(constants or {}))
+        df = an.import_csv(path, dict(mapping or {}), constants=dict(constants or {}), dedupe=dedupe)
     else:
-        df = an.load_results(path)
+        df = an.load_results(path, dedupe=dedupe)
     if x in df.columns:  # one value of x (one model size, say) leaves nothing to compare
         values = measured(df)[x].dropna().unique()
         if len(values) == 1:
@@ -149,7 +151,7 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
         written.update(write_import(df, out_dir, path, source, mapping=mapping, constants=constants,
                                     command=command or analyze_command(path, x=x, source=source, views=views,
                                                                        mapping=mapping, constants=constants,
-                                                                       given=given, out=out)))
+                                                                       given=given, out=out, dedupe=dedupe)))
     else:
         out_dir = path if path.is_dir() else path.parent
     settings = settings or folder_settings(out_dir, given)
@@ -253,7 +255,8 @@ def write_import(df: pd.DataFrame, folder: Path, path: Path, source: str, *, map
 
 
 def analyze_command(path: Path, *, x: str = "n_params", source: str = "results", views=None, mapping=None,
-                    constants=None, given: dict | None = None, out: Path | None = None) -> str:
+                    constants=None, given: dict | None = None, out: Path | None = None,
+                    dedupe: str | None = None) -> str:
     """The `emergence analyze` command line that does what these arguments do (recorded in an import's meta.json)."""
     from analysis.pipeline import VIEWS
 
@@ -270,6 +273,8 @@ def analyze_command(path: Path, *, x: str = "n_params", source: str = "results",
             words += [f"--{key.replace('_', '-')}", str(value)]
     if out is not None:
         words += ["--out", str(out)]
+    if dedupe is not None:
+        words += ["--dedupe", dedupe]
     return shlex.join(words)
 
 
@@ -315,13 +320,13 @@ def _maybe_runs(folder: Path):
 
 
 def analyze_cli(path: Path, *, x: str = "n_params", source: str = "results", views=None, mapping=None,
-                constants=None, given: dict | None = None, out: Path | None = None) -> int:
+                constants=None, given: dict | None = None, out: Path | None = None, dedupe: str | None = None) -> int:
     """`emergence analyze`: the analysis (and, for an import, the folder the report reads), a table of the flags,
     the files written and, for an import, the command that reports it."""
     if not path.exists():
         raise ConfigError(f"{path} does not exist; give a sweep folder or a results table")
     written = analyze(path, x=x, source=source, views=views, mapping=mapping, constants=constants,
-                      given=given, out=out)
+                      given=given, out=out, dedupe=dedupe)
     flags_path = written.get("flags")
     if flags_path is not None and Path(flags_path).exists():
         from analysis.pipeline import read_csv

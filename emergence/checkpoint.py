@@ -120,6 +120,16 @@ def _verified_body(path: Path, raw: bytes) -> bytes:
     return raw
 
 
+def verify(path: Path) -> None:
+    """Raise CheckpointError (naming the file) unless checkpoint `path` is readable and passes its checksum."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    _verified_body(path, raw)
+
+
 def load(path: Path, map_location="cpu") -> dict:
     """Read and verify a checkpoint; refuse one that is truncated, altered, foreign, without its checksum file or of
     another format version."""

@@ -201,7 +201,7 @@ def cmd_analyze(args) -> int:
         raise UsageError("--out is where an import is written: use it with --from lm-eval or --from csv")
     return analyze_cli(Path(args.path), x=args.x, source=args.source, views=args.view,
                        mapping=mapping, constants=constants, given=settings_given(args),
-                       out=Path(args.out) if args.out else None)
+                       out=Path(args.out) if args.out else None, dedupe=args.dedupe)
 
 
 def cmd_stability(args) -> int:
@@ -382,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--from csv: a fixed value for a results column the file lacks, e.g. metric=acc; "
                         "tokens_per_step=N gives tokens = step x N")
     add_settings_flags(q)
+    q.add_argument("--dedupe", default=None, choices=["first", "last"],
+                   help="keep the first (or last) of rows that repeat a measurement (a run, step, task and metric); "
+                        "by default such rows are refused")
     q.add_argument("--out", default=None, metavar="DIR",
                    help="--from lm-eval|csv: the folder the import is written to (default: the folder imported, or a "
                         "folder named after the file beside it)")

@@ -4,6 +4,7 @@ code version and environment every run and sweep records.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -152,3 +153,65 @@ def write_json(path: Path, obj) -> None:
     import json
 
     atomic_write_bytes(Path(path), json.dumps(obj, indent=1, default=str).encode())
+
+
+_HELD_LOCKS: dict[Path, int] = {}  # lock path -> how many nested `run_locks` of this process hold it
+
+
+def lock_path(folder: Path) -> Path:
+    """The lock file of run folder `folder`: beside it, `.<run id>.lock`, so that taking it writes nothing inside."""
+    folder = Path(folder).absolute()
+    return folder.with_name(f".{folder.name}.lock")
+
+
+@contextlib.contextmanager
+def run_locks(folders, say=None):
+    """Hold one exclusive lock per run folder while the body trains them: a second process that reaches a run held
+    by another waits for it (saying so once through `say`), then finds it as the first left it, done or resumable.
+
+    Locks are `flock`s, released by the kernel when the holder dies (kill -9 included); they are taken in sorted order
+    (no two processes deadlock) and are re-entrant within a process (a stack resumes a started seed by `train()`).
+    Each lock file is removed on release, with any folder this call created for it, so a run refused before it wrote
+    anything leaves nothing behind."""
+    import fcntl
+
+    taken: list[tuple[Path, int]] = []
+    created: list[Path] = []
+    try:
+        for path in sorted({lock_path(f) for f in folders}):
+            if _HELD_LOCKS.get(path):
+                _HELD_LOCKS[path] += 1
+                taken.append((path, -1))
+                continue
+            missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            created.extend(missing)  # deepest first: removed in this order if left empty
+            while True:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                    if say is not None:
+                        say(f"run {path.name[1:-5]} is being trained by another process (pid {holder}); waiting for it")
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.path.exists(path) and os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    break  # still the file at the path: a holder that released it may have removed it meanwhile
+                os.close(fd)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            _HELD_LOCKS[path] = 1
+            taken.append((path, fd))
+        yield
+    finally:
+        for path, fd in reversed(taken):
+            _HELD_LOCKS[path] -= 1
+            if fd < 0:
+                continue
+            del _HELD_LOCKS[path]
+            with contextlib.suppress(OSError):
+                path.unlink()  # before the unlock: a waiter that wakes on this file sees it gone and opens afresh
+            os.close(fd)
+        for d in created:
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only if still empty

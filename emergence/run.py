@@ -399,6 +399,8 @@ class Driver:
         wall = m.wall_before + time.perf_counter() - self.t0
         if m.is_main:
             for lane in m.lanes:
+                if lane.state == "done":
+                    self._check_final(lane)
                 seconds = lane.hook.seconds if lane.hook is not None else 0.0
                 probe_s = float(lane.prior.get("probe_s") or 0.0) + seconds  # summed over the run's processes
                 write_status(lane.folder, state=lane.state, error=lane.error, finished=time.time(), wall_s=wall,
@@ -408,6 +410,17 @@ class Driver:
                 if lane.tracker is not None:
                     lane.tracker.finish(lane.state)
         leave_process_group()
+
+    def _check_final(self, lane: Lane) -> None:
+        """A run is done only over a final checkpoint that passes its checksum (another writer of the same run, or
+        a disk that corrupted it, would leave one that fails): otherwise it ends failed, and a rerun trains again from
+        its last good checkpoint."""
+        try:
+            ckpt.verify(lane.folder / "checkpoints" / f"step_{self.total}.pt")
+        except ckpt.CheckpointError as e:
+            lane.state = "failed"
+            lane.error = f"{e}; rerun the same command to train again from the last good checkpoint"
+            print(f"error: run {lane.rid}: {lane.error}", file=sys.stderr, flush=True)
 
     def _summary(self, lane: Lane) -> dict:
         status = read_status(lane.folder) if self.m.is_main else {"state": lane.state}

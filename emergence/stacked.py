@@ -23,6 +23,7 @@ so probing, aggregation and analysis cannot tell the two apart.
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 
 import torch
@@ -276,15 +277,17 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
         return [train(c) for c in cfgs]
     summaries: dict[int, dict] = {}
     fresh = []
-    for c in cfgs:
-        folder = run_dir(c)
-        if read_status(folder).get("state") in ("done", "diverged") or ckpt.list_checkpoints(folder / "checkpoints"):
-            summaries[c.seed] = train(c)  # finished: recognised and skipped; started: resumed on its own
-        else:
-            fresh.append(c)
-    if fresh:
-        out = run.drive(SeedStack(cfg, validate(cfg), fresh), make_tracker=run.make_run_tracker)
-        summaries.update((c.seed, summary) for c, summary in zip(fresh, out))
+    with files.run_locks([run_dir(c) for c in cfgs], say=lambda line: print(line, file=sys.stderr, flush=True)):
+        for c in cfgs:
+            folder = run_dir(c)
+            started = ckpt.list_checkpoints(folder / "checkpoints")
+            if read_status(folder).get("state") in ("done", "diverged") or started:
+                summaries[c.seed] = train(c)  # finished: recognised and skipped; started: resumed on its own
+            else:
+                fresh.append(c)
+        if fresh:
+            out = run.drive(SeedStack(cfg, validate(cfg), fresh), make_tracker=run.make_run_tracker)
+            summaries.update((c.seed, summary) for c, summary in zip(fresh, out))
     return [summaries[int(s)] for s in seeds]
 
 

@@ -33,10 +33,15 @@ def train(cfg) -> dict:
     rid = run_id(cfg)
     folder = run_dir(cfg)
     rank, world = distributed()
-    status = read_status(folder)
-    if status.get("state") in ("done", "diverged"):  # from its last good checkpoint a diverged run diverges again
-        return {"run_id": rid, "run_dir": str(folder), **derived, **status, "skipped": True}
-    return drive(OneModel(cfg, derived, rid, folder, status, rank, world), make_tracker=make_run_tracker)[0]
+    with files.run_locks([folder] if rank == 0 else [], say=_say):  # under torchrun rank 0 speaks for the run
+        status = read_status(folder)
+        if status.get("state") in ("done", "diverged"):  # from its last good checkpoint a diverged run diverges again
+            return {"run_id": rid, "run_dir": str(folder), **derived, **status, "skipped": True}
+        return drive(OneModel(cfg, derived, rid, folder, status, rank, world), make_tracker=make_run_tracker)[0]
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _poison(loss):

@@ -265,3 +265,33 @@ def test_report_on_broken_input_fails_in_one_line_and_writes_nothing(tmp_path, c
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{folder / name} " in err and "rerun" in err, err
     assert not (folder / "report.html").exists() and not (folder / "plots").exists()
+
+
+def test_repeated_rows_are_refused_and_dedupe_keeps_one_of_each(tmp_path, capsys):
+    """Every row three times would count each run three times (6 runs per size read as 18): refused in one line,
+    and `--dedupe last` gives what the table without the repeats gives; an import takes the same choice."""
+    from test_reliability import write_table
+
+    for d in ("once", "thrice"):
+        (tmp_path / d).mkdir()
+    write_table(tmp_path / "once", "r.csv")
+    write_table(tmp_path / "thrice", "r.csv", times=3)
+    assert main(["analyze", str(tmp_path / "once" / "r.csv")]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(tmp_path / "thrice" / "r.csv")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--dedupe last" in err, err
+    assert not (tmp_path / "thrice" / "flags.csv").exists()
+    assert main(["analyze", str(tmp_path / "thrice" / "r.csv"), "--dedupe", "last"]) == 0
+    once, thrice = (pd.read_csv(tmp_path / d / "flags.csv") for d in ("once", "thrice"))
+    assert (thrice["n_runs"] == once["n_runs"]).all() and set(once["n_runs"]) == {8}
+    pd.testing.assert_frame_equal(thrice[["task", "metric", "verdict", "width"]], once[["task", "metric", "verdict",
+                                                                                     "width"]])
+    src = tmp_path / "thrice" / "r.csv"
+    mapped = ["--from", "csv", "--out", str(tmp_path / "imported")]
+    assert main(["analyze", str(src), *mapped]) == 2
+    assert "give --dedupe last (or first)" in capsys.readouterr().err
+    assert main(["analyze", str(src), *mapped, "--dedupe", "first"]) == 0
+    assert len(pd.read_parquet(tmp_path / "imported" / "results.parquet")) == 16
+    meta = json.loads((tmp_path / "imported" / "meta.json").read_text())
+    assert meta["command"].endswith("--dedupe first")

@@ -451,6 +451,66 @@ def test_concurrent_aggregations_never_expose_a_partial_or_duplicated_table(tmp_
     assert temporaries(folder) == []
 
 
+def test_a_second_process_on_a_run_in_training_waits_for_it_and_does_not_train_it_again(reference, tmp_path):
+    """Two sweeps on one folder: the second reaches a run the first holds, says so, waits, and then finds it done."""
+    overrides = [*TINY, *SMALL, f"paths.results={tmp_path}"]
+    folder = run_dir(compose(overrides))
+    err = tmp_path / "second.err"
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    with files.run_locks([folder]):  # this process is the first sweep, holding the run
+        with open(err, "w") as stderr:
+            second = subprocess.Popen([sys.executable, "-m", "emergence", "train", *overrides], stderr=stderr,
+                                      stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": path})
+        deadline = time.time() + 120
+        while "waiting for it" not in err.read_text() and second.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert "is being trained by another process" in err.read_text(), err.read_text()
+        assert not folder.exists()  # the second process wrote nothing while it waited
+        assert train(compose(overrides))["state"] == "done"  # re-entrant: this process holds the lock already
+        finished = read_status(folder)["finished"]
+    assert second.wait(timeout=120) == 0, err.read_text()
+    status = read_status(folder)
+    assert status["finished"] == finished and status["pid"] == os.getpid()  # recognised as done, not retrained
+    assert_equals_reference(folder, reference)
+    assert not files.lock_path(folder).exists()
+
+
+def test_a_run_refused_after_taking_its_lock_leaves_nothing(tmp_path):
+    from emergence.config import ConfigError
+
+    cfg = compose([*TINY, f"paths.results={tmp_path / 'results'}", "model=pythia-1b", "data.seq_len=2048",
+                   "train.batch_size=512"])
+    with pytest.raises(ConfigError, match="GiB but this machine has"):
+        train(cfg)  # the memory pre-flight runs on the device, after the lock is taken
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_final_checkpoint_that_fails_its_checksum_is_never_reported_done(reference, tmp_path, monkeypatch):
+    """Another writer (or the disk) corrupts the final checkpoint after it was written: the run ends failed, not done,
+    and the same command trains it again from its last good checkpoint."""
+    from emergence import run
+
+    overrides = [*TINY, *SMALL, f"paths.results={tmp_path}"]
+    folder = run_dir(compose(overrides))
+    final = max(reference["checkpoints"])
+    real_save = run.save_checkpoint
+
+    def save_then_corrupt(folder_, state, *args):
+        path = real_save(folder_, state, *args)
+        if state["step"] == final:
+            flip_bit(path)
+        return path
+
+    monkeypatch.setattr(run, "save_checkpoint", save_then_corrupt)
+    summary = train(compose(overrides))
+    assert summary["state"] == "failed" and "failed its checksum" in summary["error"], summary
+    assert read_status(folder)["state"] == "failed"
+    monkeypatch.setattr(run, "save_checkpoint", real_save)
+    with pytest.warns(UserWarning, match="failed its checksum"):
+        assert train(compose(overrides))["state"] == "done"
+    assert_equals_reference(folder, reference)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # 6. A write that fails (disk full, simulated) leaves the previous checkpoint and results intact, with a clear error.
 
@@ -530,6 +590,12 @@ def write_table(folder: Path, name: str, **change) -> None:
     if change.get("text_in"):
         df = df.astype({change["text_in"]: object})
         df.loc[0, change["text_in"]] = "many"
+    if change.get("times"):  # every row repeated; with "contradict", the repeats disagree on the value
+        copies = [df.assign(value=df["value"] + 0.01 * k if change.get("contradict") else df["value"])
+                  for k in range(change["times"])]
+        df = pd.concat(copies, ignore_index=True)
+    for col, value in change.get("set_first", {}).items():
+        df.loc[0, col] = value
     if name.endswith(".csv"):
         df.to_csv(folder / name, index=False)
     else:
@@ -565,6 +631,15 @@ BAD_INPUT = {  # case: (prepare the folder, command, what the one line must say)
                        "no measured values"),
     "results of one size": (lambda d: write_table(d, "r.parquet", one_size=True), ["analyze", "{d}/r.parquet"],
                             "nothing to compare"),
+    "every row three times": (lambda d: write_table(d, "r.csv", times=3), ["analyze", "{d}/r.csv"],
+                              "48 rows share a run, step, task and metric with another row (all repeat another row "
+                              "exactly"),
+    "contradictory duplicates": (lambda d: write_table(d, "r.csv", times=2, contradict=True),
+                                 ["analyze", "{d}/r.csv"], "they disagree with each other"),
+    "a size below zero": (lambda d: write_table(d, "r.csv", set_first={"n_params": -10}), ["analyze", "{d}/r.csv"],
+                          "column 'n_params' must be positive, found -10 on 1 row(s)"),
+    "a negative stderr": (lambda d: write_table(d, "r.csv", set_first={"stderr": -0.5}), ["analyze", "{d}/r.csv"],
+                          "column 'stderr' must be zero or more, found -0.5"),
     "malformed lm-eval JSON": (lambda d: (d / "r.json").write_text('{"results": {"arc_easy": {"acc": '),
                                ["analyze", "{d}/r.json", "--from", "lm-eval"], "malformed JSON"),
     "checkpoint of another format version": (lambda d: incompatible_checkpoint(d, "step_0.pt"),
