@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
+import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -85,10 +87,29 @@ def scaling_fits_and_bands(df: pd.DataFrame, *, n_boot: int = 200) -> tuple[pd.D
     return pd.DataFrame(rows, columns=FIT_COLUMNS), pd.DataFrame(bands, columns=BAND_COLUMNS)
 
 
+class ProgressLines:
+    """`progress(done, total)` for a long view: a line on stderr every `every` seconds (never for a view that ends
+    sooner), with the share done and the time left at the rate so far, and one at the end if any was printed."""
+
+    def __init__(self, label: str, every: float = 15.0, file=None):
+        self.label, self.every, self.file = label, every, file or sys.stderr
+        self.t0 = self.last = time.perf_counter()
+        self.printed = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every and not (done == total and self.printed):
+            return
+        self.last, self.printed = now, True
+        spent = now - self.t0
+        left = "" if done >= total else f", about {spent / max(done, 1) * (total - done):.0f} s left"
+        print(f"{self.label}: {done} of {total} groups judged in {spent:.0f} s{left}", file=self.file, flush=True)
+
+
 def _transitions_view(df: pd.DataFrame, along: dict) -> pd.DataFrame:
     from analysis.views import flag_transitions
 
-    return flag_transitions(df, **along)
+    return flag_transitions(df, progress=ProgressLines("transitions view"), **along)
 
 
 def _loss_view(df: pd.DataFrame, loss_opts: dict) -> pd.DataFrame:

@@ -91,7 +91,7 @@ def _mirage_within_runs(out: pd.DataFrame) -> pd.Series:
 
 
 def flag_transitions(df: pd.DataFrame, x: str = "tokens", *, mechanistic_task: str = MECHANISTIC_TASK,
-                     **options) -> pd.DataFrame:
+                     progress=None, **options) -> pd.DataFrame:
     """Abrupt changes of each metric along training, within each run: one row per (run_id, task, metric).
 
     Each run's curve of a metric over its checkpoints (x = tokens, step or flops) is judged on a log scale:
@@ -100,7 +100,9 @@ def flag_transitions(df: pd.DataFrame, x: str = "tokens", *, mechanistic_task: s
     is left out; the evidence says so. The runs of one model size (same `model`) are fitted together by
     `analysis.flags.flag_along`: they share one width W, and each run keeps its own floor, ceiling and location.
     q-values: Benjamini-Hochberg across the table's (size, task, metric) tests. `options` go to `flag_along`
-    (w0, alpha, n_boot, seed, min_sizes, min_side).
+    (w0, alpha, n_boot, seed, min_sizes, min_side). `progress(done, total)`, if given, is called after each
+    (size, task, metric) group is judged: the view's cost grows with runs x checkpoints, and a large table takes
+    minutes.
 
     Columns: run_id, model, n_params, seed, task, metric, the flag columns of `flag_emergence` (n_sizes: here the
     number of checkpoints; width, width_lo, width_hi: the shared width of the run's size), then induction_at,
@@ -118,9 +120,11 @@ def flag_transitions(df: pd.DataFrame, x: str = "tokens", *, mechanistic_task: s
     rows: list[dict] = []
     groups: list[str] = []
     size_key = m["model"].astype("string").fillna(m["n_params"].astype("string")).fillna("<size>")
-    m = m.assign(_size=size_key)
+    m = m.assign(_size=size_key)[["_size", "run_id", "model", "n_params", "seed", "task", "metric", x, "value",
+                                     "stderr", "n"]]  # only what is read: a wide table is copied once, narrow
     alpha = options.get("alpha", ALPHA)
-    for (size, task, metric), gs in m.groupby(["_size", "task", "metric"], sort=True):
+    grouped = m.groupby(["_size", "task", "metric"], sort=True)
+    for done, ((size, task, metric), gs) in enumerate(grouped, start=1):
         hib = schema.higher_is_better(str(metric))
         spec = schema.METRICS[str(metric)]
         runs, heads, zeros = [], [], []
@@ -141,6 +145,8 @@ def flag_transitions(df: pd.DataFrame, x: str = "tokens", *, mechanistic_task: s
                 flags["evidence"] += f" ({z} checkpoint(s) at {x} = 0 left out: no place on a log axis)"
             rows.append({**head, **flags})
             groups.append(f"{size}\x1f{task}\x1f{metric}")
+        if progress is not None:
+            progress(done, grouped.ngroups)
     out = pd.DataFrame(rows, columns=["run_id", "model", "n_params", "seed", "task", "metric", *FLAG_KEYS])
     out = apply_fdr(out, alpha, groups=groups)
     out["mirage"] = _mirage_within_runs(out)

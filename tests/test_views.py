@@ -391,3 +391,30 @@ def test_the_views_beside_the_flags_write_the_same_files_in_one_process_or_two(t
     for name in ("flags", "transitions", "loss"):
         a, b = Path(one[name]).read_bytes(), Path(two[name]).read_bytes()
         assert a == b and len(a.splitlines()) > 2, name
+
+
+def test_the_transitions_view_reports_its_progress_and_the_result_is_unchanged(transitions):
+    """A large table takes minutes in this view: it reports each judged group, and the lines say how far it is."""
+    import io
+
+    from analysis.pipeline import ProgressLines
+
+    rng = np.random.default_rng(7)  # the fixture's table again
+    rows = training_run("a", rng, jumps={"recall": 3000, "late": 15000, "smooth": None}, mechanistic_at=3000)
+    rows += training_run("b", rng, jumps={"recall": 3000}, mechanistic_at=None, seed=1)
+    calls = []
+    out = flag_transitions(table(rows), x="tokens", progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 5) for i in range(1, 6)]  # one size: recall, late, smooth, icl_score, prefix_matching
+    pd.testing.assert_frame_equal(out, transitions)
+    text = io.StringIO()
+    lines = ProgressLines("transitions view", every=0.0, file=text)
+    for i in range(1, 5):
+        lines(i, 4)
+    printed = text.getvalue().splitlines()
+    assert printed[0].startswith("transitions view: 1 of 4 groups judged in ") and printed[0].endswith(" s left")
+    assert printed[-1].startswith("transitions view: 4 of 4 groups") and "left" not in printed[-1]
+    quiet = io.StringIO()
+    lines = ProgressLines("transitions view", every=3600.0, file=quiet)
+    for i in range(1, 5):
+        lines(i, 4)
+    assert quiet.getvalue() == ""  # a view that ends before the first interval prints nothing
