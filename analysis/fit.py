@@ -289,6 +289,48 @@ def fit_law(df: pd.DataFrame, law: str, x, y: str, *, loss: str | None = None, h
     (always model-based). The kind used is in FitResult.options["interval"].
     """
     L = get_law(law, breaks=breaks)
+    loss = _check_options(L, loss, space, interval, n_boot, level)
+    X, yv, sub = _columns(df, x, y, L, extra=[weights] if weights is not None else [])
+    X, yv, sub = _drop_top(X, yv, sub, exclude_top_k)
+    n, p = len(yv), len(L.params)
+    if n < p + 1:
+        raise ValueError(f"law {L.name!r} has {p} parameters and needs at least {p + 1} points with finite "
+                         f"{x!r} and {y!r}; got {n}")
+    w = _row_weights(sub, weights, n)
+    space = _fit_space(yv, y, loss, space, log_residuals)
+    y_lo, y_hi = _resolve_y_bounds(L, y_bounds)
+    bnds = _param_bounds(L, X, (y_lo, y_hi), bounds)
+
+    # ---- point estimate
+    chin = None  # (z_hat, e_bounds) of a Chinchilla Huber fit, which its bootstrap refits start from
+    if L.name == "chinchilla" and loss == "huber":
+        theta, chin = _chinchilla_huber_point(X, yv, w, bnds, space, grid, huber_delta, starts)
+    else:
+        theta = _point_fit(L, X, yv, w, bnds, loss, space, grid, huber_delta)
+
+    pred = L.func(X, *theta)
+    resid = to_space(yv, space) - to_space(pred, space)
+    rss_fit = float(np.sum(w * resid ** 2) / np.mean(w))
+    aic, aicc, bic = information_criteria(rss_fit, n, p)
+    rmse = float(np.sqrt(np.mean((yv - pred) ** 2)))
+
+    # ---- intervals
+    boot, method, scheme = None, None, None
+    if n_boot > 0:
+        boot, method, scheme = _interval_refits(L, X, yv, w, sub, theta, resid, bnds, loss, space, interval,
+                                                n_boot, seed, huber_delta, chin)
+    params = dict(zip(L.params, map(float, theta)))
+    stderr, ci = _uncertainties(L, boot, level, X, yv, w, theta, space)
+    return FitResult(law=L.name, params=params, stderr=stderr, ci=ci, aic=aic, aicc=aicc, bic=bic, rmse=rmse, n=n,
+                     x=x if L.n_inputs == 1 else tuple(x), y=y, loss=loss, n_boot=int(n_boot), level=level,
+                     boot=boot, residuals=resid, log_resid=space == "log",
+                     options={"seed": seed, "huber_delta": huber_delta, "exclude_top_k": exclude_top_k,
+                              "interval": method, "resample": scheme},
+                     space=space, y_bounds=(y_lo, y_hi))
+
+
+def _check_options(L: Law, loss: str | None, space: str | None, interval: str, n_boot, level: float) -> str:
+    """Validate fit_law's options that need no data; returns the loss (Huber for chinchilla when not given)."""
     if loss is None:
         loss = "huber" if L.name == "chinchilla" else "l2"
     if loss not in LOSSES:
@@ -301,25 +343,35 @@ def fit_law(df: pd.DataFrame, law: str, x, y: str, *, loss: str | None = None, h
         raise ValueError(f"n_boot must be a whole number >= 0, got {n_boot!r}")
     if not (0 < level < 1):
         raise ValueError(f"level must be between 0 and 1, got {level!r}")
-    X, yv, sub = _columns(df, x, y, L, extra=[weights] if weights is not None else [])
-    if exclude_top_k:
-        if exclude_top_k < 0 or exclude_top_k >= len(yv):
-            raise ValueError(f"exclude_top_k={exclude_top_k} must be between 0 and the number of points ({len(yv)})")
-        keep = np.argsort(-yv, kind="stable")[exclude_top_k:]
-        keep.sort()
-        X, yv, sub = (X[keep] if X.ndim == 1 else X[:, keep]), yv[keep], sub.iloc[keep]
-    n, p = len(yv), len(L.params)
-    if n < p + 1:
-        raise ValueError(f"law {L.name!r} has {p} parameters and needs at least {p + 1} points with finite "
-                         f"{x!r} and {y!r}; got {n}")
-    if weights is not None:
-        if weights not in sub.columns:
-            raise ValueError(f"weights column {weights!r} is not in the table")
-        w = pd.to_numeric(sub[weights], errors="coerce").to_numpy(float)
-        if not np.all(np.isfinite(w) & (w > 0)):
-            raise ValueError(f"weights column {weights!r} must hold positive finite numbers")
-    else:
-        w = np.ones(n)
+    return loss
+
+
+def _drop_top(X: np.ndarray, yv: np.ndarray, sub: pd.DataFrame, exclude_top_k: int
+              ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """The points without the exclude_top_k highest y (in their original order)."""
+    if not exclude_top_k:
+        return X, yv, sub
+    if exclude_top_k < 0 or exclude_top_k >= len(yv):
+        raise ValueError(f"exclude_top_k={exclude_top_k} must be between 0 and the number of points ({len(yv)})")
+    keep = np.argsort(-yv, kind="stable")[exclude_top_k:]
+    keep.sort()
+    return (X[keep] if X.ndim == 1 else X[:, keep]), yv[keep], sub.iloc[keep]
+
+
+def _row_weights(sub: pd.DataFrame, weights: str | None, n: int) -> np.ndarray:
+    """Per-row weights from the column `weights`, or ones."""
+    if weights is None:
+        return np.ones(n)
+    if weights not in sub.columns:
+        raise ValueError(f"weights column {weights!r} is not in the table")
+    w = pd.to_numeric(sub[weights], errors="coerce").to_numpy(float)
+    if not np.all(np.isfinite(w) & (w > 0)):
+        raise ValueError(f"weights column {weights!r} must hold positive finite numbers")
+    return w
+
+
+def _fit_space(yv: np.ndarray, y: str, loss: str, space: str | None, log_residuals: bool | None) -> str:
+    """The scale residuals are measured on (see fit_law), checked against the values of y."""
     if space is None:
         space = "log" if (loss == "huber" if log_residuals is None else log_residuals) else "linear"
     elif log_residuals is not None and bool(log_residuals) != (space == "log"):
@@ -329,90 +381,105 @@ def fit_law(df: pd.DataFrame, law: str, x, y: str, *, loss: str | None = None, h
         raise ValueError(f"column {y!r} has values <= 0: {what} needs positive y (use loss='l2')")
     if space == "log1p" and np.any(yv <= -1):
         raise ValueError(f"column {y!r} has values <= -1: a fit on log(1 + y) needs y > -1")
-    y_lo, y_hi = _resolve_y_bounds(L, y_bounds)
+    return space
+
+
+def _param_bounds(L: Law, X, y_range: tuple[float, float], bounds: dict | None) -> dict:
+    """Bounds of every parameter: the law's own, its levels inside y's range, then the caller's `bounds`."""
+    y_lo, y_hi = y_range
     levels = {nm: (y_lo, y_hi) for nm in L.levels} if (np.isfinite(y_lo) or np.isfinite(y_hi)) else {}
     bnds = {**L.bounds(X), **levels, **(bounds or {})}
     unknown = set(bounds or {}) - set(L.params)
     if unknown:
         raise ValueError(f"bounds for unknown parameter(s) {sorted(unknown)} of law {L.name!r}: {L.params}")
+    return bnds
 
-    # ---- point estimate
-    chin_huber = L.name == "chinchilla" and loss == "huber"
-    e_bounds = (-np.inf, np.inf)
-    if chin_huber:
-        if space != "log":
-            raise ValueError("chinchilla with Huber is fitted on log loss (Hoffmann et al. 2022); use loss='l2' "
-                             "for a fit on the raw scale")
-        E_lo, E_hi = bnds.get("E", (-np.inf, np.inf))
-        if E_hi <= 0:
-            raise ValueError(f"chinchilla with Huber has E = exp(e) > 0; an upper bound of {E_hi} on E is impossible")
-        e_bounds = (np.log(E_lo) if E_lo > 0 else -np.inf, np.log(E_hi) if np.isfinite(E_hi) else np.inf)
-        starts_arr = chinchilla_starts(grid if isinstance(grid, dict) else None)
-        z_hat, _ = fit_chinchilla_huber(X, yv, w, huber_delta, starts_arr, starts, e_bounds=e_bounds)
-        theta = lse_to_params(z_hat)
+
+def _chinchilla_huber_point(X, yv, w, bnds: dict, space: str, grid, huber_delta: float, starts: int
+                            ) -> tuple[np.ndarray, tuple[np.ndarray, tuple[float, float]]]:
+    """The Chinchilla Huber fit of Besiroglu et al. 2024 (module docstring): the parameters, and (z_hat, e_bounds),
+    the optimum in LSE form and the bounds of e = log E, from which the bootstrap refits start."""
+    if space != "log":
+        raise ValueError("chinchilla with Huber is fitted on log loss (Hoffmann et al. 2022); use loss='l2' "
+                         "for a fit on the raw scale")
+    E_lo, E_hi = bnds.get("E", (-np.inf, np.inf))
+    if E_hi <= 0:
+        raise ValueError(f"chinchilla with Huber has E = exp(e) > 0; an upper bound of {E_hi} on E is impossible")
+    e_bounds = (np.log(E_lo) if E_lo > 0 else -np.inf, np.log(E_hi) if np.isfinite(E_hi) else np.inf)
+    starts_arr = chinchilla_starts(grid if isinstance(grid, dict) else None)
+    z_hat, _ = fit_chinchilla_huber(X, yv, w, huber_delta, starts_arr, starts, e_bounds=e_bounds)
+    return lse_to_params(z_hat), (z_hat, e_bounds)
+
+
+def _point_fit(L: Law, X, yv, w, bnds: dict, loss: str, space: str, grid, huber_delta: float) -> np.ndarray:
+    """Steps 1 to 3 of the module docstring for every fit but Chinchilla with Huber: grid, refinement by
+    Levenberg-Marquardt from the best distinct grid points, then the Huber loss where asked."""
+    if isinstance(grid, dict):
+        g = L.grid(X, {k: (min(v), max(v)) for k, v in grid.items()})
+        axes = [np.asarray(grid.get(nm, np.unique(g[:, j]))) for j, nm in enumerate(L.nonlinear)]
+        mesh = np.meshgrid(*axes, indexing="ij") if axes else []
+        G = np.stack([m.ravel() for m in mesh], axis=1) if axes else np.zeros((1, 0))
+    elif grid is not None:
+        G = np.atleast_2d(np.asarray(grid, dtype=float))
     else:
-        if isinstance(grid, dict):
-            g = L.grid(X, {k: (min(v), max(v)) for k, v in grid.items()})
-            axes = [np.asarray(grid.get(nm, np.unique(g[:, j]))) for j, nm in enumerate(L.nonlinear)]
-            mesh = np.meshgrid(*axes, indexing="ij") if axes else []
-            G = np.stack([m.ravel() for m in mesh], axis=1) if axes else np.zeros((1, 0))
-        elif grid is not None:
-            G = np.atleast_2d(np.asarray(grid, dtype=float))
-        else:
-            G = L.grid(X, bnds)
-        l2_space = space if loss == "l2" else "linear"  # a Huber fit starts from least squares on y
-        score, lin = profile_linear(L, X, yv, space_weights(yv, w, l2_space), G, bnds)
-        if l2_space != "linear":
-            # rank the grid by the objective on the fitted scale, each point with its linearised linear parameters
-            Pg = assemble(L, G, lin)
-            F = L.func(X, *[Pg[:, j:j + 1] for j in range(Pg.shape[1])])
-            with np.errstate(all="ignore"):
-                score = np.sum(w * (to_space(F, l2_space) - to_space(yv, l2_space)) ** 2, axis=-1)
-            score = np.where(np.isfinite(score), score, np.inf)
-        top = _distinct_top(G, score, int(L.extra.get("lm_starts", 3)))
-        theta, _ = refine_l2(L, X, yv, w, G[top], bnds, grid=G, space=l2_space)
-        if loss == "huber":
-            theta, _ = refine_huber(L, X, yv, w, theta[None], bnds, huber_delta, space)
+        G = L.grid(X, bnds)
+    l2_space = space if loss == "l2" else "linear"  # a Huber fit starts from least squares on y
+    score, lin = profile_linear(L, X, yv, space_weights(yv, w, l2_space), G, bnds)
+    if l2_space != "linear":
+        # rank the grid by the objective on the fitted scale, each point with its linearised linear parameters
+        Pg = assemble(L, G, lin)
+        F = L.func(X, *[Pg[:, j:j + 1] for j in range(Pg.shape[1])])
+        with np.errstate(all="ignore"):
+            score = np.sum(w * (to_space(F, l2_space) - to_space(yv, l2_space)) ** 2, axis=-1)
+        score = np.where(np.isfinite(score), score, np.inf)
+    top = _distinct_top(G, score, int(L.extra.get("lm_starts", 3)))
+    theta, _ = refine_l2(L, X, yv, w, G[top], bnds, grid=G, space=l2_space)
+    if loss == "huber":
+        theta, _ = refine_huber(L, X, yv, w, theta[None], bnds, huber_delta, space)
+    return theta
 
-    pred = L.func(X, *theta)
-    resid = to_space(yv, space) - to_space(pred, space)
-    rss_fit = float(np.sum(w * resid ** 2) / np.mean(w))
-    aic, aicc, bic = information_criteria(rss_fit, n, p)
-    rmse = float(np.sqrt(np.mean((yv - pred) ** 2)))
 
-    # ---- intervals
-    boot, method, scheme = None, None, None
-    if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        xkey = X if X.ndim == 1 else X[0] + 1e-9 * X[1]
-        scheme, units = _resample_scheme(sub, xkey)
-        method = interval
-        if interval == "auto":
-            method = "parametric" if scheme != "rows" and units < MIN_RESAMPLE_UNITS else "bootstrap"
-        if method == "parametric":
-            Yb = _parametric_samples(L, X, theta, w, resid, space, n_boot, rng)
-            Wb = np.tile(w, (n_boot, 1))
-        else:
-            Wb, Yb = _bootstrap_samples(sub, yv, n_boot, rng, xkey)
-            Wb = Wb * w
-            if space == "log" and np.any(Yb <= 0):
-                Yb = np.maximum(Yb, np.min(yv) * 1e-3)  # a rescaled draw below zero cannot be logged
-            if space == "log1p" and np.any(Yb <= -1):
-                Yb = np.maximum(Yb, -1.0 + 1e-3 * (1.0 + np.min(yv)))
-        if chin_huber:
-            Zb, _ = lse_irls(np.tile(z_hat, (n_boot, 1)), np.log(X[0]), np.log(X[1]), np.log(Yb), Wb, huber_delta,
-                              e_bounds=e_bounds)
-            boot = np.array([lse_to_params(z) for z in Zb])
-        else:
-            P0 = _bootstrap_starts(L, X, Yb, Wb, theta, bnds)
-            boot, _ = batched_lm(L, X, Yb, Wb, P0, bnds, loss=loss, delta=huber_delta, space=space)
-        # a resample that keeps fewer distinct x than the law has parameters cannot identify it
-        codes, uniq = pd.factorize(xkey)
-        onehot = np.zeros((n, len(uniq)))
-        onehot[np.arange(n), codes] = 1.0
-        distinct = np.count_nonzero((Wb > 0) @ onehot, axis=1)
-        boot[distinct < min(p, len(uniq))] = np.nan
-    params = dict(zip(L.params, map(float, theta)))
+def _interval_refits(L: Law, X, yv, w, sub: pd.DataFrame, theta, resid, bnds: dict, loss: str, space: str,
+                     interval: str, n_boot: int, seed: int, huber_delta: float, chin) -> tuple[np.ndarray, str, str]:
+    """Step 4 of the module docstring: n_boot refits (rows of parameters, NaN where a resample cannot identify the
+    law), the kind of interval ("bootstrap" or "parametric") and the resampling scheme (`_resample_scheme`)."""
+    n, p = len(yv), len(L.params)
+    rng = np.random.default_rng(seed)
+    xkey = X if X.ndim == 1 else X[0] + 1e-9 * X[1]
+    scheme, units = _resample_scheme(sub, xkey)
+    method = interval
+    if interval == "auto":
+        method = "parametric" if scheme != "rows" and units < MIN_RESAMPLE_UNITS else "bootstrap"
+    if method == "parametric":
+        Yb = _parametric_samples(L, X, theta, w, resid, space, n_boot, rng)
+        Wb = np.tile(w, (n_boot, 1))
+    else:
+        Wb, Yb = _bootstrap_samples(sub, yv, n_boot, rng, xkey)
+        Wb = Wb * w
+        if space == "log" and np.any(Yb <= 0):
+            Yb = np.maximum(Yb, np.min(yv) * 1e-3)  # a rescaled draw below zero cannot be logged
+        if space == "log1p" and np.any(Yb <= -1):
+            Yb = np.maximum(Yb, -1.0 + 1e-3 * (1.0 + np.min(yv)))
+    if chin is not None:
+        z_hat, e_bounds = chin
+        Zb, _ = lse_irls(np.tile(z_hat, (n_boot, 1)), np.log(X[0]), np.log(X[1]), np.log(Yb), Wb, huber_delta,
+                          e_bounds=e_bounds)
+        boot = np.array([lse_to_params(z) for z in Zb])
+    else:
+        P0 = _bootstrap_starts(L, X, Yb, Wb, theta, bnds)
+        boot, _ = batched_lm(L, X, Yb, Wb, P0, bnds, loss=loss, delta=huber_delta, space=space)
+    # a resample that keeps fewer distinct x than the law has parameters cannot identify it
+    codes, uniq = pd.factorize(xkey)
+    onehot = np.zeros((n, len(uniq)))
+    onehot[np.arange(n), codes] = 1.0
+    distinct = np.count_nonzero((Wb > 0) @ onehot, axis=1)
+    boot[distinct < min(p, len(uniq))] = np.nan
+    return boot, method, scheme
+
+
+def _uncertainties(L: Law, boot, level: float, X, yv, w, theta, space: str) -> tuple[dict, dict]:
+    """(stderr, ci) of every parameter: bootstrap SDs and percentile intervals where at least 2 refits are finite,
+    else Jacobian standard errors and no intervals."""
     if boot is not None and np.isfinite(boot).all(axis=1).sum() >= 2:
         ok = np.isfinite(boot).all(axis=1)
         q = (1 - level) / 2
@@ -422,12 +489,7 @@ def fit_law(df: pd.DataFrame, law: str, x, y: str, *, loss: str | None = None, h
     else:
         stderr = dict(zip(L.params, _asymptotic_stderr(L, X, yv, w, theta, space)))
         ci = {nm: (np.nan, np.nan) for nm in L.params}
-    return FitResult(law=L.name, params=params, stderr=stderr, ci=ci, aic=aic, aicc=aicc, bic=bic, rmse=rmse, n=n,
-                     x=x if L.n_inputs == 1 else tuple(x), y=y, loss=loss, n_boot=int(n_boot), level=level,
-                     boot=boot, residuals=resid, log_resid=space == "log",
-                     options={"seed": seed, "huber_delta": huber_delta, "exclude_top_k": exclude_top_k,
-                              "interval": method, "resample": scheme},
-                     space=space, y_bounds=(y_lo, y_hi))
+    return stderr, ci
 
 
 def _parametric_samples(law: Law, X, theta, w, resid, space: str, n_boot: int, rng: np.random.Generator

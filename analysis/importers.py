@@ -443,6 +443,58 @@ def import_csv(path, mapping: dict[str, str], *, constants: dict | None = None, 
                          f"got {type(mapping).__name__}")
     constants = dict(constants or {})
     tokens_per_step = constants.pop("tokens_per_step", None)
+    wide, per_column, fields = _value_patterns(src, mapping, constants)
+    wide_value = mapping.get("value")
+    plain = {k: v for k, v in mapping.items() if not (wide and (k == "value" or k in per_column))}
+    table = _read_table(src, sep)
+    # a column already named as the results table names it is read as that column, unless mapped or given otherwise
+    taken = set(mapping) | set(constants) | set(fields) | set(per_column)
+    plain.update({c: c for c in schema.COLUMNS if c in table.columns and c not in taken})
+    _check_sources(src, table, plain, constants, fields, wide)
+    if wide:
+        cells = _wide_cells(src, table, wide_value, per_column)
+        base = table.iloc[cells["_row"].to_numpy()].reset_index(drop=True)
+    else:
+        cells, base = pd.DataFrame(), table.reset_index(drop=True)
+    out = _results_columns(src, cells, base, mapping, constants, plain, fields)
+    value = pd.to_numeric(out["value"], errors="coerce")
+    bad_vals = out["value"].notna() & value.isna()
+    if bad_vals.any():
+        first = out["value"][bad_vals].iloc[0]
+        raise ValueError(f"{src}: column {mapping.get('value', 'value')!r} (value) must be numeric, found {first!r}")
+    out["value"] = value
+    if tokens_per_step is not None:
+        out["tokens"] = _tokens_from_steps(src, out["step"], tokens_per_step,
+                                           given="tokens" in mapping or "tokens" in constants)
+    if "flops" not in mapping and "flops" not in constants:
+        n = pd.to_numeric(out["n_params"], errors="coerce").astype(float)
+        out["flops"] = 6.0 * n * pd.to_numeric(out["tokens"], errors="coerce").astype(float)
+    out["metric"] = out["metric"].map(lambda m: METRIC_ALIASES.get(m, m) if isinstance(m, str) else m)
+    skipped: list[str] = []
+    if wide:
+        out, skipped = _known_metrics(src, out, wide_value)
+    if "status" not in mapping and "status" not in constants:
+        out["status"] = np.where(out["value"].notna(), "imported", "not_measured")
+    out = schema.validate(out, where=str(src))
+    logged_twice = wide and "step" in plain  # a W&B export logs a step twice after a resume: its last row counts
+    out = schema.dedupe(out, "last" if logged_twice and dedupe is None else dedupe, where=str(src),
+                        fix="map the column that tells the models apart (--map model=COLUMN or --map n_params=COLUMN; "
+                            "run_id, seed and step likewise), or, if the rows repeat one measurement, give --dedupe "
+                            "last (or first) to keep one row of each")
+    if wide:
+        out = (out.sort_values(["run_id", "step", "task", "metric"], kind="stable").reset_index(drop=True))
+        out.attrs["skipped_metrics"] = skipped
+        if skipped:
+            warnings.warn(f"{src}: skipped column(s) of metric(s) with unknown direction: {', '.join(skipped)}; "
+                          "register them with analysis.schema.register_metric(name, higher_is_better=...) to import "
+                          "them", stacklevel=2)
+    return out
+
+
+def _value_patterns(src: Path, mapping: dict[str, str], constants: dict) -> tuple[bool, dict[str, str], list[str]]:
+    """Check import_csv's mapping and constants name results columns, and read its column patterns: whether the
+    table is wide (value is a pattern), the patterns of stderr and n ({role: pattern}), and the results columns the
+    value's placeholders fill."""
     bad = sorted(set(mapping) - set(schema.COLUMNS)) + sorted(set(constants) - set(schema.COLUMNS))
     if bad:
         raise ValueError(f"{src}: {', '.join(map(repr, bad))} is not a results-table column; "
@@ -460,17 +512,22 @@ def import_csv(path, mapping: dict[str, str], *, constants: dict | None = None, 
     if clash:
         raise ValueError(f"{src}: {', '.join(map(repr, clash))} comes both from value={wide_value!r} and from "
                          "the mapping or constants; give it once")
-    plain = {k: v for k, v in mapping.items() if not (wide and (k == "value" or k in per_column))}
+    return wide, per_column, fields
+
+
+def _read_table(src: Path, sep: str | None) -> pd.DataFrame:
+    """A .parquet file, or a CSV (a TSV for .tsv unless `sep` says otherwise)."""
     try:
         if src.suffix == ".parquet":
-            table = pd.read_parquet(src)
-        else:
-            table = pd.read_csv(src, sep=sep if sep is not None else ("\t" if src.suffix == ".tsv" else ","))
+            return pd.read_parquet(src)
+        return pd.read_csv(src, sep=sep if sep is not None else ("\t" if src.suffix == ".tsv" else ","))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
         raise ValueError(f"{src}: could not be read as a table: {str(e).splitlines()[0]}") from None
-    # a column already named as the results table names it is read as that column, unless mapped or given otherwise
-    taken = set(mapping) | set(constants) | set(fields) | set(per_column)
-    plain.update({c: c for c in schema.COLUMNS if c in table.columns and c not in taken})
+
+
+def _check_sources(src: Path, table: pd.DataFrame, plain: dict[str, str], constants: dict, fields: list[str],
+                   wide: bool) -> None:
+    """Every mapped column is in the file, and task, metric and value each come from somewhere."""
     missing = [c for c in plain.values() if c not in table.columns]
     if missing:
         raise ValueError(f"{src}: column(s) {', '.join(map(repr, missing))} not in the file; "
@@ -480,11 +537,12 @@ def import_csv(path, mapping: dict[str, str], *, constants: dict | None = None, 
             raise ValueError(f"{src}: the file has no {need!r} column; map one onto it (--map {need}=COLUMN; "
                              f"mapping={{{need!r}: COLUMN}}) or give one value for every row (--set {need}=VALUE; "
                              f"constants={{{need!r}: VALUE}})")
-    if wide:
-        cells = _wide_cells(src, table, wide_value, per_column)
-        base = table.iloc[cells["_row"].to_numpy()].reset_index(drop=True)
-    else:
-        cells, base = pd.DataFrame(), table.reset_index(drop=True)
+
+
+def _results_columns(src: Path, cells: pd.DataFrame, base: pd.DataFrame, mapping: dict[str, str], constants: dict,
+                     plain: dict[str, str], fields: list[str]) -> pd.DataFrame:
+    """The results table's columns, one row per row of `base` (the file's rows, or the row of each wide cell): from
+    the cells, the mapped columns or the constants, NA otherwise; run_id and sweep by default as import_csv says."""
     out = pd.DataFrame(index=base.index)
     for col in schema.COLUMNS:
         if col in cells.columns:
@@ -504,45 +562,19 @@ def import_csv(path, mapping: dict[str, str], *, constants: dict | None = None, 
             out["run_id"] = src.stem
     if "sweep" not in mapping and "sweep" not in constants and "sweep" not in fields:
         out["sweep"] = src.stem
-    value = pd.to_numeric(out["value"], errors="coerce")
-    bad_vals = out["value"].notna() & value.isna()
-    if bad_vals.any():
-        first = out["value"][bad_vals].iloc[0]
-        raise ValueError(f"{src}: column {mapping.get('value', 'value')!r} (value) must be numeric, found {first!r}")
-    out["value"] = value
-    if tokens_per_step is not None:
-        out["tokens"] = _tokens_from_steps(src, out["step"], tokens_per_step,
-                                           given="tokens" in mapping or "tokens" in constants)
-    if "flops" not in mapping and "flops" not in constants:
-        n = pd.to_numeric(out["n_params"], errors="coerce").astype(float)
-        out["flops"] = 6.0 * n * pd.to_numeric(out["tokens"], errors="coerce").astype(float)
-    out["metric"] = out["metric"].map(lambda m: METRIC_ALIASES.get(m, m) if isinstance(m, str) else m)
-    skipped: list[str] = []
-    if wide:
-        known = out["metric"].map(lambda m: isinstance(m, str) and m in schema.METRICS).to_numpy(bool)
-        skipped = sorted(set(out.loc[~known, "metric"].astype(str)))
-        if not known.any():
-            raise ValueError(f"{src}: no metric of known direction among the columns matching value={wide_value!r} "
-                             f"(found: {', '.join(skipped[:8])}); register one with "
-                             "analysis.schema.register_metric(name, higher_is_better=...) or narrow the pattern "
-                             "({metric:acc|acc_norm})")
-        out = out[known].reset_index(drop=True)
-    if "status" not in mapping and "status" not in constants:
-        out["status"] = np.where(out["value"].notna(), "imported", "not_measured")
-    out = schema.validate(out, where=str(src))
-    logged_twice = wide and "step" in plain  # a W&B export logs a step twice after a resume: its last row counts
-    out = schema.dedupe(out, "last" if logged_twice and dedupe is None else dedupe, where=str(src),
-                        fix="map the column that tells the models apart (--map model=COLUMN or --map n_params=COLUMN; "
-                            "run_id, seed and step likewise), or, if the rows repeat one measurement, give --dedupe "
-                            "last (or first) to keep one row of each")
-    if wide:
-        out = (out.sort_values(["run_id", "step", "task", "metric"], kind="stable").reset_index(drop=True))
-        out.attrs["skipped_metrics"] = skipped
-        if skipped:
-            warnings.warn(f"{src}: skipped column(s) of metric(s) with unknown direction: {', '.join(skipped)}; "
-                          "register them with analysis.schema.register_metric(name, higher_is_better=...) to import "
-                          "them", stacklevel=2)
     return out
+
+
+def _known_metrics(src: Path, out: pd.DataFrame, wide_value: str) -> tuple[pd.DataFrame, list[str]]:
+    """A wide table's rows whose metric has a known direction, and the sorted names of the others (skipped)."""
+    known = out["metric"].map(lambda m: isinstance(m, str) and m in schema.METRICS).to_numpy(bool)
+    skipped = sorted(set(out.loc[~known, "metric"].astype(str)))
+    if not known.any():
+        raise ValueError(f"{src}: no metric of known direction among the columns matching value={wide_value!r} "
+                         f"(found: {', '.join(skipped[:8])}); register one with "
+                         "analysis.schema.register_metric(name, higher_is_better=...) or narrow the pattern "
+                         "({metric:acc|acc_norm})")
+    return out[known].reset_index(drop=True), skipped
 
 
 def _tokens_from_steps(src: Path, step: pd.Series, tokens_per_step, *, given: bool) -> np.ndarray:

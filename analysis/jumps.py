@@ -516,7 +516,6 @@ def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: f
     chunk = chunk or (125 if curves.mode == "runs" else 50)
     grid = Grid.build(np.concatenate(curves.t), w0)
     model = _Model(curves, grid)
-    K = len(curves.t)
     i = grid.w0_index
 
     # ---- observed: the estimate and intervals on a fine grid, the statistic on the grid the draws use
@@ -548,36 +547,8 @@ def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: f
         best.append((T0[0, iw], F[0, iw], C[0, iw]))
         null.append((T0[0, fi], F[0, fi], C[0, fi]))
 
-    # ---- draws at W = w0, in chunks; stop early once both one-sided p-values are clearly away from the levels
-    # that decide a verdict, with 99% Clopper-Pearson bounds: 0.05 for either one-sided bound, and 0.025 too for
-    # p_value, which the q-values of many rows compare with smaller levels
-    Tb = []
-    done = 0
-    while done < n_boot:
-        B = min(chunk, n_boot - done)
-        if curves.mode == "runs":
-            t00, F0, C0 = null[0]
-            s0 = expit(LN9X2 * (curves.t[0] - t00) / w0)[curves.size_of_run]
-            Yr = _draw_runs(rng, B, s0, F0, C0, phi, curves, float(st[1][0]))
-            fb, db = model.fit(None, model.runs_stats(Yr))
-        else:
-            Ysb, Wsb = [], []
-            for k in range(K):
-                t00, F0, C0 = null[k]
-                mu = F0 + (C0 - F0) * expit(LN9X2 * (curves.t[k] - t00) / w0)
-                sd = np.sqrt(fdisp[0] / Ws[k][0])
-                Ysb.append(mu[None] + sd[None] * rng.standard_normal((B, mu.size)))
-                Wsb.append(np.broadcast_to(Ws[k], (B, mu.size)))
-            fb, db = model.fit(Ysb, Ws=Wsb)
-        pb = model.profile(fb, db)
-        Tb.append(pb[:, i:].min(1) - pb[:, : i + 1].min(1))
-        done += B
-        if sequential and done < n_boot:
-            T = np.concatenate(Tb)
-            if (mc_decided(int(np.sum(T >= T_obs - 1e-9)), done)
-                    and mc_decided(int(np.sum(T <= T_obs + 1e-9)), done, levels=(0.05,))):
-                break
-    Tb = np.concatenate(Tb)
+    # ---- draws at W = w0
+    Tb = _null_statistics(model, curves, null, st, phi, fdisp[0], Ws, w0, T_obs, n_boot, chunk, sequential, rng)
     n_used = Tb.size
     p_value = float((1 + np.sum(Tb >= T_obs - 1e-9)) / (n_used + 1))
     p_smooth = float((1 + np.sum(Tb <= T_obs + 1e-9)) / (n_used + 1))
@@ -618,6 +589,41 @@ def width_test(curves: Curves, *, w0: float = W0, n_boot: int = N_BOOT, level: f
                      p_value=p_value, p_smooth=p_smooth, p_flat=p_flat, statistic=T_obs, crit=crit,
                      dispersion=float(disp[0]), phi=phi, n_boot=n_used, w0=w0, var_mean=var_mean, ybar=ybar,
                      grid=grid, profile=rel)
+
+
+def _null_statistics(model: _Model, curves: Curves, null, st, phi: float, disp: float, Ws, w0: float, T_obs: float,
+                     n_boot: int, chunk: int, sequential: bool, rng) -> np.ndarray:
+    """The statistic of data sets drawn at W = w0 (each curve at its fit `null`), in chunks; with `sequential`, stop
+    early once both one-sided p-values are clearly away from the levels that decide a verdict, with 99%
+    Clopper-Pearson bounds: 0.05 for either, and 0.025 too for p_value, which many rows' q-values compare with."""
+    i = model.grid.w0_index
+    Tb = []
+    done = 0
+    while done < n_boot:
+        B = min(chunk, n_boot - done)
+        if curves.mode == "runs":
+            t00, F0, C0 = null[0]
+            s0 = expit(LN9X2 * (curves.t[0] - t00) / w0)[curves.size_of_run]
+            Yr = _draw_runs(rng, B, s0, F0, C0, phi, curves, float(st[1][0]))
+            fb, db = model.fit(None, model.runs_stats(Yr))
+        else:
+            Ysb, Wsb = [], []
+            for k in range(len(curves.t)):
+                t00, F0, C0 = null[k]
+                mu = F0 + (C0 - F0) * expit(LN9X2 * (curves.t[k] - t00) / w0)
+                sd = np.sqrt(disp / Ws[k][0])
+                Ysb.append(mu[None] + sd[None] * rng.standard_normal((B, mu.size)))
+                Wsb.append(np.broadcast_to(Ws[k], (B, mu.size)))
+            fb, db = model.fit(Ysb, Ws=Wsb)
+        pb = model.profile(fb, db)
+        Tb.append(pb[:, i:].min(1) - pb[:, : i + 1].min(1))
+        done += B
+        if sequential and done < n_boot:
+            T = np.concatenate(Tb)
+            if (mc_decided(int(np.sum(T >= T_obs - 1e-9)), done)
+                    and mc_decided(int(np.sum(T <= T_obs + 1e-9)), done, levels=(0.05,))):
+                break
+    return np.concatenate(Tb)
 
 
 def _draw_runs(rng, B, s_run, F, C, phi, curves, tau2):

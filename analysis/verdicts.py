@@ -176,29 +176,7 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
     FlagOptions(w0=w0, alpha=alpha, n_boot=n_boot)  # the settings' one validation (OptionsError, a ValueError)
     if min_sizes < 3:
         raise ValueError(f"min_sizes must be at least 3, got {min_sizes!r}")
-    x = np.asarray(x, dtype=float).ravel()
-    y = np.asarray(y, dtype=float).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
-
-    def per_point(a, name):
-        if a is None:
-            return None
-        a = np.asarray(a, dtype=object if name == "seeds" else float).ravel()
-        if a.shape != x.shape:
-            raise ValueError(f"{name} must have one value per point, got {a.size} for {x.size} points")
-        return a
-
-    se, nn, sd, ls = per_point(stderr, "stderr"), per_point(n, "n"), per_point(seeds, "seeds"), per_point(loss, "loss")
-    ok = np.isfinite(x) & np.isfinite(y) & ((x > 0) if axis == "log" else True)
-    dropped = int(x.size - ok.sum())
-    note = (f" ({dropped} point(s) with missing values{' or x <= 0' if axis == 'log' else ''} left out)"
-            if dropped else "")
-    x, y = x[ok], y[ok]
-    se = None if se is None else se[ok]
-    nn = None if nn is None else nn[ok]
-    sd = None if sd is None else sd[ok]
-    ls = None if ls is None else ls[ok]
+    x, y, se, nn, sd, ls, note = _finite_points(x, y, stderr, n, seeds, loss, axis)
     hib = bool(higher_is_better)
     yo = y if hib else -y
     lb, ub = _levels(_bounds(bounds, hib), yo)
@@ -223,33 +201,10 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
     m = np.bincount(inv).astype(float)
     runs_mode = sd is not None and np.any(m > 1)
     measured = bool(np.any(vm > 0))
-    if runs_mode:
-        if not measured:
-            vm = np.zeros_like(vm)
-        vm_of = measure = None
-        if measured and bounded01 and nn is not None and np.isfinite(nn).any():  # binomial: follows the value
-            sign = 1.0 if hib else -1.0
-            vm_of = lambda Y: measurement_variance(sign * Y, se, nn, True)  # noqa: E731
-            measure = _binomial_measure(nn, vm, sign, vm <= 1.05 * measurement_variance(y, None, nn, True))
-        curves = Curves("runs", [ux], lb, ub, size_of_run=inv, run_y=yo, run_vm=vm, m=m, vm_of=vm_of,
-                        measure=measure)
-    else:
-        order = np.argsort(t, kind="stable")
-        curves = Curves("single", [t[order]], lb, ub, y=[yo[order]], vm=[vm[order]], measured=measured)
-    # ---- which noise model: runs at two levels (the share of runs at the high one, binomial counts) or one
-    # curve with between-run scatter, decided by the per-run test before any width is fitted
-    per, mode = {"per_run": "undetermined", "per_run_p": np.nan, "why": "one run per size"}, "mean"
-    if runs_mode:
-        ybar0 = np.bincount(inv, weights=yo) / m
-        per = perrun.per_run_test(inv, yo, vm, ybar0, float(ybar0.min()), float(ybar0.max()), seed=seed)
-        mode = noise_mode(per, m, ybar0)
-    res_mean = jumps.width_test(curves, w0=w0, n_boot=n_boot, seed=seed) if mode != "share" else None
-    res = res_mean
-    if mode != "mean":
-        res_share = share_test(ux, per["k"], per["m"], w0=w0, n_boot=n_boot, seed=seed)
-        res = _share_in_units(res_share, per, ux, ybar0, m, lb, ub)
-        if mode == "both":
-            res = _intersect(res, res_mean, prefer_a=bool(per["per_run_p"] <= per["p_gradual"]))
+    if runs_mode and not measured:
+        vm = np.zeros_like(vm)
+    curves = _curves(runs_mode, measured, bounded01, hib, t, ux, inv, m, y, yo, vm, se, nn, lb, ub)
+    res, res_mean, res_share, per, mode = _width(curves, runs_mode, ux, inv, yo, vm, m, lb, ub, w0, n_boot, seed)
 
     # ---- the curve and its checks, in the metric's own units
     if runs_mode:
@@ -263,18 +218,120 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
     floor_u, ceil_u = (F, C) if hib else (-F, -C)
     step, allowed, step_p = perrun.steepest_step(ux, ybar, var_mean, F, C, w0)
     bt = float(breakthroughness(ybar))
-    share, share_w = "", np.nan
+    share, share_w, share_why, align = _runs_summary(runs_mode, per, ux, ls)
+
+    # ---- verdict
+    p_flat = res.p_flat
+    W, Wlo, Whi = res.width, res.width_lo, res.width_hi
+    jump_at, jlo, jhi = _to_x(res.t0[0], res.t0_lo[0], res.t0_hi[0], axis)
+    noise = _noise_text(mode, runs_mode, measured, hib, res, res_mean, res_share, per)
+    size_word = "sizes" if x_name in SIZE_AXES else "points"
+    width_text = (f"W = {fmt(W, 2)} {unit} [{fmt(Wlo, 2)}, {fmt(Whi, 2)}] against W0 = {fmt(w0, 2)} "
+                  f"(p = {fmt(res.p_value, 2)} for W < W0, {fmt(res.p_smooth, 2)} for W > W0; parametric bootstrap, "
+                  f"{res.n_boot} draws at W = W0)")
+    rise_text = (f"{'rises' if hib else 'falls'} from {fmt(floor_u)} to {fmt(ceil_u)} around {x_name} = {fmt(jump_at)} "
+                 f"[{fmt(jlo)}, {fmt(jhi)}]")
+    verdict, why, reason = _decide(res, p_flat, n_low, n_high, gap, w0, alpha, min_side, rise_text, width_text,
+                                   size_word, unit, what="point(s)")
+    if p_flat > alpha:
+        why += f" (range {fmt(np.ptp(y))})"
+    runs_text = (f"{n_sizes} {size_word} x {fmt(np.median(m), 2)} runs" if runs_mode
+                 else f"{n_sizes} {size_word}")
+    evidence = f"{verdict}: {why}; {runs_text}" + _step_text(step, allowed, step_p)
+    if runs_mode:
+        evidence += _runs_text(per, share, share_w, share_why, unit)
+    evidence += _loss_text(align) + note
+    return {"x": x_name, "verdict": verdict, "jump_at": jump_at, "jump_lo": jlo, "jump_hi": jhi, "width": W,
+            "width_lo": Wlo, "width_hi": Whi, "n_sizes": n_sizes, "n_runs": int(x.size), "per_run": per["per_run"],
+            "p_value": res.p_value, "q_value": res.p_value, "breakthroughness": bt, "mirage": pd.NA,
+            "loss_at_jump": align["loss_at_jump"], "evidence": evidence, "reason": reason, "w0": w0, "floor": floor_u,
+            "ceiling": ceil_u, "p_smooth": res.p_smooth, "p_flat": p_flat, "step_max": step,
+            "step_allowed": allowed, "step_p": step_p, "share_by_size": share, "share_width": share_w,
+            "per_run_p": per.get("per_run_p", np.nan),
+            "loss_separates": pd.NA if align["loss_separates"] is None else bool(align["loss_separates"]),
+            "em_measured": np.nan, "em_predicted": np.nan, "answer_length": np.nan, "noise": noise, "q_family": "",
+            "_transition": _transition_span(ux, ybar, F, C)}
+
+
+def _finite_points(x, y, stderr, n, seeds, loss, axis: str) -> tuple:
+    """flag_curve's inputs as flat arrays, one value per point, without the points whose x or y is missing or not
+    finite (or x <= 0 on a log axis): (x, y, stderr, n, seeds, loss, note), the last four None where not given and
+    note the evidence's words on the points left out ("" when none were)."""
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
+
+    def per_point(a, name):
+        if a is None:
+            return None
+        a = np.asarray(a, dtype=object if name == "seeds" else float).ravel()
+        if a.shape != x.shape:
+            raise ValueError(f"{name} must have one value per point, got {a.size} for {x.size} points")
+        return a
+
+    se, nn, sd, ls = per_point(stderr, "stderr"), per_point(n, "n"), per_point(seeds, "seeds"), per_point(loss, "loss")
+    ok = np.isfinite(x) & np.isfinite(y) & ((x > 0) if axis == "log" else True)
+    dropped = int(x.size - ok.sum())
+    note = (f" ({dropped} point(s) with missing values{' or x <= 0' if axis == 'log' else ''} left out)"
+            if dropped else "")
+    kept = [None if a is None else a[ok] for a in (se, nn, sd, ls)]
+    return (x[ok], y[ok], *kept, note)
+
+
+def _curves(runs_mode: bool, measured: bool, bounded01: bool, hib: bool, t, ux, inv, m, y, yo, vm, se, nn,
+            lb: float, ub: float) -> Curves:
+    """What the width test fits: the runs at each size (each measured as a proportion of its n examples where the
+    metric is one), or one curve of points in order of x."""
+    if runs_mode:
+        vm_of = measure = None
+        if measured and bounded01 and nn is not None and np.isfinite(nn).any():  # binomial: follows the value
+            sign = 1.0 if hib else -1.0
+            vm_of = lambda Y: measurement_variance(sign * Y, se, nn, True)  # noqa: E731
+            measure = _binomial_measure(nn, vm, sign, vm <= 1.05 * measurement_variance(y, None, nn, True))
+        return Curves("runs", [ux], lb, ub, size_of_run=inv, run_y=yo, run_vm=vm, m=m, vm_of=vm_of,
+                      measure=measure)
+    order = np.argsort(t, kind="stable")
+    return Curves("single", [t[order]], lb, ub, y=[yo[order]], vm=[vm[order]], measured=measured)
+
+
+def _width(curves: Curves, runs_mode: bool, ux, inv, yo, vm, m, lb: float, ub: float, w0: float, n_boot: int,
+           seed: int) -> tuple:
+    """The width test under the noise model the per-run test picks before any width is fitted (`noise_mode`): runs
+    at two levels (the share of runs at the high one, binomial counts) or one curve with between-run scatter.
+    Returns (the result judged, the one-level result, the share's result, the per-run test, the mode); a model
+    that was not fitted is None."""
+    per, mode = {"per_run": "undetermined", "per_run_p": np.nan, "why": "one run per size"}, "mean"
+    if runs_mode:
+        ybar0 = np.bincount(inv, weights=yo) / m
+        per = perrun.per_run_test(inv, yo, vm, ybar0, float(ybar0.min()), float(ybar0.max()), seed=seed)
+        mode = noise_mode(per, m, ybar0)
+    res_mean = jumps.width_test(curves, w0=w0, n_boot=n_boot, seed=seed) if mode != "share" else None
+    res, res_share = res_mean, None
+    if mode != "mean":
+        res_share = share_test(ux, per["k"], per["m"], w0=w0, n_boot=n_boot, seed=seed)
+        res = _share_in_units(res_share, per, ux, ybar0, m, lb, ub)
+        if mode == "both":
+            res = _intersect(res, res_mean, prefer_a=bool(per["per_run_p"] <= per["p_gradual"]))
+    return res, res_mean, res_share, per, mode
+
+
+def _runs_summary(runs_mode: bool, per: dict, ux, ls) -> tuple[str, float, str, dict]:
+    """The runs that acquired it at each size ("k/m ..."), the width of that share's rise and why it has none, and
+    the held-out loss that separates the runs that acquired it (`analysis.perrun.loss_alignment`)."""
+    share, share_w, share_why = "", np.nan, ""
     align = {"loss_at_jump": np.nan, "loss_separates": None}
     if runs_mode:
         share = " ".join(f"{int(k)}/{int(mm)}" for k, mm in zip(per["k"], per["m"]))
         share_w, share_why = perrun.share_rise(ux, per["k"], per["m"])
         if ls is not None and np.isfinite(ls).any():
             align = loss_alignment(per["acquired"], ls)
+    return share, share_w, share_why, align
 
-    # ---- verdict
-    p_flat = res.p_flat
-    W, Wlo, Whi = res.width, res.width_lo, res.width_hi
-    jump_at, jlo, jhi = _to_x(res.t0[0], res.t0_lo[0], res.t0_hi[0], axis)
+
+# ------------------------------------------------------------------------------------------ the evidence sentence
+def _noise_text(mode: str, runs_mode: bool, measured: bool, hib: bool, res, res_mean, res_share, per: dict) -> str:
+    """The `noise` column: which noise model judged the curve, in words (`noise_mode`)."""
     if mode == "mean":
         noise = ("runs per size: binomial per run + between-run variance at each size, moderated "
                  f"(phi {fmt(res.phi, 2)})" if runs_mode else
@@ -293,52 +350,41 @@ def flag_curve(x, y, *, higher_is_better: bool, seeds=None, stderr=None, n=None,
                       "model's, which the per-run test leans to)")
     if res.dispersion > 1.5:
         noise += f"; dispersion {fmt(res.dispersion, 3)}"
-    size_word = "sizes" if x_name in SIZE_AXES else "points"
-    runs_text = (f"{n_sizes} {size_word} x {fmt(np.median(m), 2)} runs" if runs_mode
-                 else f"{n_sizes} {size_word}")
-    width_text = (f"W = {fmt(W, 2)} {unit} [{fmt(Wlo, 2)}, {fmt(Whi, 2)}] against W0 = {fmt(w0, 2)} "
-                  f"(p = {fmt(res.p_value, 2)} for W < W0, {fmt(res.p_smooth, 2)} for W > W0; parametric bootstrap, "
-                  f"{res.n_boot} draws at W = W0)")
-    rise_text = (f"{'rises' if hib else 'falls'} from {fmt(floor_u)} to {fmt(ceil_u)} around {x_name} = {fmt(jump_at)} "
-                 f"[{fmt(jlo)}, {fmt(jhi)}]")
-    verdict, why, reason = _decide(res, p_flat, n_low, n_high, gap, w0, alpha, min_side, rise_text, width_text,
-                                   size_word, unit, what="point(s)")
-    if p_flat > alpha:
-        why += f" (range {fmt(np.ptp(y))})"
-    evidence = f"{verdict}: {why}; {runs_text}"
-    if np.isfinite(step):
-        evidence += (f"; steepest step {fmt(step, 2)} of the amplitude where W0 allows {fmt(allowed, 2)} "
-                     f"(p = {fmt(step_p, 2)})")
-    if runs_mode:
-        evidence += f"; per run: {per['per_run']}"
-        if np.isfinite(per.get("per_run_p", np.nan)):
-            evidence += f" (two levels vs one: p = {fmt(per['per_run_p'], 2)}, reverse p = {fmt(per['p_gradual'], 2)})"
-        elif per.get("why"):
-            evidence += f" ({per['why']})"
-        evidence += f"; runs that acquired it per size: {share}"
-        if np.isfinite(share_w):
-            evidence += f", rising over {fmt(share_w, 2)} {unit}"
-        else:
-            evidence += {"adjacent": ", rising between adjacent sizes", "wide": ", barely rising over the sizes measured",
-                         "no rise": ""}[share_why]
-    if align["loss_separates"] is not None:
-        if align["loss_separates"]:
-            evidence += (f"; held-out loss {fmt(align['loss_at_jump'])} separates the runs that acquired it from "
-                         f"those that did not ({align['n']} runs)")
-        else:
-            evidence += (f"; no single held-out loss separates the runs that acquired it (the best, "
-                         f"{fmt(align['loss_at_jump'])}, misplaces {align['errors']} of {align['n']})")
-    evidence += note
-    return {"x": x_name, "verdict": verdict, "jump_at": jump_at, "jump_lo": jlo, "jump_hi": jhi, "width": W,
-            "width_lo": Wlo, "width_hi": Whi, "n_sizes": n_sizes, "n_runs": int(x.size), "per_run": per["per_run"],
-            "p_value": res.p_value, "q_value": res.p_value, "breakthroughness": bt, "mirage": pd.NA,
-            "loss_at_jump": align["loss_at_jump"], "evidence": evidence, "reason": reason, "w0": w0, "floor": floor_u,
-            "ceiling": ceil_u, "p_smooth": res.p_smooth, "p_flat": p_flat, "step_max": step,
-            "step_allowed": allowed, "step_p": step_p, "share_by_size": share, "share_width": share_w,
-            "per_run_p": per.get("per_run_p", np.nan),
-            "loss_separates": pd.NA if align["loss_separates"] is None else bool(align["loss_separates"]),
-            "em_measured": np.nan, "em_predicted": np.nan, "answer_length": np.nan, "noise": noise, "q_family": "",
-            "_transition": _transition_span(ux, ybar, F, C)}
+    return noise
+
+
+def _step_text(step: float, allowed: float, step_p: float) -> str:
+    """The evidence's clause on the steepest step between adjacent sizes ("" where there is none)."""
+    if not np.isfinite(step):
+        return ""
+    return f"; steepest step {fmt(step, 2)} of the amplitude where W0 allows {fmt(allowed, 2)} (p = {fmt(step_p, 2)})"
+
+
+def _runs_text(per: dict, share: str, share_w: float, share_why: str, unit: str) -> str:
+    """The evidence's clauses on the runs at each size: the per-run test and the share of runs that acquired it."""
+    text = f"; per run: {per['per_run']}"
+    if np.isfinite(per.get("per_run_p", np.nan)):
+        text += f" (two levels vs one: p = {fmt(per['per_run_p'], 2)}, reverse p = {fmt(per['p_gradual'], 2)})"
+    elif per.get("why"):
+        text += f" ({per['why']})"
+    text += f"; runs that acquired it per size: {share}"
+    if np.isfinite(share_w):
+        text += f", rising over {fmt(share_w, 2)} {unit}"
+    else:
+        text += {"adjacent": ", rising between adjacent sizes", "wide": ", barely rising over the sizes measured",
+                 "no rise": ""}[share_why]
+    return text
+
+
+def _loss_text(align: dict) -> str:
+    """The evidence's clause on the held-out loss at which runs acquire it ("" without losses)."""
+    if align["loss_separates"] is None:
+        return ""
+    if align["loss_separates"]:
+        return (f"; held-out loss {fmt(align['loss_at_jump'])} separates the runs that acquired it from "
+                f"those that did not ({align['n']} runs)")
+    return (f"; no single held-out loss separates the runs that acquired it (the best, "
+            f"{fmt(align['loss_at_jump'])}, misplaces {align['errors']} of {align['n']})")
 
 
 def flag_along(runs: list[dict], *, higher_is_better: bool, bounds=None, x_name: str = "tokens", w0: float = W0,

@@ -6,7 +6,9 @@ writes one document in two renderings. A file that is missing or unreadable is s
 invented to fill the gap.
 
 The package: `inputs` reads the sweep folder (`load_sweep`), `figures` draws, `sections` builds the document
-(`build_document`), `document` holds its blocks and renders them to HTML and Markdown.
+(`build_document`) and writes the sections on the verdicts, `overview`, `view_sections` and `records` write the
+others (the opening sections; the views and the forecast; stability, budget, failures, reproducibility) from the
+cells and notes of `cells`, and `document` holds the blocks and renders them to HTML and Markdown.
 
 Safety: the document is built as a list of blocks whose text is plain strings, and each renderer escapes every
 string it writes (HTML: `html.escape`; Markdown: backslash escapes, entities for `<`, `>` and `&`, code spans and
