@@ -7,6 +7,8 @@ import pytest
 # one BLAS thread for numpy/scipy in tests: multithreaded BLAS on a busy 2-core machine is many times slower
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n N`: N workers share the cores, so each (and what it starts)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # computes on one thread, as a sweep's parallel jobs do
 os.environ.setdefault("WANDB_SILENT", "true")
 
 ROOT = Path(__file__).resolve().parents[1]

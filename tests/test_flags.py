@@ -412,10 +412,10 @@ def test_pythia_tasks_that_rise_gradually_along_training_are_never_emergent():
     assert ((ok["floor"] >= 0) & (ok["ceiling"] <= 1)).all()  # curves stay inside an accuracy's bounds
 
 
-def test_bench_analysis_reports_rates_against_the_targets():
-    from analysis.bench_analysis import FAMILIES, bench_analysis
+def test_calibrate_verdicts_reports_rates_against_the_targets():
+    from analysis.calibrate_verdicts import FAMILIES, calibrate_verdicts
 
-    r = bench_analysis(8, workers=1, n_boot=100, size=2)
+    r = calibrate_verdicts(8, workers=1, n_boot=100, size=2)
     assert set(r["families"]) == set(FAMILIES) and r["n_curves"] == 2 * 3 + 6  # the size curves are not timed
     assert r["families"]["two_level_at_w0"]["n"] == 2
     assert 0.0 <= r["families"]["two_level_sharp"]["recall_bound"] <= 1.0
@@ -427,7 +427,7 @@ def test_bench_analysis_reports_rates_against_the_targets():
 def test_the_recall_bound_is_alpha_at_w0_and_near_one_for_a_step():
     """The Neyman-Pearson bound: against its own null it rejects as often as the level allows; against a step
     between two sizes sampled densely by 6 runs each it rejects almost always; and it grows with the design."""
-    from analysis.bench_analysis import recall_bound, synthetic
+    from analysis.calibrate_verdicts import recall_bound, synthetic
 
     d = synthetic("two_level_sharp", 3)
     w, t0, lo, hi = d["truth"]

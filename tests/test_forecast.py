@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from analysis import forecast as fc
-from analysis.bench_forecast import synthetic_ladder, synthetic_predictions, true_loss, true_score
+from analysis.calibrate_forecast import synthetic_ladder, synthetic_predictions, true_loss, true_score
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.bench_analysis import bench_grid, synthetic_cell
+from analysis.calibrate_verdicts import calibration_grid, synthetic_cell
 from analysis.flags import flag_curve, flag_emergence
 from analysis.stats import refine_minimum
 from analysis.share import share_grid, share_test
@@ -154,7 +154,7 @@ def test_grid_cells_draw_the_nuisances_they_name():
 
 
 def test_the_robustness_grid_reports_rates_with_wilson_intervals_and_the_bound():
-    r = bench_grid(4, workers=1, n_boot=60, cells=[("varying", 0.2, "6", "sharp"), ("shared", 0.3, "3", "wide")])
+    r = calibration_grid(4, workers=1, n_boot=60, cells=[("varying", 0.2, "6", "sharp"), ("shared", 0.3, "3", "wide")])
     sharp, wide = r["cells"]
     assert sharp["n"] == 4 and 0 <= sharp["emergent_ci"][0] <= sharp["emergent"] <= sharp["emergent_ci"][1] <= 1
     assert 0 < sharp["bound"] <= sharp["bound_known"] + 0.05
@@ -210,7 +210,7 @@ def test_a_borderline_share_p_value_draws_on_until_it_is_decided():
 
 
 def test_the_bound_for_verdicts_drops_the_outcomes_no_deterministic_test_can_reject():
-    from analysis.bench_analysis import recall_bounds
+    from analysis.calibrate_verdicts import recall_bounds
 
     # 3 runs per size 0.3 decades apart: a perfect step is likelier than 5% under a W0 rise placed in its gap
     sparse = synthetic_cell(("shared", 0.3, "3", "sharp"), 0)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from analysis.bench_analysis import bench_analysis
+from analysis.calibrate_verdicts import calibrate_verdicts
 from emergence import checkpoint as ckpt
 from emergence.bench.reference import RefGPT, RefOptimizer
 from emergence.bench.shapes import Shape, default_base, ladder
@@ -291,8 +291,8 @@ def measure_probe_share(cfg, folder: Path) -> dict:
 # Analysis and the smoke sweep.
 
 def measure_analysis(n_curves: int = 1000, n_boot: int = 500) -> dict:
-    """Time to judge `n_curves` synthetic curves with the jump test, and its rates (`analysis.bench_analysis`)."""
-    r = bench_analysis(n_curves, n_boot=n_boot)
+    """Time to judge `n_curves` synthetic curves with the jump test, and its rates (`analysis.calibrate_verdicts`)."""
+    r = calibrate_verdicts(n_curves, n_boot=n_boot)
     return {**r, "status": "ok"}
 
 

@@ -1,4 +1,4 @@
-"""How well `analysis.forecast` predicts, measured: `python -m analysis.bench_forecast`.
+"""How well `analysis.forecast` predicts, measured: `python -m analysis.calibrate_forecast`.
 
 1. A public ladder (Gadre et al. 2024, `../shared/data/gadre2024`): for each of its three training sets, the models
    of 11M to 411M parameters (every token multiplier, 0.25x to 32x Chinchilla) predict the 1.4B and 6.9B models on
@@ -179,7 +179,7 @@ def synthetic_coverage(ladders: int = 30, n_boot: int = 200, sizes=None) -> dict
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis.bench_forecast", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m analysis.calibrate_forecast", description=__doc__.splitlines()[0])
     p.add_argument("--ladders", type=int, default=30, help="synthetic ladders (0: skip)")
     p.add_argument("--ladder", nargs="*", default=[], help="results of a CPU ladder to backtest (folders or tables)")
     p.add_argument("--tasks", nargs="*", default=["add2", "add3", "sort"], help="tasks of the CPU ladder")

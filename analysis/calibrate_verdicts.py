@@ -1,4 +1,4 @@
-"""Benchmark of the jump test: how often it finds real jumps, how often it calls smooth rises emergent, and how fast.
+"""The calibration of the jump test: how often it finds real jumps, how often it calls smooth rises emergent, and how fast.
 
 Synthetic families with binomial noise (n = 256 examples per measurement), 6 runs per size, sizes 0.2 decades apart
 (14 sizes), each curve drawn from its own seed:
@@ -25,7 +25,7 @@ level. A test that keeps its false `emergent` rate at W0 below 5% cannot beat it
 be drawn on another design (`--spacing` decades between sizes, `--runs` per size) to see what it takes to resolve
 a rise of 0.1-0.3 decades.
 
-    python -m analysis.bench_analysis [--curves 1000] [--workers 2] [--boot 500] [--spacing 0.2] [--runs 6]
+    python -m analysis.calibrate_verdicts [--curves 1000] [--workers 2] [--boot 500] [--spacing 0.2] [--runs 6]
 
 The robustness grid (`--grid`) varies every nuisance real runs have, 200 curves per cell by default: levels shared
 by every run of a curve, varying per run (floor 0-5%), or varying per run at a chance floor (20-30%), high levels
@@ -36,7 +36,7 @@ cells two bounds at the least favourable location of the null: the randomised Ne
 for tests that toss no coin (a verdict is a function of the data), which leaves out the outcomes likelier than 5%
 under the null that only a coin could reject (`recall_bounds`). A line per finished cell goes to stderr:
 
-    python -m analysis.bench_analysis --grid [--per-cell 200] [--shapes sharp,at_w0,wide,one_level] [--out grid.json]
+    python -m analysis.calibrate_verdicts --grid [--per-cell 200] [--shapes sharp,at_w0,wide,one_level] [--out grid.json]
 
 Workers are separate processes with single-threaded BLAS (one per core).
 """
@@ -238,7 +238,7 @@ def _work_cell(args) -> list[dict]:
     return out
 
 
-def bench_grid(per_cell: int = 200, workers: int = 2, n_boot: int = 500, cells=None) -> dict:
+def calibration_grid(per_cell: int = 200, workers: int = 2, n_boot: int = 500, cells=None) -> dict:
     """Judge `per_cell` curves in every cell of the robustness grid; return each cell's rates with their Wilson
     95% intervals and whether it meets its targets:
     - sharp: `smooth` (wrong) at most 5%; recall at least 0.8 x the mean Neyman-Pearson bound of its curves;
@@ -329,7 +329,7 @@ def _work(args) -> list[dict]:
     return out
 
 
-def bench_analysis(n_curves: int = 1000, workers: int = 2, n_boot: int = 500, spacing: float = 0.2,
+def calibrate_verdicts(n_curves: int = 1000, workers: int = 2, n_boot: int = 500, spacing: float = 0.2,
                    runs: int = RUNS, size: int = 0) -> dict:
     """Judge n_curves synthetic curves, a quarter from each family (family 4 in groups of 6 runs); return the rates
     against the targets, the wall time and the settings. `spacing` (decades between sizes) and `runs` (per size)
@@ -426,7 +426,7 @@ def _summary(rows, wall, workers, n_boot, spacing, runs):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.bench_analysis", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m analysis.calibrate_verdicts", description=__doc__.splitlines()[0])
     ap.add_argument("--curves", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--boot", type=int, default=500)
@@ -446,14 +446,14 @@ def main(argv=None) -> int:
             print(f"error: --per-cell must be positive and --shapes a subset of {','.join(GRID_SHAPES)}",
                   file=sys.stderr)
             return 2
-        r = bench_grid(a.per_cell, a.workers, a.boot, grid_cells(shapes=shapes))
+        r = calibration_grid(a.per_cell, a.workers, a.boot, grid_cells(shapes=shapes))
         _print_grid(r)
         if a.out:
             with open(a.out, "w") as f:
                 json.dump(r, f, indent=1)
         return 0
     try:
-        r = bench_analysis(a.curves, a.workers, a.boot, a.spacing, a.runs, a.size)
+        r = calibrate_verdicts(a.curves, a.workers, a.boot, a.spacing, a.runs, a.size)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
