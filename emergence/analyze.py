@@ -15,7 +15,11 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
+import analysis as an  # its names load on first use (PEP 562): this costs nothing until one is used
+from analysis.fmt import sentence
 from analysis.options import OptionsError, Settings, for_folder
+from analysis.pipeline import VIEWS, read_csv, write_csv
+from analysis.schema import measured
 from emergence.config import ConfigError, config_settings
 from emergence.files import atomic_write_parquet, environment, write_json
 from emergence.tasks import VOCAB, get_task
@@ -28,14 +32,13 @@ ANALYSIS_OUTPUTS = ("fits.csv", "flags.csv", "report.html")
 def analysis_key(folder: Path, options: Settings) -> str:
     """What the sweep's analysis and report are a function of: the aggregated tables, the verdict's settings and
     the analysis code (its source files). Equal keys: the same analysis would come out again."""
-    import analysis
 
     h = hashlib.sha256()
     for name in ("results.parquet", "runs.parquet", "instances.parquet"):
         p = Path(folder) / name
         h.update(name.encode() + (p.read_bytes() if p.exists() else b"missing"))
     h.update(json.dumps(options.to_json(), sort_keys=True, default=str).encode())
-    root = Path(analysis.__file__).parent
+    root = Path(an.__file__).parent
     for src in sorted(root.rglob("*.py")):  # subpackages too (analysis/report)
         h.update(str(src.relative_to(root)).encode() + src.read_bytes())
     return h.hexdigest()
@@ -64,7 +67,7 @@ def finish_sweep(folder: Path, config: DictConfig | None = None) -> list[str]:
     paths: dict = {}
     failed = []
     try:
-        from analysis.report import write_report
+        from analysis.report import write_report  # matplotlib and scipy: seconds, paid only at the sweep's end
 
         paths = write_report(folder) or {}
         key_file.write_text(key + "\n")
@@ -83,7 +86,6 @@ def finish_sweep(folder: Path, config: DictConfig | None = None) -> list[str]:
 
 
 def _maybe_csv(path):
-    from analysis.pipeline import read_csv
 
     return read_csv(path) if path is not None and Path(path).exists() and Path(path).stat().st_size else None
 
@@ -119,8 +121,6 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
     ("first" or "last") says which to keep. Returns {"results": ..., "meta": ..., "fits": ..., "flags": ..., ...}:
     the paths written.
     """
-    import analysis as an
-    from analysis.schema import measured
 
     path = Path(path)
     if source not in ("results", *IMPORT_SOURCES):
@@ -168,7 +168,6 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
 def flags_table(flags: pd.DataFrame) -> str:
     """The printed table of `emergence analyze`: each row's verdict with its short reason, numbers to 3 significant
     digits, and a column only where some row has a value in it."""
-    from analysis.fmt import sentence
 
     cols = [c for c in ("task", "metric", "verdict", "reason", "jump_at", "width", "width_lo", "width_hi", "q_value",
                         "per_run", "mirage") if c in flags and flags[c].notna().any()]
@@ -258,7 +257,6 @@ def analyze_command(path: Path, *, x: str = "n_params", source: str = "results",
                     constants=None, given: dict | None = None, out: Path | None = None,
                     dedupe: str | None = None) -> str:
     """The `emergence analyze` command line that does what these arguments do (recorded in an import's meta.json)."""
-    from analysis.pipeline import VIEWS
 
     words = ["emergence", "analyze", str(path), "--from", source]
     if x != "n_params":
@@ -329,7 +327,6 @@ def analyze_cli(path: Path, *, x: str = "n_params", source: str = "results", vie
                       given=given, out=out, dedupe=dedupe)
     flags_path = written.get("flags")
     if flags_path is not None and Path(flags_path).exists():
-        from analysis.pipeline import read_csv
 
         print(flags_table(read_csv(flags_path)))
     for name, p in written.items():
@@ -342,9 +339,7 @@ def analyze_cli(path: Path, *, x: str = "n_params", source: str = "results", vie
 def stability_cli(path: Path, *, runs_per_size: int, replicates: int | None = None, given: dict | None = None,
                   seed: int = 0) -> int:
     """`emergence stability`: stability.csv beside the input, and a table of each row's modal verdict."""
-    import analysis as an
-    from analysis.pipeline import write_csv
-    from analysis.stability import stability
+    from analysis.stability import stability  # scipy: seconds to import, and the sweep's jobs import this module
 
     if not path.exists():
         raise ConfigError(f"{path} does not exist; give a sweep folder or a results table")
@@ -368,9 +363,7 @@ def stability_cli(path: Path, *, runs_per_size: int, replicates: int | None = No
 
 def budget_cli(base: Path, more: Path) -> int:
     """`emergence budget`: budget.csv in BASE, and its sentences."""
-    import analysis as an
-    from analysis.budget import BudgetOrderError, budget_shift
-    from analysis.pipeline import write_csv
+    from analysis.budget import BudgetOrderError, budget_shift  # scipy, as above
 
     for p in (base, more):
         if not p.exists():
