@@ -43,7 +43,8 @@ from analysis.fit import fit_law
 from analysis.pipeline import csv_plain, csv_safe
 
 METHODS = ("two_step", "direct")
-COLUMNS = ["task", "metric", "n_params", "tokens", "predicted", "lo", "hi", "method", "rise_unseen"]
+COLUMNS = ["task", "metric", "n_params", "tokens", "predicted", "lo", "hi", "method", "rise_unseen", "snr",
+           "snr_signal", "snr_noise", "snr_noise_from"]
 VIA_COLUMNS = ["via_predicted", "via_lo", "via_hi"]
 BACKTEST_COLUMNS = ["task", "metric", "method", "laws", "origin", "n_fit_sizes", "run_id", "n_params", "tokens",
                     "predicted", "lo", "hi", "actual", "error", "rel_error", "inside", "rise_unseen"]
@@ -337,6 +338,53 @@ def check_arguments(method: str, via: str | None, level: float, n_boot: int) -> 
 
 
 # ------------------------------------------------------------------------------------------------------ the API
+SNR_LAST = 5  # a run's last checkpoints, whose scatter is its noise (Heineman et al. 2025: the final few)
+SNR_LOW = 5.0  # below it the ladder's whole spread is within 5 noise SDs: neighbouring sizes differ by about one
+
+
+def task_snr(results: pd.DataFrame, task: str, metric: str, last: int = SNR_LAST) -> dict:
+    """The task's signal-to-noise ratio on this ladder (Heineman et al. 2025, "Signal and Noise"): `signal`, the
+    spread of the final score across the ladder's models (max - min of each (n_params, tokens) model's mean over its
+    runs); `noise`, the larger of two pooled standard deviations (each the root of a mean variance, so that runs
+    still on a floor of 0 do not call the noise 0): of each run's last `last` checkpoints (at least 3 of them), and
+    of the final scores across each model's runs (models with 2 runs or more). `noise_from` says which was larger:
+    "checkpoints" or "seeds", or "none" when neither can be measured, and then `snr` is NaN, never 0. A task that a
+    few seeds of a size learn and the others do not has its noise in the seeds, not in a run's last checkpoints.
+    Both are in the metric's units, not divided by a mean score as the paper's relative versions are: a mean at a
+    floor of 0 (exact match before the rise) would make those undefined."""
+    final, _ = ladder(results, task, metric)
+    models = final.groupby(["n_params", "tokens"])["value"]
+    means = models.mean()
+    signal = float(means.max() - means.min()) if len(means) > 1 else float("nan")
+    rows = schema.measured(schema.validate(results, where="forecast input"))
+    rows = rows[(rows["task"].astype(str) == task) & (rows["metric"].astype(str) == metric) & rows["step"].notna()]
+    ends = [g.sort_values("step")["value"].to_numpy(float)[-last:] for _, g in rows.groupby("run_id")]
+    within = [float(np.var(v, ddof=1)) for v in ends if len(v) >= 3]
+    across = [float(g.var(ddof=1)) for _, g in models if len(g) >= 2]
+    found = {name: float(np.sqrt(np.mean(v))) for name, v in (("checkpoints", within), ("seeds", across)) if v}
+    source = max(found, key=found.get) if found else "none"
+    noise = found.get(source, float("nan"))
+    snr = float("nan")
+    if np.isfinite(signal) and noise > 0:
+        snr = signal / noise
+    elif np.isfinite(signal) and noise == 0 and signal > 0:  # every run flat at its end: all signal
+        snr = float("inf")
+    return {"snr": snr, "signal": signal, "noise": noise, "noise_from": source}
+
+
+def snr_warning(snr: float, task: str) -> str:
+    """A sentence for a forecast whose task's SNR is below `SNR_LOW` (or unmeasured); "" otherwise."""
+    if snr == float("inf") or (np.isfinite(snr) and snr >= SNR_LOW):
+        return ""
+    if not np.isfinite(snr):
+        return (f"{task}: its signal-to-noise ratio could not be measured (no run has 3 checkpoints, no model 2 "
+                "runs): how much of the ladder's trend is noise is unknown")
+    return (f"{task}: signal-to-noise ratio {snr:.1f}, below {SNR_LOW:g}: the final scores across the whole ladder "
+            f"spread over fewer than {SNR_LOW:g} times their noise (the scatter of a run's last checkpoints, or of "
+            "one size's seeds), so the fitted trend is largely noise and the forecast unreliable (Heineman et al. "
+            "2025)")
+
+
 def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None = None, method: str = "auto",
              level: float = 0.95, floor: float | None = None, n_boot: int = 200, seed: int = 0,
              backtest: pd.DataFrame | None = None, ceiling: float | None = None) -> pd.DataFrame:
@@ -347,7 +395,8 @@ def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None 
     choice), else fitted. `ceiling`: the score at zero loss where known (two_step), else fitted: give the metric's
     upper bound when `via` is the loss of the answer itself (answer_nll, bits_per_byte of the answer), whose zero
     makes the answer certain. method: two_step (needs via), direct, or auto (by rolling-origin backtest; `backtest`, if
-    given, is that of `forecast_backtest` with the same arguments)."""
+    given, is that of `forecast_backtest` with the same arguments). Each row also has the task's signal-to-noise
+    ratio on the ladder: snr, snr_signal, snr_noise, snr_noise_from (`task_snr`)."""
     at = check_targets(at)
     check_arguments(method, via, level, n_boot)
     _check_levels(metric, floor, ceiling)
@@ -368,6 +417,8 @@ def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None 
     out = pd.DataFrame({"task": task, "metric": metric, "n_params": at["n_params"], "tokens": at["tokens"],
                         "predicted": p["predicted"], "lo": lo, "hi": hi, "method": model.name,
                         "rise_unseen": unseen})
+    snr = task_snr(results, task, metric)
+    out = out.assign(snr=snr["snr"], snr_signal=snr["signal"], snr_noise=snr["noise"], snr_noise_from=snr["noise_from"])
     if "via" in p:
         vlo, vhi = _around(p["via"], *_interval(p["via_draws"], level))
         out = out.assign(via_predicted=p["via"], via_lo=vlo, via_hi=vhi)

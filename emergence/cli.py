@@ -249,7 +249,7 @@ def cmd_forecast(args) -> int:
     import pandas as pd
 
     import analysis as an
-    from analysis.forecast import write_forecast
+    from analysis.forecast import snr_warning, write_forecast
 
     path = Path(args.path)
     if not path.exists():
@@ -276,6 +276,13 @@ def cmd_forecast(args) -> int:
             print(f"note: {args.task} also has {' and '.join(losses)} measured; --via {losses[0]} (with --ceiling 1 "
                   "when it is the answer's own loss) forecasts through the task's loss, two_step, and the backtest "
                   "then chooses between the methods")
+        first = out["forecast"].iloc[0]
+        source = {"checkpoints": "the scatter of a run's last checkpoints", "seeds": "the scatter across seeds"}
+        print(f"signal-to-noise: {first['snr']:.3g} (the final score spreads {first['snr_signal']:.3g} across the "
+              f"ladder; noise {first['snr_noise']:.3g}, "
+              f"{source.get(first['snr_noise_from'], 'not measurable')})")
+        if warning := snr_warning(float(first["snr"]), args.task):
+            print(f"warning: {warning}")
         if out["forecast"]["rise_unseen"].any():
             print("rise unseen: the ladder has not begun the rise (its fitted curve is not 10% of the way up), so "
                   "where it lies past the ladder is not in the data; those intervals reach the ceiling")

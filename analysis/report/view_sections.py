@@ -169,10 +169,15 @@ def _forecast_blocks(sw: Sweep) -> list:
                             f"{warn}"]))
     if has_column(pred, "predicted"):
         cols = [c for c in ("task", "metric", "n_params", "tokens", "predicted", "lo", "hi", "via_predicted",
-                            "rise_unseen", "method") if c in pred.columns]
+                            "rise_unseen", "method", "snr") if c in pred.columns]
         text = ("task", "metric", "method", "rise_unseen")
         rows = [[oneline(r[c], 200) if c in text else _fmt(r[c]) for c in cols] for _, r in pred.iterrows()]
-        blocks.append(Table([{"via_predicted": "loss predicted", "rise_unseen": "rise unseen"}.get(c, c)
-                             for c in cols], rows, numeric=_numeric_except(cols, text)))
+        blocks.append(Table([{"via_predicted": "loss predicted", "rise_unseen": "rise unseen",
+                              "snr": "signal-to-noise"}.get(c, c) for c in cols], rows,
+                            numeric=_numeric_except(cols, text)))
+        if "snr" in pred.columns:
+            for (task, metric), g in pred.groupby(["task", "metric"], sort=True):
+                if warning := forecast.snr_warning(float(pd.to_numeric(g["snr"]).iloc[0]), str(task)):
+                    blocks.append(Para([f"Warning ({metric}): {warning}."]))
     blocks.append(FigureRef("forecast"))
     return blocks
