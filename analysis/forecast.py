@@ -372,10 +372,14 @@ def task_snr(results: pd.DataFrame, task: str, metric: str, last: int = SNR_LAST
     return {"snr": snr, "signal": signal, "noise": noise, "noise_from": source}
 
 
-def snr_warning(snr: float, task: str) -> str:
-    """A sentence for a forecast whose task's SNR is below `SNR_LOW` (or unmeasured); "" otherwise."""
+def snr_warning(snr: float, task: str, signal: float = float("nan")) -> str:
+    """A sentence for a forecast whose task's SNR is below `SNR_LOW` (or unmeasured); "" otherwise. `signal`
+    tells a task flat across the whole ladder (no spread, no noise) from one whose noise could not be measured."""
     if snr == float("inf") or (np.isfinite(snr) and snr >= SNR_LOW):
         return ""
+    if not np.isfinite(snr) and signal == 0:
+        return (f"{task}: its final score is the same at every size of the ladder and does not move between "
+                "checkpoints or seeds: there is no trend to forecast from")
     if not np.isfinite(snr):
         return (f"{task}: its signal-to-noise ratio could not be measured (no run has 3 checkpoints, no model 2 "
                 "runs): how much of the ladder's trend is noise is unknown")

@@ -211,7 +211,9 @@ def validate(df: pd.DataFrame, *, where: str = "results table") -> pd.DataFrame:
 
 
 DEDUPE = ("first", "last")
-ROW_KEY = ["sweep", "run_id", "seed", "step", "task", "metric"]  # one measurement: rows sharing it would each count
+# one measurement: rows sharing it would each count (tokens too: a table may place checkpoints by tokens alone)
+ROW_KEY = ["sweep", "run_id", "seed", "step", "tokens", "task", "metric"]
+DEDUPE_FIX = "fix the input, or give `emergence analyze` --dedupe last (or first) to keep one row of each"
 
 
 def dedupe(df: pd.DataFrame, how: str | None = None, *, where: str = "results table", fix: str = "") -> pd.DataFrame:
@@ -227,14 +229,16 @@ def dedupe(df: pd.DataFrame, how: str | None = None, *, where: str = "results ta
     if how is not None:
         return df.drop_duplicates(ROW_KEY, keep=how).reset_index(drop=True)
     first = df.loc[clash].iloc[0]
-    exact = int((clash & df.duplicated(keep=False)).sum())
-    agree = ("all repeat another row exactly" if exact == int(clash.sum()) else
-             f"{exact} repeat another row exactly, {int(clash.sum()) - exact} disagree with it" if exact else
-             "they disagree with each other")
+    schema_columns = [c for c in COLUMNS if c in df.columns]  # what a measurement is; extra columns may differ
+    exact = int((clash & df.duplicated(schema_columns, keep=False)).sum())
+    other = int(clash.sum()) - exact
+    agree = ("all repeat another row exactly" if not other else
+             f"{exact} repeat another row exactly, {other} {'disagrees' if other == 1 else 'disagree'} with it"
+             if exact else "they disagree with each other")
     raise ValueError(f"{where}: {int(clash.sum())} rows share a run, step, task and metric with another row ("
                      f"{agree}; the first: run_id {first['run_id']!r}, step {first['step']}, task {first['task']!r}, "
                      f"metric {first['metric']!r}), and each would count as a measurement of its own; "
-                     f"{fix or 'fix the input, or give --dedupe last (or first) to keep one row of each'}")
+                     f"{fix or DEDUPE_FIX}")
 
 
 # ------------------------------------------------------------------------------------ measured rows, last checkpoints

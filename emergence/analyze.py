@@ -130,6 +130,9 @@ def analyze(path: Path, *, x: str = "n_params", source: str = "results", views=N
                           "analyzed in their folder")
     if source == "results":  # whatever comes out, it is not the sweep's last analysis
         (path if path.is_dir() else path.parent).joinpath(ANALYSIS_KEY).unlink(missing_ok=True)
+    if source == "lm-eval" and dedupe is not None:
+        raise ConfigError("--dedupe is for a results table or a CSV: an lm-evaluation-harness import keeps the last "
+                          "of a model's repeated results by itself")
     if source == "lm-eval":
         df = an.import_lm_eval(path)
     elif source == "csv":

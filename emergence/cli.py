@@ -281,7 +281,7 @@ def cmd_forecast(args) -> int:
         print(f"signal-to-noise: {first['snr']:.3g} (the final score spreads {first['snr_signal']:.3g} across the "
               f"ladder; noise {first['snr_noise']:.3g}, "
               f"{source.get(first['snr_noise_from'], 'not measurable')})")
-        if warning := snr_warning(float(first["snr"]), args.task):
+        if warning := snr_warning(float(first["snr"]), args.task, float(first["snr_signal"])):
             print(f"warning: {warning}")
         if out["forecast"]["rise_unseen"].any():
             print("rise unseen: the ladder has not begun the rise (its fitted curve is not 10% of the way up), so "

@@ -160,8 +160,39 @@ _HELD_LOCKS: dict[Path, int] = {}  # lock path -> how many nested `run_locks` of
 
 def lock_path(folder: Path) -> Path:
     """The lock file of run folder `folder`: beside it, `.<run id>.lock`, so that taking it writes nothing inside."""
-    folder = Path(folder).absolute()
+    folder = Path(folder).resolve()  # one spelling per folder: two would sort apart and lock twice
     return folder.with_name(f".{folder.name}.lock")
+
+
+def _lock_file(path: Path, say) -> int:
+    """An open descriptor of lock file `path`, holding its exclusive flock (waiting for another holder, said once)."""
+    import fcntl
+
+    said = False
+    while True:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # a refused run's release removed the empty folder meanwhile
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                if say is not None and not said:
+                    say(f"run {path.name[1:-5]} is being trained by another process (pid {holder}); waiting for it")
+                    said = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.path.exists(path) and os.stat(path).st_ino == os.fstat(fd).st_ino:
+                with contextlib.suppress(OSError):  # the holder's pid, for the message of the next waiter
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, str(os.getpid()).encode(), 0)
+                return fd
+        except BaseException:
+            os.close(fd)  # never leave a descriptor holding the lock behind
+            raise
+        os.close(fd)  # a holder that released the file removed it meanwhile: open the new one
 
 
 @contextlib.contextmanager
@@ -173,8 +204,6 @@ def run_locks(folders, say=None):
     (no two processes deadlock) and are re-entrant within a process (a stack resumes a started seed by `train()`).
     Each lock file is removed on release, with any folder this call created for it, so a run refused before it wrote
     anything leaves nothing behind."""
-    import fcntl
-
     taken: list[tuple[Path, int]] = []
     created: list[Path] = []
     try:
@@ -183,23 +212,8 @@ def run_locks(folders, say=None):
                 _HELD_LOCKS[path] += 1
                 taken.append((path, -1))
                 continue
-            missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            created.extend(missing)  # deepest first: removed in this order if left empty
-            while True:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                    if say is not None:
-                        say(f"run {path.name[1:-5]} is being trained by another process (pid {holder}); waiting for it")
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                if os.path.exists(path) and os.stat(path).st_ino == os.fstat(fd).st_ino:
-                    break  # still the file at the path: a holder that released it may have removed it meanwhile
-                os.close(fd)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            created.extend(p for p in [path.parent, *path.parent.parents] if not p.exists())  # deepest first
+            fd = _lock_file(path, say)
             _HELD_LOCKS[path] = 1
             taken.append((path, fd))
         yield

@@ -33,7 +33,8 @@ def train(cfg) -> dict:
     rid = run_id(cfg)
     folder = run_dir(cfg)
     rank, world = distributed()
-    with files.run_locks([folder] if rank == 0 else [], say=_say):  # under torchrun rank 0 speaks for the run
+    # one process per run: under torchrun the ranks would first have to agree whether to wait, so none locks
+    with files.run_locks([folder] if world == 1 else [], say=_say):
         status = read_status(folder)
         if status.get("state") in ("done", "diverged"):  # from its last good checkpoint a diverged run diverges again
             return {"run_id": rid, "run_dir": str(folder), **derived, **status, "skipped": True}

@@ -295,3 +295,25 @@ def test_repeated_rows_are_refused_and_dedupe_keeps_one_of_each(tmp_path, capsys
     assert len(pd.read_parquet(tmp_path / "imported" / "results.parquet")) == 16
     meta = json.loads((tmp_path / "imported" / "meta.json").read_text())
     assert meta["command"].endswith("--dedupe first")
+
+
+def test_dedupe_keys_a_measurement_by_tokens_too_and_counts_disagreement_on_the_schemas_columns():
+    """Checkpoints placed by tokens alone (no step) are distinct measurements; a column the schema does not know (a
+    logging timestamp) does not make two repeats of one measurement disagree."""
+    from analysis import schema
+    from test_reliability import write_table
+
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        write_table(Path(d), "r.parquet")
+        df = pd.read_parquet(Path(d) / "r.parquet")
+    by_tokens = pd.concat([df.assign(step=pd.NA, tokens=t) for t in (1e4, 2e4)], ignore_index=True)
+    assert schema.dedupe(by_tokens) is by_tokens  # nothing shared: returned as it is
+    twice = pd.concat([df.assign(logged_at=0), df.assign(logged_at=1)], ignore_index=True)
+    with pytest.raises(ValueError, match=r"32 rows share .* \(all repeat another row exactly;"):
+        schema.dedupe(twice)
+    one_off = twice.copy()
+    one_off.loc[len(df), "value"] = 0.99
+    with pytest.raises(ValueError, match=r"30 repeat another row exactly, 2 disagree with it"):
+        schema.dedupe(one_off)
+    assert len(schema.dedupe(twice, "last")) == len(df)

@@ -452,6 +452,10 @@ def test_task_snr_takes_the_larger_noise_of_checkpoints_and_seeds_and_warns_belo
     s = fc.task_snr(lone, "t", "exact_match")
     assert s["noise_from"] == "none" and np.isnan(s["snr"])  # never 0, never infinite
     assert "could not be measured" in fc.snr_warning(s["snr"], "t")
+    flat = _ladder_rows({1e4: [0.0, 0.0], 1e5: [0.0, 0.0], 1e6: [0.0, 0.0]}, checkpoints=1)
+    s = fc.task_snr(flat, "t", "exact_match")
+    assert s["signal"] == 0 and np.isnan(s["snr"])
+    assert "the same at every size" in fc.snr_warning(s["snr"], "t", s["signal"])
 
 
 def test_forecast_rows_carry_the_tasks_snr(lad):
@@ -498,3 +502,4 @@ def test_the_report_warns_under_a_forecast_of_a_task_below_the_snr_it_states(lad
     low = warnings_in(pred.assign(snr=2.5))
     assert len(low) == 1 and "Warning (exact_match): t: signal-to-noise ratio 2.5, below 5" in str(low[0])
     assert len(warnings_in(pred.assign(snr=float("nan")))) == 1
+    assert warnings_in(pred.assign(snr=float("nan"), snr_noise_from=float("nan"))) == []  # a row from before SNR

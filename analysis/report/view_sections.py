@@ -175,9 +175,11 @@ def _forecast_blocks(sw: Sweep) -> list:
         blocks.append(Table([{"via_predicted": "loss predicted", "rise_unseen": "rise unseen",
                               "snr": "signal-to-noise"}.get(c, c) for c in cols], rows,
                             numeric=_numeric_except(cols, text)))
-        if "snr" in pred.columns:
-            for (task, metric), g in pred.groupby(["task", "metric"], sort=True):
-                if warning := forecast.snr_warning(float(pd.to_numeric(g["snr"]).iloc[0]), str(task)):
+        if {"snr", "snr_signal", "snr_noise_from"} <= set(pred.columns):
+            measured = pred[pred["snr_noise_from"].notna()]  # rows a forecast of an earlier version wrote have none
+            for (task, metric), g in measured.groupby(["task", "metric"], sort=True):
+                snr, signal = (float(pd.to_numeric(g[c]).iloc[0]) for c in ("snr", "snr_signal"))
+                if warning := forecast.snr_warning(snr, str(task), signal):
                     blocks.append(Para([f"Warning ({metric}): {warning}."]))
     blocks.append(FigureRef("forecast"))
     return blocks
