@@ -20,6 +20,7 @@ VERBS = {  # in the order `emergence --help` lists them
     "budget": "does a jump move with the token budget: compare a sweep with its sizes trained longer (budget.csv)",
     "report": "write plots, report.html and report.md for a sweep folder",
     "forecast": "predict a larger model's score on a task from a ladder of runs, with a backtested interval",
+    "compare": "is checkpoint B better than A on the same examples: a paired test per task (McNemar, sign flips)",
     "export": "write a checkpoint as a Hugging Face folder (transformers' from_pretrained reads it)",
     "generate": "continue a prompt from a checkpoint (greedy or sampled)",
     "bench": "measure training and probing speed against this machine's matmul peak",
@@ -245,6 +246,36 @@ def parse_target(text: str) -> dict[str, float]:
 TASK_LOSSES = {"answer_nll", "bits_per_byte"}  # a task's own losses, which `forecast --via` can route through
 
 
+def checkpoint_ref(text: str, flag: str) -> tuple[str, int | None]:
+    """RUN@STEP (or RUN, its last checkpoint) as (run_id, step)."""
+    run, _, step = text.partition("@")
+    if not run or (step and not step.isdigit()):
+        raise UsageError(f"{flag} {text!r}: write RUN_ID@STEP (a run folder's name and a checkpoint step), or "
+                         "RUN_ID for its last checkpoint")
+    return run, int(step) if step else None
+
+
+def cmd_compare(args) -> int:
+    import pandas as pd
+
+    from analysis.compare import compare_checkpoints
+
+    folder = Path(args.sweep_dir)
+    a, b = checkpoint_ref(args.a, "--a"), checkpoint_ref(args.b, "--b")
+    whole = folder / "instances.parquet"
+    parts = [whole] if whole.is_file() else [folder / "runs" / run / "instances.parquet" for run in {a[0], b[0]}]
+    if not any(p.is_file() for p in parts):
+        raise UsageError(f"{folder} has no per-example results (instances.parquet): give a sweep folder whose "
+                         "checkpoints were probed")
+    instances = pd.concat([pd.read_parquet(p) for p in parts if p.is_file()], ignore_index=True)
+    out = compare_checkpoints(instances, a, b, task=args.task, seed=args.seed)
+    print(f"A = {args.a}, B = {args.b}: the difference B - A on the same examples, its paired-bootstrap 95% "
+          "interval, the p-value of a paired test and the Benjamini-Hochberg q across tasks")
+    with pd.option_context("display.width", 160):
+        print(out.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
 def cmd_forecast(args) -> int:
     import pandas as pd
 
@@ -439,6 +470,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-params", type=float, default=None, metavar="N",
                    help="fit on the runs of at most N parameters only: hold larger models out to check a forecast")
     q.set_defaults(fn=cmd_forecast)
+    q = sub.add_parser("compare", help=VERBS["compare"], description=VERBS["compare"] + ", from the sweep's "
+                       "per-example results (analysis/README.md, Comparing two checkpoints)")
+    q.add_argument("sweep_dir", help="a sweep folder with instances.parquet (or its runs' own)")
+    q.add_argument("--a", required=True, metavar="RUN@STEP", help="checkpoint A: a run id and a step (RUN alone: "
+                                                                  "its last checkpoint)")
+    q.add_argument("--b", required=True, metavar="RUN@STEP", help="checkpoint B, as --a")
+    q.add_argument("--task", default=None, help="compare on this task only (default: every task both were probed on)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the sign flips")
+    q.set_defaults(fn=cmd_compare)
     q = sub.add_parser("export", help=VERBS["export"], description=VERBS["export"])
     q.add_argument("checkpoint", help="a checkpoint file, .../checkpoints/step_<N>.pt")
     q.add_argument("out_dir", help="the folder to create (must not exist, or be empty)")
