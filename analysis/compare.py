@@ -99,3 +99,38 @@ def compare_checkpoints(instances: pd.DataFrame, a: tuple[str, int | None], b: t
     for _, idx in out.groupby("metric").groups.items():
         out.loc[idx, "q_value"] = benjamini_hochberg(out.loc[idx, "p_value"].to_numpy(float))
     return out[COLUMNS]
+
+
+CHANGE_COLUMNS = ["run_id", "task", "step_a", "step_b", "n", "a", "b", "diff", "a_only", "b_only", "p_value",
+                  "q_value"]
+
+
+def consecutive_changes(instances: pd.DataFrame) -> pd.DataFrame:
+    """Every run's consecutive checkpoints, paired on their examples: one row per (run_id, task, step_a, step_b)
+    with the exact-match difference, McNemar's exact p-value and its Benjamini-Hochberg q across every pair of the
+    table (the family the report marks from). Pairs without a common example are left out."""
+    missing = [c for c in NEEDS if c not in instances.columns]
+    if missing:
+        raise ValueError(f"the per-example table lacks column(s) {', '.join(missing)}")
+    df = instances.dropna(subset=["step"]).assign(step=lambda d: d["step"].astype(int),
+                                                   exact=lambda d: d["exact"].astype(bool))
+    keys = ["run_id", "task", "example_id", "step"]
+    wide = (df.drop_duplicates(keys).set_index(keys)["exact"].astype("float64")  # 1/0, NaN where not probed
+            .unstack("step"))
+    rows = []
+    for (run, task), g in wide.groupby(level=["run_id", "task"], sort=True):
+        values = g.to_numpy(float)  # examples x steps: 1, 0, or NaN where that checkpoint was not probed
+        probed = [j for j in range(values.shape[1]) if np.isfinite(values[:, j]).any()]
+        for j0, j1 in zip(probed, probed[1:]):
+            both = np.isfinite(values[:, j0]) & np.isfinite(values[:, j1])
+            if not both.any():
+                continue
+            ea, eb = values[both, j0] > 0.5, values[both, j1] > 0.5
+            a_only, b_only = int((ea & ~eb).sum()), int((eb & ~ea).sum())
+            p = stats.binomtest(b_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+            rows.append({"run_id": run, "task": task, "step_a": int(g.columns[j0]), "step_b": int(g.columns[j1]),
+                         "n": int(both.sum()), "a": ea.mean(), "b": eb.mean(), "diff": eb.mean() - ea.mean(),
+                         "a_only": a_only, "b_only": b_only, "p_value": float(p)})
+    out = pd.DataFrame(rows, columns=CHANGE_COLUMNS[:-1])
+    out["q_value"] = benjamini_hochberg(out["p_value"].to_numpy(float))
+    return out

@@ -87,3 +87,29 @@ def test_the_command_prints_the_paired_table_and_refuses_a_bad_reference(tmp_pat
     assert len(err) == 1 and "write RUN_ID@STEP" in err[0]
     assert main(["compare", str(tmp_path / "nothing"), "--a", "r", "--b", "r"]) == 2
     assert "no per-example results" in capsys.readouterr().err
+
+
+def test_consecutive_checkpoints_are_tested_pairwise_and_the_report_counts_the_rises():
+    """Each run's consecutive checkpoints, paired on their examples: a rise of 30 of 100 examples is found, a step
+    where nothing changed is not; the report's training section counts them per task."""
+    from types import SimpleNamespace
+
+    from analysis.compare import consecutive_changes
+    from analysis.report.document import Para, Table
+    from analysis.report.view_sections import _consecutive_blocks
+
+    e0 = np.zeros(100, bool)
+    e1 = np.r_[np.ones(30, bool), np.zeros(70, bool)]
+    lp = np.zeros(100)
+    df = pd.concat([instances("r", 100, e0, lp), instances("r", 200, e1, lp), instances("r", 300, e1, lp),
+                    instances("s", 100, e0, lp), instances("s", 200, e0, lp)], ignore_index=True)
+    ch = consecutive_changes(df).set_index(["run_id", "step_a"])
+    assert len(ch) == 3
+    assert ch.loc[("r", 100), "b_only"] == 30 and ch.loc[("r", 100), "p_value"] == pytest.approx(2 * 0.5 ** 30)
+    assert ch.loc[("r", 200), "p_value"] == 1 and ch.loc[("s", 100), "p_value"] == 1
+    blocks = _consecutive_blocks(SimpleNamespace(instances=df))
+    assert "of 3 pairs of a run's consecutive checkpoints (each task), 1 raised exact match and 0 lowered" in str(
+        blocks[0])
+    table = [b for b in blocks if isinstance(b, Table)][0]
+    assert table.rows == [["add2", "3", "1", "0", "1 of 2", "100 \u2192 200 (1 run)"]]
+    assert _consecutive_blocks(SimpleNamespace(instances=None)) == [] and isinstance(blocks[0], Para)

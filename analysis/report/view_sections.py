@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis import forecast, plots
+from analysis import compare, forecast, plots
 from analysis.fmt import cell as _fmt
 from analysis.report.cells import has_column, oneline, unusable_note, with_interval, x_value
 from analysis.report.document import FigureRef, Heading, Note, Para, Table
@@ -82,6 +82,37 @@ def _transitions_body(tr: pd.DataFrame) -> list:
     return blocks
 
 
+def _consecutive_blocks(sw: Sweep) -> list:
+    """Which consecutive checkpoints changed exact match beyond chance, each pair of a run tested on the same
+    examples (`analysis.compare.consecutive_changes`), with the BH family of every pair in the sweep."""
+    if sw.instances is None or not len(sw.instances):
+        return []
+    try:
+        ch = compare.consecutive_changes(sw.instances)
+    except ValueError as e:
+        return [Note(f"Consecutive checkpoints could not be compared: {e}.")]
+    if ch.empty:
+        return []
+    sig = ch[ch["q_value"] <= 0.05]
+    rises, falls = sig[sig["diff"] > 0], sig[sig["diff"] < 0]
+    blocks: list = [Para([f"Consecutive checkpoints, paired: of {len(ch)} pairs of a run's consecutive checkpoints "
+                          f"(each task), {len(rises)} raised exact match and {len(falls)} lowered it beyond chance "
+                          "(McNemar's exact test on the same examples, Benjamini-Hochberg q ≤ 0.05 across every "
+                          "pair; `emergence compare` tests any two)."])]
+    rows = []
+    for task, g in ch.groupby("task", sort=True):
+        up = rises[rises["task"] == task]
+        busiest = (up.groupby(["step_a", "step_b"]).size().sort_values(ascending=False, kind="stable")
+                   if len(up) else None)
+        where = (f"{plots.fmt_count(busiest.index[0][0])} → {plots.fmt_count(busiest.index[0][1])} "
+                 f"({int(busiest.iloc[0])} run{'s' if busiest.iloc[0] > 1 else ''})" if busiest is not None else "none")
+        rows.append([str(task), str(len(g)), str(len(up)), str(int((falls["task"] == task).sum())),
+                     f"{up['run_id'].nunique()} of {g['run_id'].nunique()}", where])
+    blocks.append(Table(["task", "pairs", "rises", "falls", "runs with a rise", "most rises between steps"], rows,
+                        numeric={1, 2, 3}))
+    return blocks
+
+
 def _loss_body(lv: pd.DataFrame) -> list:
     cols = [c for c in LOSS_COLUMNS if c[1] in lv.columns]
     rows = [[get(r) for _, _, get in cols] for _, r in loss_panels(lv, n=len(lv)).iterrows()]
@@ -130,6 +161,8 @@ def section_views(sw: Sweep) -> list:
             blocks.append(_view_note(sw, key, consequence))
         else:
             blocks += body(frame)
+        if key == "transitions":
+            blocks += _consecutive_blocks(sw)
         if frame is not None or key == "transitions":  # the training curves are drawn without transitions too
             blocks.append(FigureRef(figure))
     return blocks + _forecast_blocks(sw)
