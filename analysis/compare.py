@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis.schema import require_columns
 from analysis.stats import benjamini_hochberg
 
 COLUMNS = ["task", "metric", "n", "a", "b", "diff", "lo", "hi", "p_value", "q_value", "test", "a_only", "b_only"]
@@ -38,6 +39,18 @@ def _checkpoint(instances: pd.DataFrame, run_id: str, step: int | None) -> pd.Da
         raise ValueError(f"run {run_id!r} has no per-example rows at step {step}; its steps: "
                          f"{', '.join(map(str, steps))}")
     return rows[rows["step"] == int(step)]
+
+
+def _require_instances(instances: pd.DataFrame) -> None:
+    require_columns(instances, NEEDS, "the per-example table",
+                    "probe the checkpoints with this version of emergence (`emergence probe RUN_DIR`)")
+
+
+def _mcnemar(ea: np.ndarray, eb: np.ndarray) -> tuple[int, int, float]:
+    """(A right and B wrong, B right and A wrong, McNemar's exact two-sided p) of paired booleans."""
+    a_only, b_only = int((ea & ~eb).sum()), int((eb & ~ea).sum())
+    p = stats.binomtest(b_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    return a_only, b_only, float(p)
 
 
 def _bootstrap(d: np.ndarray, n_boot: int, rng) -> tuple[float, float]:
@@ -63,10 +76,7 @@ def compare_checkpoints(instances: pd.DataFrame, a: tuple[str, int | None], b: t
     metric), `test`, and for exact_match the discordant counts `a_only` (A right, B wrong) and `b_only`.
     `a`, `b`: (run_id, step), step None for the run's last checkpoint. ValueError (one line) on a missing column,
     run, step or task, or when the two checkpoints share no example."""
-    missing = [c for c in NEEDS if c not in instances.columns]
-    if missing:
-        raise ValueError(f"the per-example table lacks column(s) {', '.join(missing)}: probe the checkpoints with "
-                         "this version of emergence (`emergence probe RUN_DIR`)")
+    _require_instances(instances)
     left, right = _checkpoint(instances, *a), _checkpoint(instances, *b)
     if task is not None:
         tasks = sorted(set(left["task"].astype(str)) | set(right["task"].astype(str)))
@@ -80,11 +90,10 @@ def compare_checkpoints(instances: pd.DataFrame, a: tuple[str, int | None], b: t
     rows = []
     for name, g in paired.groupby("task", sort=True):
         ea, eb = g["exact_a"].astype(bool).to_numpy(), g["exact_b"].astype(bool).to_numpy()
-        a_only, b_only = int((ea & ~eb).sum()), int((eb & ~ea).sum())
-        p = stats.binomtest(b_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+        a_only, b_only, p = _mcnemar(ea, eb)
         d = eb.astype(float) - ea.astype(float)
         rows.append({"task": name, "metric": "exact_match", "n": len(g), "a": ea.mean(), "b": eb.mean(),
-                     "diff": d.mean(), **dict(zip(("lo", "hi"), _bootstrap(d, n_boot, rng))), "p_value": float(p),
+                     "diff": d.mean(), **dict(zip(("lo", "hi"), _bootstrap(d, n_boot, rng))), "p_value": p,
                      "test": "McNemar exact", "a_only": a_only, "b_only": b_only})
         la, lb = g["answer_logprob_a"].to_numpy(float), g["answer_logprob_b"].to_numpy(float)
         ok = np.isfinite(la) & np.isfinite(lb)
@@ -109,9 +118,7 @@ def consecutive_changes(instances: pd.DataFrame) -> pd.DataFrame:
     """Every run's consecutive checkpoints, paired on their examples: one row per (run_id, task, step_a, step_b)
     with the exact-match difference, McNemar's exact p-value and its Benjamini-Hochberg q across every pair of the
     table (the family the report marks from). Pairs without a common example are left out."""
-    missing = [c for c in NEEDS if c not in instances.columns]
-    if missing:
-        raise ValueError(f"the per-example table lacks column(s) {', '.join(missing)}")
+    _require_instances(instances)
     df = instances.dropna(subset=["step"]).assign(step=lambda d: d["step"].astype(int),
                                                    exact=lambda d: d["exact"].astype(bool))
     keys = ["run_id", "task", "example_id", "step"]
@@ -126,11 +133,10 @@ def consecutive_changes(instances: pd.DataFrame) -> pd.DataFrame:
             if not both.any():
                 continue
             ea, eb = values[both, j0] > 0.5, values[both, j1] > 0.5
-            a_only, b_only = int((ea & ~eb).sum()), int((eb & ~ea).sum())
-            p = stats.binomtest(b_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+            a_only, b_only, p = _mcnemar(ea, eb)
             rows.append({"run_id": run, "task": task, "step_a": int(g.columns[j0]), "step_b": int(g.columns[j1]),
                          "n": int(both.sum()), "a": ea.mean(), "b": eb.mean(), "diff": eb.mean() - ea.mean(),
-                         "a_only": a_only, "b_only": b_only, "p_value": float(p)})
+                         "a_only": a_only, "b_only": b_only, "p_value": p})
     out = pd.DataFrame(rows, columns=CHANGE_COLUMNS[:-1])
     out["q_value"] = benjamini_hochberg(out["p_value"].to_numpy(float))
     return out

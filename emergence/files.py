@@ -10,6 +10,7 @@ import platform
 import re
 import signal
 import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,7 @@ def _lock_file(path: Path, say) -> int:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                if say is not None and not said:
+                if not said:
                     say(f"run {path.name[1:-5]} is being trained by another process (pid {holder}); waiting for it")
                     said = True
                 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -198,12 +199,14 @@ def _lock_file(path: Path, say) -> int:
 @contextlib.contextmanager
 def run_locks(folders, say=None):
     """Hold one exclusive lock per run folder while the body trains them: a second process that reaches a run held
-    by another waits for it (saying so once through `say`), then finds it as the first left it, done or resumable.
+    by another waits for it (saying so once through `say`, by default on stderr), then finds it as the first left
+    it, done or resumable.
 
     Locks are `flock`s, released by the kernel when the holder dies (kill -9 included); they are taken in sorted order
     (no two processes deadlock) and are re-entrant within a process (a stack resumes a started seed by `train()`).
     Each lock file is removed on release, with any folder this call created for it, so a run refused before it wrote
     anything leaves nothing behind."""
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
     taken: list[tuple[Path, int]] = []
     created: list[Path] = []
     try:

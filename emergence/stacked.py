@@ -23,7 +23,6 @@ so probing, aggregation and analysis cannot tell the two apart.
 from __future__ import annotations
 
 import contextlib
-import sys
 import warnings
 
 import torch
@@ -277,7 +276,7 @@ def train_seeds(cfg, seeds: list[int], stack: bool = True) -> list[dict]:
         return [train(c) for c in cfgs]
     summaries: dict[int, dict] = {}
     fresh = []
-    with files.run_locks([run_dir(c) for c in cfgs], say=lambda line: print(line, file=sys.stderr, flush=True)):
+    with files.run_locks([run_dir(c) for c in cfgs]):
         for c in cfgs:
             folder = run_dir(c)
             started = ckpt.list_checkpoints(folder / "checkpoints")

@@ -34,15 +34,11 @@ def train(cfg) -> dict:
     folder = run_dir(cfg)
     rank, world = distributed()
     # one process per run: under torchrun the ranks would first have to agree whether to wait, so none locks
-    with files.run_locks([folder] if world == 1 else [], say=_say):
+    with files.run_locks([folder] if world == 1 else []):
         status = read_status(folder)
         if status.get("state") in ("done", "diverged"):  # from its last good checkpoint a diverged run diverges again
             return {"run_id": rid, "run_dir": str(folder), **derived, **status, "skipped": True}
         return drive(OneModel(cfg, derived, rid, folder, status, rank, world), make_tracker=make_run_tracker)[0]
-
-
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def _poison(loss):
