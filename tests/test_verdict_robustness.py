@@ -158,6 +158,7 @@ def test_the_robustness_grid_reports_rates_with_wilson_intervals_and_the_bound()
     sharp, wide = r["cells"]
     assert sharp["n"] == 4 and 0 <= sharp["emergent_ci"][0] <= sharp["emergent"] <= sharp["emergent_ci"][1] <= 1
     assert 0 < sharp["bound"] <= sharp["bound_known"] + 0.05
+    assert sharp["target"] == min(sharp["bound"], sharp["bound_cell"]) and 0 < sharp["bound_cell"] < 1
     assert "bound" not in wide and isinstance(wide["ok"], bool)
 
 
@@ -220,3 +221,35 @@ def test_the_bound_for_verdicts_drops_the_outcomes_no_deterministic_test_can_rej
     dense = synthetic_cell(("shared", 0.1, "12", "sharp"), 0)
     rand, det = recall_bounds(dense, seed=0, n_sim=2000, least_favourable=True)
     assert det == pytest.approx(rand, abs=1e-9) and rand > 0.8
+
+
+def test_the_cells_bound_is_alpha_at_w0_and_no_looser_than_a_test_told_each_location():
+    from analysis.calibrate_verdicts import cell_bounds, recall_bounds
+
+    # the cell's mixture made of rises exactly W0 wide: no test beats its level
+    at_w0 = cell_bounds(0.2, "6", n_sim=20_000, widths=(0.5, 0.5))
+    assert at_w0["rand"] == pytest.approx(0.05, abs=0.015)
+    # sharp rises, 6 runs 0.2 decades apart: not knowing where the rise is costs power, so the cell's own bound
+    # sits below the mean of its curves' bounds (each told its location)
+    cell = cell_bounds(0.2, "6", n_sim=20_000)
+    curves = np.mean([recall_bounds(synthetic_cell(("shared", 0.2, "6", "sharp"), i), seed=i, n_sim=2000,
+                                    least_favourable=True)[0] for i in range(40)])
+    assert 0.45 < cell["rand"] < curves - 0.02
+    # dense and many runs: close to certain; sparse and few: no verdict finds the rise
+    assert cell_bounds(0.1, "12", n_sim=8000)["rand"] > 0.95
+    assert cell_bounds(0.3, "3", n_sim=8000)["det"] < 0.015
+
+
+def test_judging_a_saved_grid_again_uses_the_tighter_bound(tmp_path):
+    from analysis.calibrate_verdicts import judge_grid, main
+
+    e = {"levels": "shared", "spacing": 0.2, "runs": "6", "shape": "sharp", "n": 200, "emergent": 0.47,
+         "smooth": 0.0, "emergent_ci": [0.4, 0.54], "smooth_ci": [0.0, 0.019], "bound": 0.66, "bound_det": 0.66,
+         "bound_known": 0.7}
+    r = judge_grid({"cells": [dict(e)], "per_cell": 200, "n_boot": 500, "workers": 2, "wall_s": 1.0}, n_sim=20_000)
+    c = r["cells"][0]
+    # 0.47 < 0.8 x 0.66 (each curve's location known), but the cell's own bound is lower, and met
+    assert c["target"] == c["bound_cell"] < 0.6 and c["ok"] and r["all_met"]
+    bad = tmp_path / "grid.json"
+    bad.write_text("{}")
+    assert main(["--grid", "--judge", str(bad)]) == 2
