@@ -34,7 +34,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from emergence import textprobe
+from emergence import engine, textprobe
 from emergence.config import ProbeConfig
 from emergence.files import atomic_write_bytes, environment, write_json
 from emergence.probe import Probed, write_probes
@@ -434,7 +434,7 @@ def _probe_run(p: Planned, steps: dict, names: list[str], cfg, device, sweep: st
                 "n_params_nonembed": sizes["n_params_nonembed"], "n_layer": sizes["n_layer"],
                 "d_model": sizes["d_model"], "seed": None, "step": step, "tokens": tokens,
                 "flops": training_flops(sizes["n_params_nonembed"], tokens)}
-        rows = textprobe.probe_model(textprobe.HFCausalLM(model), textprobe.TextTokenizer(tok), names, cfg, base,
+        rows = textprobe.probe_model(engine.HFCausalLM(model), textprobe.TextTokenizer(tok), names, cfg, base,
                                      probed)
         print(f"{cp.label}: {textprobe.describe(rows)}", file=sys.stderr)
         del model

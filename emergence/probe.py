@@ -1,8 +1,10 @@
-"""The probe engine: score checkpoints on held-out task examples.
+"""Probing a run: score its checkpoints on held-out task examples.
 
 For each checkpoint and task, on the same `probe.n` held-out examples (seeded, identical for every checkpoint, size
 and seed), one teacher-forced forward pass gives exact match, token accuracy, answer NLL and the Brier score, and a
-real greedy generation with a KV cache gives the edit distance. Exact match from the teacher-forced pass is exact:
+real greedy generation with a KV cache gives the edit distance. Both run through `emergence.engine`, the engine the
+text probe (`emergence.textprobe`) and Hugging Face models (`emergence.hf`) use too: here the model reads the
+tasks' own token ids, there their text through a tokenizer. Exact match from the teacher-forced pass is exact:
 greedy decoding reproduces the answer (and its end token) if and only if the argmax at every answer position is the
 target, because each greedy step then conditions on exactly the teacher-forced prefix.
 
@@ -31,7 +33,7 @@ from omegaconf import OmegaConf
 
 from analysis.schema import COLUMNS, coerce
 from emergence import checkpoint as ckpt
-from emergence import textprobe
+from emergence import engine, textprobe
 from emergence.config import ProbeConfig
 from emergence.data import TEXT_SPECIALS, build_source, load_tokenizer
 from emergence.files import atomic_write_parquet
@@ -39,54 +41,8 @@ from emergence.heldout import heldout_loss
 from emergence.metrics import levenshtein, measurement, probe_set, proportion_stderr, sem
 from emergence.model import GPT, GPTConfig
 from emergence.tasks import VOCAB
-from emergence.tasks.base import join_examples
 
 MECHANISTIC = "mechanistic"
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Sequences and metrics.
-
-def per_example_scores(model: GPT, tokens: np.ndarray, is_answer: np.ndarray, device, batch_size: int) -> dict:
-    """Teacher-forced per-example scores: exact, token accuracy, mean NLL, Brier, summed answer log-probability."""
-    out = {k: [] for k in ("exact", "token_acc", "nll", "brier", "logprob")}
-    for s in range(0, len(tokens), batch_size):
-        x = torch.from_numpy(tokens[s:s + batch_size]).to(device)
-        m = torch.from_numpy(is_answer[s:s + batch_size]).to(device)
-        with torch.no_grad():
-            logits, _ = model(x[:, :-1])
-        logp = logits.float().log_softmax(-1)
-        target = x[:, 1:]
-        mask = m[:, 1:]
-        tok_logp = logp.gather(-1, target[..., None]).squeeze(-1)
-        correct = (logp.argmax(-1) == target) & mask
-        count = mask.sum(1).clamp(min=1)
-        p = logp.exp()
-        brier = (p.square().sum(-1) - 2 * tok_logp.exp() + 1)  # sum_v (p_v - 1[v = t])^2
-        out["exact"].append((correct | ~mask).all(1))
-        out["token_acc"].append(correct.sum(1) / count)
-        out["nll"].append(-(tok_logp * mask).sum(1) / count)
-        out["brier"].append((brier * mask).sum(1) / count)
-        out["logprob"].append((tok_logp * mask).sum(1))
-    return {k: torch.cat(v).cpu().numpy().astype(np.float64) for k, v in out.items()}
-
-
-def greedy_answers(model: GPT, prompts: np.ndarray, max_new: int, pad: int, bos: int, eos: int, device,
-                   batch_size: int) -> list[np.ndarray]:
-    """Real greedy decoding with a KV cache; prompts of equal length are decoded together."""
-    lengths = (prompts != pad).sum(1)
-    outputs: list[np.ndarray] = [np.empty(0, np.int64)] * len(prompts)
-    for L in np.unique(lengths):
-        rows = np.flatnonzero(lengths == L)
-        for s in range(0, len(rows), batch_size):
-            r = rows[s:s + batch_size]
-            body = np.take_along_axis(prompts[r], np.argsort(prompts[r] == pad, axis=1, kind="stable"), axis=1)[:, :L]
-            x = torch.from_numpy(np.concatenate([np.full((len(r), 1), bos), body], axis=1)).to(device)
-            gen = model.generate(x, max_new, stop_token=eos).cpu().numpy()[:, x.shape[1]:]
-            for k, row in zip(r, gen):
-                stop = np.flatnonzero(row == eos)
-                outputs[k] = row[:stop[0]] if len(stop) else row
-    return outputs
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -290,13 +246,13 @@ def probe_checkpoints(files: list[tuple[int, Path]], probe_cfg, done: set[tuple[
         if "lm" in wanted:
             out.rows.append({**base, "task": "lm", "metric": "loss", **lm_loss(state, model, device)})
         if tok is not None:
-            textprobe.probe_model(textprobe.GPTCausalLM(model), tok, [t for t in wanted if t in tasks], probe_cfg,
+            textprobe.probe_model(engine.GPTCausalLM(model), tok, [t for t in wanted if t in tasks], probe_cfg,
                                   base, out)
         for name in ([] if tok is not None else wanted):
             if name in ("lm", MECHANISTIC):
                 continue
             prompts, answers, ids = probe_set(name, probe_cfg.n, probe_cfg.seed)
-            new_rows, inst, samp = score_task(model, name, prompts, answers, ids, probe_cfg, VOCAB, device)
+            new_rows, inst, samp = score_task(model, name, prompts, answers, ids, probe_cfg, VOCAB)
             out.rows += [{**base, **r} for r in new_rows]
             if inst:
                 n = len(inst["example_id"])
@@ -388,7 +344,7 @@ class InlineProber:
         self.seconds += self.last_flush - t0
 
 
-def score_task(model, name, prompts, answers, ids, probe_cfg, vocab, device):
+def score_task(model, name, prompts, answers, ids, probe_cfg, vocab):
     """All metrics of one task at one checkpoint: tidy rows, per-example instances and a few sample answers (the
     last two as columns, {name: array or list}; `Probed.frames` makes the tables)."""
     n = len(prompts)
@@ -397,19 +353,26 @@ def score_task(model, name, prompts, answers, ids, probe_cfg, vocab, device):
                  "status": "not_measured"} for m in ("exact_match", "token_accuracy", "answer_nll", "brier",
                                                      "edit_distance")]
         return rows, {}, {}
-    tokens, is_answer, _ = join_examples(prompts, answers)  # exactly the rows the training stream packs
-    s = per_example_scores(model, tokens, is_answer, device, probe_cfg.batch_size)
-    em = float(s["exact"].mean())
+    lm = engine.GPTCausalLM(model)
+    p_ids = [[vocab.bos, *p[p != vocab.pad].tolist()] for p in prompts]  # "<bos> prompt", as training packs it
+    a_ids = [a[a != vocab.pad].tolist() for a in answers]  # the answer and its <eos>
+    s = engine.teacher_forced(lm, p_ids, a_ids, probe_cfg.batch_size, brier=True)
+    count = np.array([max(len(a), 1) for a in a_ids], dtype=np.float64)
+    exact = s["correct"] == np.array([len(a) for a in a_ids])  # every answer token, <eos> too, is the argmax
+    token_acc, nll, brier = s["correct"] / count, -s["logprob"] / count, s["brier"] / count
+    em = float(exact.mean())
     rows = [
         {"metric": "exact_match", "value": em, "stderr": proportion_stderr(em, n), "n": n},
-        {"metric": "token_accuracy", "value": float(s["token_acc"].mean()), "stderr": sem(s["token_acc"]), "n": n},
-        {"metric": "answer_nll", "value": float(s["nll"].mean()), "stderr": sem(s["nll"]), "n": n},
-        {"metric": "brier", "value": float(s["brier"].mean()), "stderr": sem(s["brier"]), "n": n},
+        {"metric": "token_accuracy", "value": float(token_acc.mean()), "stderr": sem(token_acc), "n": n},
+        {"metric": "answer_nll", "value": float(nll.mean()), "stderr": sem(nll), "n": n},
+        {"metric": "brier", "value": float(brier.mean()), "stderr": sem(brier), "n": n},
     ]
     g = min(n, max(probe_cfg.generate_n, probe_cfg.samples))
-    ans_len = (answers != vocab.pad).sum(1)
-    max_new = int(ans_len.max())
-    outs = greedy_answers(model, prompts[:g], max_new, vocab.pad, vocab.bos, vocab.eos, device, probe_cfg.batch_size)
+    stops = torch.zeros(lm.vocab_size, dtype=torch.bool)
+    stops[vocab.eos] = True
+    max_new = np.full(g, max(len(a) for a in a_ids))
+    outs = [np.array([t for t in o if t != vocab.eos], dtype=np.int64)
+            for o in engine.greedy(lm, p_ids[:g], max_new, stops, probe_cfg.batch_size)]
     target = [a[(a != vocab.pad) & (a != vocab.eos)] for a in answers[:g]]
     width = max(1, max(len(o) for o in outs), max(len(t) for t in target))
     pa = np.full((g, width), -1, np.int64)
@@ -423,7 +386,7 @@ def score_task(model, name, prompts, answers, ids, probe_cfg, vocab, device):
     rows.append({"metric": "edit_distance", "value": float(dist.mean()), "stderr": sem(dist), "n": g})
     rows = [{"task": name, "metric": r["metric"], **measurement(r["value"], r["stderr"], r["n"])} for r in rows]
     inst = {"task": [name] * n, "example_id": np.asarray(ids, dtype=np.int64),
-            "answer_logprob": np.asarray(s["logprob"]), "exact": s["exact"].astype(bool)}
+            "answer_logprob": np.asarray(s["logprob"]), "exact": exact.astype(bool)}
     k = min(probe_cfg.samples, g)
     samp = {
         "task": [name] * k, "example_id": np.asarray(ids[:k], dtype=np.int64),

@@ -23,20 +23,20 @@ Per task, on every example:
 Every metric comes with its standard error (binomial for exact match, the standard error of the mean of per-example
 values for the rest) and n, the number of examples.
 
-A model is given as an adapter (`HFCausalLM` for transformers models, `GPTCausalLM` for ours) and a tokenizer (a
-transformers `PreTrainedTokenizer(Fast)` or a `tokenizers.Tokenizer`, wrapped by `TextTokenizer`). Nothing here
-imports transformers or tokenizers: both are optional, and arrive here as objects.
+A model is given as an adapter of `emergence.engine`, the engine every probe runs through (`HFCausalLM` for
+transformers models, `GPTCausalLM` for ours), and a tokenizer (a transformers `PreTrainedTokenizer(Fast)` or a
+`tokenizers.Tokenizer`, wrapped by `TextTokenizer`). Nothing here imports transformers or tokenizers: both are
+optional, and arrive here as objects.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import sys
-from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from emergence.engine import CausalLM, greedy, teacher_forced
 from emergence.metrics import levenshtein, measurement, probe_set, proportion_stderr, sem
 from emergence.tasks import get_task
 from emergence.tasks.kshot import KShot
@@ -45,7 +45,6 @@ DEFAULT_SHOTS = 3  # solved training examples before each query when a probe con
 STOP = "\n"  # ends an answer: the k-shot separator
 METRICS = ("exact_match", "token_accuracy", "answer_nll", "answer_nll_char", "char_accuracy", "edit_distance")
 EOS_NAMES = ("<eos>", "</s>", "<|endoftext|>", "<|eos|>", "[EOS]")  # end-of-text tokens of a bare tokenizers file
-LOGIT_BUDGET = 1 << 27  # most logits (floats) one teacher-forced batch may hold: 512 MiB of float32
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -121,192 +120,6 @@ class TextTokenizer:
                 stop[self.eos_id] = True
             self._stops[vocab_size] = stop
         return self._stops[vocab_size]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Models.
-
-class CausalLM(Protocol):
-    """What the engine needs from a model. Batches are left-padded (mask 0 on padding) when `left_padding` is True;
-    otherwise the engine only batches rows of equal length, which need no padding."""
-
-    left_padding: bool
-    context: int | None  # most positions the model takes (None: unbounded)
-    vocab_size: int
-    device: torch.device
-
-    def logits(self, ids: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
-        """Logits (B, keep, V) at the last `keep` positions of the batch."""
-
-    def start(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        """Read the prompts; return the last position's logits (B, V) and the KV cache."""
-
-    def step(self, ids: torch.Tensor, mask: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
-        """Feed one token per row (B,), `mask` covering every position so far; logits (B, V) and the cache."""
-
-
-class HFCausalLM:
-    """A transformers causal LM: left padding with an attention mask, positions counted from each row's first real
-    token, the model's own KV cache (`past_key_values`)."""
-
-    left_padding = True
-
-    def __init__(self, model):
-        self.model = model.eval()
-        self.device = next(model.parameters()).device
-        cfg = model.config
-        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
-        ctx = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
-        self.context = int(ctx) if ctx else None
-        params = inspect.signature(model.forward).parameters
-        self._positions = "position_ids" in params
-        self._keep = "logits_to_keep" in params
-        self._cache = "cache" if "cache" in params else "past_key_values"  # the name changed in transformers 5
-
-    def _call(self, ids, mask, positions, keep=None, cache=None, use_cache=False):
-        kw: dict = {"input_ids": ids, "attention_mask": mask, "use_cache": use_cache}
-        if self._positions:
-            kw["position_ids"] = positions
-        if keep is not None and self._keep:
-            kw["logits_to_keep"] = keep
-        if cache is not None:
-            kw[self._cache] = cache
-        out = self.model(**kw)
-        return out.logits, (getattr(out, "cache", None) if self._cache == "cache" else out.past_key_values)
-
-    @staticmethod
-    def _positions_of(mask):
-        return (mask.long().cumsum(-1) - 1).clamp(min=0)
-
-    @torch.no_grad()
-    def logits(self, ids, mask, keep):
-        return self._call(ids, mask, self._positions_of(mask), keep=keep)[0][:, -keep:]
-
-    @torch.no_grad()
-    def start(self, ids, mask):
-        logits, cache = self._call(ids, mask, self._positions_of(mask), keep=1, use_cache=True)
-        return logits[:, -1], cache
-
-    @torch.no_grad()
-    def step(self, ids, mask, cache):
-        positions = mask.long().sum(-1, keepdim=True) - 1
-        logits, cache = self._call(ids[:, None], mask, positions, keep=1, cache=cache, use_cache=True)
-        return logits[:, -1], cache
-
-
-class GPTCausalLM:
-    """Our `emergence.model.GPT`: no attention mask, so batches hold rows of one length; its KV cache for
-    generation."""
-
-    left_padding = False
-
-    def __init__(self, model):
-        self.model = model.eval()
-        self.device = next(model.parameters()).device
-        self.vocab_size = int(model.config.vocab_size)
-        self.context = int(model.config.block_size)
-
-    @torch.no_grad()
-    def logits(self, ids, mask, keep):
-        return self.model(ids)[0][:, -keep:]
-
-    @torch.no_grad()
-    def start(self, ids, mask):
-        cache = [dict() for _ in self.model.blocks]
-        logits, _ = self.model(ids, cache=cache)
-        return logits[:, -1], (cache, ids.shape[1])
-
-    @torch.no_grad()
-    def step(self, ids, mask, state):
-        cache, pos = state
-        logits, _ = self.model(ids[:, None], start=pos, cache=cache)
-        return logits[:, -1], (cache, pos + 1)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Batching, scoring and generation.
-
-def _batches(lengths: np.ndarray, batch_size: int, equal_only: bool) -> list[np.ndarray]:
-    """Row indices in batches of at most batch_size, rows of similar length together (of equal length when the
-    model cannot take padding)."""
-    order = np.argsort(lengths, kind="stable")
-    out = []
-    if equal_only:
-        for L in np.unique(lengths):
-            rows = order[lengths[order] == L]
-            out += [rows[s:s + batch_size] for s in range(0, len(rows), batch_size)]
-        return out
-    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-
-
-def _left_pad(seqs: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.zeros((len(seqs), width), dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, s in enumerate(seqs):
-        if s:
-            ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[r, width - len(s):] = 1
-    return ids.to(device), mask.to(device)
-
-
-def teacher_forced(lm: CausalLM, prompts: list[list[int]], answers: list[list[int]],
-                   batch_size: int) -> dict[str, np.ndarray]:
-    """Per example: summed log-probability of the answer tokens after the prompt, and how many of them are the
-    argmax ("logprob", "correct"; float64 arrays)."""
-    n = len(prompts)
-    logprob, correct = np.zeros(n), np.zeros(n)
-    seqs = [p + a for p, a in zip(prompts, answers)]
-    lengths = np.array([len(s) for s in seqs])
-    for rows in _batches(lengths, batch_size, not lm.left_padding):
-        keep = 1 + max(len(answers[r]) for r in rows)
-        per = max(1, LOGIT_BUDGET // (keep * lm.vocab_size))  # keep the logits of one batch within budget
-        for s in range(0, len(rows), per):
-            sub = rows[s:s + per]
-            ids, mask = _left_pad([seqs[r] for r in sub], lm.device)
-            logp = lm.logits(ids, mask, keep).float().log_softmax(-1)  # (B, keep, V); column j predicts j + 1
-            for b, r in enumerate(sub):
-                la = len(answers[r])
-                target = ids[b, ids.shape[1] - la:]
-                lp = logp[b, keep - 1 - la:keep - 1]
-                logprob[r] = float(lp.gather(-1, target[:, None]).sum())
-                correct[r] = float((lp.argmax(-1) == target).sum())
-    return {"logprob": logprob, "correct": correct}
-
-
-def greedy(lm: CausalLM, prompts: list[list[int]], max_new: np.ndarray, stops: torch.Tensor,
-           batch_size: int) -> list[list[int]]:
-    """Greedy continuations with the KV cache: each row's new tokens, up to and including its first stop token, at
-    most max_new[i] of them (and never past the model's context)."""
-    out: list[list[int]] = [[] for _ in prompts]
-    lengths = np.array([len(p) for p in prompts])
-    stops = stops.to(lm.device)
-    for rows in _batches(lengths, batch_size, not lm.left_padding):
-        ids, mask = _left_pad([prompts[r] for r in rows], lm.device)
-        # each row's own limit: its budget, and never past the context from its own (unpadded) length
-        own = np.asarray([max_new[r] if lm.context is None else min(max_new[r], lm.context - lengths[r])
-                          for r in rows])
-        budget = int(own.max())
-        if lm.context is not None:  # the padded batch itself must fit as well
-            budget = min(budget, lm.context - ids.shape[1])
-        limit = torch.as_tensor(own, device=lm.device)
-        if budget <= 0:
-            continue
-        logits, cache = lm.start(ids, mask)
-        done = torch.zeros(len(rows), dtype=torch.bool, device=lm.device)
-        new = []
-        for t in range(budget):
-            nxt = logits.float().argmax(-1)
-            new.append(torch.where(done, torch.full_like(nxt, -1), nxt))
-            done |= stops[nxt] | (t + 1 >= limit)
-            if bool(done.all()) or t == budget - 1:
-                break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            logits, cache = lm.step(nxt, mask, cache)
-        gen = torch.stack(new, dim=1).cpu().numpy()
-        for b, r in enumerate(rows):
-            out[r] = [int(i) for i in gen[b] if i >= 0]
-    return out
 
 
 def answer_text(tok: TextTokenizer, ids: list[int]) -> str:

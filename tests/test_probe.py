@@ -1,4 +1,4 @@
-"""The probe engine: metrics against hand computations and real generation, incremental and idempotent probing,
+"""Probing: metrics against hand computations and real generation, incremental and idempotent probing,
 and the whole chain measuring learning (a tiny model learns a held-out task well above chance)."""
 import json
 
@@ -13,7 +13,8 @@ from emergence import checkpoint as ckpt
 from emergence.config import ProbeConfig, run_dir
 from emergence.metrics import levenshtein
 from emergence.model import GPT, GPTConfig
-from emergence.probe import greedy_answers, load_model, mechanistic_scores, per_example_scores, probe_run
+from emergence import engine
+from emergence.probe import load_model, mechanistic_scores, probe_run
 from emergence.tasks import VOCAB, get_task
 from emergence.tasks.base import join_examples
 from emergence.train import train
@@ -42,22 +43,42 @@ def test_levenshtein_vectorised_matches_reference():
 
 
 def test_metrics_on_a_model_that_knows_the_answer():
-    """A 'model' whose logits put all mass on the target gives exact 1, accuracy 1, NLL 0, Brier 0."""
+    """A 'model' whose logits put all mass on the next token of the example it reads gives exact 1, accuracy 1,
+    NLL 0, Brier 0 and edit distance 0, through the engine's teacher forcing and its greedy generation with a
+    cache."""
+    from emergence.probe import score_task
+
     prompts, answers, ids = get_task("copy").heldout_set(16, seed=0)
-    tokens, is_answer, _ = join_examples(prompts, answers)
+    tokens, _, lengths = join_examples(prompts, answers)
+    nxt = {tuple(row[:i + 1]): int(row[i + 1]) for row, L in zip(tokens.tolist(), lengths) for i in range(L - 1)}
 
     class Oracle(torch.nn.Module):
         config = GPTConfig(n_layer=1, d_model=4, n_head=1, vocab_size=VOCAB.size, block_size=tokens.shape[1])
+        blocks = [None]
 
-        def forward(self, x, *a, **k):
-            nxt = torch.from_numpy(tokens[:, 1:x.shape[1] + 1]) if x.shape[0] == len(tokens) else None
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x, start=0, cache=None, **k):
+            seen = x if cache is None else torch.cat([cache[0].get("ids", x[:, :0]), x], 1)
+            if cache is not None:
+                cache[0]["ids"] = seen
             logits = torch.full((*x.shape, VOCAB.size), -1e4)
-            logits.scatter_(-1, nxt[..., None], 1e4)
+            first = seen.shape[1] - x.shape[1]
+            for b in range(x.shape[0]):
+                for j in range(x.shape[1]):
+                    t = nxt.get(tuple(seen[b, :first + j + 1].tolist()))
+                    if t is not None:
+                        logits[b, j, t] = 1e4
             return logits, None
 
-    s = per_example_scores(Oracle(), tokens, is_answer, "cpu", 64)
-    assert s["exact"].all() and np.allclose(s["token_acc"], 1) and np.allclose(s["nll"], 0, atol=1e-6)
-    assert np.allclose(s["brier"], 0, atol=1e-6) and np.allclose(s["logprob"], 0, atol=1e-5)
+    rows, inst, samp = score_task(Oracle(), "copy", prompts, answers, ids, probe_cfg(n=16, generate_n=16), VOCAB)
+    got = {r["metric"]: r["value"] for r in rows}
+    assert got["exact_match"] == 1 and got["token_accuracy"] == pytest.approx(1)
+    assert got["answer_nll"] == pytest.approx(0, abs=1e-6) and got["brier"] == pytest.approx(0, abs=1e-6)
+    assert got["edit_distance"] == 0 and all(samp["correct"]) and inst["exact"].all()
+    assert np.allclose(inst["answer_logprob"], 0, atol=1e-5)
 
 
 def test_every_metric_declares_a_direction():
@@ -159,13 +180,18 @@ def test_training_raises_heldout_exact_match_far_above_chance(tiny):
     # exact match from one teacher-forced pass equals real greedy decoding with a KV cache, example by example,
     # on checkpoints where the model is right on some examples and wrong on others
     prompts, answers, _ = get_task("copy").heldout_set(128, seed=0)
-    tokens, is_answer, _ = join_examples(prompts, answers)
+    p_ids = [[VOCAB.bos, *p[p != VOCAB.pad].tolist()] for p in prompts]
+    a_ids = [a[a != VOCAB.pad].tolist() for a in answers]
     seen = set()
     for step, path in ckpt.list_checkpoints(run_dir(cfg) / "checkpoints"):
         model = load_model(ckpt.load(path))
-        exact = per_example_scores(model, tokens, is_answer, "cpu", 64)["exact"].astype(bool)
-        outs = greedy_answers(model, prompts, answers.shape[1], VOCAB.pad, VOCAB.bos, VOCAB.eos, "cpu", 64)
-        generated = np.array([np.array_equal(o, a[(a != VOCAB.pad) & (a != VOCAB.eos)]) for o, a in zip(outs, answers)])
+        tf = engine.teacher_forced(engine.GPTCausalLM(model), p_ids, a_ids, 64)
+        exact = tf["correct"] == np.array([len(a) for a in a_ids])
+        # the model's own generate, one example at a time: no batching and no engine in the way
+        outs = [model.generate(torch.tensor([p]), answers.shape[1], stop_token=VOCAB.eos)[0, len(p):].tolist()
+                for p in p_ids]
+        generated = np.array([o[:o.index(VOCAB.eos)] == a[:-1] if VOCAB.eos in o else False
+                              for o, a in zip(outs, a_ids)])
         assert np.array_equal(exact, generated), step
         seen |= set(exact.tolist())
     assert seen == {True, False}
@@ -241,3 +267,28 @@ def test_probe_cli_and_generate(tiny, tmp_path):
     assert p.returncode == 0 and len(p.stdout.strip("\n")) <= 8
     bad = subprocess.run([sys.executable, "-m", "emergence", "probe", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and "no checkpoints/ folder" in bad.stderr
+
+
+def test_the_engine_scores_our_gpt_as_one_padded_forward_pass_does():
+    """score_task runs through the shared engine (equal-length batches, a KV cache for generation); its numbers
+    equal a direct computation from one right-padded forward pass over the joined examples."""
+    from emergence.probe import score_task
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, d_model=32, n_head=2, vocab_size=VOCAB.size, block_size=32)).eval()
+    prompts, answers, ids = get_task("add3").heldout_set(64, seed=0)
+    rows, inst, _ = score_task(model, "add3", prompts, answers, ids, probe_cfg(n=64, generate_n=8), VOCAB)
+    got = {r["metric"]: r["value"] for r in rows}
+    tokens, is_answer, _ = join_examples(prompts, answers)
+    x, m = torch.from_numpy(tokens), torch.from_numpy(is_answer)[:, 1:]
+    with torch.no_grad():
+        logp = model(x[:, :-1])[0].log_softmax(-1)
+    tok = logp.gather(-1, x[:, 1:, None]).squeeze(-1)
+    right = (logp.argmax(-1) == x[:, 1:]) & m
+    count = m.sum(1)
+    brier = (logp.exp().square().sum(-1) - 2 * tok.exp() + 1)
+    assert np.array_equal(inst["exact"], (right | ~m).all(1).numpy())
+    assert got["token_accuracy"] == pytest.approx(float((right.sum(1) / count).mean()), abs=1e-6)
+    assert got["answer_nll"] == pytest.approx(float((-(tok * m).sum(1) / count).mean()), rel=1e-5)
+    assert got["brier"] == pytest.approx(float(((brier * m).sum(1) / count).mean()), rel=1e-5)
+    assert np.allclose(inst["answer_logprob"], (tok * m).sum(1).numpy(), atol=1e-4)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from emergence import engine
 from emergence.tasks import VOCAB, get_task, list_tasks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -237,15 +238,15 @@ def test_our_gpt_generation_and_teacher_forcing_match_a_plain_loop():
 
     tok = tp.TextTokenizer(_bpe())
     model = _gpt(tok.size)
-    lm = tp.GPTCausalLM(model)
+    lm = engine.GPTCausalLM(model)
     name = "copy_1shot"
     prompts, answers, _ = get_task(name).heldout_set(12, 5)
     p_text, a_text = get_task(name).text(prompts, answers)
     p_ids, a_ids = tok.encode(p_text, special=True), tok.encode(a_text, special=False)
     stops = tok.stops(tok.size)
     max_new = np.array([len(a) + 1 for a in a_text])
-    gen = tp.greedy(lm, p_ids, max_new, stops, batch_size=5)
-    tf = tp.teacher_forced(lm, p_ids, a_ids, batch_size=5)
+    gen = engine.greedy(lm, p_ids, max_new, stops, batch_size=5)
+    tf = engine.teacher_forced(lm, p_ids, a_ids, batch_size=5)
     for i, (p, a) in enumerate(zip(p_ids, a_ids)):
         seq = list(p)
         for _ in range(max_new[i]):
@@ -260,7 +261,7 @@ def test_our_gpt_generation_and_teacher_forcing_match_a_plain_loop():
         want = sum(float(logp[len(p) - 1 + j, t]) for j, t in enumerate(a))
         assert tf["logprob"][i] == pytest.approx(want, abs=1e-4)
     # an example longer than the model's context: the task is not measured, not scored on a cut prompt
-    rows, inst, _ = tp.score_text_task(tp.GPTCausalLM(_gpt(tok.size, block=12)), tok, name, _cfg(n=4))
+    rows, inst, _ = tp.score_text_task(engine.GPTCausalLM(_gpt(tok.size, block=12)), tok, name, _cfg(n=4))
     assert {r["status"] for r in rows} == {"not_measured"} and not inst
 
 

@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from analysis.calibrate_verdicts import calibrate_verdicts
 from emergence import checkpoint as ckpt
+from emergence import engine
 from emergence.bench.reference import RefGPT, RefOptimizer
 from emergence.bench.shapes import Shape, default_base, ladder
 from emergence.config import gpt_config, run_dir
@@ -21,10 +22,9 @@ from emergence.data import TaskMixture
 from emergence.device import sync
 from emergence.model import GPT, n_params
 from emergence.optim import Step, lr_at, make_optimizer
-from emergence.probe import mechanistic_scores, per_example_scores, probe_tasks_for, score_task
+from emergence.probe import mechanistic_scores, probe_tasks_for, score_task
 from emergence.stacked import StackedTrainer, train_seeds
 from emergence.tasks import VOCAB, get_task
-from emergence.tasks.base import join_examples
 from emergence.train import train
 
 
@@ -237,7 +237,7 @@ def probe_tasks(cfg) -> list[str]:
 def measure_probe(cfg, device="cpu") -> dict:
     """Probe throughput of the model `cfg` describes (untrained weights: greedy generation then runs to the full
     answer length, the slowest case) on the run's probe tasks and settings: teacher-forced examples/s
-    (`per_example_scores`), all-metrics examples/s (`score_task`, which adds greedy decoding of `probe.generate_n`
+    (`engine.teacher_forced`), all-metrics examples/s (`score_task`, which adds greedy decoding of `probe.generate_n`
     examples), and the seconds one checkpoint's probe takes (every task plus the mechanistic probe)."""
     import numpy as np
 
@@ -248,11 +248,12 @@ def measure_probe(cfg, device="cpu") -> dict:
     n_examples, t_forced, t_full = 0, 0.0, 0.0
     for name in names:
         prompts, answers, ids = get_task(name).heldout_set(cfg.probe.n, cfg.probe.seed)
-        tokens, is_answer, _ = join_examples(prompts, answers)
+        p_ids = [[VOCAB.bos, *p[p != VOCAB.pad].tolist()] for p in prompts]
+        a_ids = [a[a != VOCAB.pad].tolist() for a in answers]
         t0 = time.perf_counter()
-        per_example_scores(model, tokens, is_answer, device, cfg.probe.batch_size)
+        engine.teacher_forced(engine.GPTCausalLM(model), p_ids, a_ids, cfg.probe.batch_size, brier=True)
         t1 = time.perf_counter()
-        score_task(model, name, prompts, answers, ids, cfg.probe, VOCAB, device)
+        score_task(model, name, prompts, answers, ids, cfg.probe, VOCAB)
         t2 = time.perf_counter()
         n_examples += len(prompts)
         t_forced += t1 - t0
