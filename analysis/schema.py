@@ -43,6 +43,8 @@ STATUSES = {
     "failed": "the run raised an error",
     "corrupt_checkpoint": "the checkpoint failed its checksum and was skipped",
     "imported": "taken from another tool's results; measured there",
+    "duplicate_weights": "the revision's weights are another revision's of the same model (a step name serving "
+                         "another step's checkpoint); not probed",
 }
 
 

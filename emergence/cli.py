@@ -122,8 +122,10 @@ def cmd_probe(args) -> int:
         from emergence.hf import probe_hf_cli  # when the verb runs: the CLI starts without torch
 
         return probe_hf_cli(args)
-    if args.revision or args.out or args.tokens_per_step is not None or args.shots is not None:
-        raise UsageError("--revision, --tokens-per-step, --shots and --out go with --hf PATH_OR_NAME")
+    if args.revision or args.out or args.tokens_per_step is not None or args.shots is not None \
+            or args.keep_duplicates:
+        raise UsageError("--revision, --tokens-per-step, --shots, --keep-duplicates and --out go with --hf "
+                         "PATH_OR_NAME")
     if not args.run_dir:
         raise UsageError("give a run folder (results/<sweep>/runs/<run_id>) or --hf PATH_OR_NAME --out SWEEP_DIR")
     from emergence.probe import probe_cli  # when the verb runs: the CLI starts without torch
@@ -327,6 +329,12 @@ def cmd_forecast(args) -> int:
                 print(f"  {int(r['n_rise_unseen'])} lay past sizes that had not begun the rise (intervals to the "
                       f"ceiling)" + (f"; the other {seen}: {r['coverage_seen']:.0%} inside, mean width "
                                      f"{r['mean_width_seen']:.3g}" if seen else ""))
+            if r["n_cal"]:
+                print(f"  widened by the earlier origins' drift: {r['coverage_cal_seen']:.0%} of "
+                      f"{int(r['n_cal'])} inside, mean width {r['mean_width_cal_seen']:.3g}")
+        print(f"interval: {first['interval_from']}" + (
+            f"; drift {first['drift']:.3g} per decade of compute past the ladder" if first["drift"] == first["drift"]
+            else ""))
         if cov.empty:
             print("backtest: below its largest size the ladder has too few sizes or runs to fit; the interval is "
                   "untested")
@@ -392,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--tokens-per-step", type=float, default=None, metavar="N",
                    help="with --hf: training tokens per step, for revisions whose name gives no tokens "
                         "(Pythia's step<N> defaults to 2,097,152)")
+    q.add_argument("--keep-duplicates", action="store_true",
+                   help="with --hf: probe revisions whose weights another revision of the model has too (by default "
+                        "their rows are status duplicate_weights, kept out of the analysis)")
     q.add_argument("--shots", type=int, default=None, metavar="K",
                    help="with --hf: solved training examples before each query (default 3; 0: zero-shot)")
     q.add_argument("--out", default=None, metavar="SWEEP_DIR", help="with --hf: the sweep folder to write")

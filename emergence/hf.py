@@ -18,12 +18,24 @@ of 2048 tokens per step, Biderman et al. 2023; or N x --tokens-per-step), OLMo's
 (tokens = T x 10^9); any other name with `step<N>` needs --tokens-per-step. Without --revision a model is one
 checkpoint with unknown step and tokens (NA), enough for a comparison across sizes.
 
+Revisions are fingerprinted: the sha256 of each revision's weight files (safetensors, else the pickled .bin files).
+Revisions of one model that share a fingerprint are named in one line (a hub repository can serve one checkpoint
+under several step names); all but the one with the latest step get rows of status `duplicate_weights`, unprobed
+and kept out of the analysis, unless `keep_duplicates`. `runs.parquet` records each run's revisions, their files
+and fingerprints (`revisions`, JSON).
+
+Probing resumes: each checkpoint's rows are written as soon as it is probed, and a second call with the same --out
+probes only the (revision, task) pairs whose rows are not complete there (an interrupted call, new revisions, new
+tasks); a checkpoint with nothing missing is not even loaded. The probe settings that change a row (`probe.n`,
+`probe.seed`, the shots) must match those the folder was probed with.
+
 transformers, tokenizers and huggingface_hub are imported inside functions: they are the optional `hf` extra.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import math
 import re
 import shlex
@@ -37,7 +49,7 @@ from omegaconf import OmegaConf
 from emergence import engine, textprobe
 from emergence.config import ProbeConfig
 from emergence.files import atomic_write_bytes, environment, write_json
-from emergence.probe import Probed, write_probes
+from emergence.probe import Probed, probed_pairs, write_probes
 from emergence.sweep import aggregate
 from emergence.tasks import TASKS, get_task
 from emergence.tasks.kshot import KShot
@@ -289,6 +301,38 @@ def _merge_grid(out: Path, entries: list[dict]) -> dict:
     return grid
 
 
+def fingerprint(folder: Path) -> tuple[str, list[str]]:
+    """The sha256 of a revision's weights (every *.safetensors file, else every pytorch_model*.bin, in name order,
+    each preceded by its length) and the files' names."""
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.stat().st_size.to_bytes(8, "little"))
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 24), b""):
+                h.update(block)
+    return h.hexdigest(), [f.name for f in files]
+
+
+def duplicate_revisions(label: str, revisions: list[dict]) -> set:
+    """Revisions (each {"revision", "step", "fingerprint"}) whose weights another revision of the model also has:
+    all of each such group but its latest step, the one whose weights they serve (an early step name serving the
+    final weights is the failure seen on the hub; the reverse cannot happen). One line per group on stderr."""
+    groups: dict[str, list[dict]] = {}
+    for r in revisions:
+        groups.setdefault(r["fingerprint"], []).append(r)
+    dup = set()
+    for fp, g in groups.items():
+        if len(g) < 2:
+            continue
+        g = sorted(g, key=lambda r: (r["step"] is not None, r["step"] or 0))
+        dup |= {r["revision"] for r in g[:-1]}
+        print(f"warning: {label}: revisions {', '.join(str(r['revision']) for r in g)} have identical weights "
+              f"(sha256 {fp[:12]}); {g[-1]['revision']} is probed, the others' rows get status duplicate_weights "
+              "and stay out of the analysis (--keep-duplicates probes them all)", file=sys.stderr)
+    return dup
+
+
 @dataclass
 class Checkpoint:
     """One revision of one model, checked and ready to load."""
@@ -351,14 +395,17 @@ def training_flops(n_params_nonembed: int, tokens: float) -> float:
 
 
 def probe_hf(models: list[str], revisions: list[str] | None, out: Path, overrides: list[str],
-             tokens_per_step: float | None, *, shots: int | None = None, device=None) -> Path:
+             tokens_per_step: float | None, *, shots: int | None = None, device=None,
+             keep_duplicates: bool = False) -> Path:
     """Probe each model (a folder or a name in the local hub cache) at each revision (None: the model as it is)
     on the task suite, into the sweep folder `out` (one run per model); return `out`.
 
     Writes `out/runs/<run_id>/` (config.yaml, status.json, probes.parquet, instances.parquet, samples.parquet),
     `out/grid.json` and `out/meta.json`, then aggregates them into `out/results.parquet` and `out/runs.parquet`.
-    Probing a model again replaces its rows. Every model and revision is checked first; a refusal writes nothing.
-    `shots` (k solved examples before each query) overrides `probe.shots` (default 3).
+    Each checkpoint's rows are written when it is probed; a second call probes only what the folder lacks (see the
+    module's docstring), and the rows are those of one uninterrupted call. Every model and revision is checked
+    first; a refusal writes nothing. `shots` (k solved examples before each query) overrides `probe.shots` (default
+    3). `keep_duplicates` probes revisions whose weights another revision has too (`duplicate_revisions`).
     """
     import torch
 
@@ -388,6 +435,9 @@ def probe_hf(models: list[str], revisions: list[str] | None, out: Path, override
     if len({s for s, _ in steps.values()}) != len(steps):
         raise ModelRefused(f"two revisions name the same step: {','.join(revisions)}")
     planned = plan(models, revisions)
+    settings = {"n": int(cfg.n), "seed": int(cfg.seed), "shots": int(k)}
+    for p in planned:
+        check_settings(out / "runs" / p.run_id, settings)
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     command = ["emergence", "probe", *(a for m in models for a in ("--hf", m)),
@@ -400,22 +450,34 @@ def probe_hf(models: list[str], revisions: list[str] | None, out: Path, override
     entries = []
     for p in planned:
         t0 = time.time()
-        probed, sizes = _probe_run(p, steps, names, cfg, device, out.name)
-        last = max((t for _, t in steps.values() if t == t), default=float("nan"))
-        flops = training_flops(sizes["n_params_nonembed"], last)
+        run_dir = out / "runs" / p.run_id
+        revs = _fingerprints(p, steps)
+        dup = set() if keep_duplicates else duplicate_revisions(p.name, revs)
+        known = _known_revisions(run_dir, revs)
+        last = max((steps[c.revision][1] for c in p.checkpoints if steps[c.revision][1] == steps[c.revision][1]),
+                   default=float("nan"))
+        last = max([last, *(r["tokens"] for r in known if r["tokens"] == r["tokens"])])
         run_cfg = {"experiment": EXPERIMENT, "sweep": {"name": out.name}, "seed": None,
-                   "hf": {"model": p.model, "source": p.source, "revisions": revisions or [],
+                   "hf": {"model": p.model, "source": p.source, "revisions": [r["revision"] for r in known
+                                                                               if r["revision"] is not None],
                           "tokens_per_step": tokens_per_step, "shots": k},
-                   "model": {"name": p.name, **sizes}, "probe": OmegaConf.to_container(cfg, resolve=True)}
-        _write_run(out / "runs" / p.run_id, run_cfg, probed,
-                   {"state": "done", "wall_s": time.time() - t0, "n_params": sizes["n_params"], "tokens": last,
-                    "flops": flops})
+                   "model": {"name": p.name, **_read_sizes(run_dir)},
+                   "probe": OmegaConf.to_container(cfg, resolve=True), "settings": settings}
+        _write_config(run_dir, run_cfg)
+        write_json(run_dir / "status.json", {"state": "running", "pid": os.getpid()})
+        sizes = _probe_run(p, steps, names, cfg, device, out.name, run_dir, dup)
+        _write_config(run_dir, {**run_cfg, "model": {"name": p.name, **sizes}})
+        flops = training_flops(sizes["n_params_nonembed"], last)
+        write_json(run_dir / "status.json", {"state": "done", "wall_s": time.time() - t0,
+                                             "n_params": sizes["n_params"], "tokens": last, "flops": flops})
         entries.append({"run_id": p.run_id, "sweep": out.name, "experiment": EXPERIMENT, "model": p.name, **sizes,
                         "seed": None, "budget": None,
-                        "max_steps": max((s for s, _ in steps.values() if s is not None), default=None),
+                        "max_steps": max((r["step"] for r in known if r["step"] is not None), default=None),
                         "tokens": last, "flops": flops,
                         "flops_per_token": training_flops(sizes["n_params_nonembed"], 1), "lr": None,
-                        "task_suite": ",".join(tasks), "state": "done"})
+                        "task_suite": ",".join(tasks), "state": "done",
+                        "revisions": json.dumps([{k2: r[k2] for k2 in ("revision", "step", "fingerprint", "files")}
+                                                 for r in known])})
     write_json(out / "grid.json", _merge_grid(out, entries))
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json(out / "meta.json", meta)
@@ -423,33 +485,110 @@ def probe_hf(models: list[str], revisions: list[str] | None, out: Path, override
     return out
 
 
-def _probe_run(p: Planned, steps: dict, names: list[str], cfg, device, sweep: str):
-    """Load and probe each checkpoint of one model, one at a time; (the Probed rows, the model's sizes)."""
-    probed, sizes = Probed(), {}
+def _fingerprints(p: Planned, steps: dict) -> list[dict]:
+    out = []
     for cp in p.checkpoints:
-        model, tok = load(cp.folder, cp.tokenizer, cp.safetensors, device, cp.label)
-        sizes = _sizes(model)
+        fp, files = fingerprint(cp.folder)
         step, tokens = steps[cp.revision]
-        base = {"sweep": sweep, "run_id": p.run_id, "model": p.name, "n_params": sizes["n_params"],
-                "n_params_nonembed": sizes["n_params_nonembed"], "n_layer": sizes["n_layer"],
-                "d_model": sizes["d_model"], "seed": None, "step": step, "tokens": tokens,
-                "flops": training_flops(sizes["n_params_nonembed"], tokens)}
-        rows = textprobe.probe_model(engine.HFCausalLM(model), textprobe.TextTokenizer(tok), names, cfg, base,
-                                     probed)
-        print(f"{cp.label}: {textprobe.describe(rows)}", file=sys.stderr)
-        del model
-    return probed, sizes
+        out.append({"revision": cp.revision, "step": step, "tokens": tokens, "fingerprint": fp, "files": files})
+    return out
 
 
-def _write_run(run_dir: Path, run_cfg: dict, probed, status: dict) -> None:
-    """A finished run's files, as training and probing leave them (each written atomically)."""
+def _known_revisions(run_dir: Path, revs: list[dict]) -> list[dict]:
+    """This call's revisions after those an earlier call recorded for the run (`revisions.json`), by step; the
+    record is rewritten."""
+    path = run_dir / "revisions.json"
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = []
+    merged = {r["revision"]: r for r in old if isinstance(r, dict) and "revision" in r}
+    merged.update({r["revision"]: r for r in revs})
+    known = sorted(merged.values(), key=lambda r: (r["step"] is not None, r["step"] or 0))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(path, known)
+    return known
+
+
+def check_settings(run_dir: Path, settings: dict) -> None:
+    """Refuse, in one line, to add rows to a run probed with settings that change a row (probe.n, probe.seed, the
+    shots): its rows would not be comparable."""
+    try:
+        old = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")).get("settings")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(old, dict) and old != settings:
+        diff = ", ".join(f"{k} {old.get(k)} there, {settings.get(k)} now" for k in settings if old.get(k) != settings[k])
+        raise ModelRefused(f"{run_dir.parent.parent} was probed with other settings ({diff}); give the same "
+                           "settings to add to it, or a new --out")
+
+
+def _probe_run(p: Planned, steps: dict, names: list[str], cfg, device, sweep: str, run_dir: Path,
+               duplicates: set) -> dict:
+    """Probe each checkpoint of one model for the (step, task) pairs `run_dir` lacks, one checkpoint at a time,
+    writing its rows as soon as it is done; a duplicate revision's rows are status duplicate_weights, unprobed.
+    Returns the model's sizes."""
     from filelock import FileLock
 
+    sizes = _read_sizes(run_dir)
+    for cp in p.checkpoints:
+        step, tokens = steps[cp.revision]
+        key = -1 if step is None else int(step)
+        done = probed_pairs(run_dir)
+        wanted = [t for t in names if (key, t) not in done]
+        if not wanted:
+            continue
+        probed = Probed()
+        if cp.revision in duplicates and sizes:  # its sizes known: not even loaded
+            probed.rows += _duplicate_rows(_base(sweep, p, sizes, step, tokens), wanted)
+        else:
+            model, tok = load(cp.folder, cp.tokenizer, cp.safetensors, device, cp.label)
+            sizes = _sizes(model)
+            _write_sizes(run_dir, sizes)
+            if cp.revision in duplicates:
+                probed.rows += _duplicate_rows(_base(sweep, p, sizes, step, tokens), wanted)
+            else:
+                rows = textprobe.probe_model(engine.HFCausalLM(model), textprobe.TextTokenizer(tok), wanted, cfg,
+                                             _base(sweep, p, sizes, step, tokens), probed)
+                print(f"{cp.label}: {textprobe.describe(rows)}", file=sys.stderr)
+            del model
+        with FileLock(str(run_dir / ".probe.lock")):
+            write_probes(run_dir, *probed.frames())
+    if not sizes:  # every checkpoint was probed before, by a version that did not record the sizes
+        model, _ = load(p.checkpoints[-1].folder, p.checkpoints[-1].tokenizer, p.checkpoints[-1].safetensors,
+                        "cpu", p.checkpoints[-1].label)
+        sizes = _sizes(model)
+        _write_sizes(run_dir, sizes)
+    return sizes
+
+
+def _duplicate_rows(base: dict, tasks: list[str]) -> list[dict]:
+    return [{**base, "task": t, "metric": m, "value": float("nan"), "stderr": float("nan"), "n": 0,
+             "status": "duplicate_weights"} for t in tasks for m in textprobe.METRICS]
+
+
+def _base(sweep: str, p: Planned, sizes: dict, step, tokens) -> dict:
+    return {"sweep": sweep, "run_id": p.run_id, "model": p.name, "n_params": sizes["n_params"],
+            "n_params_nonembed": sizes["n_params_nonembed"], "n_layer": sizes["n_layer"],
+            "d_model": sizes["d_model"], "seed": None, "step": step, "tokens": tokens,
+            "flops": training_flops(sizes["n_params_nonembed"], tokens)}
+
+
+def _read_sizes(run_dir: Path) -> dict:
+    try:
+        sizes = json.loads((run_dir / "sizes.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return sizes if isinstance(sizes, dict) and "n_params" in sizes else {}
+
+
+def _write_sizes(run_dir: Path, sizes: dict) -> None:
+    write_json(run_dir / "sizes.json", sizes)
+
+
+def _write_config(run_dir: Path, run_cfg: dict) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(run_cfg)).encode())
-    with FileLock(str(run_dir / ".probe.lock")):
-        write_probes(run_dir, *probed.frames())
-    write_json(run_dir / "status.json", status)
 
 
 def probe_hf_cli(args) -> int:
@@ -468,11 +607,11 @@ def probe_hf_cli(args) -> int:
         overrides.insert(0, str(first))
     t0 = time.time()
     out = probe_hf(list(args.hf), revisions, Path(args.out), overrides, getattr(args, "tokens_per_step", None),
-                   shots=getattr(args, "shots", None))
+                   shots=getattr(args, "shots", None), keep_duplicates=bool(getattr(args, "keep_duplicates", False)))
     print(f"wrote {out} ({len(args.hf)} model(s) x {len(revisions or [None])} revision(s) in "
           f"{time.time() - t0:.0f} s); next: emergence analyze {out}" + (" --x tokens" if revisions else ""))
     return 0
 
 
 __all__ = ["ModelRefused", "PYTHIA_TOKENS_PER_STEP", "parse_revision", "resolve", "check_config", "check_weights",
-           "param_counts", "plan", "probe_hf", "probe_hf_cli"]
+           "param_counts", "plan", "probe_hf", "probe_hf_cli", "fingerprint", "duplicate_revisions"]

@@ -16,7 +16,7 @@ from emergence.files import pid_alive
 
 RUN_COLUMNS = ["run_id", "sweep", "experiment", "model", "n_params", "n_params_nonembed", "n_layer", "d_model",
                "n_head", "seed", "budget", "max_steps", "tokens", "flops", "flops_per_token", "lr", "task_suite",
-               "status", "error", "wall_s", "final_loss", "final_val_loss"]
+               "status", "error", "wall_s", "final_loss", "final_val_loss", "revisions"]
 
 
 def read_status(folder: Path) -> dict:

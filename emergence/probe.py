@@ -156,18 +156,22 @@ def probe_run(run_dir: Path, probe_cfg, *, only: list[Path] | None = None, task_
 
 def probed_pairs(run_dir: Path) -> set[tuple[int, str]]:
     """(step, task) pairs probed completely: in `probes.parquet`, and, for a task that keeps per-example rows (one
-    that has them at some step), in `instances.parquet` too. A pair short of either is probed again."""
+    that has them at some step) and was measured at that step, in `instances.parquet` too. A pair short of either
+    is probed again. A checkpoint without a step (a Hugging Face model probed without a revision) is step -1."""
     run_dir = Path(run_dir)
     probes_path, inst_path = run_dir / "probes.parquet", run_dir / "instances.parquet"
     if not probes_path.exists():
         return set()
-    old = pd.read_parquet(probes_path, columns=["step", "task"])
-    done = set(zip(old["step"].astype(int), old["task"].astype(str)))
+    old = pd.read_parquet(probes_path, columns=["step", "task", "status"])
+    done = set(zip(old["step"].fillna(-1).astype(int), old["task"].astype(str)))
     if inst_path.exists():
         inst = pd.read_parquet(inst_path, columns=["step", "task"])
-        has = set(zip(inst["step"].astype(int), inst["task"].astype(str)))
+        has = set(zip(inst["step"].fillna(-1).astype(int), inst["task"].astype(str)))
         per_example = {t for _, t in has}
-        done = {(s, t) for s, t in done if t not in per_example or (s, t) in has}
+        # a pair measured nowhere (every row of it not measured, or a duplicate revision) has no examples to keep
+        ok = old["status"] == "ok"
+        measured = set(zip(old["step"].fillna(-1).astype(int)[ok], old["task"].astype(str)[ok]))
+        done = {(s, t) for s, t in done if t not in per_example or (s, t) in has or (s, t) not in measured}
     return done
 
 

@@ -281,3 +281,78 @@ def test_refusals_are_one_line_and_write_nothing(hub, tmp_path):
 
 class Payload:
     """Stands for code a pickle would run."""
+
+
+def test_revisions_that_serve_one_checkpoint_are_named_and_kept_out(hub, tmp_path, capsys):
+    """step1000 serves step3000's weights (byte for byte, as a hub branch can): one line names both, step1000's rows
+    are duplicate_weights (unprobed, value NaN), and runs.parquet records every revision's files and fingerprint.
+    --keep-duplicates probes them all, and the two revisions then measure the same."""
+    folder = tmp_path / "dup-neox"
+    for step, seed in ((2000, 1), (3000, 2)):
+        _neox(len(hub["tok"]), seed).save_pretrained(folder / f"step{step}")
+    shutil.copytree(folder / "step3000", folder / "step1000")
+    hub["tok"].save_pretrained(folder)
+    revs = ["step1000", "step2000", "step3000"]
+    over = ["probe.tasks=[add2]", f"probe.n={N}", "probe.shots=0"]
+    out = probe_hf([str(folder)], revs, tmp_path / "dup", over, None)
+    err = capsys.readouterr().err
+    line = [x for x in err.splitlines() if "identical weights" in x]
+    assert len(line) == 1 and "step1000, step3000" in line[0] and "step3000 is probed" in line[0]
+    res = validate(pd.read_parquet(out / "results.parquet"))
+    by_step = {step: set(g) for step, g in res.groupby("step")["status"]}
+    assert by_step[1000] == {"duplicate_weights"} and by_step[2000] == by_step[3000] == {"ok"}
+    assert res.loc[res["step"] == 1000, "value"].isna().all()
+    runs = pd.read_parquet(out / "runs.parquet")
+    rec = {r["revision"]: r for r in json.loads(runs["revisions"].iloc[0])}
+    assert rec["step1000"]["fingerprint"] == rec["step3000"]["fingerprint"] != rec["step2000"]["fingerprint"]
+    assert rec["step2000"]["files"] == ["model.safetensors"] and len(rec["step2000"]["fingerprint"]) == 64
+    kept = validate(pd.read_parquet(probe_hf([str(folder)], revs, tmp_path / "keep", over, None,
+                                             keep_duplicates=True) / "results.parquet"))
+    assert (kept["status"] == "ok").all()
+    nll = kept[kept["metric"] == "answer_nll"].set_index("step")["value"]
+    assert nll[1000] == nll[3000] != nll[2000]
+
+
+def test_an_interrupted_probe_resumes_with_only_what_is_missing(hub, tmp_path, monkeypatch):
+    """Killed after its first revision, a rerun with the same arguments loads only the two revisions left, and the
+    folder's rows equal those of one uninterrupted call. A task or a revision added later is probed alone; other
+    settings are refused in one line."""
+    import emergence.hf as hf
+
+    revs = ["step1000", "step2000", "step3000"]
+    over = ["probe.tasks=[add2]", f"probe.n={N}", "probe.shots=0"]
+    whole = pd.read_parquet(probe_hf([str(hub["neox"])], revs, tmp_path / "whole" / "s", over, None)
+                        / "results.parquet")
+
+    loads, real_load, real_probe = [], hf.load, hf.textprobe.probe_model
+    monkeypatch.setattr(hf, "load", lambda folder, *a, **k: loads.append(folder.name) or real_load(folder, *a, **k))
+
+    def dies_at_the_second(lm, tok, tasks, cfg, base, out):
+        if base["step"] == 2000:
+            raise KeyboardInterrupt  # as a kill would, after step1000's rows were written
+        return real_probe(lm, tok, tasks, cfg, base, out)
+
+    monkeypatch.setattr(hf.textprobe, "probe_model", dies_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        probe_hf([str(hub["neox"])], revs, tmp_path / "cut" / "s", over, None)
+    monkeypatch.setattr(hf.textprobe, "probe_model", real_probe)
+    loads.clear()
+    cut = pd.read_parquet(probe_hf([str(hub["neox"])], revs, tmp_path / "cut" / "s", over, None) / "results.parquet")
+    assert loads == ["step2000", "step3000"]
+    key = ["step", "task", "metric"]
+    pd.testing.assert_frame_equal(cut.sort_values(key).reset_index(drop=True),
+                                  whole.sort_values(key).reset_index(drop=True))
+    # the same call again loads nothing; a task added is probed alone, at every revision
+    loads.clear()
+    probe_hf([str(hub["neox"])], revs, tmp_path / "cut" / "s", over, None)
+    assert loads == []
+    calls = []
+    monkeypatch.setattr(hf.textprobe, "probe_model",
+                        lambda lm, tok, tasks, *a: calls.append(list(tasks)) or real_probe(lm, tok, tasks, *a))
+    more = pd.read_parquet(probe_hf([str(hub["neox"])], revs, tmp_path / "cut" / "s",
+                                    ["probe.tasks=[add2,parity]", f"probe.n={N}", "probe.shots=0"], None)
+                           / "results.parquet")
+    assert calls == [["parity"]] * 3 and set(more["task"]) == {"add2", "parity"}
+    with pytest.raises(ModelRefused, match=r"other settings \(n 8 there, 4 now\)"):
+        probe_hf([str(hub["neox"])], revs, tmp_path / "cut" / "s", ["probe.tasks=[add2]", "probe.n=4", "probe.shots=0"],
+                 None)
