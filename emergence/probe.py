@@ -20,6 +20,8 @@ mechanistic probe (`mechanistic_scores`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import sys
 import time
 from functools import lru_cache
@@ -36,7 +38,7 @@ from emergence import checkpoint as ckpt
 from emergence import engine, textprobe
 from emergence.config import ProbeConfig
 from emergence.data import TEXT_SPECIALS, build_source, load_tokenizer
-from emergence.files import atomic_write_parquet
+from emergence.files import atomic_write_parquet, write_json
 from emergence.heldout import heldout_loss
 from emergence.metrics import levenshtein, measurement, probe_set, proportion_stderr, sem
 from emergence.model import GPT, GPTConfig
@@ -241,6 +243,7 @@ def probe_checkpoints(files: list[tuple[int, Path]], probe_cfg, done: set[tuple[
         if not wanted:
             continue
         done.update((step, t) for t in wanted)
+        note_fingerprint(Path(path).parent.parent, step, weights_fingerprint(state["model"]))
         model = load_model(state, device)
         base = {"sweep": run_cfg["sweep"]["name"], "run_id": state["run_id"], "model": run_cfg["model"]["name"],
                 "n_params": state["n_params"], "n_params_nonembed": state["n_params_nonembed"],
@@ -274,6 +277,38 @@ def probe_checkpoints(files: list[tuple[int, Path]], probe_cfg, done: set[tuple[
                 out.rows.append({**base, "task": MECHANISTIC, "metric": metric,
                                  **measurement(r["value"], r["stderr"], r["n"])})
     return out.rows[first:]
+
+
+def weights_fingerprint(weights: dict) -> str:
+    """sha256 of a state dict's tensors (names and bytes, in name order): equal exactly when the weights are."""
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        t = weights[name].detach().cpu().contiguous().reshape(-1)
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def note_fingerprint(run_dir: Path, step: int, fp: str) -> list[int]:
+    """Record checkpoint `step`'s weight fingerprint in the run's `fingerprints.json`, and say in one line when an
+    earlier step has the same weights (no update between them, or a checkpoint written over with another's: the
+    check `emergence probe --hf` makes of a hub's revisions). Both are still probed: in a run of ours either may be
+    genuine. Returns the other steps with these weights."""
+    path = Path(run_dir) / "fingerprints.json"
+    try:
+        known = {int(k): v for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        known = {}
+    same = sorted(s for s, v in known.items() if v == fp and s != step)
+    if same:
+        print(f"warning: {Path(run_dir).name}: checkpoint step {step} has the weights of step "
+              f"{', '.join(map(str, same))} (sha256 {fp[:12]}): no update between them, or a checkpoint written "
+              "over with another's; both are probed", file=sys.stderr)
+    if known.get(step) != fp:
+        known[step] = fp
+        write_json(path, {str(k): v for k, v in sorted(known.items())})
+    return same
 
 
 def checkpoint_tokenizer(checkpoint: Path | None):

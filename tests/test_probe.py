@@ -292,3 +292,23 @@ def test_the_engine_scores_our_gpt_as_one_padded_forward_pass_does():
     assert got["answer_nll"] == pytest.approx(float((-(tok * m).sum(1) / count).mean()), rel=1e-5)
     assert got["brier"] == pytest.approx(float(((brier * m).sum(1) / count).mean()), rel=1e-5)
     assert np.allclose(inst["answer_logprob"], (tok * m).sum(1).numpy(), atol=1e-4)
+
+
+def test_checkpoints_with_the_same_weights_are_named(tmp_path, capsys):
+    """The fingerprint is of the weights alone (a copy has it, one changed element does not); a step whose weights
+    an earlier step has is named in one line, and every step's fingerprint is kept in the run's folder."""
+    from emergence.probe import note_fingerprint, weights_fingerprint
+
+    torch.manual_seed(0)
+    w = GPT(GPTConfig(n_layer=1, d_model=16, n_head=2, vocab_size=VOCAB.size, block_size=8)).state_dict()
+    copy = {k: v.clone() for k, v in w.items()}
+    moved = {k: v.clone() for k, v in w.items()}
+    next(iter(moved.values())).view(-1)[0] += 1e-3
+    assert weights_fingerprint(w) == weights_fingerprint(copy) != weights_fingerprint(moved)
+    assert weights_fingerprint({k: v.bfloat16() for k, v in w.items()}) != weights_fingerprint(w)
+    assert note_fingerprint(tmp_path, 100, weights_fingerprint(w)) == []
+    assert note_fingerprint(tmp_path, 200, weights_fingerprint(moved)) == []
+    assert note_fingerprint(tmp_path, 300, weights_fingerprint(copy)) == [100]
+    err = capsys.readouterr().err
+    assert "checkpoint step 300 has the weights of step 100" in err and err.count("warning") == 1
+    assert sorted(json.loads((tmp_path / "fingerprints.json").read_text())) == ["100", "200", "300"]
