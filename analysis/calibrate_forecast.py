@@ -100,7 +100,8 @@ def _scored(t: pd.DataFrame) -> pd.DataFrame:
     """Predictions against their measured `actual`: error, relative error, inside the interval or not."""
     error = t["predicted"] - t["actual"]
     inside = (t["lo"] <= t["actual"]) & (t["actual"] <= t["hi"])
-    return t.assign(error=error, rel_error=error / t["actual"], inside=inside)
+    inside_boot = (t["lo_boot"] <= t["actual"]) & (t["actual"] <= t["hi_boot"])
+    return t.assign(error=error, rel_error=error / t["actual"], inside=inside, inside_boot=inside_boot)
 
 
 def public_ladder(n_boot: int = 200) -> pd.DataFrame:
@@ -120,6 +121,7 @@ def public_ladder(n_boot: int = 200) -> pd.DataFrame:
                 p = pred.iloc[i]
                 out.append({"dataset": dataset, "task": task, "target": r["run_id"], "n_params": r["n_params"],
                             "tokens": r["tokens"], "predicted": p["predicted"], "lo": p["lo"], "hi": p["hi"],
+                            "lo_boot": p["lo_boot"], "hi_boot": p["hi_boot"], "interval_from": p["interval_from"],
                             "actual": actual[r["run_id"]], "loss_predicted": p["via_predicted"],
                             "rise_unseen": bool(p["rise_unseen"]),
                             "loss_actual": loss[r["run_id"]]})
@@ -166,16 +168,41 @@ def synthetic_predictions(ladders: int = 30, n_boot: int = 200, methods=fc.METHO
         for m in methods:
             pred = fc.forecast(df[df["n_params"] < top], new[["n_params", "tokens"]], "t", "exact_match",
                                via="answer_nll", method=m, n_boot=n_boot, seed=r)
-            out[m].append(pred[["lo", "hi", "rise_unseen"]].assign(value=new["value"]))
+            out[m].append(pred[["predicted", "lo", "hi", "lo_boot", "hi_boot", "rise_unseen", "interval_from"]]
+                          .assign(value=new["value"]))
     return {m: pd.concat(parts, ignore_index=True) for m, parts in out.items()}
 
 
 def synthetic_coverage(ladders: int = 30, n_boot: int = 200, sizes=None) -> dict:
-    """Per method (`synthetic_predictions`): the share of new runs inside their 95% prediction interval, how many,
-    the intervals' mean width and how many lay past a ladder that had not begun the rise."""
-    return {m: (float(((p["lo"] <= p["value"]) & (p["value"] <= p["hi"])).mean()), len(p),
-                float((p["hi"] - p["lo"]).mean()), int(p["rise_unseen"].sum()))
+    """Per method (`synthetic_predictions`): `summarize` of its predictions of new runs."""
+    return {m: summarize(_scored(p.rename(columns={"value": "actual"})))
             for m, p in synthetic_predictions(ladders, n_boot, sizes=sizes).items()}
+
+
+def summarize(t: pd.DataFrame) -> dict:
+    """Scored predictions (`_scored`) in figures: how many, the mean absolute relative error, and for the targets
+    whose ladder had seen the rise and for the others apart, how many, the share inside the interval and its mean
+    width, as `forecast` gives it (calibrated by the backtest) and as the bootstrap alone gave it."""
+    out = {"n": len(t), "mean_rel_error": float(np.nanmean(np.abs(t["rel_error"]))) if len(t) else float("nan")}
+    unseen = t["rise_unseen"].astype(bool)
+    for name, part in (("seen", t[~unseen]), ("unseen", t[unseen])):
+        out[f"n_{name}"] = len(part)
+        for kind, (lo, hi, inside) in {"cal": ("lo", "hi", "inside"), "boot": ("lo_boot", "hi_boot", "inside_boot")
+                                       }.items():
+            out[f"coverage_{kind}_{name}"] = float(part[inside].mean()) if len(part) else float("nan")
+            out[f"width_{kind}_{name}"] = float((part[hi] - part[lo]).mean()) if len(part) else float("nan")
+    return out
+
+
+def summary_line(d: dict) -> str:
+    """`summarize`'s figures in one line."""
+    parts = [f"{d['n']} predictions, mean |relative error| {d['mean_rel_error']:.1%}"]
+    for name in ("seen", "unseen"):
+        if d[f"n_{name}"]:
+            parts.append(f"rise {name} {d[f'n_{name}']}: calibrated {d[f'coverage_cal_{name}']:.0%} inside "
+                         f"(width {d[f'width_cal_{name}']:.3f}), bootstrap alone {d[f'coverage_boot_{name}']:.0%} "
+                         f"(width {d[f'width_boot_{name}']:.3f})")
+    return "; ".join(parts)
 
 
 def main(argv=None) -> int:
@@ -185,66 +212,46 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", nargs="*", default=["add2", "add3", "sort"], help="tasks of the CPU ladder")
     p.add_argument("--n-boot", type=int, default=200)
     a = p.parse_args(argv)
-    t0 = time.time()
     if GADRE.exists():
+        t0 = time.time()
         t = public_ladder(a.n_boot)
-        print(f"public ladder (Gadre et al. 2024): <= 411M parameters predicting the 1.4B and 6.9B models, "
-              f"{len(t)} predictions ({time.time() - t0:.0f} s)")
+        print(f"public ladder (Gadre et al. 2024): <= 411M parameters predicting the 1.4B and 6.9B models, two_step "
+              f"({time.time() - t0:.0f} s)")
         for size, g in t.groupby(t["n_params"] > 3e9):
-            name = "6.9B" if size else "1.4B"
-            print(f"  {name}: mean |error| {g['error'].abs().mean():.3f}, mean |relative error| "
-                  f"{g['rel_error'].abs().mean():.1%}, inside the 95% interval {g['inside'].sum()} of {len(g)} "
-                  f"(mean width {(g['hi'] - g['lo']).mean():.2f}); rise unseen for "
-                  f"{', '.join(sorted(g.loc[g['rise_unseen'], 'task'].unique())) or 'none'}")
-            by_task = g.groupby("task").agg(abs_error=("error", lambda e: e.abs().mean()),
-                                            rel_error=("rel_error", lambda e: e.abs().mean()),
-                                            inside=("inside", "sum"), n=("inside", "size"))
-            print(by_task.round(3).to_string())
-            per_model = g.groupby(["dataset", "target"])["inside"].agg(["sum", "size"])
-            print("  tasks inside the interval, per model: " + ", ".join(
-                f"{d} {int(r['sum'])} of {int(r['size'])}" for (d, _), r in per_model.iterrows()))
+            print(f"  {'6.9B' if size else '1.4B'}: {summary_line(summarize(g))}; interval from: "
+                  + ", ".join(f"{k} ({v})" for k, v in g["interval_from"].value_counts().items()))
+            print("  " + g.groupby("task").agg(abs_error=("error", lambda e: e.abs().mean()),
+                                               inside=("inside", "sum"), inside_boot=("inside_boot", "sum"),
+                                               n=("inside", "size")).round(3).to_string().replace("\n", "\n  "))
     if PYTHIA.exists():
-        t1 = time.time()
+        t0 = time.time()
         t = pythia_ladder(n_boot=a.n_boot)
-        print(f"public ladder (Pythia): 70M-1.4B predicting the 2.8B, 6.9B and 12B models via {PYTHIA_VIA}, "
-              f"{len(t)} predictions ({time.time() - t1:.0f} s)")
+        print(f"public ladder (Pythia): 70M-1.4B predicting the 2.8B, 6.9B and 12B models via {PYTHIA_VIA}, two_step "
+              f"({time.time() - t0:.0f} s); interval from: {t['interval_from'].iloc[0]}")
         for target, g in t.groupby("target", sort=False):
-            loss = g.iloc[0]
-            print(f"  {target}: loss {loss['via_predicted']:.3f} [{loss['via_lo']:.3f}, {loss['via_hi']:.3f}] "
-                  f"against {loss['loss_actual']:.3f}; mean |error| {g['error'].abs().mean():.3f}, mean |relative "
-                  f"error| {g['rel_error'].abs().mean():.1%}, tasks inside the 95% interval {g['inside'].sum()} of "
-                  f"{len(g)}; rise unseen for {', '.join(g.loc[g['rise_unseen'], 'task']) or 'none'}")
-        print(t[["target", "task", "predicted", "lo", "hi", "actual", "inside", "rise_unseen"]].round(3)
-              .to_string(index=False))
+            print(f"  {target}: {summary_line(summarize(g))}")
+        print(t[["target", "task", "predicted", "lo", "hi", "lo_boot", "hi_boot", "actual", "inside", "rise_unseen"]]
+              .round(3).to_string(index=False))
     if a.ladders:
-        t1 = time.time()
-        cov = synthetic_coverage(a.ladders, a.n_boot)
-        print(f"synthetic ladders ({a.ladders}, sizes 10^6.5-10^9): " + ", ".join(
-            f"{m} {c:.1%} of {n} runs inside the 95% interval (mean width {w:.2f}, rise unseen for {u})"
-            for m, (c, n, w, u) in cov.items()) + f" ({time.time() - t1:.0f} s)")
-        short = synthetic_coverage(a.ladders, a.n_boot, sizes=np.logspace(6.5, 8.5, 6))
-        print("  the same ladders stopped at 10^8.5, short of the rise's 10% point: " + ", ".join(
-            f"{m} {c:.1%} inside (mean width {w:.2f}, rise unseen for {u} of {n})"
-            for m, (c, n, w, u) in short.items()))
+        t0 = time.time()
+        for label, sizes in (("", None), (", stopped at 10^8.5, short of the rise's 10% point", np.logspace(6.5, 8.5, 6))):
+            for m, d in synthetic_coverage(a.ladders, a.n_boot, sizes=sizes).items():
+                print(f"synthetic ladders ({a.ladders}{label}) {m}: {summary_line(d)}")
+        print(f"  ({time.time() - t0:.0f} s)")
     if a.ladder:
         df = pd.concat([load_results(p) for p in a.ladder], ignore_index=True)
         # answer_nll is the loss of the answer itself: at zero loss the answer is certain, exact match 1
         bts = [fc.forecast_backtest(df, task, "exact_match", via="answer_nll", n_boot=a.n_boot, ceiling=1.0)
                for task in a.tasks]
-        for bt in bts:
-            for _, r in fc.coverage(bt).iterrows():
-                print(f"CPU ladder {r['task']} exact_match {r['method']}: {r['coverage']:.0%} of {r['n_predicted']} "
-                      f"runs inside the 95% interval over {r['n_origins']} origins (mean width {r['mean_width']:.2f}), "
-                      f"mean |error| {r['mae']:.3f}; rise unseen for {r['n_rise_unseen']}")
         bt = pd.concat(bts, ignore_index=True)
-        for method, g in bt.groupby("method"):
-            by = g.groupby("origin")["inside"].agg(["sum", "size"])
-            seen = g[~g["rise_unseen"]]
-            print(f"CPU ladder, {', '.join(a.tasks)} together, {method}: {g['inside'].sum()} of {len(g)} inside "
-                  f"({g['inside'].mean():.0%}, mean width {(g['hi'] - g['lo']).mean():.2f}); where the ladder had "
-                  f"seen the rise {seen['inside'].sum()} of {len(seen)} ({seen['inside'].mean():.0%}, mean width "
-                  f"{(seen['hi'] - seen['lo']).mean():.2f}); by origin "
-                  + " ".join(f"{o:.0f}:{r['sum']}/{r['size']}" for o, r in by.iterrows()))
+        for frame in (*bts, bt.assign(task=", ".join(a.tasks))):
+            for _, r in fc.coverage(frame).iterrows():
+                print(f"CPU ladder {r['task']} exact_match {r['method']}: {r['n_predicted']} runs over "
+                      f"{r['n_origins']} origins, mean |relative error| {r['mean_rel_error']:.1%}; all "
+                      f"{r['coverage']:.0%} inside (width {r['mean_width']:.2f}); rise unseen for "
+                      f"{r['n_rise_unseen']}; of the {int(r['n_predicted'] - r['n_rise_unseen'])} seen, bootstrap "
+                      f"{r['coverage_seen']:.0%} (width {r['mean_width_seen']:.2f}), calibrated by the earlier "
+                      f"origins {r['coverage_cal_seen']:.0%} (width {r['mean_width_cal_seen']:.2f})")
     return 0
 
 

@@ -358,7 +358,7 @@ def calibration_grid(per_cell: int = 200, workers: int = 2, n_boot: int = 500, c
     return judge_grid({"cells": out, "per_cell": per_cell, "n_boot": n_boot, "workers": workers, "wall_s": wall})
 
 
-def judge_grid(r: dict, n_sim: int = 50_000) -> dict:
+def judge_grid(r: dict, n_sim: int = 100_000) -> dict:
     """Add each sharp cell's `cell_bounds` (once per design) and judge its recall against 0.8 x the tighter of the
     two bounds on the average recall: the mean of its curves' `recall_bounds` (a test told each rise's location)
     and the cell's own (a test that is not). Both bound what any level-5% test recalls, so the smaller does too.

@@ -43,16 +43,20 @@ from analysis.fit import fit_law
 from analysis.pipeline import csv_plain, csv_safe
 
 METHODS = ("two_step", "direct")
-COLUMNS = ["task", "metric", "n_params", "tokens", "predicted", "lo", "hi", "method", "rise_unseen", "snr",
-           "snr_signal", "snr_noise", "snr_noise_from"]
+COLUMNS = ["task", "metric", "n_params", "tokens", "predicted", "lo", "hi", "method", "rise_unseen", "distance",
+           "drift", "interval_from", "lo_boot", "hi_boot", "snr", "snr_signal", "snr_noise", "snr_noise_from"]
 VIA_COLUMNS = ["via_predicted", "via_lo", "via_hi"]
 BACKTEST_COLUMNS = ["task", "metric", "method", "laws", "origin", "n_fit_sizes", "run_id", "n_params", "tokens",
-                    "predicted", "lo", "hi", "actual", "error", "rel_error", "inside", "rise_unseen"]
+                    "predicted", "lo", "hi", "actual", "error", "rel_error", "inside", "rise_unseen", "distance",
+                    "lo_cal", "hi_cal", "inside_cal"]
 COVERAGE_COLUMNS = ["task", "metric", "method", "level", "n_origins", "n_predicted", "coverage", "mean_width", "mae",
-                    "mean_rel_error", "n_rise_unseen", "coverage_seen", "mean_width_seen"]
+                    "mean_rel_error", "n_rise_unseen", "coverage_seen", "mean_width_seen", "n_cal", "coverage_cal_seen",
+                    "mean_width_cal_seen"]
 MIN_SIZES = 3  # distinct sizes a fit needs below the size it predicts
 MIN_RUNS = 4  # runs a fit needs
 MIN_BUDGETS = 3  # distinct token budgets L(N, D) needs; fewer, and step 1 is a power law in compute
+D_MIN = 0.1  # decades of compute: the least extrapolation distance a backtest error is scaled by
+SHORT_WIDEN = 1.5  # no backtest at all: the bootstrap interval is widened this much about the prediction
 
 
 # --------------------------------------------------------------------------------------------------- the ladder
@@ -324,6 +328,63 @@ def _around(predicted, lo, hi) -> tuple[np.ndarray, np.ndarray]:
     return np.fmin(lo, predicted), np.fmax(hi, predicted)
 
 
+# ------------------------------------------------------------------------------------ intervals from the backtest
+def extrapolation(at: pd.DataFrame, fitted: pd.DataFrame) -> np.ndarray:
+    """Decades of compute (6 N D) from the largest run a forecast was fitted on to each target in `at`: how far it
+    extrapolates (negative where a target has less compute than that run)."""
+    return np.log10(_compute(at, False) / float(np.max(_compute(fitted, False))))
+
+
+def drift_scores(backtest: pd.DataFrame, method: str) -> np.ndarray:
+    """Each backtested run's absolute error per decade of extrapolation (|error| / max(distance, D_MIN)), over the
+    runs of `method` whose ladder had seen the rise (an interval past an unseen rise already reaches the ceiling)."""
+    if backtest is None or backtest.empty or "distance" not in backtest.columns:
+        return np.empty(0)
+    bt = backtest[(backtest["method"].astype(str) == method) & ~_flag(backtest["rise_unseen"])]
+    err = pd.to_numeric(bt["error"], errors="coerce").abs().to_numpy(float)
+    d = pd.to_numeric(bt["distance"], errors="coerce").to_numpy(float)
+    ok = np.isfinite(err) & np.isfinite(d)
+    return err[ok] / np.maximum(d[ok], D_MIN)
+
+
+def drift_quantile(scores: np.ndarray, level: float) -> tuple[float, str]:
+    """The split-conformal quantile of the backtest's errors per decade, and where the interval's width came from.
+    With n scores it is the ceil((n + 1) level)-th smallest, which a new run's score exceeds with probability at
+    most 1 - level if the scores are exchangeable; fewer than level / (1 - level) scores (19 at 95%) have no such
+    quantile, and the largest is used, which the row says. No scores: NaN."""
+    s = np.sort(np.asarray(scores, float)[np.isfinite(scores)])
+    n = s.size
+    if n == 0:
+        return float("nan"), f"no backtest: the bootstrap interval widened {SHORT_WIDEN:g}x"
+    j = int(np.ceil((n + 1) * level))
+    if j <= n:
+        return float(s[j - 1]), f"backtest: {n} runs"
+    return float(s[-1]), f"backtest: {n} runs, too few for its quantile: the largest error"
+
+
+def reach(bounds, ceiling: float | None, higher: bool | None) -> tuple[float, float]:
+    """The metric's bounds, with the better one moved to a given ceiling (the score at zero loss: no run does
+    better), as a widened interval must respect."""
+    lo, hi = bounds
+    if ceiling is not None and higher is not None:
+        lo, hi = (lo, min(hi, ceiling)) if higher else (max(lo, ceiling), hi)
+    return lo, hi
+
+
+def calibrated(predicted, lo, hi, distance, drift: float, bounds) -> tuple[np.ndarray, np.ndarray]:
+    """The interval widened to hold the backtest's drift: at least predicted +- drift x max(distance, D_MIN) (the
+    error per decade of extrapolation, times the decades this target lies past the ladder), the bootstrap interval
+    kept where wider; with no drift measured, the bootstrap interval widened SHORT_WIDEN x about the prediction.
+    Inside the metric's bounds."""
+    predicted, lo, hi = (np.asarray(v, float) for v in (predicted, lo, hi))
+    if np.isfinite(drift):
+        half = drift * np.maximum(np.asarray(distance, float), D_MIN)
+        lo, hi = np.fmin(lo, predicted - half), np.fmax(hi, predicted + half)
+    else:
+        lo, hi = predicted - SHORT_WIDEN * (predicted - lo), predicted + SHORT_WIDEN * (hi - predicted)
+    return np.clip(lo, bounds[0], bounds[1]), np.clip(hi, bounds[0], bounds[1])
+
+
 def check_arguments(method: str, via: str | None, level: float, n_boot: int) -> None:
     """One line for arguments no forecast can use, before anything is fitted."""
     if method not in ("auto", *METHODS):
@@ -391,7 +452,7 @@ def snr_warning(snr: float, task: str, signal: float = float("nan")) -> str:
 
 def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None = None, method: str = "auto",
              level: float = 0.95, floor: float | None = None, n_boot: int = 200, seed: int = 0,
-             backtest: pd.DataFrame | None = None, ceiling: float | None = None) -> pd.DataFrame:
+             backtest: pd.DataFrame | None = None, ceiling: float | None = None, calibrate: bool = True) -> pd.DataFrame:
     """Predict `metric` on `task` for each target model in `at` (n_params, tokens, optionally flops) from the ladder
     in `results` (the tidy results table: sizes x budgets x checkpoints). One row per target: task, metric,
     n_params, tokens, predicted, lo, hi (a `level` prediction interval for one run's measurement), method, and with
@@ -400,7 +461,12 @@ def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None 
     upper bound when `via` is the loss of the answer itself (answer_nll, bits_per_byte of the answer), whose zero
     makes the answer certain. method: two_step (needs via), direct, or auto (by rolling-origin backtest; `backtest`, if
     given, is that of `forecast_backtest` with the same arguments). Each row also has the task's signal-to-noise
-    ratio on the ladder: snr, snr_signal, snr_noise, snr_noise_from (`task_snr`)."""
+    ratio on the ladder: snr, snr_signal, snr_noise, snr_noise_from (`task_snr`).
+
+    With `calibrate` (the default) each interval also holds the drift the rolling-origin backtest measured: the
+    error per decade of extrapolation, at its split-conformal quantile, times `distance`, the decades of compute the
+    target lies past the ladder (`calibrated`); `drift` is that error per decade, `interval_from` says what the
+    width rests on (`drift_quantile`), and `lo_boot`, `hi_boot` keep the bootstrap's own interval."""
     at = check_targets(at)
     check_arguments(method, via, level, n_boot)
     _check_levels(metric, floor, ceiling)
@@ -418,9 +484,19 @@ def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None 
     p = model.predict(at)
     lo, hi, unseen = model.interval(p, level)
     lo, hi = _around(p["predicted"], lo, hi)
+    distance = extrapolation(at, final)
+    lo_boot, hi_boot = lo, hi
+    drift, source = float("nan"), "bootstrap"
+    if calibrate:
+        if backtest is None:
+            backtest = forecast_backtest(results, task, metric, via, methods=[method], level=level, floor=floor,
+                                         n_boot=n_boot, seed=seed, use_flops="flops" in at.columns, ceiling=ceiling)
+        drift, source = drift_quantile(drift_scores(backtest, method), level)
+        lo, hi = calibrated(p["predicted"], lo, hi, distance, drift, reach(bounds, ceiling, _higher(metric)))
     out = pd.DataFrame({"task": task, "metric": metric, "n_params": at["n_params"], "tokens": at["tokens"],
                         "predicted": p["predicted"], "lo": lo, "hi": hi, "method": model.name,
-                        "rise_unseen": unseen})
+                        "rise_unseen": unseen, "distance": distance, "drift": drift, "interval_from": source,
+                        "lo_boot": lo_boot, "hi_boot": hi_boot})
     snr = task_snr(results, task, metric)
     out = out.assign(snr=snr["snr"], snr_signal=snr["signal"], snr_noise=snr["noise"], snr_noise_from=snr["noise_from"])
     if "via" in p:
@@ -447,7 +523,9 @@ def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | 
                       use_flops: bool = False, ceiling: float | None = None) -> pd.DataFrame:
     """Rolling-origin backtest on the ladder itself: for each size k with at least MIN_SIZES sizes below it, fit each
     method on the runs smaller than size k (all budgets) and predict every run of size k. One row per (method,
-    origin, predicted run): BACKTEST_COLUMNS."""
+    origin, predicted run): BACKTEST_COLUMNS. `distance` is the decades of compute each run lies past the runs
+    fitted; `lo_cal`, `hi_cal`, `inside_cal` are the interval `forecast` would give with the drift measured on the
+    earlier origins only (`calibrated`), so their coverage is measured on runs the calibration never saw."""
     methods = list(methods or (METHODS if via else ("direct",)))
     for method in methods:
         check_arguments(method, via, level, n_boot)
@@ -456,6 +534,7 @@ def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | 
     bounds = schema.metric_bounds(metric)
     sizes = np.sort(final["n_params"].unique())
     rows = []
+    seen_scores = {m: [] for m in methods}  # each method's drift scores from the origins already predicted
     for k in range(MIN_SIZES, len(sizes)):
         below = final["n_params"] < sizes[k]
         fit_runs = set(final.loc[below, "run_id"])
@@ -471,6 +550,13 @@ def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | 
             lo, hi = _around(p["predicted"], lo, hi)
             actual = targets["value"].to_numpy(float)
             err = p["predicted"] - actual
+            distance = extrapolation(targets, final[below])
+            drift = drift_quantile(np.concatenate(seen_scores[method]) if seen_scores[method] else np.empty(0),
+                                   level)[0]
+            lo_cal, hi_cal = calibrated(p["predicted"], lo, hi, distance, drift,
+                                        reach(bounds, ceiling, _higher(metric)))
+            seen = ~np.asarray(unseen, bool) & np.isfinite(err)
+            seen_scores[method].append(np.abs(err[seen]) / np.maximum(distance[seen], D_MIN))
             for i, (_, r) in enumerate(targets.iterrows()):
                 rows.append({"task": task, "metric": metric, "method": method, "laws": model.name,
                              "origin": float(sizes[k]),
@@ -478,7 +564,9 @@ def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | 
                              "tokens": float(r["tokens"]), "predicted": float(p["predicted"][i]),
                              "lo": float(lo[i]), "hi": float(hi[i]), "actual": actual[i], "error": float(err[i]),
                              "rel_error": float(err[i] / actual[i]) if actual[i] != 0 else np.nan,
-                             "inside": bool(lo[i] <= actual[i] <= hi[i]), "rise_unseen": bool(unseen[i])})
+                             "inside": bool(lo[i] <= actual[i] <= hi[i]), "rise_unseen": bool(unseen[i]),
+                             "distance": float(distance[i]), "lo_cal": float(lo_cal[i]), "hi_cal": float(hi_cal[i]),
+                             "inside_cal": bool(lo_cal[i] <= actual[i] <= hi_cal[i])})
     return pd.DataFrame(rows, columns=BACKTEST_COLUMNS)
 
 
@@ -492,7 +580,8 @@ def coverage(backtest: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     and the intervals' mean width (a share held by intervals as wide as the metric's range says nothing), the mean
     absolute error and the mean absolute relative error; and the same share and width over the runs whose ladder
     had seen the rise (`coverage_seen`, `mean_width_seen`), beside how many had not (`n_rise_unseen`: their
-    intervals reach the ceiling, and hold by being wide)."""
+    intervals reach the ceiling, and hold by being wide); over those same runs, the share inside and the width of
+    the intervals calibrated by the earlier origins' drift (`n_cal`, `coverage_cal_seen`, `mean_width_cal_seen`)."""
     if backtest.empty:
         return pd.DataFrame(columns=COVERAGE_COLUMNS)
     unseen = _flag(backtest["rise_unseen"]) if "rise_unseen" in backtest.columns else pd.Series(False, backtest.index)
@@ -500,6 +589,13 @@ def coverage(backtest: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     width = pd.to_numeric(backtest["hi"], errors="coerce") - pd.to_numeric(backtest["lo"], errors="coerce")
     backtest = backtest.assign(inside=inside, width=width, unseen=unseen, inside_seen=inside.where(~unseen),
                                width_seen=width.where(~unseen))
+    if "inside_cal" in backtest.columns:  # calibrated by the earlier origins' drift (older files lack it)
+        cal = _flag(backtest["inside_cal"]).where(~unseen)
+        wcal = (pd.to_numeric(backtest["hi_cal"], errors="coerce")
+                - pd.to_numeric(backtest["lo_cal"], errors="coerce")).where(~unseen)
+    else:
+        cal = wcal = pd.Series(np.nan, backtest.index)
+    backtest = backtest.assign(inside_cal_seen=cal, width_cal_seen=wcal)
     g = backtest.groupby(["task", "metric", "method"], sort=False)
     out = g.agg(n_origins=("origin", "nunique"), n_predicted=("inside", "size"),
                 coverage=("inside", "mean"), mean_width=("width", "mean"),
@@ -508,7 +604,11 @@ def coverage(backtest: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
                 n_rise_unseen=("unseen", "sum"),
                 coverage_seen=("inside_seen", lambda v: float(v.dropna().astype(float).mean())
                                if v.notna().any() else np.nan),
-                mean_width_seen=("width_seen", "mean"))
+                mean_width_seen=("width_seen", "mean"),
+                n_cal=("inside_cal_seen", "count"),
+                coverage_cal_seen=("inside_cal_seen", lambda v: float(v.dropna().astype(float).mean())
+                                   if v.notna().any() else np.nan),
+                mean_width_cal_seen=("width_cal_seen", "mean"))
     return out.reset_index().assign(level=level)[COVERAGE_COLUMNS]
 
 

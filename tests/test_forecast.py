@@ -133,6 +133,19 @@ def test_backtest_predicts_each_larger_size_from_the_smaller_ones(lad):
     assert np.allclose(cov.set_index("method")["mean_width"], widths.loc[cov["method"]])
     assert np.allclose(bt["error"], bt["predicted"] - bt["actual"])
     assert fc.choose_method(bt) in ("two_step", "direct")
+    # the calibrated intervals use the earlier origins' drift only: the first origin has none, and is the bootstrap
+    # interval widened SHORT_WIDEN x; later ones hold at least the bootstrap interval
+    first = bt[bt["origin"] == sizes[3]]
+    assert np.allclose(first["hi_cal"], np.minimum(1, first["predicted"] + 1.5 * (first["hi"] - first["predicted"])))
+    assert np.allclose(first["lo_cal"], np.maximum(0, first["predicted"] - 1.5 * (first["predicted"] - first["lo"])))
+    later = bt[bt["origin"] > sizes[3]]
+    assert (later["lo_cal"] <= later["lo"] + 1e-12).all() and (later["hi_cal"] >= later["hi"] - 1e-12).all()
+    # decades of compute past the largest run fitted: negative for a larger size on a smaller budget
+    fitted_max = {o: 6 * (lad.loc[lad["n_params"] < o, "n_params"] * lad.loc[lad["n_params"] < o, "tokens"]).max()
+                  for o in sizes[3:]}
+    want = np.log10(6 * bt["n_params"] * bt["tokens"] / bt["origin"].map(fitted_max))
+    assert np.allclose(bt["distance"], want) and (bt["distance"] < 0).any() and (bt["distance"] > 0).any()
+    assert (cov["n_cal"] == 18 - cov["n_rise_unseen"]).all() and cov["coverage_cal_seen"].between(0, 1).all()
 
 
 @pytest.mark.slow
@@ -503,3 +516,42 @@ def test_the_report_warns_under_a_forecast_of_a_task_below_the_snr_it_states(lad
     assert len(low) == 1 and "Warning (exact_match): t: signal-to-noise ratio 2.5, below 5" in str(low[0])
     assert len(warnings_in(pred.assign(snr=float("nan")))) == 1
     assert warnings_in(pred.assign(snr=float("nan"), snr_noise_from=float("nan"))) == []  # a row from before SNR
+
+
+def test_the_drift_quantile_is_split_conformal_and_says_when_the_backtest_is_too_short():
+    q, how = fc.drift_quantile(np.arange(1.0, 20.0), 0.95)  # 19 scores: the 19th smallest
+    assert q == 19.0 and how == "backtest: 19 runs"
+    assert fc.drift_quantile(np.arange(1.0, 41.0), 0.95)[0] == 39.0  # ceil(41 x 0.95) = 39
+    q, how = fc.drift_quantile(np.array([0.1, 0.3, np.nan, 0.2]), 0.95)
+    assert q == 0.3 and "3 runs, too few" in how and "largest" in how
+    q, how = fc.drift_quantile(np.empty(0), 0.95)
+    assert np.isnan(q) and "widened 1.5x" in how
+
+
+def test_a_calibrated_interval_holds_the_drift_keeps_the_bootstrap_where_wider_and_stays_in_bounds():
+    one = (np.array([0.5]), np.array([0.45]), np.array([0.55]))
+    lo, hi = fc.calibrated(*one, distance=np.array([1.0]), drift=0.2, bounds=(0, 1))
+    assert lo[0] == pytest.approx(0.3) and hi[0] == pytest.approx(0.7)
+    lo, hi = fc.calibrated(*one, distance=np.array([0.02]), drift=0.2, bounds=(0, 1))  # D_MIN: 0.02 per side
+    assert (lo[0], hi[0]) == (0.45, 0.55)
+    lo, hi = fc.calibrated(*one, distance=np.array([3.0]), drift=0.5, bounds=(0, 0.9))
+    assert (lo[0], hi[0]) == (0.0, 0.9)
+    lo, hi = fc.calibrated(*one, distance=np.array([1.0]), drift=float("nan"), bounds=(0, 1))
+    assert lo[0] == pytest.approx(0.425) and hi[0] == pytest.approx(0.575)
+    assert fc.reach((0, 1), 0.8, True) == (0, 0.8) and fc.reach((0, np.inf), 0.1, False) == (0.1, np.inf)
+
+
+def test_forecast_rows_say_what_their_interval_rests_on(lad):
+    at = pd.DataFrame({"n_params": [6e8], "tokens": [3e9]})
+    bt = fc.forecast_backtest(lad, "t", "exact_match", via="answer_nll", methods=["two_step"], n_boot=50)
+    r = fc.forecast(lad, at, "t", "exact_match", via="answer_nll", method="two_step", n_boot=50, backtest=bt).iloc[0]
+    raw = fc.forecast(lad, at, "t", "exact_match", via="answer_nll", method="two_step", n_boot=50,
+                      calibrate=False).iloc[0]
+    scores = fc.drift_scores(bt, "two_step")
+    assert r["interval_from"] == f"backtest: {len(scores)} runs, too few for its quantile: the largest error"
+    assert r["drift"] == pytest.approx(scores.max())
+    assert r["distance"] == pytest.approx(np.log10(6 * 6e8 * 3e9 / (6 * lad["n_params"].max() * 3e9)), abs=1e-9)
+    half = r["drift"] * max(r["distance"], fc.D_MIN)
+    assert r["lo"] == pytest.approx(min(raw["lo"], r["predicted"] - half))
+    assert r["hi"] == pytest.approx(min(1, max(raw["hi"], r["predicted"] + half)))
+    assert raw["interval_from"] == "bootstrap" and np.isnan(raw["drift"])

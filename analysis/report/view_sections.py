@@ -195,18 +195,21 @@ def _forecast_blocks(sw: Sweep) -> list:
                  f"{_fmt(r['mean_width_seen'])} wide on average." if 0 < unseen < n else
                  " Every one lay past sizes that had not begun the rise: their intervals reach the ceiling, and "
                  "say only that." if unseen == n else "")
+        cal = (f" Widened by the drift of the origins before each (as `emergence forecast` widens its own), "
+               f"{_fmt(100 * r['coverage_cal_seen'])}% of those {int(r['n_cal'])} held, "
+               f"{_fmt(r['mean_width_cal_seen'])} wide." if r.get("n_cal", 0) else "")
         blocks.append(Para([f"{r['task']} {r['metric']}, {r['method']}: {_fmt(100 * r['coverage'])}% of "
                             f"{n} runs inside their 95% prediction interval over {r['n_origins']} "
                             f"origins (each size predicted from every smaller one), the intervals "
                             f"{_fmt(r['mean_width'])} wide on average; mean absolute error {_fmt(r['mae'])}.{split}"
-                            f"{warn}"]))
+                            f"{cal}{warn}"]))
     if has_column(pred, "predicted"):
         cols = [c for c in ("task", "metric", "n_params", "tokens", "predicted", "lo", "hi", "via_predicted",
-                            "rise_unseen", "method", "snr") if c in pred.columns]
-        text = ("task", "metric", "method", "rise_unseen")
+                            "rise_unseen", "method", "interval_from", "snr") if c in pred.columns]
+        text = ("task", "metric", "method", "rise_unseen", "interval_from")
         rows = [[oneline(r[c], 200) if c in text else _fmt(r[c]) for c in cols] for _, r in pred.iterrows()]
         blocks.append(Table([{"via_predicted": "loss predicted", "rise_unseen": "rise unseen",
-                              "snr": "signal-to-noise"}.get(c, c) for c in cols], rows,
+                              "interval_from": "interval from", "snr": "signal-to-noise"}.get(c, c) for c in cols], rows,
                             numeric=_numeric_except(cols, text)))
         if {"snr", "snr_signal", "snr_noise_from"} <= set(pred.columns):
             measured = pred[pred["snr_noise_from"].notna()]  # rows a forecast of an earlier version wrote have none
