@@ -316,7 +316,8 @@ def _work_cell(args) -> list[dict]:
     return out
 
 
-def calibration_grid(per_cell: int = 200, workers: int = 2, n_boot: int = 500, cells=None) -> dict:
+def calibration_grid(per_cell: int = 200, workers: int = 2, n_boot: int = 500, cells=None,
+                     bound_sims: int = 100_000) -> dict:
     """Judge `per_cell` curves in every cell of the robustness grid; return each cell's rates with their Wilson
     95% intervals and whether it meets its targets:
     - sharp: `smooth` (wrong) at most 5%; recall at least 0.8 x the mean Neyman-Pearson bound of its curves;
@@ -355,7 +356,8 @@ def calibration_grid(per_cell: int = 200, workers: int = 2, n_boot: int = 500, c
         else:  # at W0 (its Wilson interval reaches 0.05) and wider: emergent at most 5%
             e["ok"] = bool(e["emergent_ci"][0] <= 0.05)
         out.append(e)
-    return judge_grid({"cells": out, "per_cell": per_cell, "n_boot": n_boot, "workers": workers, "wall_s": wall})
+    return judge_grid({"cells": out, "per_cell": per_cell, "n_boot": n_boot, "workers": workers, "wall_s": wall},
+                      n_sim=bound_sims)
 
 
 def judge_grid(r: dict, n_sim: int = 100_000) -> dict:

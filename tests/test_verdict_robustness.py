@@ -154,7 +154,8 @@ def test_grid_cells_draw_the_nuisances_they_name():
 
 
 def test_the_robustness_grid_reports_rates_with_wilson_intervals_and_the_bound():
-    r = calibration_grid(4, workers=1, n_boot=60, cells=[("varying", 0.2, "6", "sharp"), ("shared", 0.3, "3", "wide")])
+    r = calibration_grid(4, workers=1, n_boot=60, cells=[("varying", 0.2, "6", "sharp"), ("shared", 0.3, "3", "wide")],
+                         bound_sims=8000)
     sharp, wide = r["cells"]
     assert sharp["n"] == 4 and 0 <= sharp["emergent_ci"][0] <= sharp["emergent"] <= sharp["emergent_ci"][1] <= 1
     assert 0 < sharp["bound"] <= sharp["bound_known"] + 0.05
@@ -233,7 +234,7 @@ def test_the_cells_bound_is_alpha_at_w0_and_no_looser_than_a_test_told_each_loca
     # sits below the mean of its curves' bounds (each told its location)
     cell = cell_bounds(0.2, "6", n_sim=20_000)
     curves = np.mean([recall_bounds(synthetic_cell(("shared", 0.2, "6", "sharp"), i), seed=i, n_sim=2000,
-                                    least_favourable=True)[0] for i in range(40)])
+                                    least_favourable=True)[0] for i in range(24)])
     assert 0.45 < cell["rand"] < curves - 0.02
     # dense and many runs: close to certain; sparse and few: no verdict finds the rise
     assert cell_bounds(0.1, "12", n_sim=8000)["rand"] > 0.95
