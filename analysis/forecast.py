@@ -335,20 +335,29 @@ def extrapolation(at: pd.DataFrame, fitted: pd.DataFrame) -> np.ndarray:
     return np.log10(_compute(at, False) / float(np.max(_compute(fitted, False))))
 
 
+def excess(predicted, lo, hi, actual) -> np.ndarray:
+    """How far each measured value lies outside its bootstrap interval (0 inside it): the part of the error the
+    bootstrap, which carries the fit's uncertainty and one run's scatter, did not foresee."""
+    predicted, lo, hi, actual = (np.asarray(v, float) for v in (predicted, lo, hi, actual))
+    return np.maximum(0.0, np.fmax(lo - actual, actual - hi))
+
+
 def drift_scores(backtest: pd.DataFrame, method: str) -> np.ndarray:
-    """Each backtested run's absolute error per decade of extrapolation (|error| / max(distance, D_MIN)), over the
-    runs of `method` whose ladder had seen the rise (an interval past an unseen rise already reaches the ceiling)."""
+    """Each backtested run's excess over its bootstrap interval (`excess`) per decade of extrapolation
+    (/ max(distance, D_MIN)), over the runs of `method` whose ladder had seen the rise (an interval past an unseen
+    rise already reaches the ceiling)."""
     if backtest is None or backtest.empty or "distance" not in backtest.columns:
         return np.empty(0)
     bt = backtest[(backtest["method"].astype(str) == method) & ~_flag(backtest["rise_unseen"])]
-    err = pd.to_numeric(bt["error"], errors="coerce").abs().to_numpy(float)
-    d = pd.to_numeric(bt["distance"], errors="coerce").to_numpy(float)
-    ok = np.isfinite(err) & np.isfinite(d)
-    return err[ok] / np.maximum(d[ok], D_MIN)
+    num = {c: pd.to_numeric(bt[c], errors="coerce").to_numpy(float) for c in ("predicted", "lo", "hi", "actual",
+                                                                              "distance")}
+    out = excess(num["predicted"], num["lo"], num["hi"], num["actual"])
+    ok = np.isfinite(out) & np.isfinite(num["distance"])
+    return out[ok] / np.maximum(num["distance"][ok], D_MIN)
 
 
 def drift_quantile(scores: np.ndarray, level: float) -> tuple[float, str]:
-    """The split-conformal quantile of the backtest's errors per decade, and where the interval's width came from.
+    """The split-conformal quantile of the backtest's excess per decade, and where the interval's width came from.
     With n scores it is the ceil((n + 1) level)-th smallest, which a new run's score exceeds with probability at
     most 1 - level if the scores are exchangeable; fewer than level / (1 - level) scores (19 at 95%) have no such
     quantile, and the largest is used, which the row says. No scores: NaN."""
@@ -359,7 +368,7 @@ def drift_quantile(scores: np.ndarray, level: float) -> tuple[float, str]:
     j = int(np.ceil((n + 1) * level))
     if j <= n:
         return float(s[j - 1]), f"backtest: {n} runs"
-    return float(s[-1]), f"backtest: {n} runs, too few for its quantile: the largest error"
+    return float(s[-1]), f"backtest: {n} runs, too few for its quantile: the largest excess"
 
 
 def reach(bounds, ceiling: float | None, higher: bool | None) -> tuple[float, float]:
@@ -372,14 +381,13 @@ def reach(bounds, ceiling: float | None, higher: bool | None) -> tuple[float, fl
 
 
 def calibrated(predicted, lo, hi, distance, drift: float, bounds) -> tuple[np.ndarray, np.ndarray]:
-    """The interval widened to hold the backtest's drift: at least predicted +- drift x max(distance, D_MIN) (the
-    error per decade of extrapolation, times the decades this target lies past the ladder), the bootstrap interval
-    kept where wider; with no drift measured, the bootstrap interval widened SHORT_WIDEN x about the prediction.
-    Inside the metric's bounds."""
+    """The bootstrap interval widened on each side by the backtest's drift: drift x max(distance, D_MIN) (the
+    excess per decade of extrapolation, times the decades this target lies past the ladder); with no drift
+    measured, widened SHORT_WIDEN x about the prediction. Inside the metric's bounds."""
     predicted, lo, hi = (np.asarray(v, float) for v in (predicted, lo, hi))
     if np.isfinite(drift):
         half = drift * np.maximum(np.asarray(distance, float), D_MIN)
-        lo, hi = np.fmin(lo, predicted - half), np.fmax(hi, predicted + half)
+        lo, hi = lo - half, hi + half
     else:
         lo, hi = predicted - SHORT_WIDEN * (predicted - lo), predicted + SHORT_WIDEN * (hi - predicted)
     return np.clip(lo, bounds[0], bounds[1]), np.clip(hi, bounds[0], bounds[1])
@@ -464,8 +472,9 @@ def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None 
     ratio on the ladder: snr, snr_signal, snr_noise, snr_noise_from (`task_snr`).
 
     With `calibrate` (the default) each interval also holds the drift the rolling-origin backtest measured: the
-    error per decade of extrapolation, at its split-conformal quantile, times `distance`, the decades of compute the
-    target lies past the ladder (`calibrated`); `drift` is that error per decade, `interval_from` says what the
+    excess over the bootstrap's interval per decade of extrapolation, at its split-conformal quantile, times
+    `distance`, the decades of compute the target lies past the ladder, on each side (`calibrated`); `drift` is that
+    excess per decade, `interval_from` says what the
     width rests on (`drift_quantile`), and `lo_boot`, `hi_boot` keep the bootstrap's own interval."""
     at = check_targets(at)
     check_arguments(method, via, level, n_boot)
@@ -556,7 +565,7 @@ def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | 
             lo_cal, hi_cal = calibrated(p["predicted"], lo, hi, distance, drift,
                                         reach(bounds, ceiling, _higher(metric)))
             seen = ~np.asarray(unseen, bool) & np.isfinite(err)
-            seen_scores[method].append(np.abs(err[seen]) / np.maximum(distance[seen], D_MIN))
+            seen_scores[method].append(excess(p["predicted"], lo, hi, actual)[seen] / np.maximum(distance[seen], D_MIN))
             for i, (_, r) in enumerate(targets.iterrows()):
                 rows.append({"task": task, "metric": metric, "method": method, "laws": model.name,
                              "origin": float(sizes[k]),

@@ -528,17 +528,19 @@ def test_the_drift_quantile_is_split_conformal_and_says_when_the_backtest_is_too
     assert np.isnan(q) and "widened 1.5x" in how
 
 
-def test_a_calibrated_interval_holds_the_drift_keeps_the_bootstrap_where_wider_and_stays_in_bounds():
+def test_a_calibrated_interval_adds_the_drift_to_each_side_of_the_bootstrap_and_stays_in_bounds():
     one = (np.array([0.5]), np.array([0.45]), np.array([0.55]))
     lo, hi = fc.calibrated(*one, distance=np.array([1.0]), drift=0.2, bounds=(0, 1))
-    assert lo[0] == pytest.approx(0.3) and hi[0] == pytest.approx(0.7)
+    assert lo[0] == pytest.approx(0.25) and hi[0] == pytest.approx(0.75)
     lo, hi = fc.calibrated(*one, distance=np.array([0.02]), drift=0.2, bounds=(0, 1))  # D_MIN: 0.02 per side
-    assert (lo[0], hi[0]) == (0.45, 0.55)
+    assert lo[0] == pytest.approx(0.43) and hi[0] == pytest.approx(0.57)
     lo, hi = fc.calibrated(*one, distance=np.array([3.0]), drift=0.5, bounds=(0, 0.9))
     assert (lo[0], hi[0]) == (0.0, 0.9)
     lo, hi = fc.calibrated(*one, distance=np.array([1.0]), drift=float("nan"), bounds=(0, 1))
     assert lo[0] == pytest.approx(0.425) and hi[0] == pytest.approx(0.575)
     assert fc.reach((0, 1), 0.8, True) == (0, 0.8) and fc.reach((0, np.inf), 0.1, False) == (0.1, np.inf)
+    # the excess: how far a value lies outside its bootstrap interval, 0 inside
+    assert list(fc.excess([0.5] * 3, [0.4] * 3, [0.6] * 3, [0.3, 0.5, 0.75])) == pytest.approx([0.1, 0.0, 0.15])
 
 
 def test_forecast_rows_say_what_their_interval_rests_on(lad):
@@ -548,10 +550,10 @@ def test_forecast_rows_say_what_their_interval_rests_on(lad):
     raw = fc.forecast(lad, at, "t", "exact_match", via="answer_nll", method="two_step", n_boot=50,
                       calibrate=False).iloc[0]
     scores = fc.drift_scores(bt, "two_step")
-    assert r["interval_from"] == f"backtest: {len(scores)} runs, too few for its quantile: the largest error"
+    assert r["interval_from"] == f"backtest: {len(scores)} runs, too few for its quantile: the largest excess"
     assert r["drift"] == pytest.approx(scores.max())
     assert r["distance"] == pytest.approx(np.log10(6 * 6e8 * 3e9 / (6 * lad["n_params"].max() * 3e9)), abs=1e-9)
     half = r["drift"] * max(r["distance"], fc.D_MIN)
-    assert r["lo"] == pytest.approx(min(raw["lo"], r["predicted"] - half))
-    assert r["hi"] == pytest.approx(min(1, max(raw["hi"], r["predicted"] + half)))
+    assert r["lo"] == pytest.approx(max(0, raw["lo"] - half)) and r["hi"] == pytest.approx(min(1, raw["hi"] + half))
+    assert (r["lo_boot"], r["hi_boot"]) == (raw["lo"], raw["hi"])
     assert raw["interval_from"] == "bootstrap" and np.isnan(raw["drift"])

@@ -195,7 +195,7 @@ def _forecast_blocks(sw: Sweep) -> list:
                  f"{_fmt(r['mean_width_seen'])} wide on average." if 0 < unseen < n else
                  " Every one lay past sizes that had not begun the rise: their intervals reach the ceiling, and "
                  "say only that." if unseen == n else "")
-        cal = (f" Widened by the drift of the origins before each (as `emergence forecast` widens its own), "
+        cal = (f" Widened by the drift of the origins before each (as emergence forecast widens its own), "
                f"{_fmt(100 * r['coverage_cal_seen'])}% of those {int(r['n_cal'])} held, "
                f"{_fmt(r['mean_width_cal_seen'])} wide." if r.get("n_cal", 0) else "")
         blocks.append(Para([f"{r['task']} {r['metric']}, {r['method']}: {_fmt(100 * r['coverage'])}% of "
