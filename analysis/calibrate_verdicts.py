@@ -53,6 +53,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+from scipy.special import gammaln, logsumexp
 from scipy.stats import binom
 
 from analysis.stats import wilson
@@ -217,12 +218,12 @@ def cell_bounds(spacing: float, runs: str, w0: float = 0.5, alpha: float = 0.05,
         return K @ np.log(S).T + (M - K) @ np.log1p(-S).T
 
     def log_coef(K, M):
-        from scipy.special import gammaln
         return (gammaln(M + 1) - gammaln(K + 1) - gammaln(M - K + 1)).sum(1)
 
     def ratios(K, M, sel):
         ln = loglik(K, M, S_null)
-        lr = (_lse(loglik(K, M, S_alt)) - np.log(len(alt))) - (_lse(ln[:, sel]) - np.log(sel.sum()))
+        lr = ((logsumexp(loglik(K, M, S_alt), axis=1) - np.log(len(alt)))
+              - (logsumexp(ln[:, sel], axis=1) - np.log(sel.sum())))
         # a verdict never rejects what some null curve puts above alpha; where m is drawn, that outcome's
         # probability includes its m's, which no single outcome exceeds alpha with
         heavy = (ln.max(1) + log_coef(K, M) > np.log(alpha)) if runs != "4-8" else np.zeros(K.shape[0], bool)
@@ -243,11 +244,6 @@ def cell_bounds(spacing: float, runs: str, w0: float = 0.5, alpha: float = 0.05,
     d = tried[int(np.argmin([p[0] for p in pilot]))]
     rand, det = bound(d, n_sim)
     return {"rand": rand, "det": det, "d": d, "n_sim": n_sim}
-
-
-def _lse(a: np.ndarray) -> np.ndarray:
-    top = a.max(1)
-    return top + np.log(np.exp(a - top[:, None]).sum(1))
 
 
 

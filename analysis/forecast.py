@@ -335,11 +335,16 @@ def extrapolation(at: pd.DataFrame, fitted: pd.DataFrame) -> np.ndarray:
     return np.log10(_compute(at, False) / float(np.max(_compute(fitted, False))))
 
 
-def excess(predicted, lo, hi, actual) -> np.ndarray:
+def excess(lo, hi, actual) -> np.ndarray:
     """How far each measured value lies outside its bootstrap interval (0 inside it): the part of the error the
     bootstrap, which carries the fit's uncertainty and one run's scatter, did not foresee."""
-    predicted, lo, hi, actual = (np.asarray(v, float) for v in (predicted, lo, hi, actual))
+    lo, hi, actual = (np.asarray(v, float) for v in (lo, hi, actual))
     return np.maximum(0.0, np.fmax(lo - actual, actual - hi))
+
+
+def drift_score(lo, hi, actual, distance) -> np.ndarray:
+    """`excess` per decade of extrapolation: / max(distance, D_MIN)."""
+    return excess(lo, hi, actual) / np.maximum(np.asarray(distance, float), D_MIN)
 
 
 def drift_scores(backtest: pd.DataFrame, method: str) -> np.ndarray:
@@ -349,11 +354,9 @@ def drift_scores(backtest: pd.DataFrame, method: str) -> np.ndarray:
     if backtest is None or backtest.empty or "distance" not in backtest.columns:
         return np.empty(0)
     bt = backtest[(backtest["method"].astype(str) == method) & ~_flag(backtest["rise_unseen"])]
-    num = {c: pd.to_numeric(bt[c], errors="coerce").to_numpy(float) for c in ("predicted", "lo", "hi", "actual",
-                                                                              "distance")}
-    out = excess(num["predicted"], num["lo"], num["hi"], num["actual"])
-    ok = np.isfinite(out) & np.isfinite(num["distance"])
-    return out[ok] / np.maximum(num["distance"][ok], D_MIN)
+    num = {c: pd.to_numeric(bt[c], errors="coerce").to_numpy(float) for c in ("lo", "hi", "actual", "distance")}
+    out = drift_score(num["lo"], num["hi"], num["actual"], num["distance"])
+    return out[np.isfinite(out)]
 
 
 def drift_quantile(scores: np.ndarray, level: float) -> tuple[float, str]:
@@ -565,7 +568,7 @@ def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | 
             lo_cal, hi_cal = calibrated(p["predicted"], lo, hi, distance, drift,
                                         reach(bounds, ceiling, _higher(metric)))
             seen = ~np.asarray(unseen, bool) & np.isfinite(err)
-            seen_scores[method].append(excess(p["predicted"], lo, hi, actual)[seen] / np.maximum(distance[seen], D_MIN))
+            seen_scores[method].append(drift_score(lo, hi, actual, distance)[seen])
             for i, (_, r) in enumerate(targets.iterrows()):
                 rows.append({"task": task, "metric": metric, "method": method, "laws": model.name,
                              "origin": float(sizes[k]),

@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import math
+import os
 import re
 import shlex
 import sys
@@ -454,9 +454,7 @@ def probe_hf(models: list[str], revisions: list[str] | None, out: Path, override
         revs = _fingerprints(p, steps)
         dup = set() if keep_duplicates else duplicate_revisions(p.name, revs)
         known = _known_revisions(run_dir, revs)
-        last = max((steps[c.revision][1] for c in p.checkpoints if steps[c.revision][1] == steps[c.revision][1]),
-                   default=float("nan"))
-        last = max([last, *(r["tokens"] for r in known if r["tokens"] == r["tokens"])])
+        last = max((r["tokens"] for r in known if r["tokens"] == r["tokens"]), default=float("nan"))
         run_cfg = {"experiment": EXPERIMENT, "sweep": {"name": out.name}, "seed": None,
                    "hf": {"model": p.model, "source": p.source, "revisions": [r["revision"] for r in known
                                                                                if r["revision"] is not None],
@@ -531,13 +529,14 @@ def _probe_run(p: Planned, steps: dict, names: list[str], cfg, device, sweep: st
     from filelock import FileLock
 
     sizes = _read_sizes(run_dir)
+    done = probed_pairs(run_dir)
     for cp in p.checkpoints:
         step, tokens = steps[cp.revision]
         key = -1 if step is None else int(step)
-        done = probed_pairs(run_dir)
         wanted = [t for t in names if (key, t) not in done]
         if not wanted:
             continue
+        done |= {(key, t) for t in wanted}
         probed = Probed()
         if cp.revision in duplicates and sizes:  # its sizes known: not even loaded
             probed.rows += _duplicate_rows(_base(sweep, p, sizes, step, tokens), wanted)

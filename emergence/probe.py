@@ -383,6 +383,13 @@ class InlineProber:
         self.seconds += self.last_flush - t0
 
 
+def token_lists(prompts: np.ndarray, answers: np.ndarray, vocab) -> tuple[list[list[int]], list[list[int]]]:
+    """A task's padded prompt and answer arrays as the engine takes them: "<bos> prompt", as training packs it, and
+    the answer with its <eos>."""
+    return ([[vocab.bos, *p[p != vocab.pad].tolist()] for p in prompts],
+            [a[a != vocab.pad].tolist() for a in answers])
+
+
 def score_task(model, name, prompts, answers, ids, probe_cfg, vocab):
     """All metrics of one task at one checkpoint: tidy rows, per-example instances and a few sample answers (the
     last two as columns, {name: array or list}; `Probed.frames` makes the tables)."""
@@ -393,8 +400,7 @@ def score_task(model, name, prompts, answers, ids, probe_cfg, vocab):
                                                      "edit_distance")]
         return rows, {}, {}
     lm = engine.GPTCausalLM(model)
-    p_ids = [[vocab.bos, *p[p != vocab.pad].tolist()] for p in prompts]  # "<bos> prompt", as training packs it
-    a_ids = [a[a != vocab.pad].tolist() for a in answers]  # the answer and its <eos>
+    p_ids, a_ids = token_lists(prompts, answers, vocab)
     s = engine.teacher_forced(lm, p_ids, a_ids, probe_cfg.batch_size, brier=True)
     count = np.array([max(len(a), 1) for a in a_ids], dtype=np.float64)
     exact = s["correct"] == np.array([len(a) for a in a_ids])  # every answer token, <eos> too, is the argmax

@@ -540,7 +540,7 @@ def test_a_calibrated_interval_adds_the_drift_to_each_side_of_the_bootstrap_and_
     assert lo[0] == pytest.approx(0.425) and hi[0] == pytest.approx(0.575)
     assert fc.reach((0, 1), 0.8, True) == (0, 0.8) and fc.reach((0, np.inf), 0.1, False) == (0.1, np.inf)
     # the excess: how far a value lies outside its bootstrap interval, 0 inside
-    assert list(fc.excess([0.5] * 3, [0.4] * 3, [0.6] * 3, [0.3, 0.5, 0.75])) == pytest.approx([0.1, 0.0, 0.15])
+    assert list(fc.excess([0.4] * 3, [0.6] * 3, [0.3, 0.5, 0.75])) == pytest.approx([0.1, 0.0, 0.15])
 
 
 def test_forecast_rows_say_what_their_interval_rests_on(lad):

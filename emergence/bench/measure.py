@@ -22,7 +22,7 @@ from emergence.data import TaskMixture
 from emergence.device import sync
 from emergence.model import GPT, n_params
 from emergence.optim import Step, lr_at, make_optimizer
-from emergence.probe import mechanistic_scores, probe_tasks_for, score_task
+from emergence.probe import mechanistic_scores, probe_tasks_for, score_task, token_lists
 from emergence.stacked import StackedTrainer, train_seeds
 from emergence.tasks import VOCAB, get_task
 from emergence.train import train
@@ -248,8 +248,7 @@ def measure_probe(cfg, device="cpu") -> dict:
     n_examples, t_forced, t_full = 0, 0.0, 0.0
     for name in names:
         prompts, answers, ids = get_task(name).heldout_set(cfg.probe.n, cfg.probe.seed)
-        p_ids = [[VOCAB.bos, *p[p != VOCAB.pad].tolist()] for p in prompts]
-        a_ids = [a[a != VOCAB.pad].tolist() for a in answers]
+        p_ids, a_ids = token_lists(prompts, answers, VOCAB)
         t0 = time.perf_counter()
         engine.teacher_forced(engine.GPTCausalLM(model), p_ids, a_ids, cfg.probe.batch_size, brier=True)
         t1 = time.perf_counter()
