@@ -132,7 +132,8 @@ def make_figures(sw: Sweep, plots_dir: Path, keep=None) -> dict[str, FigureFile]
             "forecast", "Forecast backtest: each size predicted from the smaller ones",
             f"Rolling-origin backtest of `emergence forecast` ({best}, the method with the smaller error): each "
             "run's measured value (black) and its prediction from the runs of every smaller size, with the 95% "
-            "prediction interval (vermillion).",
+            "prediction interval of the bootstrap alone (vermillion; the text above gives how often the intervals "
+            "widened by the earlier origins held).",
             plots_dir, lambda: plots.plot_backtest(shown, None))
     if sw.views.get("resolution") is not None:
         figs["resolution"] = add(
