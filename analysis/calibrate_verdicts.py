@@ -185,7 +185,7 @@ MOOT = 0.015  # a verdict bound below this: the recall target is moot (no test t
 
 
 def cell_bounds(spacing: float, runs: str, w0: float = 0.5, alpha: float = 0.05, n_sim: int = 40_000,
-                seed: int = 0, widths: tuple = SHARP_WIDTHS) -> dict:
+                seed: int = 0, widths: tuple = SHARP_WIDTHS, designs: int = 50) -> dict:
     """The most any level-alpha test can recall, on average, over a sharp cell's curves: the Neyman-Pearson test of
     the cell's own mixture of rises (the share's width uniform on 0.1-0.3 decades, its midpoint uniform on
     3.8-5.0, `SHARP_WIDTHS`, `SHARP_LOCATIONS`) against a mixture of rises exactly W0 wide.
@@ -198,10 +198,13 @@ def cell_bounds(spacing: float, runs: str, w0: float = 0.5, alpha: float = 0.05,
     the cell's range narrowed or widened by `d` decades each side) is picked on a pilot of n_sim / 4 draws, and its
     bound measured on n_sim fresh draws. As in `recall_bounds`, which runs made it is taken as observed (an upper
     bound still), and the bound for verdicts leaves out every outcome that some null curve within 0.6 decades of
-    the range puts above alpha. Where runs per size are drawn (4-8), every draw has its own counts m, under both
-    hypotheses. The two mixtures are sums over grids 0.01 decades apart in midpoint and 0.02 in width, drawn from
-    the same grids, so each likelihood ratio is exact. `widths` sets the mixture's widths (at (w0, w0) the bound is
-    alpha). Returns {"rand", "det", "d", "n_sim"}."""
+    the range puts above alpha. A p-value is calibrated for the design a researcher has, so where runs per size are
+    drawn (4-8) the bound is the mean over drawn designs of each design's own bound (`designs` of them, n_sim /
+    designs draws each), every one a level-alpha test given its counts m. (A single test over the pooled draws could spend alpha
+    unevenly across designs, which no calibrated p-value does, and would bound more than any of them can reach.)
+    The two mixtures are sums over grids 0.01 decades apart in midpoint and 0.02 in width, drawn from the same grids,
+    so each likelihood ratio is exact. `widths` sets the mixture's widths (at (w0, w0) the bound is alpha). Returns
+    {"rand", "det", "d", "n_sim"}."""
     sizes = design(spacing)
     n = sizes.size
     rng = np.random.default_rng([seed, int(round(spacing * 100)), GRID_RUNS.index(runs)])
@@ -210,41 +213,39 @@ def cell_bounds(spacing: float, runs: str, w0: float = 0.5, alpha: float = 0.05,
     null_t = np.round(np.arange(ta - 0.6, tb + 0.6001, 0.01), 9)
     S_alt = np.clip(_s(sizes[None], alt[:, 1, None], alt[:, 0, None]), 1e-12, 1 - 1e-12)  # (G, n)
     S_null = np.clip(_s(sizes[None], null_t[:, None], w0), 1e-12, 1 - 1e-12)
+    drawn = runs == "4-8"
 
-    def draw_m(B):
-        return rng.integers(4, 9, (B, n)) if runs == "4-8" else np.full((B, n), int(runs))
+    def loglik(K, m, S):  # (B, n) counts of m runs per size -> (B, G) binomial log-likelihoods, less the coefficients
+        return K @ np.log(S).T + (m - K) @ np.log1p(-S).T
 
-    def loglik(K, M, S):  # (B, n) counts of (B, n) runs -> (B, G) binomial log-likelihoods, less the coefficients
-        return K @ np.log(S).T + (M - K) @ np.log1p(-S).T
-
-    def log_coef(K, M):
-        return (gammaln(M + 1) - gammaln(K + 1) - gammaln(M - K + 1)).sum(1)
-
-    def ratios(K, M, sel):
-        ln = loglik(K, M, S_null)
-        lr = ((logsumexp(loglik(K, M, S_alt), axis=1) - np.log(len(alt)))
+    def ratios(K, m, sel):
+        ln = loglik(K, m, S_null)
+        lr = ((logsumexp(loglik(K, m, S_alt), axis=1) - np.log(len(alt)))
               - (logsumexp(ln[:, sel], axis=1) - np.log(sel.sum())))
-        # a verdict never rejects what some null curve puts above alpha; where m is drawn, that outcome's
-        # probability includes its m's, which no single outcome exceeds alpha with
-        heavy = (ln.max(1) + log_coef(K, M) > np.log(alpha)) if runs != "4-8" else np.zeros(K.shape[0], bool)
-        return np.round(lr, 9), heavy
+        # a verdict never rejects an outcome that some null curve puts above alpha
+        coef = (gammaln(m + 1) - gammaln(K + 1) - gammaln(m - K + 1)).sum(1)
+        return np.round(lr, 9), ln.max(1) + coef > np.log(alpha)
+
+    def bound_given(m, d, B):  # one design's bound: counts m per size, the null mixture widened by d
+        sel = (null_t >= ta - d - 1e-9) & (null_t <= tb + d + 1e-9)
+        Ka = rng.binomial(m.astype(int), S_alt[rng.integers(0, len(alt), B)]).astype(float)
+        Kn = rng.binomial(m.astype(int), S_null[rng.choice(np.where(sel)[0], B)]).astype(float)
+        (rn, hn), (ra, ha) = (ratios(K, m, sel) for K in (Kn, Ka))
+        return np.array([_np_power(rn, ra, alpha),
+                         _np_power(np.where(hn, -np.inf, rn), np.where(ha, -np.inf, ra), alpha)])
 
     def bound(d, B):
-        sel = (null_t >= ta - d - 1e-9) & (null_t <= tb + d + 1e-9)
-        Ma, Mn = draw_m(B), draw_m(B)
-        g = rng.integers(0, len(alt), B)
-        Ka = rng.binomial(Ma, S_alt[g]).astype(float)
-        Kn = rng.binomial(Mn, S_null[rng.choice(np.where(sel)[0], B)]).astype(float)
-        (rn, hn), (ra, ha) = (ratios(K, M.astype(float), sel) for K, M in ((Kn, Mn), (Ka, Ma)))
-        return (_np_power(rn, ra, alpha),
-                _np_power(np.where(hn, -np.inf, rn), np.where(ha, -np.inf, ra), alpha))
+        if not drawn:
+            return bound_given(np.full(n, float(runs)), d, B)
+        per = max(B // designs, 500)
+        return np.mean([bound_given(rng.integers(4, 9, n).astype(float), d, per)
+                        for _ in range(max(B // per, 1))], axis=0)
 
     tried = (-0.2, -0.1, 0.0, 0.1, 0.2)
     pilot = [bound(d, max(n_sim // 4, 1000)) for d in tried]
     d = tried[int(np.argmin([p[0] for p in pilot]))]
     rand, det = bound(d, n_sim)
-    return {"rand": rand, "det": det, "d": d, "n_sim": n_sim}
-
+    return {"rand": float(rand), "det": float(det), "d": d, "n_sim": n_sim}
 
 
 def grid_cells(levels=GRID_LEVELS, spacings=GRID_SPACINGS, runs=GRID_RUNS, shapes=GRID_SHAPES) -> list[tuple]:

@@ -425,9 +425,7 @@ def probe_hf(models: list[str], revisions: list[str] | None, out: Path, override
     k = shots if shots is not None else textprobe.probe_shots(cfg)
     tasks = [str(t) for t in cfg.tasks] or default_tasks()
     try:
-        names = [textprobe.shot_task(t, k) for t in tasks]
-        for name in names:
-            get_task(name)
+        labels = {get_task(t, k).name: t for t in tasks}  # each row's task label -> the registered task
     except ValueError as e:
         raise ModelRefused(str(e)) from None
     steps = {None: (None, float("nan"))} if revisions is None else \
@@ -463,7 +461,7 @@ def probe_hf(models: list[str], revisions: list[str] | None, out: Path, override
                    "probe": OmegaConf.to_container(cfg, resolve=True), "settings": settings}
         _write_config(run_dir, run_cfg)
         write_json(run_dir / "status.json", {"state": "running", "pid": os.getpid()})
-        sizes = _probe_run(p, steps, names, cfg, device, out.name, run_dir, dup)
+        sizes = _probe_run(p, steps, labels, k, cfg, device, out.name, run_dir, dup)
         _write_config(run_dir, {**run_cfg, "model": {"name": p.name, **sizes}})
         flops = training_flops(sizes["n_params_nonembed"], last)
         write_json(run_dir / "status.json", {"state": "done", "wall_s": time.time() - t0,
@@ -521,9 +519,10 @@ def check_settings(run_dir: Path, settings: dict) -> None:
                            "settings to add to it, or a new --out")
 
 
-def _probe_run(p: Planned, steps: dict, names: list[str], cfg, device, sweep: str, run_dir: Path,
+def _probe_run(p: Planned, steps: dict, labels: dict[str, str], shots: int, cfg, device, sweep: str, run_dir: Path,
                duplicates: set) -> dict:
-    """Probe each checkpoint of one model for the (step, task) pairs `run_dir` lacks, one checkpoint at a time,
+    """Probe each checkpoint of one model for the (step, task label) pairs `run_dir` lacks (`labels`: label ->
+    registered task, scored with `shots` solved examples), one checkpoint at a time,
     writing its rows as soon as it is done; a duplicate revision's rows are status duplicate_weights, unprobed.
     Returns the model's sizes."""
     from filelock import FileLock
@@ -533,7 +532,7 @@ def _probe_run(p: Planned, steps: dict, names: list[str], cfg, device, sweep: st
     for cp in p.checkpoints:
         step, tokens = steps[cp.revision]
         key = -1 if step is None else int(step)
-        wanted = [t for t in names if (key, t) not in done]
+        wanted = [t for t in labels if (key, t) not in done]
         if not wanted:
             continue
         done |= {(key, t) for t in wanted}
@@ -547,8 +546,9 @@ def _probe_run(p: Planned, steps: dict, names: list[str], cfg, device, sweep: st
             if cp.revision in duplicates:
                 probed.rows += _duplicate_rows(_base(sweep, p, sizes, step, tokens), wanted)
             else:
-                rows = textprobe.probe_model(engine.HFCausalLM(model), textprobe.TextTokenizer(tok), wanted, cfg,
-                                             _base(sweep, p, sizes, step, tokens), probed)
+                rows = textprobe.probe_model(engine.HFCausalLM(model), textprobe.TextTokenizer(tok),
+                                             [labels[t] for t in wanted], cfg, _base(sweep, p, sizes, step, tokens),
+                                             probed, shots)
                 print(f"{cp.label}: {textprobe.describe(rows)}", file=sys.stderr)
             del model
         with FileLock(str(run_dir / ".probe.lock")):

@@ -16,9 +16,10 @@ from emergence.tasks import get_task
 
 
 @lru_cache(maxsize=64)
-def probe_set(name: str, n: int, seed: int):
-    """A task's fixed held-out probe examples (the same for every checkpoint, so built once per process)."""
-    arrays = get_task(name).heldout_set(n, seed)
+def probe_set(name: str, n: int, seed: int, shots: int = 0):
+    """A task's fixed held-out probe examples, k-shot with `shots` = k (the same for every checkpoint, so built once
+    per process)."""
+    arrays = get_task(name, shots).heldout_set(n, seed)
     for a in arrays:
         a.flags.writeable = False  # shared between checkpoints: nobody may change it in place
     return arrays

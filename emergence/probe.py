@@ -42,7 +42,7 @@ from emergence.files import atomic_write_parquet, write_json
 from emergence.heldout import heldout_loss
 from emergence.metrics import levenshtein, measurement, probe_set, proportion_stderr, sem
 from emergence.model import GPT, GPTConfig
-from emergence.tasks import VOCAB
+from emergence.tasks import VOCAB, get_task
 
 MECHANISTIC = "mechanistic"
 
@@ -235,7 +235,8 @@ def probe_checkpoints(files: list[tuple[int, Path]], probe_cfg, done: set[tuple[
         tok = checkpoint_tokenizer(path)
         if tok is not None:  # a run trained with a tokenizer reads the tasks as text (emergence.textprobe)
             shots = textprobe.probe_shots(probe_cfg)
-            tasks = [textprobe.shot_task(t, shots) for t in probe_tasks_for(run_cfg, probe_cfg)]
+            labels = {get_task(t, shots).name: t for t in probe_tasks_for(run_cfg, probe_cfg)}  # row label -> task
+            tasks = list(labels)
         else:
             tasks = [] if text_run else probe_tasks_for(run_cfg, probe_cfg)
         wanted = [t for t in ["lm", *tasks, *([MECHANISTIC] if probe_cfg.mechanistic else [])]
@@ -253,8 +254,8 @@ def probe_checkpoints(files: list[tuple[int, Path]], probe_cfg, done: set[tuple[
         if "lm" in wanted:
             out.rows.append({**base, "task": "lm", "metric": "loss", **lm_loss(state, model, device)})
         if tok is not None:
-            textprobe.probe_model(engine.GPTCausalLM(model), tok, [t for t in wanted if t in tasks], probe_cfg,
-                                  base, out)
+            textprobe.probe_model(engine.GPTCausalLM(model), tok, [labels[t] for t in wanted if t in labels],
+                                  probe_cfg, base, out, shots)
         for name in ([] if tok is not None else wanted):
             if name in ("lm", MECHANISTIC):
                 continue

@@ -39,7 +39,6 @@ import torch
 from emergence.engine import CausalLM, greedy, teacher_forced
 from emergence.metrics import levenshtein, measurement, probe_set, proportion_stderr, sem
 from emergence.tasks import get_task
-from emergence.tasks.kshot import KShot
 
 DEFAULT_SHOTS = 3  # solved training examples before each query when a probe config does not say (probe.shots)
 STOP = "\n"  # ends an answer: the k-shot separator
@@ -146,16 +145,6 @@ def char_scores(outputs: list[str], targets: list[str]) -> tuple[np.ndarray, np.
     return acc, dist.astype(np.float64)
 
 
-def shot_task(name: str, shots: int) -> str:
-    """The task a tokenizer probe scores for `name` with k solved examples: "add3" -> "add3_3shot" (k = 3); a k-shot
-    task already, or k = 0, keeps its name."""
-    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 0:
-        raise ValueError(f"probe.shots must be a non-negative whole number of solved examples, got {shots!r}")
-    if shots == 0 or isinstance(get_task(name), KShot):
-        return name
-    return f"{name}_{int(shots)}shot"
-
-
 def probe_shots(probe_cfg) -> int:
     """k from the probe config (`probe.shots`), DEFAULT_SHOTS where the config has no such key."""
     try:
@@ -169,12 +158,15 @@ def _not_measured(name: str) -> list[dict]:
     return [{"task": name, "metric": m, **measurement(None, None, 0)} for m in METRICS]
 
 
-def score_text_task(lm: CausalLM, tok: TextTokenizer, name: str, probe_cfg) -> tuple[list[dict], dict, dict]:
-    """Every metric of one task (a registered name, k-shot included: see `shot_task`) on its held-out probe set:
-    tidy rows {task, metric, value, stderr, n, status}, per-example instance columns (example_id, answer_logprob,
-    exact) and a few sample answers (`probe_cfg.samples`), as `emergence.probe.score_task` returns them."""
-    task = get_task(name)
-    prompts, answers, ids = probe_set(name, int(probe_cfg.n), int(probe_cfg.seed))
+def score_text_task(lm: CausalLM, tok: TextTokenizer, name: str, probe_cfg, shots: int = 0
+                    ) -> tuple[list[dict], dict, dict]:
+    """Every metric of one registered task, with `shots` solved examples before each query (`get_task`), on its
+    held-out probe set: tidy rows {task, metric, value, stderr, n, status}, per-example instance columns
+    (example_id, answer_logprob, exact) and a few sample answers (`probe_cfg.samples`), as
+    `emergence.probe.score_task` returns them. Rows are labelled with the task's name (add3_3shot for add3 with 3)."""
+    task = get_task(name, shots)
+    prompts, answers, ids = probe_set(name, int(probe_cfg.n), int(probe_cfg.seed), int(shots))
+    name = task.name
     n = len(prompts)
     if n == 0:
         return _not_measured(name), {}, {}
@@ -219,12 +211,13 @@ def score_text_task(lm: CausalLM, tok: TextTokenizer, name: str, probe_cfg) -> t
     return rows, inst, samp
 
 
-def probe_model(lm: CausalLM, tok: TextTokenizer, tasks: list[str], probe_cfg, base: dict, out) -> list[dict]:
-    """Score `tasks` (names as `shot_task` gives them) and add the rows, labelled with `base` (run_id, step, sizes,
-    ...), to `out` (an `emergence.probe.Probed`); return the new rows."""
+def probe_model(lm: CausalLM, tok: TextTokenizer, tasks: list[str], probe_cfg, base: dict, out, shots: int = 0
+                ) -> list[dict]:
+    """Score registered `tasks` with `shots` solved examples before each query and add the rows, labelled with
+    `base` (run_id, step, sizes, ...), to `out` (an `emergence.probe.Probed`); return the new rows."""
     first = len(out.rows)
     for name in tasks:
-        rows, inst, samp = score_text_task(lm, tok, name, probe_cfg)
+        rows, inst, samp = score_text_task(lm, tok, name, probe_cfg, shots)
         out.rows += [{**base, **r} for r in rows]
         if inst:
             m = len(inst["example_id"])

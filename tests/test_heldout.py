@@ -18,7 +18,7 @@ from emergence.tasks.base import PAD
 
 ENUMERABLE = ["add1", "add2", "mult2", "mod97", "parity"]
 SAMPLED = ["add3", "add4", "add5", "copy", "reverse", "sort", "recall", "twohop", "dyck", "add2_2shot",
-           "add3_3shot", "mod97_2shot"]
+           ("add3", 3), ("mod97", 2)]  # (task, shots): a k-shot variant built on demand
 N_SAMPLED = 100_000
 
 
@@ -97,9 +97,14 @@ def test_split_is_pinned():
 
 
 # ---- by sampling -----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", SAMPLED)
+def task_of(spec):
+    """A registered task by name, or (name, shots): its k-shot variant."""
+    return get_task(*spec) if isinstance(spec, tuple) else get_task(spec)
+
+
+@pytest.mark.parametrize("name", SAMPLED, ids=str)
 def test_split_by_sampling(name):
-    task = get_task(name)
+    task = task_of(name)
     rng = np.random.default_rng(1)
     train_p, _ = task.sample(rng, N_SAMPLED, "train")
     assert not task.is_heldout(train_p).any()
@@ -112,11 +117,11 @@ def test_split_by_sampling(name):
     assert abs(share - HELDOUT_FRACTION) < 0.012, share  # 5 standard errors
 
 
-@pytest.mark.parametrize("name", ["add2_2shot", "add3_3shot", "mod97_2shot"])
+@pytest.mark.parametrize("name", ["add2_2shot", ("add3", 3), ("mod97", 2)], ids=str)
 def test_kshot_contexts_hold_only_training_examples(name):
     """In every split of a k-shot task the solved examples come from the base task's training part, and the query
     is on the side the split asks for."""
-    task = get_task(name)
+    task = task_of(name)
     base = task.base
     rng = np.random.default_rng(2)
     for split in ("train", "heldout"):
@@ -169,7 +174,7 @@ def test_heldout_set_larger_than_the_heldout_part_returns_all_of_it():
     other, _, other_ids = add1.heldout_set(1000, seed=1)
     assert as_set(other) == held and set(other_ids.tolist()) == set(ids.tolist())
     # a k-shot variant of a tiny task is bounded by its base's held-out queries
-    p, a, kid = get_task("add1_2shot").heldout_set(1000, seed=0)
+    p, a, kid = get_task("add1", shots=2).heldout_set(1000, seed=0)
     assert len(p) == 11 and set(kid.tolist()) == set(ids.tolist())
 
 

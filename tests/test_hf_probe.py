@@ -139,9 +139,10 @@ def test_probing_two_models_gives_schema_rows_that_match_a_reference_loop(hub, t
         assert (rows["n_params"] == total).all() and (rows["n_params_nonembed"] == nonembed).all()
         assert param_counts(model) == (total, nonembed)
         assert (rows["n_layer"] == 2).all() and (rows["d_model"] == 32).all()
-        for task in ("add2_1shot", "parity_1shot"):
-            prompts, answers, ids = get_task(task).heldout_set(N, 1234)
-            ptext, atext = get_task(task).text(prompts, answers)
+        for base in ("add2", "parity"):
+            task = get_task(base, shots=1).name  # the rows' label
+            prompts, answers, ids = get_task(base, shots=1).heldout_set(N, 1234)
+            ptext, atext = get_task(base, shots=1).text(prompts, answers)
             s = samples[(samples["model"] == name) & (samples["task"] == task)].set_index("example_id")
             e = inst[(inst["run_id"] == rows["run_id"].iloc[0]) & (inst["task"] == task)].set_index("example_id")
             assert len(s) == len(e) == N
@@ -327,10 +328,10 @@ def test_an_interrupted_probe_resumes_with_only_what_is_missing(hub, tmp_path, m
     loads, real_load, real_probe = [], hf.load, hf.textprobe.probe_model
     monkeypatch.setattr(hf, "load", lambda folder, *a, **k: loads.append(folder.name) or real_load(folder, *a, **k))
 
-    def dies_at_the_second(lm, tok, tasks, cfg, base, out):
+    def dies_at_the_second(lm, tok, tasks, cfg, base, out, shots=0):
         if base["step"] == 2000:
             raise KeyboardInterrupt  # as a kill would, after step1000's rows were written
-        return real_probe(lm, tok, tasks, cfg, base, out)
+        return real_probe(lm, tok, tasks, cfg, base, out, shots)
 
     monkeypatch.setattr(hf.textprobe, "probe_model", dies_at_the_second)
     with pytest.raises(KeyboardInterrupt):

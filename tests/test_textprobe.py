@@ -87,7 +87,8 @@ def test_every_task_text_keeps_the_split():
 
 
 def test_kshot_text_renders_each_solved_example_naturally():
-    t = get_task("add3_3shot")
+    t = get_task("add3", shots=3)
+    assert t.name == "add3_3shot" and get_task("add3", shots=3) is t  # the rows' label; built once
     prompts, answers, ids = t.heldout_set(50, seed=7)
     ps, as_ = t.text(prompts, answers)
     base = get_task("add3")
@@ -239,9 +240,9 @@ def test_our_gpt_generation_and_teacher_forcing_match_a_plain_loop():
     tok = tp.TextTokenizer(_bpe())
     model = _gpt(tok.size)
     lm = engine.GPTCausalLM(model)
-    name = "copy_1shot"
-    prompts, answers, _ = get_task(name).heldout_set(12, 5)
-    p_text, a_text = get_task(name).text(prompts, answers)
+    name = "copy"
+    prompts, answers, _ = get_task(name, shots=1).heldout_set(12, 5)
+    p_text, a_text = get_task(name, shots=1).text(prompts, answers)
     p_ids, a_ids = tok.encode(p_text, special=True), tok.encode(a_text, special=False)
     stops = tok.stops(tok.size)
     max_new = np.array([len(a) + 1 for a in a_text])
@@ -261,8 +262,9 @@ def test_our_gpt_generation_and_teacher_forcing_match_a_plain_loop():
         want = sum(float(logp[len(p) - 1 + j, t]) for j, t in enumerate(a))
         assert tf["logprob"][i] == pytest.approx(want, abs=1e-4)
     # an example longer than the model's context: the task is not measured, not scored on a cut prompt
-    rows, inst, _ = tp.score_text_task(engine.GPTCausalLM(_gpt(tok.size, block=12)), tok, name, _cfg(n=4))
+    rows, inst, _ = tp.score_text_task(engine.GPTCausalLM(_gpt(tok.size, block=12)), tok, name, _cfg(n=4), shots=1)
     assert {r["status"] for r in rows} == {"not_measured"} and not inst
+    assert {r["task"] for r in rows} == {"copy_1shot"}
 
 
 def test_a_bpe_run_is_probed_through_its_tokenizer(tmp_path):
@@ -324,3 +326,16 @@ def test_an_answer_is_tokenized_as_it_follows_its_prompt():
         whole, head = tok.encode(p + a).ids, tok.encode(p).ids
         assert ids == whole[len(head):] and tok.decode(head + ids) == p + a
         assert tok.id_to_token(ids[0]) != "\u2581"  # never a lone word-start marker before the answer
+
+
+def test_shots_are_a_number_never_read_from_a_name():
+    """A k-shot variant is asked for by number; its row label is never parsed back into one."""
+    assert get_task("add2", shots=0) is get_task("add2")
+    assert get_task("add2_2shot", shots=3) is get_task("add2_2shot")  # registered as a variant: nests no further
+    with pytest.raises(ValueError, match="by number, probe.shots=K"):
+        get_task("add3_3shot")
+    for bad in (-1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match="non-negative whole number"):
+            get_task("add3", shots=bad)
+    with pytest.raises(ValueError, match="1..32"):
+        get_task("add3", shots=33)

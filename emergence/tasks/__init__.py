@@ -9,11 +9,12 @@
 
 Adding a task: write a file in this package with a `Task` subclass (set name, description, answer_format, example,
 prompt_len, answer_len; implement `sample_prompts` and `solve`), then add one `register(...)` line below. Any
-registered task X also has k-shot variants, `get_task("X_<k>shot")`, built on demand.
+registered task X also has k-shot variants, `get_task("X", shots=k)`, built on demand (their rows are labelled
+"X_<k>shot"; nothing parses that label back).
 """
 from __future__ import annotations
 
-import re
+import numpy as np
 
 from .arithmetic import Addition, Modular, Multiplication
 from .base import ENUMERATE_LIMIT, HELDOUT_FRACTION, SPLITS, IndexedTask, Task, join_examples
@@ -25,8 +26,7 @@ from .strings import Copy, Reverse, Sort
 from .vocab import VOCAB, Vocab
 
 TASKS: dict[str, Task] = {}
-_KSHOT = re.compile(r"^(?P<base>[a-z0-9_]+?)_(?P<k>[0-9]+)shot$")
-_derived: dict[str, Task] = {}  # k-shot variants built by get_task, kept so each is built once
+_derived: dict[tuple[str, int], Task] = {}  # k-shot variants built by get_task, kept so each is built once
 
 
 def register(task: Task) -> Task:
@@ -45,20 +45,24 @@ def list_tasks() -> list[str]:
     return list(TASKS)
 
 
-def get_task(name: str) -> Task:
-    """The task called `name`: a registered one, or "<registered>_<k>shot" (its k-shot variant)."""
-    if name in TASKS:
-        return TASKS[name]
-    if name in _derived:
-        return _derived[name]
-    m = _KSHOT.match(str(name))
-    if m and m.group("base") in TASKS and not isinstance(TASKS[m.group("base")], KShot):
-        task = KShot(TASKS[m.group("base")], int(m.group("k")))
-        task.check()
-        _derived[name] = task
+def get_task(name: str, shots: int = 0) -> Task:
+    """The registered task called `name`, or with `shots` = k > 0 its k-shot variant (k solved training examples
+    before each query, `KShot`). A registered task that is a k-shot variant already (add2_2shot) is returned as it
+    is, whatever `shots` says: variants nest no further."""
+    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 0:
+        raise ValueError(f"shots must be a non-negative whole number of solved examples, got {shots!r}")
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)} (a k-shot variant is asked for "
+                         "by number, probe.shots=K, never in the task's name)")
+    task = TASKS[name]
+    if shots == 0 or isinstance(task, KShot):
         return task
-    raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)} (and '<task>_<k>shot' for a k-shot "
-                     f"variant of any of them, e.g. 'add3_3shot')")
+    key = (str(name), int(shots))
+    if key not in _derived:
+        variant = KShot(task, int(shots))
+        variant.check()
+        _derived[key] = variant
+    return _derived[key]
 
 
 # --- the built-in tasks: one line each ---------------------------------------------------------------------------
