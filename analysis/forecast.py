@@ -18,7 +18,17 @@ Two methods, each with a prediction interval for one new run's measurement:
   as Gadre et al. 2024 use the C4 validation loss); a perplexity enters as its log.
 - `direct`: the metric as a sigmoid (`logistic`) in compute C from the final checkpoints: 6 N D, or the `flops`
   column where the targets give flops too (one convention for the ladder and its targets).
-- `auto`: the method with the smaller mean absolute error in the rolling-origin backtest of this ladder.
+- `direct_log` (Krajewski et al. 2025, who find a power law from compute to log-accuracy extrapolates better than a
+  sigmoid): the share of the way from the floor (given, else the metric's worse bound) to the ceiling (given, else
+  the metric's better bound) that a run's score has come, u, as -log u = E + A C^-alpha (the `power` law, E >= 0), from
+  the final checkpoints. -log u falls toward E as compute grows, so the score rises toward a level of its own,
+  exp(-E) of the way up. A score at or past the floor has no logarithm: u is taken as at least half an example's
+  worth, 0.5 / n (n: the row's examples; 1/1000 where the table does not say), a continuity correction. A new run
+  scatters about the curve on the metric's own scale, as the runs of the largest sizes do (a score at chance falls
+  below the floor as often as above). It needs a metric bounded on both sides (an accuracy, exact match), and is
+  refused for others.
+- `auto`: the method with the smallest mean absolute error in the rolling-origin backtest of this ladder, on the
+  (origin, run) pairs every method predicted; the row's `method` says which it chose, and `chosen_by` why.
 
 A ladder whose fitted curve has not risen 10% of the way from floor to ceiling, by more than twice its points'
 scatter, has not begun the rise, and cannot place it: for a target past it the interval spans a new run at the
@@ -42,8 +52,9 @@ from analysis import schema
 from analysis.fit import fit_law
 from analysis.pipeline import csv_plain, csv_safe
 
-METHODS = ("two_step", "direct")
-COLUMNS = ["task", "metric", "n_params", "tokens", "predicted", "lo", "hi", "method", "rise_unseen", "distance",
+METHODS = ("two_step", "direct", "direct_log")
+COLUMNS = ["task", "metric", "n_params", "tokens", "predicted", "lo", "hi", "method", "chosen_by", "rise_unseen",
+           "distance",
            "drift", "interval_from", "lo_boot", "hi_boot", "snr", "snr_signal", "snr_noise", "snr_noise_from"]
 VIA_COLUMNS = ["via_predicted", "via_lo", "via_hi"]
 BACKTEST_COLUMNS = ["task", "metric", "method", "laws", "origin", "n_fit_sizes", "run_id", "n_params", "tokens",
@@ -123,7 +134,8 @@ def ladder(results: pd.DataFrame, task: str, metric: str, via: str | None = None
     keys = ["run_id", "step"]
     wide = rows.pivot_table(index=keys, columns="metric", values="value", aggfunc="mean")
     info = rows.groupby(keys)[["seed", "n_params", "tokens", "flops"]].first()
-    wide = wide.join(info).reset_index()
+    examples = rows[rows["metric"].astype(str) == metric].groupby(keys)["n"].first().rename("n_examples")
+    wide = wide.join(info).join(examples).reset_index()
     via_column = via_metric if via_task == task else via
     wide = wide.rename(columns={metric: "value", **({via_column: "via"} if via else {})})
     if via and is_perplexity(via_metric):
@@ -133,7 +145,7 @@ def ladder(results: pd.DataFrame, task: str, metric: str, via: str | None = None
     # there, the run has no final point rather than an earlier, less-trained one
     ends = schema.final_checkpoints(valid)[["run_id", "step"]].drop_duplicates()
     last = wide.merge(ends, on=["run_id", "step"])
-    final = last[["run_id", "seed", "n_params", "tokens", "flops", "value"] + (["via"] if via else [])]
+    final = last[["run_id", "seed", "n_params", "tokens", "flops", "value", "n_examples"] + (["via"] if via else [])]
     points = wide[np.isfinite(wide["via"].astype(float)) & (wide["via"] > 0)] if via else wide.iloc[:0]
     return final.reset_index(drop=True), points.reset_index(drop=True)
 
@@ -161,6 +173,26 @@ def _check_levels(metric: str, floor: float | None, ceiling: float | None) -> No
             raise ValueError(f"the {name} {v} is outside {metric}'s range [{lo}, {hi}]")
     if floor is not None and ceiling is not None and not floor < ceiling:
         raise ValueError(f"the floor {floor} must lie below the ceiling {ceiling}")
+
+
+def log_levels(bounds, floor: float | None, ceiling: float | None, higher: bool | None) -> tuple[float, float]:
+    """direct_log's two ends on the metric's scale: (worst, best), the floor and ceiling where given, else the
+    metric's bounds. ValueError for a metric of unknown direction or with an open end."""
+    lo, hi = bounds
+    if higher is None or lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError("direct_log needs a metric bounded on both sides with a known direction (an accuracy, "
+                         "exact match); use direct or two_step")
+    worst = floor if floor is not None else (lo if higher else hi)
+    best = ceiling if ceiling is not None else (hi if higher else lo)
+    return float(worst), float(best)
+
+
+def _eps(final: pd.DataFrame) -> np.ndarray:
+    """direct_log's least share of the way up: half an example's worth, 0.5 / n, else 1/1000."""
+    n = pd.to_numeric(final["n_examples"], errors="coerce").to_numpy(float) if "n_examples" in final else None
+    if n is None:
+        return np.full(len(final), 1e-3)
+    return np.where(np.isfinite(n) & (n > 0), 0.5 / np.where(n > 0, n, 1.0), 1e-3)
 
 
 def _higher(metric: str) -> bool | None:
@@ -210,6 +242,26 @@ class _Fitted:
         # step 2's alone (direct's ceiling, at unbounded compute, is fitted)
         level_bounds = {"floor": (floor, floor)} if floor is not None else None
         run_index = {r: i for i, r in enumerate(final["run_id"])}
+        self.to_value = None  # direct_log: from the fitted scale (-log u) to the metric's
+        if method == "direct_log":
+            _enough(final, "direct_log")
+            worst, top = log_levels(bounds, floor, ceiling, higher)
+            u = np.clip((final["value"].to_numpy(float) - worst) / (top - worst), _eps(final), 1.0)
+            pts = final.assign(compute=_compute(final, use_flops), seed=final["run_id"].map(run_index),
+                               neg_log=-np.log(u))
+            self.fit = fit_law(pts, "power", "compute", "neg_log", n_boot=n_boot, seed=seed)
+            self.value_range = (min(lo, hi), max(lo, hi))
+            self.to_value = lambda y: np.clip(worst + (top - worst) * np.exp(-np.asarray(y, float)),
+                                              *self.value_range)
+            # a new run scatters about the curve on the metric's own scale (a score at chance scatters below the
+            # floor as often as above it, where -log u has no value): the runs of the largest sizes measure it
+            near = pts[pts["n_params"].isin(np.sort(pts["n_params"].unique())[-TOP_SIZES:])]
+            near = near if len(near) >= 2 else pts
+            resid = near["value"].to_numpy(float) - self.to_value(self.fit.predict(near["compute"].to_numpy(float)))
+            self.value_scatter = (float(np.sqrt(np.mean(resid ** 2))), len(resid))
+            self.name = "direct_log (-log of the share of the way up, a power law in compute)"
+            self._rise_log(pts["compute"], pts["value"], top)
+            return
         if method == "direct":
             _enough(final, "direct")
             pts = final.assign(compute=_compute(final, use_flops), seed=final["run_id"].map(run_index))
@@ -272,6 +324,28 @@ class _Fitted:
         scatter = float(np.sqrt(np.mean((y - self.fit.predict(x)) ** 2)))
         self.rise_seen = bool(toward and self.x_max >= start and (ends[1] - ends[0]) * sign >= RISE_NOISE * scatter)
 
+    def _rise_log(self, x: pd.Series, y: pd.Series, best: float) -> None:
+        """`_rise` for direct_log, on the metric's scale: the fitted curve at the ladder's largest x is RISE_SEEN of
+        the way from the floor up, and it rises within the data by RISE_NOISE times the points' scatter about it."""
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        self.x_max, self.best = float(np.max(x)), best
+        ends = self.to_value(self.fit.predict(np.array([np.min(x), self.x_max])))
+        fitted = self.to_value(self.fit.predict(x))
+        scatter = float(np.sqrt(np.mean((y - fitted) ** 2)))
+        worst = float(self.to_value(np.inf))
+        sign = 1 if self.higher else -1
+        self.rise_seen = bool((ends[1] - worst) * sign >= RISE_SEEN * abs(best - worst)
+                              and (ends[1] - ends[0]) * sign >= RISE_NOISE * scatter)
+
+    def _draws(self, x, rng) -> np.ndarray:
+        """Draws of a new run's measurement at compute x, on the metric's scale. direct_log's: each refitted curve
+        plus the scatter of the largest sizes' runs about the fit, s t_n as `FitResult.with_scatter_of` draws it."""
+        if self.to_value is None:
+            return self.fit.draws(x, "prediction", rng)
+        curves = self.to_value(self.fit.draws(x, "confidence", rng))
+        s, n = self.value_scatter
+        return np.clip(curves + s * rng.standard_t(n, size=curves.shape), *self.value_range)
+
     def _loss_x(self, at: pd.DataFrame):
         if self.loss_x == "chinchilla":
             return np.stack([at["n_params"].to_numpy(float), at["tokens"].to_numpy(float)])
@@ -282,9 +356,12 @@ class _Fitted:
         # past the ladder: more parameters or compute than every run (and, for two_step, below, a loss interval that
         # reaches below every checkpoint's loss)
         past = (at["n_params"].to_numpy(float) > self.reach[0]) | (_compute(at, False) > self.reach[1])
-        if self.method == "direct":
+        if self.method in ("direct", "direct_log"):
             x = _compute(at, self.use_flops)
-            return {"predicted": self.fit.predict(x), "draws": self.fit.draws(x, "prediction", rng), "past": past}
+            predicted = self.fit.predict(x)
+            if self.to_value is not None:
+                predicted = self.to_value(predicted)
+            return {"predicted": predicted, "draws": self._draws(x, rng), "past": past}
         X = self._loss_x(at)
         loss = self.loss_fit.predict(X)
         loss_draws = self.loss_fit.draws(X, "prediction", rng)
@@ -305,7 +382,7 @@ class _Fitted:
             return lo, hi, unseen
         # a new run's score at the ladder's edge: a target past the ladder may not have begun the rise (drawn from a
         # stream of its own, so that the other draws do not depend on whether these are made)
-        edge = self.fit.draws(np.full(len(unseen), self.x_max), "prediction", np.random.default_rng(self.seed + 11))
+        edge = self._draws(np.full(len(unseen), self.x_max), np.random.default_rng(self.seed + 11))
         edge_lo, edge_hi = _interval(edge, level)
         if self.higher:
             lo = np.where(unseen, np.minimum(lo, edge_lo), lo)
@@ -399,7 +476,7 @@ def calibrated(predicted, lo, hi, distance, drift: float, bounds) -> tuple[np.nd
 def check_arguments(method: str, via: str | None, level: float, n_boot: int) -> None:
     """One line for arguments no forecast can use, before anything is fitted."""
     if method not in ("auto", *METHODS):
-        raise ValueError(f"method must be auto, two_step or direct, got {method!r}")
+        raise ValueError(f"method must be auto, two_step, direct or direct_log, got {method!r}")
     if method == "two_step" and not via:
         raise ValueError("method two_step needs via: the task loss metric (e.g. --via answer_nll or bits_per_byte)")
     if not 0 < level < 1:
@@ -470,8 +547,9 @@ def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None 
     `via` (the task loss) via_predicted, via_lo, via_hi. `floor`: the metric's chance level where known (multiple
     choice), else fitted. `ceiling`: the score at zero loss where known (two_step), else fitted: give the metric's
     upper bound when `via` is the loss of the answer itself (answer_nll, bits_per_byte of the answer), whose zero
-    makes the answer certain. method: two_step (needs via), direct, or auto (by rolling-origin backtest; `backtest`, if
-    given, is that of `forecast_backtest` with the same arguments). Each row also has the task's signal-to-noise
+    makes the answer certain. method: two_step (needs via), direct, direct_log, or auto (by rolling-origin
+    backtest, the row's `chosen_by` saying why; `backtest`, if given, is that of `forecast_backtest` with the same
+    arguments). Each row also has the task's signal-to-noise
     ratio on the ladder: snr, snr_signal, snr_noise, snr_noise_from (`task_snr`).
 
     With `calibrate` (the default) each interval also holds the drift the rolling-origin backtest measured: the
@@ -484,13 +562,12 @@ def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None 
     _check_levels(metric, floor, ceiling)
     final, points = ladder(results, task, metric, via)
     bounds = schema.metric_bounds(metric)
-    if method == "auto" and not via:
-        method = "direct"
-    elif method == "auto":
+    chosen_by = "given"
+    if method == "auto":
         if backtest is None:
             backtest = forecast_backtest(results, task, metric, via, level=level, floor=floor, n_boot=n_boot,
                                          seed=seed, use_flops="flops" in at.columns, ceiling=ceiling)
-        method = choose_method(backtest)
+        method, chosen_by = method_choice(backtest, "two_step" if via else "direct")
     model = _Fitted(method, final, points, bounds, floor, n_boot, seed, use_flops="flops" in at.columns,
                     ceiling=ceiling, higher=_higher(metric))
     p = model.predict(at)
@@ -507,7 +584,7 @@ def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None 
         lo, hi = calibrated(p["predicted"], lo, hi, distance, drift, reach(bounds, ceiling, _higher(metric)))
     out = pd.DataFrame({"task": task, "metric": metric, "n_params": at["n_params"], "tokens": at["tokens"],
                         "predicted": p["predicted"], "lo": lo, "hi": hi, "method": model.name,
-                        "rise_unseen": unseen, "distance": distance, "drift": drift, "interval_from": source,
+                        "chosen_by": chosen_by, "rise_unseen": unseen, "distance": distance, "drift": drift, "interval_from": source,
                         "lo_boot": lo_boot, "hi_boot": hi_boot})
     snr = task_snr(results, task, metric)
     out = out.assign(snr=snr["snr"], snr_signal=snr["signal"], snr_noise=snr["noise"], snr_noise_from=snr["noise_from"])
@@ -517,17 +594,27 @@ def forecast(results: pd.DataFrame, at, task: str, metric: str, via: str | None 
     return out
 
 
-def choose_method(backtest: pd.DataFrame) -> str:
-    """The method with the smaller mean absolute error over the backtest's predictions (two_step on a tie, or when
-    the backtest predicted nothing)."""
+def choose_method(backtest: pd.DataFrame, default: str = "two_step") -> str:
+    """The method with the smallest mean absolute error over the backtest's predictions (`method_choice`)."""
+    return method_choice(backtest, default)[0]
+
+
+def method_choice(backtest: pd.DataFrame, default: str = "two_step") -> tuple[str, str]:
+    """(method, why): the method with the smallest mean absolute error over the backtest's predictions, on the
+    (origin, run) pairs every method predicted (a method that could not fit an origin is not let off it); ties go
+    to the first in METHODS, and `default` where the backtest predicted nothing. `why` says so in words."""
     if backtest.empty or backtest["error"].notna().sum() == 0:
-        return "two_step"
+        return default, f"auto: the backtest predicted no run of this ladder, so {default}"
     bt = backtest[backtest["error"].notna()]
-    # on the (origin, run) pairs both methods predicted: a method that could not fit an origin is not let off it
-    both = bt.groupby(["origin", "run_id"])["method"].transform("nunique") == bt["method"].nunique()
-    bt = bt[both] if both.any() else bt
+    every = bt.groupby(["origin", "run_id"])["method"].transform("nunique") == bt["method"].nunique()
+    bt = bt[every] if every.any() else bt
     mae = bt.assign(abs_error=bt["error"].abs()).groupby("method")["abs_error"].mean()
-    return "direct" if mae.get("direct", np.inf) < mae.get("two_step", np.inf) else "two_step"
+    order = sorted(mae.index, key=lambda m: (mae[m], METHODS.index(m) if m in METHODS else len(METHODS)))
+    best = str(order[0])
+    n = int((bt["method"] == best).sum())
+    others = ", ".join(f"{m} {mae[m]:.3g}" for m in order[1:])
+    return best, (f"auto: smallest mean |error| in the backtest, {mae[best]:.3g} over {n} runs"
+                  + (f" (against {others})" if others else " (the only method that fitted)"))
 
 
 def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | None = None, methods=None,
@@ -538,7 +625,7 @@ def forecast_backtest(results: pd.DataFrame, task: str, metric: str, via: str | 
     origin, predicted run): BACKTEST_COLUMNS. `distance` is the decades of compute each run lies past the runs
     fitted; `lo_cal`, `hi_cal`, `inside_cal` are the interval `forecast` would give with the drift measured on the
     earlier origins only (`calibrated`), so their coverage is measured on runs the calibration never saw."""
-    methods = list(methods or (METHODS if via else ("direct",)))
+    methods = list(methods or (METHODS if via else [m for m in METHODS if m != "two_step"]))
     for method in methods:
         check_arguments(method, via, level, n_boot)
     _check_levels(metric, floor, ceiling)

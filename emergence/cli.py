@@ -310,6 +310,7 @@ def cmd_forecast(args) -> int:
                   "when it is the answer's own loss) forecasts through the task's loss, two_step, and the backtest "
                   "then chooses between the methods")
         first = out["forecast"].iloc[0]
+        print(f"method: {first['method']}; {first['chosen_by']}")
         source = {"checkpoints": "the scatter of a run's last checkpoints", "seeds": "the scatter across seeds"}
         print(f"signal-to-noise: {first['snr']:.3g} (the final score spreads {first['snr_signal']:.3g} across the "
               f"ladder; noise {first['snr_noise']:.3g}, "
@@ -468,9 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "TASK:METRIC of another task (lambada_openai:perplexity; a perplexity enters as its log)")
     q.add_argument("--at", action="append", required=True, metavar="n_params=N,tokens=D",
                    help="a model to predict (repeatable)")
-    q.add_argument("--method", default="auto", choices=["auto", "two_step", "direct"],
-                   help="two_step: through the task's loss (needs --via); direct: a sigmoid in compute; auto (the "
-                        "default): the one with the smaller backtest error")
+    q.add_argument("--method", default="auto", choices=["auto", "two_step", "direct", "direct_log"],
+                   help="two_step: through the task's loss (needs --via); direct: a sigmoid in compute; direct_log: "
+                        "-log of the share of the way up as a power law in compute; auto (the default): the one "
+                        "with the smallest backtest error")
     q.add_argument("--floor", type=float, default=None, help="the metric's chance level (multiple choice), else fitted")
     q.add_argument("--ceiling", type=float, default=None,
                    help="the score at zero loss (two_step), else fitted: 1 when --via is the answer's own loss")

@@ -125,14 +125,15 @@ def test_backtest_predicts_each_larger_size_from_the_smaller_ones(lad):
     # origins: every size with at least 3 sizes below it; each predicts the 6 runs (3 budgets x 2 seeds) of that size
     assert sorted(bt["origin"].unique()) == list(sizes[3:])
     assert (bt.groupby(["method", "origin"]).size() == 6).all()
-    assert set(bt["method"]) == {"two_step", "direct"} and bt["laws"].str.startswith(tuple(bt["method"])).all()
+    assert set(bt["method"]) == {"two_step", "direct", "direct_log"}
+    assert bt["laws"].str.startswith(tuple(bt["method"])).all()
     cov = fc.coverage(bt)
     assert (cov["n_origins"] == 3).all() and (cov["n_predicted"] == 18).all()
     assert ((cov["coverage"] >= 0) & (cov["coverage"] <= 1)).all()
     widths = (bt["hi"] - bt["lo"]).groupby(bt["method"]).mean()
     assert np.allclose(cov.set_index("method")["mean_width"], widths.loc[cov["method"]])
     assert np.allclose(bt["error"], bt["predicted"] - bt["actual"])
-    assert fc.choose_method(bt) in ("two_step", "direct")
+    assert fc.choose_method(bt) in fc.METHODS
     # the calibrated intervals use the earlier origins' drift only: the first origin has none, and is the bootstrap
     # interval widened SHORT_WIDEN x; later ones hold at least the bootstrap interval
     first = bt[bt["origin"] == sizes[3]]
@@ -557,3 +558,61 @@ def test_forecast_rows_say_what_their_interval_rests_on(lad):
     assert r["lo"] == pytest.approx(max(0, raw["lo"] - half)) and r["hi"] == pytest.approx(min(1, raw["hi"] + half))
     assert (r["lo_boot"], r["hi_boot"]) == (raw["lo"], raw["hi"])
     assert raw["interval_from"] == "bootstrap" and np.isnan(raw["drift"])
+
+
+def log_power_ladder(seed: int = 0, n: int = 1000) -> pd.DataFrame:
+    """Runs whose exact match is exp(-(E + A C^-alpha)) in compute C = 6 N D, binomial over n examples: the law
+    direct_log fits (Krajewski et al. 2025), from 0.2 at the smallest size to 0.86 at the largest."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for N in np.logspace(6, 8, 6):
+        for s in range(2):
+            D = 20 * N
+            a = rng.binomial(n, log_power_truth(N, D)) / n
+            rows.append(dict(sweep="l", run_id=f"N{N:.0f}_s{s}", model=f"N{N:.0f}", n_params=int(N),
+                             n_params_nonembed=int(N), n_layer=1, d_model=1, seed=s, step=1, tokens=int(D),
+                             flops=6 * N * D, task="t", metric="exact_match", value=a,
+                             stderr=np.sqrt(a * (1 - a) / n), n=n, status="ok"))
+    return pd.DataFrame(rows)
+
+
+def log_power_truth(N, D):
+    return np.exp(-(0.05 + 2.6e4 * (6 * N * D) ** -0.3))
+
+
+def test_direct_log_recovers_a_power_law_in_log_accuracy_and_auto_chooses_it_saying_why():
+    lad = log_power_ladder()
+    at = pd.DataFrame({"n_params": [3e8], "tokens": [6e9]})
+    out = fc.forecast(lad, at, "t", "exact_match", method="direct_log")
+    r, truth = out.iloc[0], log_power_truth(3e8, 6e9)
+    assert r["method"].startswith("direct_log") and r["chosen_by"] == "given" and not r["rise_unseen"]
+    assert abs(r["predicted"] - truth) < 0.02 and r["lo"] <= truth <= r["hi"] and 0 <= r["lo"] <= r["hi"] <= 1
+    # a sigmoid in compute bends toward a ceiling of its own: on this ladder the backtest prefers direct_log
+    bt = fc.forecast_backtest(lad, "t", "exact_match", n_boot=100)
+    assert set(bt["method"]) == {"direct", "direct_log"}  # two_step needs a loss to go through
+    mae = bt.assign(e=bt["error"].abs()).groupby("method")["e"].mean()
+    auto = fc.forecast(lad, at, "t", "exact_match", backtest=bt).iloc[0]
+    want = mae.idxmin()
+    assert want == "direct_log" and auto["method"].startswith(want) and f"{mae[want]:.3g} over" in auto["chosen_by"]
+    assert f"{mae.drop(want).index[0]} {mae.drop(want).iloc[0]:.3g}" in auto["chosen_by"]
+
+
+def test_direct_log_needs_a_bounded_metric_and_takes_scores_at_the_floor():
+    lad = log_power_ladder()
+    nll = lad.assign(metric="answer_nll", value=-np.log(lad["value"]))
+    with pytest.raises(ValueError, match="direct_log needs a metric bounded on both sides"):
+        fc.forecast(nll, pd.DataFrame({"n_params": [3e8], "tokens": [6e9]}), "t", "answer_nll", method="direct_log")
+    # runs at the floor have no logarithm: half an example's worth stands in, and the forecast stays finite
+    floored = lad.assign(value=np.where(lad["n_params"] < 1e7, 0.0, lad["value"]))
+    out = fc.forecast(floored, pd.DataFrame({"n_params": [3e8], "tokens": [6e9]}), "t", "exact_match",
+                      method="direct_log")
+    assert np.isfinite(out[["predicted", "lo", "hi"]].to_numpy()).all()
+
+
+def test_the_method_choice_ties_to_the_first_method_and_says_when_nothing_was_predicted():
+    bt = pd.DataFrame({"method": ["direct_log", "direct", "direct_log", "direct"], "origin": [1.0, 1.0, 2.0, 2.0],
+                       "run_id": ["a", "a", "b", "b"], "error": [0.1, -0.1, 0.2, 0.2]})
+    assert fc.method_choice(bt)[0] == "direct"  # equal errors: METHODS' order
+    assert fc.method_choice(bt.assign(error=[0.05, 0.1, 0.05, 0.1]))[0] == "direct_log"
+    method, why = fc.method_choice(bt.assign(error=np.nan), default="direct")
+    assert method == "direct" and "predicted no run" in why

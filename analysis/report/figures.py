@@ -127,10 +127,10 @@ def make_figures(sw: Sweep, plots_dir: Path, keep=None) -> dict[str, FigureFile]
     fb = sw.forecast_backtest
     if fb is not None and {"method", "predicted", "actual", "n_params"} <= set(fb.columns) and len(fb):
         best = forecast.choose_method(fb)
-        shown = fb[fb["method"].astype(str).str.startswith(best)].rename(columns={"method": "law"})
+        shown = fb[fb["method"].astype(str) == best].rename(columns={"method": "law"})
         figs["forecast"] = add(
             "forecast", "Forecast backtest: each size predicted from the smaller ones",
-            f"Rolling-origin backtest of `emergence forecast` ({best}, the method with the smaller error): each "
+            f"Rolling-origin backtest of `emergence forecast` ({best}, the method with the smallest error): each "
             "run's measured value (black) and its prediction from the runs of every smaller size, with the 95% "
             "prediction interval of the bootstrap alone (vermillion; the text above gives how often the intervals "
             "widened by the earlier origins held).",

@@ -211,6 +211,9 @@ def _forecast_blocks(sw: Sweep) -> list:
         blocks.append(Table([{"via_predicted": "loss predicted", "rise_unseen": "rise unseen",
                               "interval_from": "interval from", "snr": "signal-to-noise"}.get(c, c) for c in cols], rows,
                             numeric=_numeric_except(cols, text)))
+        if has_column(pred, "chosen_by"):  # forecasts of earlier versions say nothing of the choice
+            for (task, metric, method, why), _ in pred.groupby(["task", "metric", "method", "chosen_by"], sort=True):
+                blocks.append(Para([f"Method for {task} {metric}: {oneline(method, 200)}; {oneline(why, 300)}."]))
         if {"snr", "snr_signal", "snr_noise_from"} <= set(pred.columns):
             measured = pred[pred["snr_noise_from"].notna()]  # rows a forecast of an earlier version wrote have none
             for (task, metric), g in measured.groupby(["task", "metric"], sort=True):
