@@ -282,7 +282,8 @@ def cmd_forecast(args) -> int:
     import pandas as pd
 
     import analysis as an
-    from analysis.forecast import snr_warning, write_forecast
+    from analysis.forecast import write_forecast
+    from analysis.ladder import snr_warning
 
     path = Path(args.path)
     if not path.exists():

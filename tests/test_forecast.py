@@ -6,6 +6,7 @@ import pytest
 from scipy import stats
 
 from analysis import forecast as fc
+from analysis import ladder as ld
 from analysis.calibrate_forecast import synthetic_ladder, synthetic_predictions, true_loss, true_score
 
 
@@ -246,7 +247,7 @@ def test_a_loss_of_another_task_is_joined_run_by_run_and_a_perplexity_read_as_it
     a = fc.forecast(_with_general_loss(lad), at, "t", "exact_match", via="lm:perplexity", method="two_step").iloc[0]
     b = fc.forecast(lad, at, "t", "exact_match", via="answer_nll", method="two_step").iloc[0]
     assert a["via_predicted"] == pytest.approx(b["via_predicted"]) and a["predicted"] == pytest.approx(b["predicted"])
-    assert fc.is_perplexity("word_perplexity") and not fc.is_perplexity("answer_nll")
+    assert ld.is_perplexity("word_perplexity") and not ld.is_perplexity("answer_nll")
 
 
 @pytest.mark.parametrize("via, message", [
@@ -453,29 +454,29 @@ def test_task_snr_takes_the_larger_noise_of_checkpoints_and_seeds_and_warns_belo
     """Signal: the spread of the sizes' mean final scores. Noise: a run's last checkpoints, or the seeds of a size,
     whichever scatter more; a task that one seed of the largest size learns is noise, not signal."""
     steady = _ladder_rows({1e4: [0.1, 0.1], 1e5: [0.5, 0.5], 1e6: [0.9, 0.9]}, checkpoints=5)
-    s = fc.task_snr(steady, "t", "exact_match")
+    s = ld.task_snr(steady, "t", "exact_match")
     assert s["signal"] == pytest.approx(0.8) and s["noise_from"] == "checkpoints"
     assert s["noise"] == pytest.approx(np.std([0.0, 0.01, 0.0, 0.01, 0.0], ddof=1))  # the last 5 alternate by 0.01
-    assert s["snr"] == pytest.approx(0.8 / s["noise"]) and fc.snr_warning(s["snr"], "t") == ""
+    assert s["snr"] == pytest.approx(0.8 / s["noise"]) and ld.snr_warning(s["snr"], "t") == ""
     one_seed = _ladder_rows({1e4: [0.0] * 6, 1e5: [0.0] * 6, 1e6: [0.0] * 5 + [0.9]})
-    s = fc.task_snr(one_seed, "t", "exact_match")
+    s = ld.task_snr(one_seed, "t", "exact_match")
     assert s["noise_from"] == "seeds" and s["signal"] == pytest.approx(0.15)
     assert s["noise"] == pytest.approx(np.sqrt(np.var([0.0] * 5 + [0.9], ddof=1) / 3))  # pooled over 3 sizes
-    assert s["snr"] < fc.SNR_LOW and "below 5" in fc.snr_warning(s["snr"], "t")
+    assert s["snr"] < ld.SNR_LOW and "below 5" in ld.snr_warning(s["snr"], "t")
     lone = _ladder_rows({1e4: [0.1], 1e5: [0.5], 1e6: [0.9]})  # one run per size, one checkpoint each
-    s = fc.task_snr(lone, "t", "exact_match")
+    s = ld.task_snr(lone, "t", "exact_match")
     assert s["noise_from"] == "none" and np.isnan(s["snr"])  # never 0, never infinite
-    assert "could not be measured" in fc.snr_warning(s["snr"], "t")
+    assert "could not be measured" in ld.snr_warning(s["snr"], "t")
     flat = _ladder_rows({1e4: [0.0, 0.0], 1e5: [0.0, 0.0], 1e6: [0.0, 0.0]}, checkpoints=1)
-    s = fc.task_snr(flat, "t", "exact_match")
+    s = ld.task_snr(flat, "t", "exact_match")
     assert s["signal"] == 0 and np.isnan(s["snr"])
-    assert "the same at every size" in fc.snr_warning(s["snr"], "t", s["signal"])
+    assert "the same at every size" in ld.snr_warning(s["snr"], "t", s["signal"])
 
 
 def test_forecast_rows_carry_the_tasks_snr(lad):
     at = pd.DataFrame({"n_params": [6e8], "tokens": [3e9]})
     r = fc.forecast(lad, at, "t", "exact_match", method="direct").iloc[0]
-    s = fc.task_snr(lad, "t", "exact_match")
+    s = ld.task_snr(lad, "t", "exact_match")
     assert r["snr"] == pytest.approx(s["snr"]) and r["snr_noise_from"] == s["noise_from"]
     assert np.isfinite(r["snr"]) and r["snr"] > 0
 
@@ -489,10 +490,10 @@ def test_on_pythia_mmlu_is_noise_below_1_4b_and_the_tasks_that_forecast_well_are
 
     df = import_lm_eval(PYTHIA)
     ladder = df[df["n_params"] <= 1.5e9]
-    mmlu = [fc.task_snr(ladder, t, "acc")["snr"] for t in sorted(ladder["task"].unique())
+    mmlu = [ld.task_snr(ladder, t, "acc")["snr"] for t in sorted(ladder["task"].unique())
             if str(t).startswith("hendrycksTest-")]
-    solid = [fc.task_snr(ladder, t, "acc")["snr"] for t in ("arc_easy", "piqa", "sciq", "lambada_openai")]
-    assert len(mmlu) == 57 and sum(s < fc.SNR_LOW for s in mmlu) >= 45 and max(mmlu) < 8
+    solid = [ld.task_snr(ladder, t, "acc")["snr"] for t in ("arc_easy", "piqa", "sciq", "lambada_openai")]
+    assert len(mmlu) == 57 and sum(s < ld.SNR_LOW for s in mmlu) >= 45 and max(mmlu) < 8
     assert min(solid) > 20
 
 
@@ -512,7 +513,7 @@ def test_the_report_warns_under_a_forecast_of_a_task_below_the_snr_it_states(lad
         blocks = _forecast_blocks(SimpleNamespace(forecast_backtest=bt, forecast=pred))
         return [b for b in blocks if isinstance(b, Para) and "signal-to-noise ratio" in str(b)]
 
-    assert pred["snr"].iloc[0] >= fc.SNR_LOW and warnings_in(pred) == []
+    assert pred["snr"].iloc[0] >= ld.SNR_LOW and warnings_in(pred) == []
     low = warnings_in(pred.assign(snr=2.5))
     assert len(low) == 1 and "Warning (exact_match): t: signal-to-noise ratio 2.5, below 5" in str(low[0])
     assert len(warnings_in(pred.assign(snr=float("nan")))) == 1

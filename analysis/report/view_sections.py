@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis import compare, forecast, plots
+from analysis import compare, forecast, ladder, plots
 from analysis.fmt import cell as _fmt
 from analysis.report.cells import has_column, oneline, unusable_note, with_interval, x_value
 from analysis.report.document import FigureRef, Heading, Note, Para, Table
@@ -218,7 +218,7 @@ def _forecast_blocks(sw: Sweep) -> list:
             measured = pred[pred["snr_noise_from"].notna()]  # rows a forecast of an earlier version wrote have none
             for (task, metric), g in measured.groupby(["task", "metric"], sort=True):
                 snr, signal = (float(pd.to_numeric(g[c]).iloc[0]) for c in ("snr", "snr_signal"))
-                if warning := forecast.snr_warning(snr, str(task), signal):
+                if warning := ladder.snr_warning(snr, str(task), signal):
                     blocks.append(Para([f"Warning ({metric}): {warning}."]))
     blocks.append(FigureRef("forecast"))
     return blocks
