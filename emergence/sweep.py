@@ -289,6 +289,36 @@ def run_sweep(overrides: list[str], *, dry_run: bool = False) -> int:
     return 0 if (summary["status"] == "done").all() else 1
 
 
+LAUNCHER_PID = "EMERGENCE_LAUNCHER_PID"  # the sweep's own process, for jobs that run in worker processes
+_watching: list[int] = []  # the launcher pid this worker process watches (one watch per process)
+
+
+def watch_launcher(poll_s: float = 1.0) -> bool:
+    """In a job that runs in a worker process of its own (the joblib launcher's loky workers), end the process when
+    the sweep that started it is gone: a killed `emergence sweep` would otherwise leave its workers training on,
+    unseen. The worker was started by the launcher, so the launcher's death shows as a new parent. Training is
+    safe to stop at any moment (its checkpoints and run lock are kill-safe), and the same command resumes it.
+    Returns whether a watch runs (not in the launcher's own process, nor where no launcher pid was recorded)."""
+    import threading
+
+    launcher = os.environ.get(LAUNCHER_PID, "")
+    if not launcher.isdigit() or int(launcher) == os.getpid() or os.getppid() != int(launcher):
+        return False
+    if _watching:
+        return True
+    _watching.append(int(launcher))
+
+    def watch():
+        while os.getppid() == _watching[0]:
+            time.sleep(poll_s)
+        print(f"worker {os.getpid()}: the sweep that started it (pid {_watching[0]}) is gone; stopping. The same "
+              "command resumes its run from the last checkpoint", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="watch-launcher", daemon=True).start()
+    return True
+
+
 def _launch(overrides: list[str]) -> None:
     """Hand the grid to Hydra's multirun (the launcher config decides where jobs run)."""
     import hydra
@@ -299,6 +329,7 @@ def _launch(overrides: list[str]) -> None:
 
     argv = sys.argv
     sys.argv = ["emergence-sweep", "--multirun", *overrides]
+    os.environ[LAUNCHER_PID] = str(os.getpid())  # worker processes inherit it (`watch_launcher`)
     try:
         _main()
     except SystemExit as e:  # Hydra exits on a composition error; the pre-flight should have caught it
@@ -325,6 +356,7 @@ def stacked_overrides(overrides: list[str], runs: list[dict], stack_size: int = 
 def sweep_job(cfg: DictConfig) -> dict:
     """One job of the multirun: train and probe one run. Never raises for a failed run: the failure is recorded in
     the run's status.json (and then runs.parquet), and the other jobs go on."""
+    watch_launcher()
     if cfg.train.threads == 0:
         cfg.train.threads = threads_for_launcher()
     if cfg.sweep.stack_seeds and cfg.sweep.seeds:

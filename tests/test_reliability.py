@@ -719,3 +719,46 @@ def test_report_escapes_a_task_named_script(tmp_path):
     assert hostile in pd.read_csv(folder / "flags.csv")["task"].tolist()  # the name reached the report's inputs
     assert "<script>alert" not in html and "&lt;script&gt;alert" in html
     assert "<script>alert" not in (folder / "report.md").read_text()
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc")
+def test_killing_a_parallel_sweep_stops_its_workers(tmp_path):
+    """kill -9 of `emergence sweep` with the joblib launcher: its loky workers, training, stop within seconds
+    instead of training on unseen (they would hold their runs' locks for as long)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    args = [sys.executable, "-m", "emergence", "sweep", *[o for o in TINY if not o.startswith("model=")],
+            "train.max_steps=1000000", "hydra/launcher=parallel", "hydra.sweeper.params.model=l1d8,l1d16",
+            "sweep.analyze=false", f"paths.results={tmp_path}", "sweep.name=orphans"]
+    with open(tmp_path / "sweep.err", "w") as err:
+        sweep = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "PYTHONPATH": path})
+    workers = []
+    try:
+        deadline = time.time() + 180
+        while len(workers) < 2 and time.time() < deadline and sweep.poll() is None:
+            time.sleep(0.5)
+            pids = {read_status(d).get("pid") for d in (tmp_path / "orphans" / "runs").glob("*")
+                    if d.is_dir() and (d / "status.json").exists()}
+            workers = sorted(int(p) for p in pids if p and _alive(int(p)))  # one per job: its seeds train stacked
+        assert len(workers) == 2 and sweep.poll() is None, (tmp_path / "sweep.err").read_text()[-3000:]
+        assert all(w != sweep.pid and _alive(w) for w in workers)
+        sweep.send_signal(signal.SIGKILL)
+        sweep.wait(timeout=30)
+        deadline = time.time() + 30
+        while any(_alive(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not any(_alive(w) for w in workers), "workers outlived the sweep that started them"
+    finally:
+        for w in [sweep.pid, *workers]:
+            try:
+                os.kill(w, signal.SIGKILL)
+            except OSError:
+                pass
