@@ -351,6 +351,32 @@ def cmd_export(args) -> int:
     return export_cli(args.checkpoint, args.out_dir)
 
 
+def _bench_lmeval(args) -> int:
+    import importlib.util
+    import json
+
+    folder = Path(args.lm_eval)
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"--lm-eval {folder} is not a local Hugging Face model folder (no config.json)")
+    for module, extra in (("transformers", "hf"), ("lm_eval", "bench"), ("accelerate", "bench")):
+        if importlib.util.find_spec(module) is None:
+            raise UsageError(f"the lm-eval bench needs {module}: pip install 'emergence[{extra}]'")
+    from emergence.bench.lmeval import describe, lmeval_bench  # when the verb runs: lm-eval is optional
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        r = lmeval_bench(folder, task=args.task, n=args.n, shots=args.shots, batch_size=args.batch_size)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(describe(r))
+    if args.out:
+        Path(args.out).write_text(json.dumps(r, indent=1) + "\n")
+    return 0 if r["agree"] else 1
+
+
 def cmd_generate(args) -> int:
     from emergence.probe import generate_text  # when the verb runs: the CLI starts without torch
 
@@ -364,6 +390,8 @@ def cmd_generate(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.lm_eval is not None:
+        return _bench_lmeval(args)
     from emergence.bench import main as bench_main  # when the verb runs: the CLI starts without torch
 
     return bench_main(out=args.out, quick=args.quick, gpu=args.gpu, threads=args.threads, profile=args.profile,
@@ -514,6 +542,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print where the training step of one ladder size (l1d4 ... l6d384) spends its time "
                         "(torch.profiler) instead of measuring")
     q.add_argument("--seeds", type=int, default=0, help="with --profile: profile this many seeds stacked")
+    q.add_argument("--lm-eval", default=None, metavar="MODEL_FOLDER",
+                   help="probe a local Hugging Face model with our engine and with lm-evaluation-harness (the bench "
+                        "extra) on the same items: examples per second for each and item-by-item agreement")
+    q.add_argument("--task", default="add2", help="with --lm-eval: the task whose probe set is scored")
+    q.add_argument("--n", type=int, default=256, help="with --lm-eval: items")
+    q.add_argument("--shots", type=int, default=0, help="with --lm-eval: solved examples before each query")
+    q.add_argument("--batch-size", type=int, default=16, help="with --lm-eval: batch size of both tools")
     q.set_defaults(fn=cmd_bench)
     return p
 

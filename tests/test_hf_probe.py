@@ -357,3 +357,24 @@ def test_an_interrupted_probe_resumes_with_only_what_is_missing(hub, tmp_path, m
     with pytest.raises(ModelRefused, match=r"other settings \(n 8 there, 4 now\)"):
         probe_hf([str(hub["neox"])], revs, tmp_path / "cut" / "s", ["probe.tasks=[add2]", "probe.n=4", "probe.shots=0"],
                  None)
+
+
+def test_the_lm_eval_bench_scores_the_same_items_as_lm_eval_item_by_item(hub, tmp_path, capsys):
+    """Our engine and lm-evaluation-harness on one tiny local model and one task's probe set: the same greedy
+    answers, exact match and answer log-probabilities on every item; both timed, in one run."""
+    pytest.importorskip("lm_eval")
+    pytest.importorskip("accelerate")
+    from emergence.bench.lmeval import LOGPROB_TOL, lmeval_bench
+
+    r = lmeval_bench(hub["neox"], task="add2", n=24, shots=1, batch_size=8)
+    assert r["task"] == "add2_1shot" and r["n"] == 24
+    assert r["agree"] and r["agree_text"] == r["agree_exact"] == r["agree_logprob"] == 24
+    assert r["max_logprob_diff"] <= LOGPROB_TOL and r["ours_s"] > 0 and r["lmeval_s"] > 0
+    assert r["ratio"] == pytest.approx(r["lmeval_s"] / r["ours_s"])
+    # the command: one line for a folder that is not a model, the figures and agreement otherwise
+    assert main(["bench", "--lm-eval", str(tmp_path)]) == 2
+    assert "not a local Hugging Face model folder" in capsys.readouterr().err
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--lm-eval", str(hub["neox"]), "--n", "8", "--out", str(out)]) == 0
+    assert "the scores agree on every item" in capsys.readouterr().out
+    assert json.loads(out.read_text())["n"] == 8
