@@ -199,8 +199,8 @@ def cell_bounds(spacing: float, runs: str, w0: float = 0.5, alpha: float = 0.05,
     bound measured on n_sim fresh draws. As in `recall_bounds`, which runs made it is taken as observed (an upper
     bound still), and the bound for verdicts leaves out every outcome that some null curve within 0.6 decades of
     the range puts above alpha. A p-value is calibrated for the design a researcher has, so where runs per size are
-    drawn (4-8) the bound is the mean over drawn designs of each design's own bound (`designs` of them, n_sim /
-    designs draws each), every one a level-alpha test given its counts m. (A single test over the pooled draws could spend alpha
+    drawn (4-8) the bound is the mean over drawn designs of each design's own bound (about `designs` of them, n_sim
+    / designs draws each but at least 500), every one a level-alpha test given its counts m. (A single test over the pooled draws could spend alpha
     unevenly across designs, which no calibrated p-value does, and would bound more than any of them can reach.)
     The two mixtures are sums over grids 0.01 decades apart in midpoint and 0.02 in width, drawn from the same grids,
     so each likelihood ratio is exact. `widths` sets the mixture's widths (at (w0, w0) the bound is alpha). Returns

@@ -1,7 +1,7 @@
 """Forecast: a larger model's score on a task, predicted from a ladder of smaller runs, with intervals that are
 measured to hold.
 
-Two methods, each with a prediction interval for one new run's measurement:
+Three methods, each with a prediction interval for one new run's measurement:
 
 - `two_step` (Bhagia et al. 2024, "Establishing Task Scaling Laws via Compute-Efficient Model Ladders"):
   1. the task loss `via` (e.g. the answer's NLL or bits per byte) from the runs' final checkpoints as
@@ -72,13 +72,19 @@ SHORT_WIDEN = 1.5  # no backtest at all: the bootstrap interval is widened this 
 
 
 def _check_levels(metric: str, floor: float | None, ceiling: float | None) -> None:
-    """A given floor and ceiling lie inside the metric's bounds, the floor below the ceiling; ValueError otherwise."""
+    """A given floor and ceiling lie inside the metric's bounds, the ceiling on the better side of the floor (above
+    it, or below it for a metric that is better lower); ValueError otherwise."""
     lo, hi = schema.metric_bounds(metric)
     lo, hi = (-np.inf if lo is None else lo), (np.inf if hi is None else hi)
     for name, v in (("floor", floor), ("ceiling", ceiling)):
         if v is not None and not (np.isfinite(v) and lo <= v <= hi):
             raise ValueError(f"the {name} {v} is outside {metric}'s range [{lo}, {hi}]")
-    if floor is not None and ceiling is not None and not floor < ceiling:
+    if floor is None or ceiling is None:
+        return
+    if _higher(metric) is False and not ceiling < floor:
+        raise ValueError(f"the floor {floor} must lie above the ceiling {ceiling}: {metric} is better lower, so its "
+                         "floor (far from learning) is the higher score")
+    if _higher(metric) is not False and not floor < ceiling:
         raise ValueError(f"the floor {floor} must lie below the ceiling {ceiling}")
 
 
@@ -91,6 +97,9 @@ def log_levels(bounds, floor: float | None, ceiling: float | None, higher: bool 
                          "exact match); use direct or two_step")
     worst = floor if floor is not None else (lo if higher else hi)
     best = ceiling if ceiling is not None else (hi if higher else lo)
+    if not (best - worst) * (1 if higher else -1) > 0:
+        raise ValueError(f"direct_log needs room between the floor {worst:g} and the ceiling {best:g}: give a floor "
+                         "on the metric's worse side of its ceiling")
     return float(worst), float(best)
 
 

@@ -502,9 +502,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="two_step: through the task's loss (needs --via); direct: a sigmoid in compute; direct_log: "
                         "-log of the share of the way up as a power law in compute; auto (the default): the one "
                         "with the smallest backtest error")
-    q.add_argument("--floor", type=float, default=None, help="the metric's chance level (multiple choice), else fitted")
+    q.add_argument("--floor", type=float, default=None,
+                   help="the metric's chance level (multiple choice), else fitted (direct_log: the metric's worse "
+                        "bound)")
     q.add_argument("--ceiling", type=float, default=None,
-                   help="the score at zero loss (two_step), else fitted: 1 when --via is the answer's own loss")
+                   help="the score at zero loss (two_step), else fitted (direct_log: the metric's better bound): 1 "
+                        "when --via is the answer's own loss")
     q.add_argument("--level", type=float, default=None,
                    help="interval level (default 1 - alpha of the folder's verdict settings, flag_options.json: 0.95 "
                         "unless the sweep chose another alpha)")

@@ -302,8 +302,16 @@ def watch_launcher(poll_s: float = 1.0) -> bool:
     import threading
 
     launcher = os.environ.get(LAUNCHER_PID, "")
-    if not launcher.isdigit() or int(launcher) == os.getpid() or os.getppid() != int(launcher):
+    if not launcher.isdigit() or int(launcher) == os.getpid():
         return False
+    if os.getppid() != int(launcher):
+        try:  # the launcher may have died between starting this worker and handing it the job
+            os.kill(int(launcher), 0)
+        except ProcessLookupError:
+            _stop(int(launcher))
+        except PermissionError:
+            pass
+        return False  # another process's child (submitit, a scheduler): not ours to watch
     if _watching:
         return True
     _watching.append(int(launcher))
@@ -311,12 +319,16 @@ def watch_launcher(poll_s: float = 1.0) -> bool:
     def watch():
         while os.getppid() == _watching[0]:
             time.sleep(poll_s)
-        print(f"worker {os.getpid()}: the sweep that started it (pid {_watching[0]}) is gone; stopping. The same "
-              "command resumes its run from the last checkpoint", file=sys.stderr, flush=True)
-        os._exit(1)
+        _stop(_watching[0])
 
     threading.Thread(target=watch, name="watch-launcher", daemon=True).start()
     return True
+
+
+def _stop(launcher: int) -> None:
+    print(f"worker {os.getpid()}: the sweep that started it (pid {launcher}) is gone; stopping. The same command "
+          "resumes its run from the last checkpoint", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 def _launch(overrides: list[str]) -> None:

@@ -603,6 +603,15 @@ def test_direct_log_needs_a_bounded_metric_and_takes_scores_at_the_floor():
     nll = lad.assign(metric="answer_nll", value=-np.log(lad["value"]))
     with pytest.raises(ValueError, match="direct_log needs a metric bounded on both sides"):
         fc.forecast(nll, pd.DataFrame({"n_params": [3e8], "tokens": [6e9]}), "t", "answer_nll", method="direct_log")
+    # a lower-is-better metric takes its floor above its ceiling; a floor at the ceiling leaves no room
+    dist = lad.assign(metric="edit_distance", value=1 - lad["value"])
+    at = pd.DataFrame({"n_params": [3e8], "tokens": [6e9]})
+    out = fc.forecast(dist, at, "t", "edit_distance", method="direct_log", floor=1.0, ceiling=0.0).iloc[0]
+    assert abs(out["predicted"] - (1 - log_power_truth(3e8, 6e9))) < 0.02 and 0 <= out["lo"] <= out["hi"] <= 1
+    with pytest.raises(ValueError, match="must lie above the ceiling"):
+        fc.forecast(dist, at, "t", "edit_distance", method="direct_log", floor=0.0, ceiling=0.9)
+    with pytest.raises(ValueError, match="needs room between the floor"):
+        fc.forecast(lad, at, "t", "exact_match", method="direct_log", floor=1.0)
     # runs at the floor have no logarithm: half an example's worth stands in, and the forecast stays finite
     floored = lad.assign(value=np.where(lad["n_params"] < 1e7, 0.0, lad["value"]))
     out = fc.forecast(floored, pd.DataFrame({"n_params": [3e8], "tokens": [6e9]}), "t", "exact_match",
@@ -611,9 +620,10 @@ def test_direct_log_needs_a_bounded_metric_and_takes_scores_at_the_floor():
 
 
 def test_the_method_choice_ties_to_the_first_method_and_says_when_nothing_was_predicted():
-    bt = pd.DataFrame({"method": ["direct_log", "direct", "direct_log", "direct"], "origin": [1.0, 1.0, 2.0, 2.0],
+    bt = pd.DataFrame({"method": ["direct", "two_step", "direct", "two_step"], "origin": [1.0, 1.0, 2.0, 2.0],
                        "run_id": ["a", "a", "b", "b"], "error": [0.1, -0.1, 0.2, 0.2]})
-    assert fc.method_choice(bt)[0] == "direct"  # equal errors: METHODS' order
+    assert fc.method_choice(bt)[0] == "two_step"  # equal errors: METHODS' order (not the names')
+    bt = bt.assign(method=["direct_log", "direct", "direct_log", "direct"])
     assert fc.method_choice(bt.assign(error=[0.05, 0.1, 0.05, 0.1]))[0] == "direct_log"
     method, why = fc.method_choice(bt.assign(error=np.nan), default="direct")
     assert method == "direct" and "predicted no run" in why

@@ -762,3 +762,18 @@ def test_killing_a_parallel_sweep_stops_its_workers(tmp_path):
                 os.kill(w, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def test_a_worker_whose_sweep_died_before_its_job_began_stops_at_once():
+    """A worker handed its job after the sweep that started it was killed (already reparented) stops before it
+    trains; a process that is another's child and whose recorded launcher lives is left alone."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    code = ("import os, sys; os.environ['EMERGENCE_LAUNCHER_PID'] = sys.argv[1]; "
+            "from emergence.sweep import watch_launcher; print('watching' if watch_launcher() else 'left alone')")
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+    dead = subprocess.run([sys.executable, "-c", code, str(gone.pid)], capture_output=True, text=True, env=env)
+    assert dead.returncode == 1 and "is gone; stopping" in dead.stderr and "left alone" not in dead.stdout
+    alive = subprocess.run([sys.executable, "-c", code, "1"], capture_output=True, text=True, env=env)
+    assert alive.returncode == 0 and alive.stdout.strip() == "left alone", alive.stderr

@@ -52,7 +52,11 @@ def run_lmeval(model, tok, folder: Path, names: list[str], batch_size: int) -> t
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device="cpu", dtype="float32")
+    # the same input ids as ours: a begin-of-text token where our encoding of a prompt adds one
+    text_tok = textprobe.TextTokenizer(tok)
+    bos = len(text_tok.encode(["1"], special=True)[0]) > len(text_tok.encode(["1"], special=False)[0])
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device="cpu", dtype="float32",
+              add_bos_token=bos)
     manager = TaskManager(include_path=str(folder))
     t0 = time.perf_counter()
     out = simple_evaluate(model=lm, tasks=names, task_manager=manager, log_samples=True, bootstrap_iters=0)
@@ -86,6 +90,8 @@ def lmeval_bench(model_dir, task: str = "add2", n: int = 128, shots: int = 0, se
     from transformers import AutoModelForCausalLM, AutoTokenizer  # optional dependency (the hf extra)
 
     model_dir = Path(model_dir)
+    if isinstance(n, bool) or int(n) != n or n < 1 or batch_size < 1:
+        raise ValueError(f"--n and --batch-size must be whole numbers of at least 1, got {n} and {batch_size}")
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"{model_dir} is not a Hugging Face model folder (no config.json)")
     prompts_ids, answers_ids, _ = probe_set(task, n, seed, shots)
