@@ -200,6 +200,11 @@ def summarize(t: pd.DataFrame) -> dict:
     return out
 
 
+def _sources(t: pd.DataFrame) -> str:
+    """What the intervals of `t` rest on (`interval_from`), with how many of each."""
+    return ", ".join(f"{k} ({v})" for k, v in t["interval_from"].value_counts().items())
+
+
 def summary_line(d: dict) -> str:
     """`summarize`'s figures in one line."""
     parts = [f"{d['n']} predictions, mean |relative error| {d['mean_rel_error']:.1%}"]
@@ -225,7 +230,7 @@ def main(argv=None) -> int:
               f"({time.time() - t0:.0f} s)")
         for (method, size), g in t.groupby(["method", t["n_params"] > 3e9], sort=False):
             print(f"  {method}, {'6.9B' if size else '1.4B'}: {summary_line(summarize(g))}; interval from: "
-                  + ", ".join(f"{k} ({v})" for k, v in g["interval_from"].value_counts().items()))
+                  + _sources(g))
             print("  " + g.groupby("task").agg(abs_error=("error", lambda e: e.abs().mean()),
                                                inside=("inside", "sum"), inside_boot=("inside_boot", "sum"),
                                                n=("inside", "size")).round(3).to_string().replace("\n", "\n  "))
@@ -236,7 +241,7 @@ def main(argv=None) -> int:
               f"({time.time() - t0:.0f} s)")
         for (method, target), g in t.groupby(["method", "target"], sort=False):
             print(f"  {method}, {target}: {summary_line(summarize(g))}; interval from: "
-                  + ", ".join(f"{k} ({v})" for k, v in g["interval_from"].value_counts().items()))
+                  + _sources(g))
         print(t[["method", "target", "task", "predicted", "lo", "hi", "lo_boot", "hi_boot", "actual", "inside",
                  "rise_unseen"]].round(3).to_string(index=False))
     if a.ladders:

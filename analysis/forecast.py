@@ -176,7 +176,7 @@ class _Fitted:
             resid = near["value"].to_numpy(float) - self.to_value(self.fit.predict(near["compute"].to_numpy(float)))
             self.value_scatter = (float(np.sqrt(np.mean(resid ** 2))), len(resid))
             self.name = "direct_log (-log of the share of the way up, a power law in compute)"
-            self._rise_log(pts["compute"], pts["value"], top)
+            self._rise_log(pts["compute"], pts["value"], worst, top)
             return
         if method == "direct":
             _enough(final, "direct")
@@ -240,7 +240,7 @@ class _Fitted:
         scatter = float(np.sqrt(np.mean((y - self.fit.predict(x)) ** 2)))
         self.rise_seen = bool(toward and self.x_max >= start and (ends[1] - ends[0]) * sign >= RISE_NOISE * scatter)
 
-    def _rise_log(self, x: pd.Series, y: pd.Series, best: float) -> None:
+    def _rise_log(self, x: pd.Series, y: pd.Series, worst: float, best: float) -> None:
         """`_rise` for direct_log, on the metric's scale: the fitted curve at the ladder's largest x is RISE_SEEN of
         the way from the floor up, and it rises within the data by RISE_NOISE times the points' scatter about it."""
         x, y = np.asarray(x, float), np.asarray(y, float)
@@ -248,7 +248,6 @@ class _Fitted:
         ends = self.to_value(self.fit.predict(np.array([np.min(x), self.x_max])))
         fitted = self.to_value(self.fit.predict(x))
         scatter = float(np.sqrt(np.mean((y - fitted) ** 2)))
-        worst = float(self.to_value(np.inf))
         sign = 1 if self.higher else -1
         self.rise_seen = bool((ends[1] - worst) * sign >= RISE_SEEN * abs(best - worst)
                               and (ends[1] - ends[0]) * sign >= RISE_NOISE * scatter)

@@ -356,8 +356,6 @@ def _bench_lmeval(args) -> int:
     import json
 
     folder = Path(args.lm_eval)
-    if not (folder / "config.json").is_file():
-        raise UsageError(f"--lm-eval {folder} is not a local Hugging Face model folder (no config.json)")
     for module, extra in (("transformers", "hf"), ("lm_eval", "bench"), ("accelerate", "bench")):
         if importlib.util.find_spec(module) is None:
             raise UsageError(f"the lm-eval bench needs {module}: pip install 'emergence[{extra}]'")

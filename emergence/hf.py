@@ -51,7 +51,7 @@ from emergence.config import ProbeConfig
 from emergence.files import atomic_write_bytes, environment, write_json
 from emergence.probe import Probed, probed_pairs, write_probes
 from emergence.sweep import aggregate
-from emergence.tasks import TASKS, get_task
+from emergence.tasks import TASKS
 from emergence.tasks.kshot import KShot
 
 PYTHIA_TOKENS_PER_STEP = 2_097_152  # 1024 sequences x 2048 tokens per optimizer step (Biderman et al. 2023)
@@ -425,7 +425,7 @@ def probe_hf(models: list[str], revisions: list[str] | None, out: Path, override
     k = shots if shots is not None else textprobe.probe_shots(cfg)
     tasks = [str(t) for t in cfg.tasks] or default_tasks()
     try:
-        labels = {get_task(t, k).name: t for t in tasks}  # each row's task label -> the registered task
+        labels = textprobe.shot_labels(tasks, k)
     except ValueError as e:
         raise ModelRefused(str(e)) from None
     steps = {None: (None, float("nan"))} if revisions is None else \

@@ -42,7 +42,7 @@ from emergence.files import atomic_write_parquet, write_json
 from emergence.heldout import heldout_loss
 from emergence.metrics import levenshtein, measurement, probe_set, proportion_stderr, sem
 from emergence.model import GPT, GPTConfig
-from emergence.tasks import VOCAB, get_task
+from emergence.tasks import VOCAB
 
 MECHANISTIC = "mechanistic"
 
@@ -235,7 +235,7 @@ def probe_checkpoints(files: list[tuple[int, Path]], probe_cfg, done: set[tuple[
         tok = checkpoint_tokenizer(path)
         if tok is not None:  # a run trained with a tokenizer reads the tasks as text (emergence.textprobe)
             shots = textprobe.probe_shots(probe_cfg)
-            labels = {get_task(t, shots).name: t for t in probe_tasks_for(run_cfg, probe_cfg)}  # row label -> task
+            labels = textprobe.shot_labels(probe_tasks_for(run_cfg, probe_cfg), shots)
             tasks = list(labels)
         else:
             tasks = [] if text_run else probe_tasks_for(run_cfg, probe_cfg)

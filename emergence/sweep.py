@@ -28,7 +28,7 @@ from emergence.checkpoint import schedule
 from emergence.config import (ConfigError, compose, config_settings, gpt_config, run_dir, run_id, sweep_dir,
                               validate)
 from emergence.device import check_run_memory, pick_device
-from emergence.files import atomic_write_parquet, environment, write_json
+from emergence.files import atomic_write_parquet, environment, pid_alive, write_json
 from emergence.layout import load_runs, read_status
 from emergence.live import SweepProgress, bar_owns_terminal
 from emergence.model import GPT, flops_per_token
@@ -305,12 +305,8 @@ def watch_launcher(poll_s: float = 1.0) -> bool:
     if not launcher.isdigit() or int(launcher) == os.getpid():
         return False
     if os.getppid() != int(launcher):
-        try:  # the launcher may have died between starting this worker and handing it the job
-            os.kill(int(launcher), 0)
-        except ProcessLookupError:
+        if not pid_alive(launcher):  # it died between starting this worker and handing it the job
             _stop(int(launcher))
-        except PermissionError:
-            pass
         return False  # another process's child (submitit, a scheduler): not ours to watch
     if _watching:
         return True

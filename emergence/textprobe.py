@@ -145,6 +145,11 @@ def char_scores(outputs: list[str], targets: list[str]) -> tuple[np.ndarray, np.
     return acc, dist.astype(np.float64)
 
 
+def shot_labels(tasks, shots: int) -> dict[str, str]:
+    """Each row's task label (`get_task(task, shots).name`: add3_3shot for add3 with 3) -> the registered task."""
+    return {get_task(t, shots).name: t for t in tasks}
+
+
 def probe_shots(probe_cfg) -> int:
     """k from the probe config (`probe.shots`), DEFAULT_SHOTS where the config has no such key."""
     try:

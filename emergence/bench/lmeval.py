@@ -44,17 +44,16 @@ def task_files(folder: Path, name: str, prompts: list[str], answers: list[str], 
     return [gen, ll]
 
 
-def run_lmeval(model, tok, folder: Path, names: list[str], batch_size: int) -> tuple[list[str], np.ndarray, float]:
-    """lm-eval's generations and answer log-probabilities, item by item (ordered by id), and its wall time."""
+def run_lmeval(model, tok, folder: Path, names: list[str], batch_size: int, bos: bool
+               ) -> tuple[list[str], np.ndarray, float]:
+    """lm-eval's generations and answer log-probabilities, item by item (ordered by id), and its wall time; `bos`:
+    whether a begin-of-text token precedes each prompt, as our encoding puts one."""
     for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):  # a local dataset and a loaded model: never the network
         os.environ.setdefault(var, "1")
     from lm_eval import simple_evaluate  # optional dependency (the bench extra)
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    # the same input ids as ours: a begin-of-text token where our encoding of a prompt adds one
-    text_tok = textprobe.TextTokenizer(tok)
-    bos = len(text_tok.encode(["1"], special=True)[0]) > len(text_tok.encode(["1"], special=False)[0])
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device="cpu", dtype="float32",
               add_bos_token=bos)
     manager = TaskManager(include_path=str(folder))
@@ -68,10 +67,9 @@ def run_lmeval(model, tok, folder: Path, names: list[str], batch_size: int) -> t
     return texts, logprobs, seconds
 
 
-def run_ours(model, tok, prompts: list[str], answers: list[str], max_gen: int, batch_size: int
+def run_ours(model, text_tok, prompts: list[str], answers: list[str], max_gen: int, batch_size: int
              ) -> tuple[list[str], np.ndarray, float]:
     """Our engine's generations (the text before the first newline) and answer log-probabilities, and its time."""
-    text_tok = textprobe.TextTokenizer(tok)
     lm = engine.HFCausalLM(model)
     t0 = time.perf_counter()
     p_ids = text_tok.encode(prompts, special=True)
@@ -93,17 +91,20 @@ def lmeval_bench(model_dir, task: str = "add2", n: int = 128, shots: int = 0, se
     if isinstance(n, bool) or int(n) != n or n < 1 or batch_size < 1:
         raise ValueError(f"--n and --batch-size must be whole numbers of at least 1, got {n} and {batch_size}")
     if not (model_dir / "config.json").is_file():
-        raise ValueError(f"{model_dir} is not a Hugging Face model folder (no config.json)")
+        raise ValueError(f"--lm-eval {model_dir} is not a local Hugging Face model folder (no config.json)")
     prompts_ids, answers_ids, _ = probe_set(task, n, seed, shots)
     prompts, answers = get_task(task, shots).text(prompts_ids, answers_ids)
     answers = [a.strip() for a in answers]
     max_gen = max(len(a) for a in answers) + 1  # every token carries a character: the answer and a stop fit
     model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    ours, our_lp, our_s = run_ours(model, tok, prompts, answers, max_gen, batch_size)
+    text_tok = textprobe.TextTokenizer(tok)
+    ours, our_lp, our_s = run_ours(model, text_tok, prompts, answers, max_gen, batch_size)
+    # the same input ids for lm-eval: a begin-of-text token where our encoding of a prompt adds one
+    bos = len(text_tok.encode(["1"], special=True)[0]) > len(text_tok.encode(["1"], special=False)[0])
     with tempfile.TemporaryDirectory() as tmp:
         names = task_files(Path(tmp), get_task(task, shots).name, prompts, answers, max_gen)
-        theirs, their_lp, their_s = run_lmeval(model, tok, Path(tmp), names, batch_size)
+        theirs, their_lp, their_s = run_lmeval(model, tok, Path(tmp), names, batch_size, bos)
     theirs = [t.split("\n")[0].strip() for t in theirs]
     our_em = np.array([o == a for o, a in zip(ours, answers)])
     their_em = np.array([t == a for t, a in zip(theirs, answers)])
